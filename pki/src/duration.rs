@@ -1,0 +1,110 @@
+//! Durations as operators write them: `90s`, `15m`, `12h`, `30d`, `2w`.
+
+use std::time::Duration;
+
+/// Parses `<number><unit>` with unit `s`, `m`, `h`, `d` or `w`. A bare number is seconds.
+///
+/// # Errors
+/// [`DurationError`] when the text is empty, not a whole number with a known unit, zero,
+/// or overflows.
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    let text = text.trim();
+    let bad = || DurationError(text.to_string());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let seconds = number.checked_mul(scale).ok_or_else(bad)?;
+    if seconds == 0 || seconds > 100 * 365 * 86_400 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Formats a duration the way [`parse`] reads it, in the largest exact unit.
+pub fn format(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= scale && secs % scale == 0 {
+            return format!("{}{unit}", secs / scale);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// Formats a span for people: `29d 23h`, `5h 02m`, `42s`; negative spans get `-`.
+pub fn human(seconds: i64) -> String {
+    let sign = if seconds < 0 { "-" } else { "" };
+    let s = seconds.unsigned_abs();
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    if d > 0 {
+        format!("{sign}{d}d {h}h")
+    } else if h > 0 {
+        format!("{sign}{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{sign}{m}m {:02}s", s % 60)
+    } else {
+        format!("{sign}{s}s")
+    }
+}
+
+/// A duration that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid duration {0:?}: write a positive whole number with a unit, like 90s, 15m, 12h, 30d or 2w"
+)]
+pub struct DurationError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_unit() {
+        assert_eq!(parse("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(parse("30d").unwrap(), Duration::from_secs(2_592_000));
+        assert_eq!(parse("2w").unwrap(), Duration::from_secs(1_209_600));
+        assert_eq!(parse("45").unwrap(), Duration::from_secs(45));
+    }
+
+    #[test]
+    fn rejects_zero_negative_fractional_and_unknown_units() {
+        for bad in [
+            "",
+            "0s",
+            "-5m",
+            "1.5h",
+            "3y",
+            "h",
+            "99999999999999999999d",
+            "1000000d",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for text in ["90s", "15m", "12h", "30d"] {
+            assert_eq!(format(parse(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn human_spans() {
+        assert_eq!(human(30 * 86_400 - 3600), "29d 23h");
+        assert_eq!(human(5 * 3600 + 120), "5h 02m");
+        assert_eq!(human(-42), "-42s");
+    }
+}

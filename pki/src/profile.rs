@@ -1,0 +1,102 @@
+//! What each role's certificates look like: usages and lifetimes.
+
+use std::time::Duration;
+
+use crate::identity::Role;
+
+/// How far leaves and CAs are backdated, so a peer whose clock is a little behind
+/// still accepts a certificate issued a moment ago.
+pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// Lifetime of the root CA.
+pub const ROOT_LIFETIME: Duration = Duration::from_secs(3650 * 86_400);
+/// Lifetime of the online intermediate CA.
+pub const INTERMEDIATE_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
+/// The fixed shape of a role's leaf certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// The role this profile is for.
+    pub role: Role,
+    /// EKU serverAuth (dockerd serving the Docker API, the CA serving gRPC).
+    pub server_auth: bool,
+    /// EKU clientAuth (docker CLI, renewals, admin calls).
+    pub client_auth: bool,
+    /// Lifetime when nobody asks for another one.
+    pub default_lifetime: Duration,
+    /// Longest lifetime a token may ask for.
+    pub max_lifetime: Duration,
+}
+
+impl Profile {
+    /// The profile of `role`.
+    pub const fn of(role: Role) -> Profile {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        match role {
+            Role::Node => Profile {
+                role,
+                server_auth: true,
+                client_auth: true,
+                default_lifetime: Duration::from_secs(30 * DAY),
+                max_lifetime: Duration::from_secs(365 * DAY),
+            },
+            Role::Operator => Profile {
+                role,
+                server_auth: false,
+                client_auth: true,
+                default_lifetime: Duration::from_secs(12 * HOUR),
+                max_lifetime: Duration::from_secs(30 * DAY),
+            },
+            Role::Admin => Profile {
+                role,
+                server_auth: false,
+                client_auth: true,
+                default_lifetime: Duration::from_secs(12 * HOUR),
+                max_lifetime: Duration::from_secs(365 * DAY),
+            },
+            Role::Ca => Profile {
+                role,
+                server_auth: true,
+                client_auth: false,
+                default_lifetime: Duration::from_secs(30 * DAY),
+                max_lifetime: Duration::from_secs(90 * DAY),
+            },
+        }
+    }
+
+    /// The lifetime to issue for a request of `asked` (None: the default), capped at the
+    /// role's maximum.
+    pub fn lifetime(&self, asked: Option<Duration>) -> Duration {
+        asked
+            .unwrap_or(self.default_lifetime)
+            .min(self.max_lifetime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_nodes_and_the_ca_serve() {
+        assert!(Profile::of(Role::Node).server_auth);
+        assert!(Profile::of(Role::Ca).server_auth);
+        assert!(!Profile::of(Role::Operator).server_auth);
+        assert!(!Profile::of(Role::Admin).server_auth);
+        assert!(!Profile::of(Role::Ca).client_auth);
+    }
+
+    #[test]
+    fn lifetime_is_capped_at_the_role_maximum() {
+        let op = Profile::of(Role::Operator);
+        assert_eq!(op.lifetime(None), Duration::from_secs(12 * 3600));
+        assert_eq!(
+            op.lifetime(Some(Duration::from_secs(60))),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            op.lifetime(Some(Duration::from_secs(400 * 86_400))),
+            op.max_lifetime
+        );
+    }
+}
