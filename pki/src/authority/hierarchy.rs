@@ -38,6 +38,7 @@ pub fn create(
     now: OffsetDateTime,
 ) -> Result<Hierarchy, AuthorityError> {
     check_cluster(cluster).map_err(|e| AuthorityError::Certificate(e.to_string()))?;
+    let now = super::truncate(now);
     let rng = SystemRandom::new();
     let sign_err = |e: &dyn std::fmt::Display| AuthorityError::Signing(e.to_string());
 

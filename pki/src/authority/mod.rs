@@ -153,6 +153,9 @@ impl Authority {
                 template.identity.cluster.clone(),
             ));
         }
+        // X.509 times have whole seconds; decide in whole seconds so validation compares
+        // like with like.
+        let now = truncate(now);
         let profile = Profile::of(template.identity.role);
         let not_before = (now - BACKDATE).max(self.intermediate.not_before);
         let not_after =
@@ -250,6 +253,11 @@ impl std::fmt::Debug for Authority {
             .field("not_after", &self.intermediate.not_after)
             .finish_non_exhaustive()
     }
+}
+
+/// `now` without its fraction of a second.
+pub(crate) fn truncate(now: OffsetDateTime) -> OffsetDateTime {
+    now.replace_nanosecond(0).unwrap_or(now)
 }
 
 fn leaf_params(

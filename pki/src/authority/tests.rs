@@ -133,6 +133,18 @@ fn leaf_from_a_csr_asking_for_ca_is_still_not_a_ca() {
 }
 
 #[test]
+fn issues_at_a_time_with_fractional_seconds() {
+    let (a, _) = authority(KeyType::P256);
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let now = NOW + time::Duration::milliseconds(1234);
+    let leaf = a.issue(&template(Role::Node, &key), now).unwrap();
+    assert_eq!(
+        leaf.info.not_before,
+        NOW + time::Duration::seconds(1) - BACKDATE
+    );
+}
+
+#[test]
 fn serials_are_random_and_distinct() {
     let (a, _) = authority(KeyType::P256);
     let key = PrivateKey::generate(KeyType::P256).unwrap();
