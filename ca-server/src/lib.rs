@@ -1,1 +1,21 @@
+//! The dtca certificate authority: key custody, policy, issuance, inventory, admin API.
+//!
+//! - [`state`]: the state directory (CA certificates, encrypted keys, admin bundle).
+//! - [`registrar`]: the CA's decisions (enroll, authenticate, renew, revoke, tokens).
+//! - [`store`]: records and the audit log behind one interface; embedded SQLite backend.
+//! - [`service`]: the gRPC services, translating protobuf to registrar calls.
+//! - [`server`]: `run(listener, registrar, options, shutdown)`.
+//! - [`tls`]: server-side rustls (hot-swapped server certificate, optional client certs).
+//! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
+//!
+//! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
 
+pub mod cli;
+pub mod metrics;
+pub mod registrar;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod store;
+pub mod tls;

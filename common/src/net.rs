@@ -18,10 +18,10 @@ pub fn fqdn() -> Option<String> {
     if host.contains('.') {
         return Some(host);
     }
-    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts") {
-        if let Some(found) = fqdn_from_hosts(&hosts, &host) {
-            return Some(found);
-        }
+    if let Ok(hosts) = std::fs::read_to_string("/etc/hosts")
+        && let Some(found) = fqdn_from_hosts(&hosts, &host)
+    {
+        return Some(found);
     }
     let domain = std::fs::read_to_string("/proc/sys/kernel/domainname").ok()?;
     let domain = domain.trim();
@@ -46,7 +46,7 @@ pub fn addresses() -> Vec<IpAddr> {
         .unwrap_or_default()
         .into_iter()
         .map(|i| i.ip())
-        .filter(|ip| usable(ip))
+        .filter(usable)
         .collect();
     out.sort();
     out.dedup();

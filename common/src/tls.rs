@@ -338,13 +338,13 @@ fn classify_tls(addr: &ServerAddr, err: std::io::Error) -> ConnectError {
             detail: err.to_string(),
         };
     };
-    if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls {
-        if let Some(trust) = inner.downcast_ref::<TrustError>() {
-            return match trust {
-                TrustError::RootMismatch => ConnectError::RootMismatch,
-                TrustError::NotCaServer => ConnectError::Untrusted(trust.to_string()),
-            };
-        }
+    if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls
+        && let Some(trust) = inner.downcast_ref::<TrustError>()
+    {
+        return match trust {
+            TrustError::RootMismatch => ConnectError::RootMismatch,
+            TrustError::NotCaServer => ConnectError::Untrusted(trust.to_string()),
+        };
     }
     match tls {
         rustls::Error::InvalidCertificate(e) => ConnectError::Untrusted(format!("{e:?}")),

@@ -34,7 +34,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
 pub fn format(duration: Duration) -> String {
     let secs = duration.as_secs();
     for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= scale && secs % scale == 0 {
+        if secs >= scale && secs.is_multiple_of(scale) {
             return format!("{}{unit}", secs / scale);
         }
     }

@@ -126,6 +126,14 @@ impl CertInfo {
     }
 }
 
+/// The DER encoding of a certificate's subject name (what TLS servers list as acceptable
+/// client certificate issuers).
+pub fn subject_der(der: &[u8]) -> Option<Vec<u8>> {
+    X509Certificate::from_der(der)
+        .ok()
+        .map(|(_, cert)| cert.tbs_certificate.subject.as_raw().to_vec())
+}
+
 /// Reads every `CERTIFICATE` block of a PEM text, in order, as DER.
 ///
 /// # Errors

@@ -54,28 +54,24 @@ impl SanPolicy {
     /// [`PolicyError::DnsNotAllowed`] or [`PolicyError::IpNotAllowed`] naming the first
     /// name outside the policy.
     pub fn check(&self, dns_names: &[String], ips: &[IpAddr]) -> Result<(), PolicyError> {
-        if !self.allow_dns.is_empty() {
-            if let Some(name) = dns_names
-                .iter()
-                .find(|name| !self.allow_dns.iter().any(|p| dns_matches(p, name)))
-            {
-                return Err(PolicyError::DnsNotAllowed {
-                    name: name.clone(),
-                    allowed: self.allow_dns.join(", "),
-                });
-            }
+        let outside_dns = dns_names
+            .iter()
+            .find(|name| !self.allow_dns.iter().any(|p| dns_matches(p, name)));
+        if let (false, Some(name)) = (self.allow_dns.is_empty(), outside_dns) {
+            return Err(PolicyError::DnsNotAllowed {
+                name: name.clone(),
+                allowed: self.allow_dns.join(", "),
+            });
         }
-        if !self.allow_ip.is_empty() {
-            if let Some(ip) = ips
-                .iter()
-                .find(|ip| !self.allow_ip.iter().any(|net| net.contains(*ip)))
-            {
-                let allowed: Vec<String> = self.allow_ip.iter().map(|n| n.to_string()).collect();
-                return Err(PolicyError::IpNotAllowed {
-                    ip: *ip,
-                    allowed: allowed.join(", "),
-                });
-            }
+        let outside_ip = ips
+            .iter()
+            .find(|ip| !self.allow_ip.iter().any(|net| net.contains(*ip)));
+        if let (false, Some(ip)) = (self.allow_ip.is_empty(), outside_ip) {
+            let allowed: Vec<String> = self.allow_ip.iter().map(|n| n.to_string()).collect();
+            return Err(PolicyError::IpNotAllowed {
+                ip: *ip,
+                allowed: allowed.join(", "),
+            });
         }
         Ok(())
     }

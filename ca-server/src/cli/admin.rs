@@ -1,0 +1,383 @@
+//! Admin subcommands: they reach the running server over gRPC with the admin bundle.
+
+use std::path::PathBuf;
+
+use dtca_common::Reason;
+use dtca_common::bundle::{Bundle, BundleError, Layout};
+use dtca_common::reason;
+use dtca_common::tls::{self, ServerAddr, Trust};
+use dtca_pki::duration;
+use dtca_proto::v1::{self, admin_client::AdminClient};
+use serde_json::json;
+use time::OffsetDateTime;
+use tonic::transport::Channel;
+
+use super::settings::{self, FileConfig};
+use super::{AdminArgs, AuditArgs, CertCommand, CliError, TokenCommand, TokenCreateArgs};
+use crate::state::StateDir;
+
+pub async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
+    match cmd {
+        TokenCommand::Create(args) => create_token(args, file).await,
+        TokenCommand::List(admin) => {
+            let mut client = connect(&admin, file).await?;
+            let tokens = client
+                .list_tokens(v1::ListTokensRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .tokens;
+            if admin.json {
+                let rows: Vec<_> = tokens.iter().map(token_json).collect();
+                print_json(&json!(rows));
+            } else {
+                println!(
+                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
+                );
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                for t in &tokens {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.expires_unix <= now {
+                        "expired"
+                    } else if t.uses >= t.max_uses {
+                        "used-up"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                        t.id,
+                        role_name(t.role),
+                        if t.name.is_empty() { "-" } else { &t.name },
+                        format!("{}/{}", t.uses, t.max_uses),
+                        timestamp(t.expires_unix),
+                        state
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, admin } => {
+            let mut client = connect(&admin, file).await?;
+            client
+                .revoke_token(v1::RevokeTokenRequest { id: id.clone() })
+                .await
+                .map_err(status_error)?;
+            println!("token {id} revoked");
+            Ok(())
+        }
+    }
+}
+
+async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
+    let role = match args.role.as_str() {
+        "node" => v1::Role::Node,
+        "operator" => v1::Role::Operator,
+        "admin" => v1::Role::Admin,
+        other => {
+            return Err(CliError::new(
+                Reason::Usage,
+                format!("--role {other:?}: use node, operator or admin"),
+            ));
+        }
+    };
+    let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
+        match text {
+            None => Ok(0),
+            Some(t) => duration::parse(t)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .map_err(|e| CliError::new(Reason::Usage, format!("--{flag}: {e}"))),
+        }
+    };
+    let request = v1::CreateTokenRequest {
+        role: role.into(),
+        ttl_seconds: seconds("ttl", &args.ttl)?,
+        uses: args.uses.unwrap_or(0),
+        name: args.name.clone().unwrap_or_default(),
+        allow_dns: args.allow_dns.clone(),
+        allow_ip: args.allow_ip.clone(),
+        cert_ttl_seconds: seconds("cert-ttl", &args.cert_ttl)?,
+    };
+    if args.uses == Some(0) {
+        return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
+    }
+    let mut client = connect(&args.admin, file).await?;
+    let response = client
+        .create_token(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if args.admin.json {
+        let mut value = response
+            .info
+            .as_ref()
+            .map(token_json)
+            .unwrap_or_else(|| json!({}));
+        value["token"] = json!(response.token);
+        print_json(&value);
+    } else {
+        // The token alone on stdout, so `TOKEN=$(ca-server token create ...)` works;
+        // the details go to stderr.
+        println!("{}", response.token);
+        if let Some(info) = &response.info {
+            eprintln!(
+                "token {} for role {}: {} use(s), expires {}",
+                info.id,
+                role_name(info.role),
+                info.max_uses,
+                timestamp(info.expires_unix)
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
+    match cmd {
+        CertCommand::List {
+            expiring_within,
+            all,
+            limit,
+            admin,
+        } => {
+            let within = match &expiring_within {
+                Some(t) => i64::try_from(
+                    duration::parse(t)
+                        .map_err(|e| {
+                            CliError::new(Reason::Usage, format!("--expiring-within: {e}"))
+                        })?
+                        .as_secs(),
+                )
+                .unwrap_or(i64::MAX),
+                None => 0,
+            };
+            let mut client = connect(&admin, file).await?;
+            let certs = client
+                .list_certificates(v1::ListCertificatesRequest {
+                    expiring_within_seconds: within,
+                    include_inactive: all,
+                    limit: limit.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .certificates;
+            if admin.json {
+                let rows: Vec<_> = certs.iter().map(cert_json).collect();
+                print_json(&json!(rows));
+            } else {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                println!(
+                    "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
+                    "SERIAL", "ROLE", "NAME", "NOT AFTER", "STATUS", "LEFT"
+                );
+                for c in &certs {
+                    println!(
+                        "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
+                        c.serial,
+                        role_name(c.role),
+                        c.name,
+                        timestamp(c.not_after_unix),
+                        c.status,
+                        duration::human(c.not_after_unix - now)
+                    );
+                }
+                if certs.is_empty() {
+                    eprintln!("no certificates match");
+                }
+            }
+            Ok(())
+        }
+        CertCommand::Show { serial, admin } => {
+            let mut client = connect(&admin, file).await?;
+            let d = client
+                .show_certificate(v1::ShowCertificateRequest { serial })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let s = d.summary.clone().unwrap_or_default();
+            if admin.json {
+                let mut value = cert_json(&s);
+                value["pem"] = json!(d.pem);
+                value["renewed_from"] = json!(d.renewed_from);
+                value["token_id"] = json!(d.token_id);
+                value["revocation_reason"] = json!(d.revocation_reason);
+                print_json(&value);
+            } else {
+                println!("serial:     {}", s.serial);
+                println!("identity:   {}", s.identity);
+                println!("status:     {}", s.status);
+                println!("not before: {}", timestamp(s.not_before_unix));
+                println!("not after:  {}", timestamp(s.not_after_unix));
+                println!("dns names:  {}", s.dns_names.join(" "));
+                println!("ip addrs:   {}", s.ip_addresses.join(" "));
+                if !d.token_id.is_empty() {
+                    println!("enrolled with token {}", d.token_id);
+                }
+                if !d.renewed_from.is_empty() {
+                    println!("renewed from {}", d.renewed_from);
+                }
+                if d.revoked_unix != 0 {
+                    println!(
+                        "revoked at {} ({})",
+                        timestamp(d.revoked_unix),
+                        d.revocation_reason
+                    );
+                }
+                print!("{}", d.pem);
+            }
+            Ok(())
+        }
+        CertCommand::Revoke {
+            serial,
+            name,
+            reason,
+            admin,
+        } => {
+            let target = match (serial, name) {
+                (Some(s), None) => v1::revoke_certificate_request::Target::Serial(s),
+                (None, Some(n)) => v1::revoke_certificate_request::Target::Name(n),
+                _ => return Err(CliError::new(Reason::Usage, "give a SERIAL or --name NAME")),
+            };
+            let mut client = connect(&admin, file).await?;
+            let revoked = client
+                .revoke_certificate(v1::RevokeCertificateRequest {
+                    target: Some(target),
+                    reason: reason.unwrap_or_default(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .serials;
+            if admin.json {
+                print_json(&json!({ "revoked": revoked }));
+            } else if revoked.is_empty() {
+                println!("nothing to revoke (already revoked or expired)");
+            } else {
+                for s in &revoked {
+                    println!("revoked {s}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliError> {
+    let mut client = connect(&args.admin, file).await?;
+    let events = client
+        .list_audit(v1::ListAuditRequest {
+            limit: args.limit.unwrap_or(50),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .events;
+    if args.admin.json {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| json!({"at": timestamp(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))
+            .collect();
+        print_json(&json!(rows));
+    } else {
+        for e in &events {
+            println!(
+                "{}  {:<13} {:<40} {} {}",
+                timestamp(e.at_unix),
+                e.kind,
+                e.actor,
+                e.subject,
+                e.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Connects to the CA with the admin bundle.
+async fn connect(args: &AdminArgs, file: &FileConfig) -> Result<AdminClient<Channel>, CliError> {
+    let state = StateDir::new(settings::state_dir(&args.state, file));
+    let admin_dir: PathBuf = args
+        .admin_dir
+        .clone()
+        .or_else(|| file.admin_dir.clone())
+        .unwrap_or_else(|| state.admin_dir());
+    let server = args
+        .server
+        .clone()
+        .or_else(|| file.server.clone())
+        .or_else(|| state.server_addr())
+        .unwrap_or_else(|| "127.0.0.1:8443".into());
+    let bundle = Bundle::load(&admin_dir, Layout::CLIENT).map_err(|e| match e {
+        BundleError::Missing(path) => CliError::new(
+            Reason::NotInitialized,
+            format!(
+                "no admin bundle: {} is missing (use --admin-dir, or --state-dir of an initialised CA)",
+                path.display()
+            ),
+        ),
+        other => CliError::new(Reason::LocalIo, other.to_string()),
+    })?;
+    let addr = ServerAddr::parse(&server).map_err(|e| CliError::new(e.reason(), e.to_string()))?;
+    let config = tls::client_config(
+        Trust::Root(bundle.root_der.clone()),
+        Some(bundle.client_identity()),
+    )
+    .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
+    let channel = tls::connect(&addr, config)
+        .await
+        .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
+    Ok(AdminClient::new(channel))
+}
+
+fn status_error(status: tonic::Status) -> CliError {
+    CliError::new(
+        reason::of_status_or_code(&status),
+        status.message().to_string(),
+    )
+}
+
+fn role_name(role: i32) -> &'static str {
+    match v1::Role::try_from(role) {
+        Ok(v1::Role::Node) => "node",
+        Ok(v1::Role::Operator) => "operator",
+        Ok(v1::Role::Admin) => "admin",
+        _ => "-",
+    }
+}
+
+fn timestamp(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
+    json!({
+        "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
+        "expires": timestamp(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
+    })
+}
+
+fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
+    json!({
+        "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
+        "not_before": timestamp(c.not_before_unix), "not_after": timestamp(c.not_after_unix),
+        "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
+    })
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}

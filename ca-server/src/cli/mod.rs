@@ -1,0 +1,291 @@
+//! The `ca-server` command line: flags (each with an environment variable), the config
+//! file, and the commands. `main.rs` only parses and calls [`run`].
+
+mod admin;
+mod serve;
+mod settings;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dtca_common::Reason;
+
+pub use settings::FileConfig;
+
+/// `ca-server`: the dtca certificate authority.
+#[derive(Debug, Parser)]
+#[command(name = "ca-server", version, about = "Certificate authority and TLS provisioning for Docker engines", after_help = exit_codes())]
+pub struct Cli {
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    /// [default: /etc/dtca/ca-server.toml when it exists]
+    #[arg(long, env = "DTCA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, env = "DTCA_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the root and intermediate CA and an admin client bundle in the state dir.
+    Init(InitArgs),
+    /// Run the CA's gRPC server.
+    Serve(ServeArgs),
+    /// Join tokens (create prints the token on stdout).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Issued certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Show the newest audit log entries.
+    Audit(AuditArgs),
+}
+
+/// Where the CA keeps its files.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// State directory. [default: /var/lib/dtca]
+    #[arg(long, env = "DTCA_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How CA keys are protected.
+#[derive(Debug, Args)]
+pub struct PassphraseArgs {
+    /// File holding the passphrase of the CA keys (or set DTCA_PASSPHRASE to the passphrase).
+    #[arg(long, env = "DTCA_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Keep the CA keys unencrypted. Only for tests and throwaway CAs.
+    #[arg(long, env = "DTCA_INSECURE_NO_PASSPHRASE")]
+    pub insecure_no_passphrase: bool,
+}
+
+/// `init` flags.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Cluster name, part of every identity (dtca://<cluster>/...). [default: default]
+    #[arg(long, env = "DTCA_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Key algorithm of the CA: p256 or ed25519. [default: p256]
+    #[arg(long, env = "DTCA_KEY_TYPE")]
+    pub key_type: Option<String>,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// Address to listen on. [default: 0.0.0.0:8443]
+    #[arg(long, env = "DTCA_LISTEN")]
+    pub listen: Option<String>,
+    /// Database URL (postgres://...); the embedded database in the state dir when absent.
+    #[arg(long, env = "DTCA_DATABASE")]
+    pub database: Option<String>,
+    /// Address for Prometheus metrics (GET /metrics); off when absent.
+    #[arg(long, env = "DTCA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Extra DNS name or IP for the server certificate (a load balancer's name). Repeatable.
+    #[arg(long = "san", env = "DTCA_SAN", value_delimiter = ',')]
+    pub sans: Vec<String>,
+    /// How long after expiry a node may still renew with its old certificate. [default: 0s, never]
+    #[arg(long, env = "DTCA_RENEW_GRACE")]
+    pub renew_grace: Option<String>,
+}
+
+/// How admin subcommands reach the server.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// CA server address. [default: the address `serve` recorded in the state dir, else 127.0.0.1:8443]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    /// Admin bundle (ca.pem, cert.pem, key.pem). [default: <state-dir>/admin]
+    #[arg(long, env = "DTCA_ADMIN_DIR")]
+    pub admin_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it.
+    Create(TokenCreateArgs),
+    /// List tokens.
+    List(AdminArgs),
+    /// Revoke a token by id.
+    Revoke {
+        /// Token id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `token create` flags.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Role of the certificates it enrolls: node, operator or admin.
+    #[arg(long)]
+    pub role: String,
+    /// How long the token stays valid. [default: 24h]
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// How many enrollments it allows. [default: 1]
+    #[arg(long)]
+    pub uses: Option<u32>,
+    /// Identity name every certificate from it gets (else the client's host or user name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// DNS names allowed in node certificates: host.example.com or *.example.com. Repeatable.
+    #[arg(long)]
+    pub allow_dns: Vec<String>,
+    /// IP networks allowed in node certificates: 10.0.0.0/8 or 192.0.2.7. Repeatable.
+    #[arg(long)]
+    pub allow_ip: Vec<String>,
+    /// Lifetime of the certificates it enrolls. [default: the role's: node 30d, operator and admin 12h]
+    #[arg(long)]
+    pub cert_ttl: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `cert` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// List certificates (valid ones by default).
+    List {
+        /// Only current certificates expiring within this duration (e.g. 7d).
+        #[arg(long)]
+        expiring_within: Option<String>,
+        /// Also list expired and revoked certificates.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one certificate with its PEM.
+    Show {
+        /// Serial, as `openssl x509 -noout -serial` prints it.
+        serial: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a certificate by serial, or every current certificate of a name.
+    Revoke {
+        /// Serial, as `openssl x509 -noout -serial` prints it.
+        #[arg(required_unless_present = "name", conflicts_with = "name")]
+        serial: Option<String>,
+        /// Identity name whose certificates to revoke.
+        #[arg(long)]
+        name: Option<String>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// How many entries. [default: 50]
+    #[arg(long)]
+    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// A command that failed: one line for the user and a distinct exit code.
+#[derive(Debug)]
+pub struct CliError {
+    /// Decides the exit code.
+    pub reason: Reason,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+impl CliError {
+    /// An error with a reason.
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        CliError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// [`CliError`] with the exit code to use.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let file = settings::load_file(cli.config.as_deref())?;
+    let log_format = cli
+        .log_format
+        .or(file.log_format)
+        .unwrap_or(LogFormat::Text);
+    init_logging(log_format);
+    match cli.command {
+        Command::Init(args) => serve::init(args, &file).await,
+        Command::Serve(args) => serve::serve(args, &file).await,
+        Command::Token(cmd) => admin::token(cmd, &file).await,
+        Command::Cert(cmd) => admin::cert(cmd, &file).await,
+        Command::Audit(args) => admin::audit(args, &file).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The exit-code table shown in `--help`.
+pub fn exit_codes() -> String {
+    let mut out = String::from("Exit codes:\n  0  success\n");
+    for r in Reason::ALL {
+        out.push_str(&format!("  {:<3}{}\n", r.exit_code(), r.describe()));
+    }
+    out
+}

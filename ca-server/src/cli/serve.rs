@@ -1,0 +1,195 @@
+//! `ca-server init` and `ca-server serve`.
+
+use std::sync::Arc;
+
+use dtca_common::Reason;
+use dtca_common::config::Problems;
+use dtca_pki::identity::check_cluster;
+use dtca_pki::key::KeyType;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use super::settings::{self, FileConfig};
+use super::{CliError, InitArgs, ServeArgs};
+use crate::metrics::Metrics;
+use crate::registrar::{Registrar, Rules};
+use crate::server::{self, ServerOptions};
+use crate::state::{StateDir, StateError};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+pub async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
+    let mut problems = Problems::default();
+    let dir = StateDir::new(settings::state_dir(&args.state, file));
+    let cluster = args
+        .cluster
+        .or_else(|| file.cluster.clone())
+        .unwrap_or_else(|| "default".into());
+    problems.check(check_cluster(&cluster));
+    let key_type = args
+        .key_type
+        .or_else(|| file.key_type.clone())
+        .map(|k| k.parse::<KeyType>())
+        .transpose();
+    let key_type = problems.check(key_type).flatten().unwrap_or_default();
+    let passphrase = settings::passphrase(&args.passphrase, file, &mut problems);
+    settings::finish(problems)?;
+    let Some(passphrase) = passphrase else {
+        return Err(CliError::new(Reason::Config, "no passphrase"));
+    };
+    let report = dir
+        .init(&cluster, key_type, &passphrase, OffsetDateTime::now_utc())
+        .await
+        .map_err(state_error)?;
+    println!(
+        "Initialised CA for cluster {:?} in {}",
+        report.cluster,
+        dir.path().display()
+    );
+    println!(
+        "  root CA:         {} (expires {})",
+        dir.ca_pem().display(),
+        report.root_not_after.date()
+    );
+    println!(
+        "  intermediate CA: expires {}",
+        report.intermediate_not_after.date()
+    );
+    println!("  root digest:     {}", report.root_digest);
+    println!("  admin bundle:    {}", report.admin_dir.display());
+    if matches!(passphrase, crate::state::Passphrase::InsecureNone) {
+        println!("  WARNING: CA keys are NOT encrypted (--insecure-no-passphrase)");
+    }
+    println!("Next: ca-server serve --state-dir {}", dir.path().display());
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
+    let mut problems = Problems::default();
+    let dir = StateDir::new(settings::state_dir(&args.state, file));
+    let passphrase = settings::passphrase(&args.passphrase, file, &mut problems);
+    let listen_text = args
+        .listen
+        .or_else(|| file.listen.clone())
+        .unwrap_or_else(|| settings::DEFAULT_LISTEN.into());
+    let listen = settings::socket_addr("listen", &listen_text, &mut problems);
+    let metrics_listen = args
+        .metrics_listen
+        .or_else(|| file.metrics_listen.clone())
+        .and_then(|m| settings::socket_addr("metrics", &m, &mut problems));
+    let renew_grace = match args.renew_grace.or_else(|| file.renew_grace.clone()) {
+        Some(text) if text.trim() == "0" || text.trim() == "0s" => Some(std::time::Duration::ZERO),
+        Some(text) => settings::duration_of("renew-grace", &text, &mut problems),
+        None => Some(std::time::Duration::ZERO),
+    };
+    let sans = if args.sans.is_empty() {
+        file.san.clone().unwrap_or_default()
+    } else {
+        args.sans
+    };
+    for san in &sans {
+        if san.parse::<std::net::IpAddr>().is_err()
+            && dtca_pki::policy::check_dns_name(san).is_err()
+        {
+            problems.push(format!(
+                "--san {san:?} is neither a DNS name nor an IP address"
+            ));
+        }
+    }
+    let database = args.database.or_else(|| file.database.clone());
+    if let Some(url) = &database {
+        problems.push(format!(
+            "--database {url:?}: only the embedded database is available in this build; omit --database"
+        ));
+    }
+    settings::finish(problems)?;
+    let (Some(passphrase), Some(listen), Some(renew_grace)) = (passphrase, listen, renew_grace)
+    else {
+        return Err(CliError::new(Reason::Config, "invalid configuration"));
+    };
+
+    let (authority, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
+    drop(passphrase);
+    if !cluster.encrypted {
+        tracing::warn!(
+            "the CA keys are not encrypted at rest (initialised with --insecure-no-passphrase)"
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.store_path())
+            .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?,
+    );
+    let metrics = Arc::new(Metrics::default());
+    let registrar = Arc::new(Registrar::new(
+        authority,
+        store.clone(),
+        Rules { renew_grace },
+        metrics.clone(),
+    ));
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| CliError::new(Reason::LocalIo, format!("cannot listen on {listen}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::new(Reason::LocalIo, e.to_string()))?;
+    dir.record_server_addr(local).map_err(state_error)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = metrics_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            CliError::new(
+                Reason::LocalIo,
+                format!("cannot listen on {addr} for metrics: {e}"),
+            )
+        })?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::metrics::serve(l, metrics, store, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+    tracing::info!(addr = %local, cluster = %cluster.cluster, "ca-server listening");
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    };
+    server::run(
+        listener,
+        registrar,
+        ServerOptions::for_this_host(&sans),
+        shutdown,
+    )
+    .await
+    .map_err(|e| CliError::new(Reason::Internal, e.to_string()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+pub fn state_error(e: StateError) -> CliError {
+    let reason = match &e {
+        StateError::AlreadyInitialized(_) => Reason::AlreadyInitialized,
+        StateError::NotInitialized(_) => Reason::NotInitialized,
+        StateError::PassphraseRequired => Reason::Config,
+        StateError::WrongPassphrase => Reason::WrongPassphrase,
+        StateError::Io(_) => Reason::LocalIo,
+        StateError::Invalid(_) => Reason::Config,
+        StateError::Store(_) => Reason::StoreUnavailable,
+    };
+    CliError::new(reason, e.to_string())
+}

@@ -1,0 +1,139 @@
+//! The config file layer and checked settings: flag > env > file > default, with every
+//! problem reported at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dtca_common::Reason;
+use dtca_common::config::{self, Problems};
+use dtca_pki::duration;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{CliError, LogFormat, PassphraseArgs, StateArgs};
+use crate::state::Passphrase;
+
+/// Default config file, read when it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/dtca/ca-server.toml";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/dtca";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Environment variable holding the passphrase itself.
+pub const PASSPHRASE_ENV: &str = "DTCA_PASSPHRASE";
+
+/// `ca-server.toml`: the same settings as the long flags (with `_` for `-`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    pub cluster: Option<String>,
+    pub key_type: Option<String>,
+    pub passphrase_file: Option<PathBuf>,
+    pub insecure_no_passphrase: Option<bool>,
+    pub listen: Option<String>,
+    pub database: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub san: Option<Vec<String>>,
+    pub renew_grace: Option<String>,
+    pub server: Option<String>,
+    pub admin_dir: Option<PathBuf>,
+}
+
+/// Reads the config file named by `--config`, or the default one when it exists.
+///
+/// # Errors
+/// [`CliError`] with [`Reason::Config`].
+pub fn load_file(path: Option<&Path>) -> Result<FileConfig, CliError> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    config::load(&path, required).map_err(|e| CliError::new(Reason::Config, e.to_string()))
+}
+
+/// The state directory from flag, env, file or default.
+pub fn state_dir(args: &StateArgs, file: &FileConfig) -> PathBuf {
+    args.state_dir
+        .clone()
+        .or_else(|| file.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// Reads the passphrase from `--passphrase-file`, `DTCA_PASSPHRASE`, or accepts none with
+/// `--insecure-no-passphrase`.
+pub fn passphrase(
+    args: &PassphraseArgs,
+    file: &FileConfig,
+    problems: &mut Problems,
+) -> Option<Passphrase> {
+    let insecure = args.insecure_no_passphrase || file.insecure_no_passphrase.unwrap_or(false);
+    let from_file = args
+        .passphrase_file
+        .clone()
+        .or_else(|| file.passphrase_file.clone());
+    let secret = match from_file {
+        Some(path) => match std::fs::read(&path) {
+            Ok(mut bytes) => {
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Some(Zeroizing::new(bytes))
+            }
+            Err(e) => {
+                problems.push(format!(
+                    "cannot read the passphrase file {}: {e}",
+                    path.display()
+                ));
+                return None;
+            }
+        },
+        None => std::env::var(PASSPHRASE_ENV)
+            .ok()
+            .map(|s| Zeroizing::new(s.into_bytes())),
+    };
+    match (secret, insecure) {
+        (Some(s), false) if s.is_empty() => {
+            problems.push("the passphrase is empty");
+            None
+        }
+        (Some(s), false) => Some(Passphrase::Secret(s)),
+        (Some(_), true) => {
+            problems.push("give either a passphrase or --insecure-no-passphrase, not both");
+            None
+        }
+        (None, true) => Some(Passphrase::InsecureNone),
+        (None, false) => {
+            problems.push(format!(
+                "no passphrase for the CA keys: give --passphrase-file FILE or set {PASSPHRASE_ENV} (or --insecure-no-passphrase for a throwaway CA)"
+            ));
+            None
+        }
+    }
+}
+
+/// Parses a socket address setting.
+pub fn socket_addr(what: &str, text: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    problems.check(
+        text.parse::<SocketAddr>().map_err(|_| {
+            format!("invalid {what} address {text:?}: use IP:PORT, like 0.0.0.0:8443")
+        }),
+    )
+}
+
+/// Parses a duration setting.
+pub fn duration_of(what: &str, text: &str, problems: &mut Problems) -> Option<Duration> {
+    problems.check(duration::parse(text).map_err(|e| format!("{what}: {e}")))
+}
+
+/// Turns collected problems into a config error.
+///
+/// # Errors
+/// [`CliError`] with [`Reason::Config`] listing every problem.
+pub fn finish(problems: Problems) -> Result<(), CliError> {
+    problems
+        .finish()
+        .map_err(|e| CliError::new(Reason::Config, e.to_string()))
+}

@@ -1,0 +1,286 @@
+//! Prometheus metrics: issued, renewed and revoked certificates, refusals by reason,
+//! request latency, and days until the earliest node certificate expires.
+//!
+//! Counters are plain atomics (no locks on the issuance path); `render` writes the
+//! Prometheus text format, and [`serve`] answers `GET /metrics` on its own listener.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dtca_common::Reason;
+use dtca_pki::identity::Role;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use crate::store::{CertQuery, Store};
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Which RPCs get their own latency histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rpc {
+    /// `Enroll`.
+    Enroll,
+    /// `Renew`.
+    Renew,
+    /// Admin service calls.
+    Admin,
+    /// Everything else.
+    Other,
+}
+
+impl Rpc {
+    const ALL: [Rpc; 4] = [Rpc::Enroll, Rpc::Renew, Rpc::Admin, Rpc::Other];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Rpc::Enroll => "enroll",
+            Rpc::Renew => "renew",
+            Rpc::Admin => "admin",
+            Rpc::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// The server's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    issued: [AtomicU64; 4],
+    renewed: [AtomicU64; 4],
+    revoked: AtomicU64,
+    refused: Vec<AtomicU64>,
+    latency: [Histogram; 4],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            issued: Default::default(),
+            renewed: Default::default(),
+            revoked: AtomicU64::new(0),
+            refused: Reason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            latency: Default::default(),
+        }
+    }
+}
+
+fn role_index(role: Role) -> usize {
+    Role::ALL.iter().position(|r| *r == role).unwrap_or(0)
+}
+
+impl Metrics {
+    /// Counts an enrollment.
+    pub fn issued(&self, role: Role) {
+        self.issued[role_index(role)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a renewal.
+    pub fn renewed(&self, role: Role) {
+        self.renewed[role_index(role)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts revocations.
+    pub fn revoked(&self, n: usize) {
+        self.revoked.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records how long a call took.
+    pub fn observe(&self, rpc: Rpc, elapsed: Duration) {
+        let h = &self.latency[Rpc::ALL.iter().position(|r| *r == rpc).unwrap_or(3)];
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                h.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        h.count.fetch_add(1, Ordering::Relaxed);
+        h.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The Prometheus text exposition; `earliest_node_expiry` is the soonest `not_after`
+    /// among current node certificates, when there is one.
+    pub fn render(
+        &self,
+        now: OffsetDateTime,
+        earliest_node_expiry: Option<OffsetDateTime>,
+    ) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line("# HELP dtca_certificates_issued_total Certificates issued by enrollment.".into());
+        line("# TYPE dtca_certificates_issued_total counter".into());
+        for role in Role::ALL {
+            line(format!(
+                "dtca_certificates_issued_total{{role=\"{role}\"}} {}",
+                self.issued[role_index(role)].load(Ordering::Relaxed)
+            ));
+        }
+        line("# HELP dtca_certificates_renewed_total Certificates issued by renewal.".into());
+        line("# TYPE dtca_certificates_renewed_total counter".into());
+        for role in Role::ALL {
+            line(format!(
+                "dtca_certificates_renewed_total{{role=\"{role}\"}} {}",
+                self.renewed[role_index(role)].load(Ordering::Relaxed)
+            ));
+        }
+        line("# HELP dtca_certificates_revoked_total Certificates revoked.".into());
+        line("# TYPE dtca_certificates_revoked_total counter".into());
+        line(format!(
+            "dtca_certificates_revoked_total {}",
+            self.revoked.load(Ordering::Relaxed)
+        ));
+        line("# HELP dtca_requests_refused_total Requests refused, by reason.".into());
+        line("# TYPE dtca_requests_refused_total counter".into());
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            line(format!(
+                "dtca_requests_refused_total{{reason=\"{reason}\"}} {}",
+                self.refused[i].load(Ordering::Relaxed)
+            ));
+        }
+        line("# HELP dtca_request_duration_seconds Time to answer a request.".into());
+        line("# TYPE dtca_request_duration_seconds histogram".into());
+        for (rpc, h) in Rpc::ALL.iter().zip(&self.latency) {
+            let rpc = rpc.as_str();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                line(format!(
+                    "dtca_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"{bound}\"}} {}",
+                    h.buckets[i].load(Ordering::Relaxed)
+                ));
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            line(format!(
+                "dtca_request_duration_seconds_bucket{{rpc=\"{rpc}\",le=\"+Inf\"}} {count}"
+            ));
+            line(format!(
+                "dtca_request_duration_seconds_sum{{rpc=\"{rpc}\"}} {}",
+                h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+            ));
+            line(format!(
+                "dtca_request_duration_seconds_count{{rpc=\"{rpc}\"}} {count}"
+            ));
+        }
+        if let Some(expiry) = earliest_node_expiry {
+            line("# HELP dtca_node_cert_earliest_expiry_days Days until the earliest current node certificate expires.".into());
+            line("# TYPE dtca_node_cert_earliest_expiry_days gauge".into());
+            line(format!(
+                "dtca_node_cert_earliest_expiry_days {:.3}",
+                (expiry - now).as_seconds_f64() / 86_400.0
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let mut shutdown = Box::pin(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let metrics = metrics.clone();
+        let store = store.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                let store = store.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &metrics, &*store).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: &Request<hyper::body::Incoming>,
+    metrics: &Metrics,
+    store: &dyn Store,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if req.uri().path() != "/metrics" {
+        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+        return response;
+    }
+    let now = OffsetDateTime::now_utc();
+    let earliest = store
+        .certificates(&CertQuery {
+            now,
+            expiring_within: Some(Duration::from_secs(100 * 365 * 86_400)),
+            include_inactive: false,
+            limit: Some(1),
+            role: Some(Role::Node),
+        })
+        .await
+        .ok()
+        .and_then(|certs| certs.first().map(|c| c.not_after));
+    *response.body_mut() = Full::new(Bytes::from(metrics.render(now, earliest)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.issued(Role::Node);
+        m.renewed(Role::Operator);
+        m.refused(Reason::TokenUsedUp);
+        m.observe(Rpc::Enroll, Duration::from_millis(3));
+        let now = OffsetDateTime::now_utc();
+        let text = m.render(now, Some(now + time::Duration::days(2)));
+        assert!(text.contains("dtca_certificates_issued_total{role=\"node\"} 1"));
+        assert!(text.contains("dtca_certificates_renewed_total{role=\"operator\"} 1"));
+        assert!(text.contains("dtca_requests_refused_total{reason=\"token-used-up\"} 1"));
+        assert!(
+            text.contains("dtca_request_duration_seconds_bucket{rpc=\"enroll\",le=\"0.0025\"} 0")
+        );
+        assert!(
+            text.contains("dtca_request_duration_seconds_bucket{rpc=\"enroll\",le=\"0.005\"} 1")
+        );
+        assert!(text.contains("dtca_node_cert_earliest_expiry_days 2.000"));
+    }
+}

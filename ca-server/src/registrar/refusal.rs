@@ -1,0 +1,84 @@
+//! Why the CA said no. Each refusal has a stable [`Reason`]; the gRPC layer maps
+//! refusals to statuses in one place (`service::status`).
+
+use dtca_common::Reason;
+use dtca_pki::Serial;
+use dtca_pki::authority::AuthorityError;
+use dtca_pki::csr::CsrError;
+use dtca_pki::identity::Role;
+use dtca_pki::policy::PolicyError;
+use dtca_pki::token::TokenError;
+use time::OffsetDateTime;
+
+use crate::store::StoreError;
+
+/// A refused request, with what the caller needs to know to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    TokenMalformed(TokenError),
+    #[error("the join token was made by another CA (its root digest is not this CA's)")]
+    TokenForeignCa,
+    #[error("unknown join token: ask an admin for a new one (ca-server token create)")]
+    TokenUnknown,
+    #[error("the join token expired at {at}: ask an admin for a new one")]
+    TokenExpired { at: OffsetDateTime },
+    #[error("the join token was revoked: ask an admin for a new one")]
+    TokenRevoked,
+    #[error("the join token has no uses left: ask an admin for a new one")]
+    TokenUsedUp,
+    #[error("{0}")]
+    Csr(CsrError),
+    #[error("{0}")]
+    NameNotAllowed(PolicyError),
+    #[error("no client certificate: this call needs mutual TLS with a certificate from this CA")]
+    CertMissing,
+    #[error("the client certificate was not issued by this CA")]
+    CertForeign,
+    #[error("the client certificate expired at {not_after}: re-enroll with a join token")]
+    CertExpired { not_after: OffsetDateTime },
+    #[error("invalid client certificate: {0}")]
+    CertInvalid(String),
+    #[error("the client certificate {0} is not in this CA's inventory")]
+    CertUnknown(Serial),
+    #[error("the client certificate {0} was revoked: ask an admin for a new join token")]
+    CertRevoked(Serial),
+    #[error("a certificate of role {role} may not {action}")]
+    RoleNotAllowed { role: Role, action: &'static str },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("{0}; nothing was issued")]
+    Store(StoreError),
+    #[error("{0}")]
+    Authority(AuthorityError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Refusal {
+    /// The stable reason word and exit code of this refusal.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Refusal::TokenMalformed(_) => Reason::TokenMalformed,
+            Refusal::TokenForeignCa | Refusal::TokenUnknown => Reason::TokenUnknown,
+            Refusal::TokenExpired { .. } => Reason::TokenExpired,
+            Refusal::TokenRevoked => Reason::TokenRevoked,
+            Refusal::TokenUsedUp => Reason::TokenUsedUp,
+            Refusal::Csr(_) => Reason::CsrInvalid,
+            Refusal::NameNotAllowed(_) => Reason::NameNotAllowed,
+            Refusal::CertMissing => Reason::CertMissing,
+            Refusal::CertForeign => Reason::CertForeign,
+            Refusal::CertExpired { .. } => Reason::CertExpired,
+            Refusal::CertInvalid(_) => Reason::CertForeign,
+            Refusal::CertUnknown(_) => Reason::CertUnknown,
+            Refusal::CertRevoked(_) => Reason::CertRevoked,
+            Refusal::RoleNotAllowed { .. } => Reason::PermissionDenied,
+            Refusal::NotFound(_) => Reason::NotFound,
+            Refusal::InvalidArgument(_) => Reason::InvalidArgument,
+            Refusal::Store(StoreError::Unavailable(_)) => Reason::StoreUnavailable,
+            Refusal::Store(_) | Refusal::Authority(_) | Refusal::Internal(_) => Reason::Internal,
+        }
+    }
+}

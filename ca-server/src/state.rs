@@ -1,0 +1,450 @@
+//! The state directory: CA certificates and encrypted keys, the embedded database, the
+//! admin bundle, and where the running server listens.
+//!
+//! ```text
+//! DIR/ca.pem                  root certificate (what dockerd and clients trust)
+//! DIR/root-key.pem            root key, encrypted PKCS#8, 0600
+//! DIR/intermediate.pem        online intermediate certificate
+//! DIR/intermediate-key.pem    intermediate key, encrypted PKCS#8, 0600
+//! DIR/cluster.toml            cluster name, key type, whether keys are encrypted (written last)
+//! DIR/store.db                embedded database (when no --database is given)
+//! DIR/admin/{ca,cert,key}.pem admin client bundle for the admin subcommands
+//! DIR/server.addr             address the running server listens on (for admin commands)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtca_common::bundle::{Bundle, Layout};
+use dtca_common::fs::{self as files, FileError, PRIVATE, PUBLIC};
+use dtca_pki::authority::{Authority, hierarchy};
+use dtca_pki::identity::{Identity, Role};
+use dtca_pki::inspect;
+use dtca_pki::key::{KeyError, KeyType, PrivateKey};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::metrics::Metrics;
+use crate::registrar::{Registrar, Rules};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Lifetime of the admin bundle made at `init` (capped at the intermediate's expiry).
+pub const ADMIN_BUNDLE_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
+/// Where the CA keeps its files.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// What `cluster.toml` records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFile {
+    /// Cluster name in every identity.
+    pub cluster: String,
+    /// Algorithm of the CA keys.
+    pub key_type: KeyType,
+    /// Whether the CA keys are encrypted with a passphrase.
+    pub encrypted: bool,
+    /// When `init` ran (RFC 3339).
+    pub created: String,
+}
+
+/// How CA keys are protected at rest.
+pub enum Passphrase {
+    /// Encrypt/decrypt with this secret.
+    Secret(Zeroizing<Vec<u8>>),
+    /// Keys in clear: only with `--insecure-no-passphrase`.
+    InsecureNone,
+}
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Passphrase::Secret(_) => f.write_str("Passphrase(elided)"),
+            Passphrase::InsecureNone => f.write_str("Passphrase(none, insecure)"),
+        }
+    }
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The cluster name.
+    pub cluster: String,
+    /// SHA-256 digest of the root, as in tokens.
+    pub root_digest: String,
+    /// Root expiry.
+    pub root_not_after: OffsetDateTime,
+    /// Intermediate expiry.
+    pub intermediate_not_after: OffsetDateTime,
+    /// Where the admin bundle is.
+    pub admin_dir: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Root certificate.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+
+    fn root_key(&self) -> PathBuf {
+        self.root.join("root-key.pem")
+    }
+
+    fn intermediate_pem(&self) -> PathBuf {
+        self.root.join("intermediate.pem")
+    }
+
+    fn intermediate_key(&self) -> PathBuf {
+        self.root.join("intermediate-key.pem")
+    }
+
+    fn cluster_file(&self) -> PathBuf {
+        self.root.join("cluster.toml")
+    }
+
+    /// The embedded database.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("store.db")
+    }
+
+    /// The admin bundle made by `init`.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.root.join("admin")
+    }
+
+    /// Where `serve` records its address for the admin commands.
+    pub fn server_addr_file(&self) -> PathBuf {
+        self.root.join("server.addr")
+    }
+
+    /// Whether `init` completed here.
+    pub fn is_initialized(&self) -> bool {
+        self.cluster_file().exists()
+    }
+
+    /// Reads `cluster.toml`.
+    ///
+    /// # Errors
+    /// [`StateError::NotInitialized`] when absent, [`StateError::Invalid`] when unreadable.
+    pub fn cluster(&self) -> Result<ClusterFile, StateError> {
+        if !self.is_initialized() {
+            return Err(StateError::NotInitialized(self.root.clone()));
+        }
+        let text = files::read_to_string(&self.cluster_file())?;
+        toml::from_str(&text)
+            .map_err(|e| StateError::Invalid(format!("{}: {e}", self.cluster_file().display())))
+    }
+
+    /// Records the address the server listens on (wildcards replaced by loopback).
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when the file cannot be written.
+    pub fn record_server_addr(&self, addr: std::net::SocketAddr) -> Result<(), StateError> {
+        let connect = match addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => {
+                std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+            }
+            ip if ip.is_unspecified() => {
+                std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+            }
+            _ => addr,
+        };
+        files::write_atomic(
+            &self.server_addr_file(),
+            format!("{connect}\n").as_bytes(),
+            PUBLIC,
+        )?;
+        Ok(())
+    }
+
+    /// The recorded server address, if any.
+    pub fn server_addr(&self) -> Option<String> {
+        std::fs::read_to_string(self.server_addr_file())
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Creates a new CA here: root, intermediate, encrypted keys, database, admin bundle.
+    ///
+    /// # Errors
+    /// [`StateError::AlreadyInitialized`] when a CA exists; I/O, signing or store errors.
+    pub async fn init(
+        &self,
+        cluster: &str,
+        key_type: KeyType,
+        passphrase: &Passphrase,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, StateError> {
+        if self.is_initialized() || self.ca_pem().exists() {
+            return Err(StateError::AlreadyInitialized(self.root.clone()));
+        }
+        files::ensure_dir(&self.root, 0o700)?;
+        let h = hierarchy::create(cluster, key_type, now)
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+        let (root_key, intermediate_key) = match passphrase {
+            Passphrase::Secret(secret) => (
+                h.root_key.to_encrypted_pem(secret)?,
+                h.intermediate_key.to_encrypted_pem(secret)?,
+            ),
+            Passphrase::InsecureNone => (h.root_key.to_pem(), h.intermediate_key.to_pem()),
+        };
+        files::write_atomic(&self.root_key(), root_key.as_bytes(), PRIVATE)?;
+        files::write_atomic(
+            &self.intermediate_key(),
+            intermediate_key.as_bytes(),
+            PRIVATE,
+        )?;
+        files::write_atomic(
+            &self.intermediate_pem(),
+            inspect::certs_to_pem([h.intermediate_der.as_slice()]).as_bytes(),
+            PUBLIC,
+        )?;
+        files::write_atomic(
+            &self.ca_pem(),
+            inspect::certs_to_pem([h.root_der.as_slice()]).as_bytes(),
+            PUBLIC,
+        )?;
+
+        let authority = Authority::new(
+            cluster,
+            h.root_der.clone(),
+            h.intermediate_der.clone(),
+            h.intermediate_key,
+        )
+        .map_err(|e| StateError::Invalid(e.to_string()))?;
+        let report_root = inspect::CertInfo::from_der(&h.root_der)
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+        let intermediate_not_after = authority.intermediate_not_after();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&self.store_path()).map_err(|e| StateError::Store(e.to_string()))?,
+        );
+        let registrar = Registrar::new(
+            authority,
+            store,
+            Rules::default(),
+            Arc::new(Metrics::default()),
+        );
+        let identity = Identity::new(cluster, Role::Admin, "admin")
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+        let (issued, key) = registrar
+            .issue_local(identity, vec![], vec![], ADMIN_BUNDLE_LIFETIME, now)
+            .await
+            .map_err(|e| StateError::Store(e.to_string()))?;
+        let admin = Bundle {
+            root_der: h.root_der.clone(),
+            chain: vec![
+                issued.leaf_der,
+                registrar.authority().intermediate_der().to_vec(),
+            ],
+            key,
+        };
+        files::ensure_dir(&self.admin_dir(), 0o700)?;
+        admin
+            .save(&self.admin_dir(), Layout::CLIENT)
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+
+        let record = ClusterFile {
+            cluster: cluster.to_string(),
+            key_type,
+            encrypted: matches!(passphrase, Passphrase::Secret(_)),
+            created: now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+        };
+        let text = toml::to_string(&record).map_err(|e| StateError::Invalid(e.to_string()))?;
+        files::write_atomic(&self.cluster_file(), text.as_bytes(), PUBLIC)?;
+        Ok(InitReport {
+            cluster: cluster.to_string(),
+            root_digest: dtca_pki::token::RootDigest::of(&h.root_der).to_string(),
+            root_not_after: report_root.not_after,
+            intermediate_not_after,
+            admin_dir: self.admin_dir(),
+        })
+    }
+
+    /// Loads the signing authority, decrypting the intermediate key.
+    ///
+    /// # Errors
+    /// [`StateError::NotInitialized`], [`StateError::PassphraseRequired`],
+    /// [`StateError::WrongPassphrase`], or [`StateError::Invalid`] when files do not fit.
+    pub fn load_authority(
+        &self,
+        passphrase: &Passphrase,
+    ) -> Result<(Authority, ClusterFile), StateError> {
+        let cluster = self.cluster()?;
+        let root = read_cert(&self.ca_pem())?;
+        let intermediate = read_cert(&self.intermediate_pem())?;
+        let key_text = Zeroizing::new(files::read_to_string(&self.intermediate_key())?);
+        let key = match (cluster.encrypted, passphrase) {
+            (true, Passphrase::Secret(secret)) => {
+                PrivateKey::from_encrypted_pem(&key_text, secret)?
+            }
+            (true, Passphrase::InsecureNone) => return Err(StateError::PassphraseRequired),
+            (false, Passphrase::InsecureNone) => PrivateKey::from_pem(&key_text)?,
+            (false, Passphrase::Secret(_)) => {
+                return Err(StateError::Invalid(
+                    "the CA keys were created without a passphrase; start with --insecure-no-passphrase".into(),
+                ));
+            }
+        };
+        let authority = Authority::new(&cluster.cluster, root, intermediate, key)
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+        Ok((authority, cluster))
+    }
+}
+
+fn read_cert(path: &Path) -> Result<Vec<u8>, StateError> {
+    let text = files::read_to_string(path)?;
+    inspect::certs_from_pem(&text)
+        .map_err(|e| StateError::Invalid(format!("{}: {e}", path.display())))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| StateError::Invalid(format!("{} holds no certificate", path.display())))
+}
+
+/// Why the state directory could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{} already holds a CA; refusing to overwrite it (use another --state-dir)", .0.display())]
+    AlreadyInitialized(PathBuf),
+    #[error("{} holds no CA: run `ca-server init --state-dir {}` first", .0.display(), .0.display())]
+    NotInitialized(PathBuf),
+    #[error(
+        "the CA keys are encrypted: give the passphrase with --passphrase-file or DTCA_PASSPHRASE"
+    )]
+    PassphraseRequired,
+    #[error("wrong passphrase: it does not decrypt the CA key")]
+    WrongPassphrase,
+    #[error(transparent)]
+    Io(#[from] FileError),
+    #[error("invalid CA state: {0}")]
+    Invalid(String),
+    #[error("database: {0}")]
+    Store(String),
+}
+
+impl From<KeyError> for StateError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::WrongPassphrase => StateError::WrongPassphrase,
+            other => StateError::Invalid(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Passphrase {
+        Passphrase::Secret(Zeroizing::new(s.as_bytes().to_vec()))
+    }
+
+    #[tokio::test]
+    async fn init_then_load_with_the_right_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().join("ca"));
+        let report = state
+            .init(
+                "prod",
+                KeyType::P256,
+                &secret("pw"),
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.cluster, "prod");
+        let (authority, cluster) = state.load_authority(&secret("pw")).unwrap();
+        assert_eq!(authority.cluster(), "prod");
+        assert!(cluster.encrypted);
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["root-key.pem", "intermediate-key.pem", "admin/key.pem"] {
+            let mode = std::fs::metadata(dir.path().join("ca").join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        let key_text = std::fs::read_to_string(dir.path().join("ca/intermediate-key.pem")).unwrap();
+        assert!(key_text.contains("ENCRYPTED PRIVATE KEY"));
+        Bundle::load(&state.admin_dir(), Layout::CLIENT).unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_wrong_or_missing_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .init(
+                "c",
+                KeyType::Ed25519,
+                &secret("pw"),
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            state.load_authority(&secret("nope")),
+            Err(StateError::WrongPassphrase)
+        ));
+        assert!(matches!(
+            state.load_authority(&Passphrase::InsecureNone),
+            Err(StateError::PassphraseRequired)
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_to_overwrite_an_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .init("c", KeyType::P256, &secret("pw"), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let before = std::fs::read(state.ca_pem()).unwrap();
+        assert!(matches!(
+            state
+                .init("c", KeyType::P256, &secret("pw"), OffsetDateTime::now_utc())
+                .await,
+            Err(StateError::AlreadyInitialized(_))
+        ));
+        assert_eq!(std::fs::read(state.ca_pem()).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn insecure_init_stores_keys_in_clear_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .init(
+                "c",
+                KeyType::P256,
+                &Passphrase::InsecureNone,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        assert!(!state.cluster().unwrap().encrypted);
+        state.load_authority(&Passphrase::InsecureNone).unwrap();
+        assert!(matches!(
+            state.load_authority(&secret("x")),
+            Err(StateError::Invalid(_))
+        ));
+    }
+}

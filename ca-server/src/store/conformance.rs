@@ -1,0 +1,481 @@
+//! The behaviour every [`Store`] backend must have, as one suite: the embedded backend runs
+//! it in its unit tests, the PostgreSQL backend against a real server.
+
+#![allow(clippy::unwrap_used)] // test support: a failed step should stop the suite loudly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtca_pki::Serial;
+use dtca_pki::identity::{Identity, Role};
+use dtca_pki::policy::SanPolicy;
+use time::OffsetDateTime;
+
+use super::{
+    AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, Issuance, RevokeTarget, Store,
+    StoreError, TokenRecord,
+};
+
+/// Runs every check against a fresh, empty store.
+///
+/// # Panics
+/// On the first behaviour that differs from the contract.
+pub async fn run_all(store: Arc<dyn Store>) {
+    tokens(&*store).await;
+    enrollment_consumes_exactly_the_uses_allowed(&*store).await;
+    single_use_token_is_spent_once_under_concurrency(store.clone()).await;
+    renewal_supersedes_and_revocation_blocks_it(&*store).await;
+    lists_and_revocation_by_name(&*store).await;
+    nodes_and_engines(&*store).await;
+    audit_is_newest_first(&*store).await;
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A token record with fixed limits.
+pub fn token(id: &str, max_uses: u32, expires_at: OffsetDateTime) -> TokenRecord {
+    TokenRecord {
+        id: id.to_string(),
+        secret_hash: vec![7; 32],
+        role: Role::Node,
+        name: None,
+        max_uses,
+        uses: 0,
+        created_at: now(),
+        expires_at,
+        revoked_at: None,
+        policy: SanPolicy::default(),
+        cert_ttl: Some(Duration::from_secs(600)),
+    }
+}
+
+/// A certificate record (its DER is a placeholder: stores do not parse it).
+pub fn cert(role: Role, name: &str, not_after: OffsetDateTime) -> CertRecord {
+    let rng = ring::rand::SystemRandom::new();
+    let serial = Serial::random(&rng).unwrap_or_else(|_| Serial::from_be_bytes(&[1]));
+    CertRecord {
+        summary: CertSummary {
+            serial,
+            identity: Identity {
+                cluster: "test".into(),
+                role,
+                name: name.into(),
+            },
+            dns_names: vec![format!("{name}.example")],
+            ip_addresses: vec![
+                "192.0.2.1"
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+            ],
+            not_before: now() - time::Duration::minutes(5),
+            not_after,
+            revoked_at: None,
+            renewed_by: None,
+        },
+        der: vec![0x30, 0x00],
+        token_id: None,
+        renewed_from: None,
+        policy: SanPolicy::default(),
+        issued_at: now(),
+        revocation_reason: None,
+    }
+}
+
+fn enrollment(cert: CertRecord, token_id: &str) -> Issuance {
+    Issuance {
+        audit: vec![AuditEntry::new(
+            now(),
+            AuditKind::Issue,
+            format!("token:{token_id}"),
+            cert.summary.serial.to_string(),
+            "",
+        )],
+        cert,
+        token_id: Some(token_id.to_string()),
+        renewal_of: None,
+        at: now(),
+    }
+}
+
+fn audit(kind: AuditKind, subject: &str) -> AuditEntry {
+    AuditEntry::new(now(), kind, "dtca://test/admin/root", subject, "")
+}
+
+async fn tokens(store: &dyn Store) {
+    let t = token("t-basic", 2, now() + time::Duration::hours(1));
+    store
+        .insert_token(t.clone(), audit(AuditKind::TokenCreate, "t-basic"))
+        .await
+        .unwrap();
+    assert_eq!(store.token("t-basic").await.unwrap(), Some(t.clone()));
+    assert_eq!(store.token("nope").await.unwrap(), None);
+    assert!(matches!(
+        store
+            .insert_token(t, audit(AuditKind::TokenCreate, "t-basic"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        store
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == "t-basic")
+    );
+    store
+        .revoke_token("t-basic", audit(AuditKind::TokenRevoke, "t-basic"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .token("t-basic")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    assert!(matches!(
+        store
+            .revoke_token("nope", audit(AuditKind::TokenRevoke, "nope"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn enrollment_consumes_exactly_the_uses_allowed(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    store
+        .insert_token(
+            token("t-two", 2, later),
+            audit(AuditKind::TokenCreate, "t-two"),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let c = cert(Role::Node, "n-two", later);
+        let serial = c.summary.serial.clone();
+        store.record_issuance(enrollment(c, "t-two")).await.unwrap();
+        assert!(store.certificate(&serial).await.unwrap().is_some());
+    }
+    let refused = cert(Role::Node, "n-two", later);
+    let serial = refused.summary.serial.clone();
+    assert_eq!(
+        store.record_issuance(enrollment(refused, "t-two")).await,
+        Err(StoreError::TokenUsedUp)
+    );
+    assert_eq!(
+        store.certificate(&serial).await.unwrap(),
+        None,
+        "a refused issuance stored its certificate"
+    );
+    assert_eq!(store.token("t-two").await.unwrap().unwrap().uses, 2);
+
+    store
+        .insert_token(
+            token("t-old", 5, now() - time::Duration::seconds(1)),
+            audit(AuditKind::TokenCreate, "t-old"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .record_issuance(enrollment(cert(Role::Node, "n", later), "t-old"))
+            .await,
+        Err(StoreError::TokenExpired(_))
+    ));
+    assert_eq!(
+        store.token("t-old").await.unwrap().unwrap().uses,
+        0,
+        "an expired token use was consumed"
+    );
+    assert_eq!(
+        store
+            .record_issuance(enrollment(cert(Role::Node, "n", later), "t-none"))
+            .await,
+        Err(StoreError::TokenUnknown)
+    );
+    store
+        .insert_token(
+            token("t-rev", 5, later),
+            audit(AuditKind::TokenCreate, "t-rev"),
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_token("t-rev", audit(AuditKind::TokenRevoke, "t-rev"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .record_issuance(enrollment(cert(Role::Node, "n", later), "t-rev"))
+            .await,
+        Err(StoreError::TokenRevoked)
+    );
+}
+
+async fn single_use_token_is_spent_once_under_concurrency(store: Arc<dyn Store>) {
+    let later = now() + time::Duration::hours(1);
+    store
+        .insert_token(
+            token("t-once", 1, later),
+            audit(AuditKind::TokenCreate, "t-once"),
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .record_issuance(enrollment(
+                    cert(Role::Node, &format!("race-{i}"), later),
+                    "t-once",
+                ))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::TokenUsedUp) => {}
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "a single-use token was spent {ok} times");
+}
+
+async fn renewal_supersedes_and_revocation_blocks_it(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    store
+        .insert_token(
+            token("t-renew", 1, later),
+            audit(AuditKind::TokenCreate, "t-renew"),
+        )
+        .await
+        .unwrap();
+    let first = cert(Role::Node, "renewer", now() + time::Duration::minutes(30));
+    let first_serial = first.summary.serial.clone();
+    store
+        .record_issuance(enrollment(first, "t-renew"))
+        .await
+        .unwrap();
+    let mut second = cert(Role::Node, "renewer", later);
+    second.renewed_from = Some(first_serial.clone());
+    let second_serial = second.summary.serial.clone();
+    store
+        .record_issuance(Issuance {
+            cert: second,
+            token_id: None,
+            renewal_of: Some(first_serial.clone()),
+            audit: vec![audit(AuditKind::Renew, "x")],
+            at: now(),
+        })
+        .await
+        .unwrap();
+    let old = store.certificate(&first_serial).await.unwrap().unwrap();
+    assert_eq!(old.summary.renewed_by, Some(second_serial.clone()));
+    let new = store.certificate(&second_serial).await.unwrap().unwrap();
+    assert_eq!(new.renewed_from, Some(first_serial));
+
+    let revoked = store
+        .revoke(
+            &RevokeTarget::Serial(second_serial.clone()),
+            now(),
+            "test",
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![second_serial.clone()]);
+    // Revoking again changes nothing and says so.
+    assert!(
+        store
+            .revoke(
+                &RevokeTarget::Serial(second_serial.clone()),
+                now(),
+                "test",
+                "admin"
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let third = cert(Role::Node, "renewer", later);
+    let third_serial = third.summary.serial.clone();
+    assert_eq!(
+        store
+            .record_issuance(Issuance {
+                cert: third,
+                token_id: None,
+                renewal_of: Some(second_serial.clone()),
+                audit: vec![],
+                at: now(),
+            })
+            .await,
+        Err(StoreError::CertRevoked(second_serial.clone()))
+    );
+    assert_eq!(store.certificate(&third_serial).await.unwrap(), None);
+    assert!(
+        store
+            .revoked(now())
+            .await
+            .unwrap()
+            .iter()
+            .any(|(s, _)| *s == second_serial)
+    );
+    let unknown = "0102030405"
+        .parse()
+        .unwrap_or_else(|_| Serial::from_be_bytes(&[1]));
+    assert!(matches!(
+        store
+            .revoke(&RevokeTarget::Serial(unknown), now(), "x", "admin")
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn lists_and_revocation_by_name(store: &dyn Store) {
+    store
+        .insert_token(
+            token("t-list", 10, now() + time::Duration::hours(1)),
+            audit(AuditKind::TokenCreate, "t-list"),
+        )
+        .await
+        .unwrap();
+    let soon = cert(Role::Operator, "alice", now() + time::Duration::days(2));
+    let soon_serial = soon.summary.serial.clone();
+    let far = cert(Role::Operator, "alice", now() + time::Duration::days(20));
+    let expired = cert(Role::Operator, "bob", now() - time::Duration::days(1));
+    let expired_serial = expired.summary.serial.clone();
+    for c in [soon, far, expired] {
+        store
+            .record_issuance(enrollment(c, "t-list"))
+            .await
+            .unwrap();
+    }
+    let q = |within: Option<u64>, inactive: bool| CertQuery {
+        now: now(),
+        expiring_within: within.map(|d| Duration::from_secs(d * 86_400)),
+        include_inactive: inactive,
+        limit: None,
+        role: None,
+    };
+    let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
+    assert!(expiring.iter().any(|c| c.serial == soon_serial));
+    assert!(
+        expiring
+            .iter()
+            .all(|c| c.not_after <= now() + time::Duration::days(7) && c.not_after > now())
+    );
+    assert!(
+        expiring
+            .windows(2)
+            .all(|w| w[0].not_after <= w[1].not_after),
+        "not sorted by expiry"
+    );
+    let active = store.certificates(&q(None, false)).await.unwrap();
+    assert!(active.iter().all(|c| c.serial != expired_serial));
+    let all = store.certificates(&q(None, true)).await.unwrap();
+    assert!(all.iter().any(|c| c.serial == expired_serial));
+    assert_eq!(
+        store
+            .certificates(&CertQuery {
+                limit: Some(1),
+                ..q(None, true)
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let revoked = store
+        .revoke(&RevokeTarget::Name("alice".into()), now(), "left", "admin")
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 2);
+    let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
+    assert!(
+        expiring.iter().all(|c| c.serial != soon_serial),
+        "revoked certificate still listed as expiring"
+    );
+    let nodes_only = store
+        .certificates(&CertQuery {
+            role: Some(Role::Node),
+            ..q(None, true)
+        })
+        .await
+        .unwrap();
+    assert!(nodes_only.iter().all(|c| c.identity.role == Role::Node));
+    // The expired one is not revoked (it no longer matters) and not in the CRL.
+    assert!(
+        store
+            .revoke(&RevokeTarget::Name("bob".into()), now(), "x", "admin")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn nodes_and_engines(store: &dyn Store) {
+    store
+        .insert_token(
+            token("t-nodes", 10, now() + time::Duration::hours(1)),
+            audit(AuditKind::TokenCreate, "t-nodes"),
+        )
+        .await
+        .unwrap();
+    let older = cert(Role::Node, "engine-1", now() + time::Duration::days(1));
+    let newer = cert(Role::Node, "engine-1", now() + time::Duration::days(2));
+    let newer_serial = newer.summary.serial.clone();
+    store
+        .record_issuance(enrollment(older, "t-nodes"))
+        .await
+        .unwrap();
+    store
+        .record_issuance(enrollment(newer, "t-nodes"))
+        .await
+        .unwrap();
+    store
+        .set_engine(
+            "engine-1",
+            "tcp://192.0.2.1:2376",
+            audit(AuditKind::EngineReport, "engine-1"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_engine(
+            "engine-1",
+            "tcp://192.0.2.9:2376",
+            audit(AuditKind::EngineReport, "engine-1"),
+        )
+        .await
+        .unwrap();
+    let nodes = store.nodes(now()).await.unwrap();
+    let node = nodes.iter().find(|n| n.name == "engine-1").unwrap();
+    assert_eq!(node.endpoint.as_deref(), Some("tcp://192.0.2.9:2376"));
+    assert_eq!(node.cert.serial, newer_serial);
+    assert_eq!(nodes.iter().filter(|n| n.name == "engine-1").count(), 1);
+    assert!(nodes.iter().all(|n| n.cert.identity.role == Role::Node));
+}
+
+async fn audit_is_newest_first(store: &dyn Store) {
+    store
+        .insert_token(
+            token("t-audit", 1, now() + time::Duration::hours(1)),
+            audit(AuditKind::TokenCreate, "last-one"),
+        )
+        .await
+        .unwrap();
+    let entries = store.audit(5).await.unwrap();
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[0].subject, "last-one");
+    assert_eq!(entries[0].kind, "token-create");
+}

@@ -1,0 +1,323 @@
+//! The CA's records: tokens, certificates, revocations, node engines and the audit log.
+//!
+//! One interface, [`Store`], with two backends: [`sqlite`] (embedded, the default, no
+//! set-up) and PostgreSQL (several replicas behind one address). Writes that belong
+//! together are one [`Issuance`] or one revocation, applied atomically: a token use is
+//! consumed in the same transaction that stores the certificate, so a refused or failed
+//! enrollment never burns a use, and a single-use token is spent once under any
+//! concurrency. A certificate is committed before it is returned to anyone.
+
+pub mod conformance;
+pub mod sqlite;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dtca_pki::Serial;
+use dtca_pki::identity::{Identity, Role};
+use dtca_pki::policy::SanPolicy;
+use time::OffsetDateTime;
+
+/// A join token as stored: only the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Public id: first 8 bytes of the secret's hash, hex.
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// Role of every certificate enrolled with it.
+    pub role: Role,
+    /// Identity name it fixes, if any.
+    pub name: Option<String>,
+    /// Enrollments allowed.
+    pub max_uses: u32,
+    /// Enrollments done.
+    pub uses: u32,
+    /// When it was made.
+    pub created_at: OffsetDateTime,
+    /// After this, refused.
+    pub expires_at: OffsetDateTime,
+    /// When an admin revoked it.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// SAN limits for node certificates.
+    pub policy: SanPolicy,
+    /// Lifetime of certificates it enrolls; `None` for the role's default.
+    pub cert_ttl: Option<Duration>,
+}
+
+/// What lists of certificates show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Serial.
+    pub serial: Serial,
+    /// Identity in its URI SAN.
+    pub identity: Identity,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// IP SANs.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+    /// When it was revoked.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// The certificate that renewed it, if any: a renewed certificate is superseded and
+    /// left out of `--expiring-within` lists.
+    pub renewed_by: Option<Serial>,
+}
+
+impl CertSummary {
+    /// `valid`, `expired` or `revoked` at `now`.
+    pub fn status(&self, now: OffsetDateTime) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.not_after <= now {
+            "expired"
+        } else {
+            "valid"
+        }
+    }
+}
+
+/// A certificate with everything the CA knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertRecord {
+    /// The listable part.
+    pub summary: CertSummary,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+    /// Token it was enrolled with, for enrollments.
+    pub token_id: Option<String>,
+    /// Certificate it renewed, for renewals.
+    pub renewed_from: Option<Serial>,
+    /// SAN limits of its identity, carried from the enrolling token to every renewal.
+    pub policy: SanPolicy,
+    /// When it was issued.
+    pub issued_at: OffsetDateTime,
+    /// Why it was revoked.
+    pub revocation_reason: Option<String>,
+}
+
+/// One issuance, applied atomically: consume the token use (enrollment) or check that the
+/// renewed certificate is still unrevoked (renewal), store the certificate, audit.
+#[derive(Debug, Clone)]
+pub struct Issuance {
+    /// The new certificate.
+    pub cert: CertRecord,
+    /// For enrollments: the token whose use this consumes, checked again inside the
+    /// transaction (not revoked, not expired at `at`, uses left).
+    pub token_id: Option<String>,
+    /// For renewals: the certificate renewed, which must still be unrevoked.
+    pub renewal_of: Option<Serial>,
+    /// Audit entries to write with it.
+    pub audit: Vec<AuditEntry>,
+    /// The time of the decision.
+    pub at: OffsetDateTime,
+}
+
+/// Which certificates a list shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertQuery {
+    /// The reference time.
+    pub now: OffsetDateTime,
+    /// Only valid, current (not renewed) certificates expiring before `now + within`.
+    pub expiring_within: Option<Duration>,
+    /// Also expired and revoked certificates (ignored with `expiring_within`).
+    pub include_inactive: bool,
+    /// At most this many, soonest expiry first; `None` for all.
+    pub limit: Option<u32>,
+    /// Only certificates of this role.
+    pub role: Option<Role>,
+}
+
+/// What a revocation targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// One certificate.
+    Serial(Serial),
+    /// Every unexpired, unrevoked certificate with this identity name.
+    Name(String),
+}
+
+/// An enrolled node as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Identity name.
+    pub name: String,
+    /// Engine address reported by its agent, e.g. `tcp://10.0.0.5:2376`.
+    pub endpoint: Option<String>,
+    /// Its newest valid certificate.
+    pub cert: CertSummary,
+}
+
+/// Kinds of audit entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    /// A certificate was issued by enrollment (or at init / server start).
+    Issue,
+    /// A certificate was issued by renewal.
+    Renew,
+    /// A certificate was revoked.
+    Revoke,
+    /// A token was created.
+    TokenCreate,
+    /// A token use was consumed.
+    TokenUse,
+    /// A token was revoked.
+    TokenRevoke,
+    /// A node reported its engine address.
+    EngineReport,
+}
+
+impl AuditKind {
+    /// Stable name in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Issue => "issue",
+            AuditKind::Renew => "renew",
+            AuditKind::Revoke => "revoke",
+            AuditKind::TokenCreate => "token-create",
+            AuditKind::TokenUse => "token-use",
+            AuditKind::TokenRevoke => "token-revoke",
+            AuditKind::EngineReport => "engine-report",
+        }
+    }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When.
+    pub at: OffsetDateTime,
+    /// What happened (stable name, see [`AuditKind::as_str`]).
+    pub kind: String,
+    /// Who asked: an identity URI, `token:<id>`, or `ca-server`.
+    pub actor: String,
+    /// What it concerned: a serial, a token id, an identity.
+    pub subject: String,
+    /// Free text: names, expiry, reason.
+    pub detail: String,
+}
+
+impl AuditEntry {
+    /// Builds an entry.
+    pub fn new(
+        at: OffsetDateTime,
+        kind: AuditKind,
+        actor: impl Into<String>,
+        subject: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        AuditEntry {
+            at,
+            kind: kind.as_str().to_string(),
+            actor: actor.into(),
+            subject: subject.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown join token")]
+    TokenUnknown,
+    #[error("the join token expired at {0}")]
+    TokenExpired(OffsetDateTime),
+    #[error("the join token was revoked")]
+    TokenRevoked,
+    #[error("the join token has no uses left")]
+    TokenUsedUp,
+    #[error("certificate {0} was revoked")]
+    CertRevoked(Serial),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database holds an unreadable record: {0}")]
+    Corrupt(String),
+}
+
+/// The CA's storage. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip, for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new token.
+    async fn insert_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError>;
+    /// Looks a token up by id.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token, newest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token; [`StoreError::NotFound`] when there is none with that id.
+    async fn revoke_token(&self, id: &str, audit: AuditEntry) -> Result<(), StoreError>;
+
+    /// Applies an [`Issuance`] atomically; see its fields for what is checked.
+    async fn record_issuance(&self, issuance: Issuance) -> Result<(), StoreError>;
+    /// One certificate with its details.
+    async fn certificate(&self, serial: &Serial) -> Result<Option<CertRecord>, StoreError>;
+    /// Certificates matching a query, soonest expiry first.
+    async fn certificates(&self, query: &CertQuery) -> Result<Vec<CertSummary>, StoreError>;
+    /// Revokes and returns the serials revoked (empty: nothing matched or already revoked).
+    async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        at: OffsetDateTime,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Vec<Serial>, StoreError>;
+    /// Revoked certificates not yet expired at `now`, for the CRL.
+    async fn revoked(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
+
+    /// Records where a node's engine listens.
+    async fn set_engine(
+        &self,
+        name: &str,
+        endpoint: &str,
+        audit: AuditEntry,
+    ) -> Result<(), StoreError>;
+    /// Nodes with a valid certificate at `now`, with their engine addresses.
+    async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Helpers shared by the SQL backends: how lists and times are written in a column.
+pub(crate) mod columns {
+    use std::net::IpAddr;
+
+    use time::OffsetDateTime;
+
+    /// Space-separated list (DNS names and IP addresses never contain spaces).
+    pub fn join<T: ToString>(items: &[T]) -> String {
+        items
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn dns(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    pub fn ips(text: &str) -> Result<Vec<IpAddr>, String> {
+        text.split_whitespace()
+            .map(|s| s.parse().map_err(|_| format!("bad IP {s:?}")))
+            .collect()
+    }
+
+    pub fn time(secs: i64) -> Result<OffsetDateTime, String> {
+        OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
+    }
+}
