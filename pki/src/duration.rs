@@ -57,6 +57,15 @@ pub fn human(seconds: i64) -> String {
     }
 }
 
+/// A point in time as people and logs read it: `2026-11-26 05:41:20Z` (UTC, seconds).
+pub fn timestamp(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -99,6 +108,12 @@ mod tests {
         for text in ["90s", "15m", "12h", "30d"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }
+    }
+
+    #[test]
+    fn timestamps_are_utc_seconds() {
+        let t = time::macros::datetime!(2026-11-26 7:41:20.5 +2);
+        assert_eq!(timestamp(t), "2026-11-26 05:41:20Z");
     }
 
     #[test]

@@ -344,6 +344,7 @@ fn role_name(role: i32) -> &'static str {
         Ok(v1::Role::Node) => "node",
         Ok(v1::Role::Operator) => "operator",
         Ok(v1::Role::Admin) => "admin",
+        Ok(v1::Role::Ca) => "ca",
         _ => "-",
     }
 }

@@ -166,7 +166,7 @@ impl Registrar {
         if record.uses >= record.max_uses {
             return Err(Refusal::TokenUsedUp);
         }
-        let csr = VerifiedCsr::from_der(csr_der).map_err(Refusal::Csr)?;
+        let mut csr = VerifiedCsr::from_der(csr_der).map_err(Refusal::Csr)?;
         let name = match &record.name {
             Some(fixed) => fixed.clone(),
             None => name.trim().to_string(),
@@ -179,7 +179,7 @@ impl Registrar {
         check_name(&name).map_err(|e| Refusal::InvalidArgument(e.to_string()))?;
         let identity = Identity::new(self.authority.cluster(), record.role, &name)
             .map_err(|e| Refusal::InvalidArgument(e.to_string()))?;
-        check_names_for_role(record.role, &csr)?;
+        names_for_role(record.role, &mut csr)?;
         record
             .policy
             .check(&csr.dns_names, &csr.ip_addresses)
@@ -309,7 +309,7 @@ impl Registrar {
                 action: "renew through the API",
             });
         }
-        let csr = VerifiedCsr::from_der(csr_der).map_err(Refusal::Csr)?;
+        let mut csr = VerifiedCsr::from_der(csr_der).map_err(Refusal::Csr)?;
         let current = CertInfo::from_der(&caller.record.der)
             .map_err(|e| Refusal::CertInvalid(e.to_string()))?;
         if csr.public_key_der == current.public_key_der {
@@ -317,13 +317,13 @@ impl Registrar {
                 "renewal needs a new key: the request carries the current certificate's key".into(),
             ));
         }
-        check_names_for_role(role, &csr)?;
-        let (dns_names, ip_addresses) =
-            if role == Role::Node && csr.dns_names.is_empty() && csr.ip_addresses.is_empty() {
-                (current.dns_names.clone(), current.ip_addresses.clone())
-            } else {
-                (csr.dns_names, csr.ip_addresses)
-            };
+        // A node renewing without names keeps the ones it has.
+        if role == Role::Node && csr.dns_names.is_empty() && csr.ip_addresses.is_empty() {
+            csr.dns_names.clone_from(&current.dns_names);
+            csr.ip_addresses.clone_from(&current.ip_addresses);
+        }
+        names_for_role(role, &mut csr)?;
+        let (dns_names, ip_addresses) = (csr.dns_names, csr.ip_addresses);
         // Names already held are always fine; new ones must fit the enrollment's policy.
         let new_dns: Vec<String> = dns_names
             .iter()
@@ -713,14 +713,23 @@ pub fn require(caller: &Caller, allowed: &[Role], action: &'static str) -> Resul
     }
 }
 
-fn check_names_for_role(role: Role, csr: &VerifiedCsr) -> Result<(), Refusal> {
-    let has_names = !csr.dns_names.is_empty() || !csr.ip_addresses.is_empty();
+/// Which requested host names a role's certificate keeps: nodes need at least one (a
+/// server certificate nobody can match is useless); operators and admins are clients and
+/// get none (the client cannot know its token's role, so it may have asked).
+fn names_for_role(role: Role, csr: &mut VerifiedCsr) -> Result<(), Refusal> {
     match role {
+        Role::Node | Role::Ca if csr.dns_names.is_empty() && csr.ip_addresses.is_empty() => {
+            Err(Refusal::InvalidArgument(
+                "a node certificate needs at least one DNS name or IP address".into(),
+            ))
+        }
         Role::Node | Role::Ca => Ok(()),
-        Role::Operator | Role::Admin if has_names => Err(Refusal::InvalidArgument(format!(
-            "{role} certificates carry no DNS names or IP addresses; remove them from the request"
-        ))),
-        Role::Operator | Role::Admin => Ok(()),
+        Role::Operator | Role::Admin => {
+            csr.ignored += csr.dns_names.len() + csr.ip_addresses.len();
+            csr.dns_names.clear();
+            csr.ip_addresses.clear();
+            Ok(())
+        }
     }
 }
 

@@ -225,6 +225,28 @@ async fn a_refused_enrollment_does_not_burn_the_token() {
 }
 
 #[tokio::test]
+async fn node_certificates_need_a_host_name() {
+    let f = fixture().await;
+    let (token, record) = f.token(spec(Role::Node)).await;
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let bare = csr::build(&key, "n", &[], &[]).unwrap();
+    assert!(matches!(
+        f.registrar.enroll(&token, &bare, "n", now()).await,
+        Err(Refusal::InvalidArgument(_))
+    ));
+    assert_eq!(
+        f.registrar
+            .store()
+            .token(&record.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses,
+        0
+    );
+}
+
+#[tokio::test]
 async fn token_name_wins_over_the_requested_name() {
     let f = fixture().await;
     let (token, _) = f
@@ -248,19 +270,14 @@ async fn operator_certificates_are_client_only_and_carry_no_host_names() {
         })
         .await;
     let key = PrivateKey::generate(KeyType::P256).unwrap();
-    let with_names = node_csr(&key, &["laptop.example"], &[]);
-    assert!(matches!(
-        f.registrar
-            .enroll(&token, &with_names, "alice", now())
-            .await,
-        Err(Refusal::InvalidArgument(_))
-    ));
-    let bare = csr::build(&key, "alice", &[], &[]).unwrap();
+    // Host names asked for by an operator are dropped, never copied.
+    let with_names = node_csr(&key, &["laptop.example"], &["10.0.0.9"]);
     let issued = f
         .registrar
-        .enroll(&token, &bare, "alice", now())
+        .enroll(&token, &with_names, "alice", now())
         .await
         .unwrap();
+    assert!(issued.info.dns_names.is_empty() && issued.info.ip_addresses.is_empty());
     assert!(issued.info.client_auth && !issued.info.server_auth);
     let life = issued.info.not_after - issued.info.not_before;
     assert!(life <= time::Duration::hours(12) + time::Duration::minutes(5));

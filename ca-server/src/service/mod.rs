@@ -87,7 +87,7 @@ pub fn role_from_proto(value: i32) -> Option<Role> {
         v1::Role::Node => Some(Role::Node),
         v1::Role::Operator => Some(Role::Operator),
         v1::Role::Admin => Some(Role::Admin),
-        v1::Role::Unspecified => None,
+        v1::Role::Ca | v1::Role::Unspecified => None,
     }
 }
 
@@ -97,6 +97,6 @@ pub fn role_to_proto(role: Role) -> v1::Role {
         Role::Node => v1::Role::Node,
         Role::Operator => v1::Role::Operator,
         Role::Admin => v1::Role::Admin,
-        Role::Ca => v1::Role::Unspecified,
+        Role::Ca => v1::Role::Ca,
     }
 }
