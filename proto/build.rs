@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("dtca_v1_descriptor.bin"))
         .compile_with_config(config, &["v1/dtca.proto"], &["v1"])?;
+    println!("cargo:rerun-if-changed=v1/dtca.proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())
 }
