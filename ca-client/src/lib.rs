@@ -1,1 +1,17 @@
+//! The dtca client: enrollment, renewal and, on nodes, the Docker engine's TLS.
+//!
+//! - [`enroll`]: `enroll` and `renew` as library calls (the CLI and tests use these).
+//! - [`ca`]: talking to the CA: root pinning by token digest, checking what comes back.
+//! - [`sans`]: the names a node asks for.
+//! - [`state`]: `client.toml`, what a client remembers about its enrollment.
+//! - [`error`]: failures and their exit codes.
+//! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
+//!
+//! Private keys are generated here and never leave the machine.
 
+pub mod ca;
+pub mod cli;
+pub mod enroll;
+pub mod error;
+pub mod sans;
+pub mod state;

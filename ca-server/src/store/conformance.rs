@@ -395,11 +395,18 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
         1
     );
 
+    let server_own = cert(Role::Ca, "alice", now() + time::Duration::days(2));
+    let server_serial = server_own.summary.serial.clone();
+    store.record_issuance(enrollment(server_own, "t-list")).await.unwrap();
     let revoked = store
         .revoke(&RevokeTarget::Name("alice".into()), now(), "left", "admin")
         .await
         .unwrap();
     assert_eq!(revoked.len(), 2);
+    assert!(
+        !revoked.contains(&server_serial),
+        "revoking a name revoked the CA's own certificate"
+    );
     let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
     assert!(
         expiring.iter().all(|c| c.serial != soon_serial),

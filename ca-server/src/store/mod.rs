@@ -137,7 +137,8 @@ pub struct CertQuery {
 pub enum RevokeTarget {
     /// One certificate.
     Serial(Serial),
-    /// Every unexpired, unrevoked certificate with this identity name.
+    /// Every unexpired, unrevoked certificate with this identity name (enrolled roles
+    /// only: the CA server's own certificate is never revoked by name).
     Name(String),
 }
 

@@ -621,7 +621,7 @@ fn revoke(
             let mut stmt = tx
                 .prepare(
                     "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
-                     WHERE name = ?1 AND revoked_at IS NULL AND not_after > ?2 RETURNING serial",
+                     WHERE name = ?1 AND role != 'ca' AND revoked_at IS NULL AND not_after > ?2 RETURNING serial",
                 )
                 .map_err(unavailable)?;
             let rows = stmt

@@ -1,0 +1,134 @@
+//! Talking to the CA: first contact pinned by the token's root digest, later calls with
+//! the current certificate; and checking every certificate the CA hands back before
+//! anything is written.
+
+use dtca_common::bundle::Bundle;
+use dtca_common::tls::{self, ServerAddr, Trust};
+use dtca_pki::chain::{self, Usage};
+use dtca_pki::csr;
+use dtca_pki::identity::Identity;
+use dtca_pki::inspect::{self, CertInfo};
+use dtca_pki::key::{KeyType, PrivateKey};
+use dtca_pki::token::{JoinToken, RootDigest};
+use dtca_proto::v1::{self, ca_client::CaClient};
+use time::OffsetDateTime;
+use tonic::transport::Channel;
+
+use crate::error::ClientError;
+use crate::sans::Sans;
+
+/// What the CA said about itself at first contact.
+#[derive(Debug, Clone)]
+pub struct Trusted {
+    /// Cluster name.
+    pub cluster: String,
+    /// Root certificate, DER, checked against the token's digest.
+    pub root_der: Vec<u8>,
+}
+
+/// Connects before enrollment: the server must present a chain with the pinned root.
+/// Nothing is sent before the handshake has proven that.
+///
+/// # Errors
+/// [`ClientError::Connect`] (root mismatch, unreachable) or a refusal.
+pub async fn first_contact(addr: &ServerAddr, pin: RootDigest) -> Result<(CaClient<Channel>, Trusted), ClientError> {
+    let config = tls::client_config(Trust::Pinned(pin), None)?;
+    let channel = tls::connect(addr, config).await?;
+    let mut client = CaClient::new(channel);
+    let bundle = client.trust_bundle(v1::TrustBundleRequest {}).await?.into_inner();
+    let root_der = inspect::certs_from_pem(&bundle.root_pem)
+        .map_err(|e| ClientError::BadAnswer(format!("trust bundle: {e}")))?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // The handshake already proved the server holds this root; the bundle must say the same.
+    if !pin.matches(&root_der) {
+        return Err(tls::ConnectError::RootMismatch.into());
+    }
+    Ok((
+        client,
+        Trusted {
+            cluster: bundle.cluster,
+            root_der,
+        },
+    ))
+}
+
+/// Connects with a certificate this CA issued.
+///
+/// # Errors
+/// [`ClientError::Connect`].
+pub async fn authenticated(addr: &ServerAddr, bundle: &Bundle) -> Result<CaClient<Channel>, ClientError> {
+    let config = tls::client_config(Trust::Root(bundle.root_der.clone()), Some(bundle.client_identity()))?;
+    Ok(CaClient::new(tls::connect(addr, config).await?))
+}
+
+/// Generates a key and enrolls with a token over an open first-contact connection.
+///
+/// # Errors
+/// A refusal from the CA, or [`ClientError::BadAnswer`] when the certificate it returns is
+/// not right.
+pub async fn enroll(
+    client: &mut CaClient<Channel>,
+    trusted: &Trusted,
+    token: &JoinToken,
+    name: &str,
+    sans: &Sans,
+    key_type: KeyType,
+) -> Result<Bundle, ClientError> {
+    let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let csr = csr::build(&key, name, &sans.dns, &sans.ips).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let issued = client
+        .enroll(v1::EnrollRequest {
+            token: token.expose(),
+            csr_der: csr,
+            name: name.to_string(),
+        })
+        .await?
+        .into_inner();
+    accept(issued, &trusted.root_der, key, &trusted.cluster, None)
+}
+
+/// Renews over an authenticated connection: a new key, the given names, same identity.
+///
+/// # Errors
+/// A refusal from the CA, or [`ClientError::BadAnswer`].
+pub async fn renew(client: &mut CaClient<Channel>, current: &Bundle, sans: &Sans, key_type: KeyType) -> Result<Bundle, ClientError> {
+    let leaf = current.leaf()?;
+    let identity = leaf
+        .identity
+        .clone()
+        .ok_or_else(|| ClientError::Invalid("the current certificate carries no dtca identity".into()))?;
+    let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let issued = client.renew(v1::RenewRequest { csr_der: csr }).await?.into_inner();
+    accept(issued, &current.root_der, key, &identity.cluster, Some(&identity))
+}
+
+/// Checks an issued certificate before it may be written: it chains to the trusted root,
+/// certifies our key, is valid now, and carries the expected identity.
+fn accept(
+    issued: v1::IssuedCertificate,
+    root_der: &[u8],
+    key: PrivateKey,
+    cluster: &str,
+    identity: Option<&Identity>,
+) -> Result<Bundle, ClientError> {
+    let bad = |m: String| ClientError::BadAnswer(m);
+    let info = CertInfo::from_der(&issued.leaf_der).map_err(|e| bad(e.to_string()))?;
+    let intermediates = vec![issued.intermediate_der.clone()];
+    chain::verify(&issued.leaf_der, &intermediates, root_der, OffsetDateTime::now_utc(), Usage::Client)
+        .map_err(|e| bad(format!("the certificate does not verify against the pinned root: {e}")))?;
+    if info.public_key_der != key.public_key_der() {
+        return Err(bad("the certificate is not for the key generated here".into()));
+    }
+    let got = info.identity.as_ref().ok_or_else(|| bad("no identity in the certificate".into()))?;
+    if got.cluster != cluster || identity.is_some_and(|want| want != got) {
+        return Err(bad(format!("unexpected identity {}", got.uri())));
+    }
+    Ok(Bundle {
+        root_der: root_der.to_vec(),
+        chain: vec![issued.leaf_der, issued.intermediate_der],
+        key,
+    })
+}

@@ -1,0 +1,169 @@
+//! The `ca-client` command line: flags (each with an environment variable), the config
+//! file, and the commands. `main.rs` only parses and calls [`run`].
+
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dtca_common::Reason;
+use dtca_pki::duration;
+
+use crate::enroll;
+use crate::error::ClientError;
+pub use settings::FileConfig;
+
+/// `ca-client`: enroll this machine with a dtca CA and keep its certificates fresh.
+#[derive(Debug, Parser)]
+#[command(name = "ca-client", version, about = "Node agent and operator CLI for the dtca certificate authority", after_help = exit_codes())]
+pub struct Cli {
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    /// [default: /etc/dtca/ca-client.toml when it exists]
+    #[arg(long, env = "DTCA_CLIENT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, env = "DTCA_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll with a join token: key generated here, certificate from the CA.
+    Enroll(EnrollArgs),
+    /// Renew the current certificate once (new key, same identity).
+    Renew(RenewArgs),
+}
+
+/// Where the credentials live.
+#[derive(Debug, Args)]
+pub struct OutArgs {
+    /// Credential directory (ca.pem, cert.pem, key.pem, client.toml). [default: /var/lib/dtca-client]
+    #[arg(long, env = "DTCA_OUT")]
+    pub out: Option<PathBuf>,
+}
+
+/// `enroll` flags.
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// CA address, HOST:PORT.
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    /// Join token (DTCA-1-...). Prefer --token-file or DTCA_TOKEN: arguments are visible in `ps`.
+    #[arg(long, env = "DTCA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "DTCA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Identity name to ask for. [default: this host's name]
+    #[arg(long, env = "DTCA_NAME")]
+    pub name: Option<String>,
+    /// Extra DNS name or IP address for the certificate. Repeatable.
+    #[arg(long = "san", env = "DTCA_SAN", value_delimiter = ',')]
+    pub sans: Vec<String>,
+    /// Do not add this host's detected names and addresses; only --san.
+    #[arg(long, env = "DTCA_NO_DEFAULT_SANS")]
+    pub no_default_sans: bool,
+    /// Key algorithm: p256 or ed25519. [default: p256]
+    #[arg(long, env = "DTCA_KEY_TYPE")]
+    pub key_type: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// `renew` flags.
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// CA address. [default: the one this client enrolled with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// Runs a parsed command line; returns the exit code for commands that report a state.
+///
+/// # Errors
+/// [`ClientError`], whose reason decides the exit code.
+pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+    let file = settings::load_file(cli.config.as_deref())?;
+    init_logging(cli.log_format.or(file.log_format).unwrap_or(LogFormat::Text));
+    match cli.command {
+        Command::Enroll(args) => enroll_command(args, &file).await,
+        Command::Renew(args) => renew_command(args, &file).await,
+    }
+}
+
+async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
+    let opts = settings::enroll_options(&args, file)?;
+    let obtained = enroll::enroll(&opts).await?;
+    report("enrolled", &opts.out, &obtained);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn renew_command(args: RenewArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
+    let out = settings::out_dir(&args.out, file);
+    let server = args.server.or_else(|| file.server.clone());
+    let obtained = enroll::renew(&out, server.as_deref()).await?;
+    report("renewed", &out, &obtained);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
+    let info = &obtained.info;
+    let now = time::OffsetDateTime::now_utc();
+    println!(
+        "{what} as {} (serial {})",
+        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
+        info.serial
+    );
+    let mut names: Vec<String> = info.dns_names.clone();
+    names.extend(info.ip_addresses.iter().map(ToString::to_string));
+    if !names.is_empty() {
+        println!("  names:     {}", names.join(" "));
+    }
+    println!(
+        "  valid to:  {} ({} left)",
+        duration::timestamp(info.not_after),
+        duration::human(info.seconds_left(now))
+    );
+    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
+}
+
+/// Shared by `enroll` and the docker switch: sets up logging once.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The exit-code table shown in `--help`.
+pub fn exit_codes() -> String {
+    let mut out = String::from("Exit codes:\n  0  success\n");
+    for r in Reason::ALL {
+        out.push_str(&format!("  {:<3}{}\n", r.exit_code(), r.describe()));
+    }
+    out
+}
