@@ -31,11 +31,17 @@ pub struct Trusted {
 ///
 /// # Errors
 /// [`ClientError::Connect`] (root mismatch, unreachable) or a refusal.
-pub async fn first_contact(addr: &ServerAddr, pin: RootDigest) -> Result<(CaClient<Channel>, Trusted), ClientError> {
+pub async fn first_contact(
+    addr: &ServerAddr,
+    pin: RootDigest,
+) -> Result<(CaClient<Channel>, Trusted), ClientError> {
     let config = tls::client_config(Trust::Pinned(pin), None)?;
     let channel = tls::connect(addr, config).await?;
     let mut client = CaClient::new(channel);
-    let bundle = client.trust_bundle(v1::TrustBundleRequest {}).await?.into_inner();
+    let bundle = client
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await?
+        .into_inner();
     let root_der = inspect::certs_from_pem(&bundle.root_pem)
         .map_err(|e| ClientError::BadAnswer(format!("trust bundle: {e}")))?
         .into_iter()
@@ -58,8 +64,14 @@ pub async fn first_contact(addr: &ServerAddr, pin: RootDigest) -> Result<(CaClie
 ///
 /// # Errors
 /// [`ClientError::Connect`].
-pub async fn authenticated(addr: &ServerAddr, bundle: &Bundle) -> Result<CaClient<Channel>, ClientError> {
-    let config = tls::client_config(Trust::Root(bundle.root_der.clone()), Some(bundle.client_identity()))?;
+pub async fn authenticated(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+) -> Result<CaClient<Channel>, ClientError> {
+    let config = tls::client_config(
+        Trust::Root(bundle.root_der.clone()),
+        Some(bundle.client_identity()),
+    )?;
     Ok(CaClient::new(tls::connect(addr, config).await?))
 }
 
@@ -77,7 +89,8 @@ pub async fn enroll(
     key_type: KeyType,
 ) -> Result<Bundle, ClientError> {
     let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let csr = csr::build(&key, name, &sans.dns, &sans.ips).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let csr = csr::build(&key, name, &sans.dns, &sans.ips)
+        .map_err(|e| ClientError::Invalid(e.to_string()))?;
     let issued = client
         .enroll(v1::EnrollRequest {
             token: token.expose(),
@@ -93,16 +106,30 @@ pub async fn enroll(
 ///
 /// # Errors
 /// A refusal from the CA, or [`ClientError::BadAnswer`].
-pub async fn renew(client: &mut CaClient<Channel>, current: &Bundle, sans: &Sans, key_type: KeyType) -> Result<Bundle, ClientError> {
+pub async fn renew(
+    client: &mut CaClient<Channel>,
+    current: &Bundle,
+    sans: &Sans,
+    key_type: KeyType,
+) -> Result<Bundle, ClientError> {
     let leaf = current.leaf()?;
-    let identity = leaf
-        .identity
-        .clone()
-        .ok_or_else(|| ClientError::Invalid("the current certificate carries no dtca identity".into()))?;
+    let identity = leaf.identity.clone().ok_or_else(|| {
+        ClientError::Invalid("the current certificate carries no dtca identity".into())
+    })?;
     let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let issued = client.renew(v1::RenewRequest { csr_der: csr }).await?.into_inner();
-    accept(issued, &current.root_der, key, &identity.cluster, Some(&identity))
+    let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips)
+        .map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let issued = client
+        .renew(v1::RenewRequest { csr_der: csr })
+        .await?
+        .into_inner();
+    accept(
+        issued,
+        &current.root_der,
+        key,
+        &identity.cluster,
+        Some(&identity),
+    )
 }
 
 /// Checks an issued certificate before it may be written: it chains to the trusted root,
@@ -117,12 +144,27 @@ fn accept(
     let bad = |m: String| ClientError::BadAnswer(m);
     let info = CertInfo::from_der(&issued.leaf_der).map_err(|e| bad(e.to_string()))?;
     let intermediates = vec![issued.intermediate_der.clone()];
-    chain::verify(&issued.leaf_der, &intermediates, root_der, OffsetDateTime::now_utc(), Usage::Client)
-        .map_err(|e| bad(format!("the certificate does not verify against the pinned root: {e}")))?;
+    chain::verify(
+        &issued.leaf_der,
+        &intermediates,
+        root_der,
+        OffsetDateTime::now_utc(),
+        Usage::Client,
+    )
+    .map_err(|e| {
+        bad(format!(
+            "the certificate does not verify against the pinned root: {e}"
+        ))
+    })?;
     if info.public_key_der != key.public_key_der() {
-        return Err(bad("the certificate is not for the key generated here".into()));
+        return Err(bad(
+            "the certificate is not for the key generated here".into()
+        ));
     }
-    let got = info.identity.as_ref().ok_or_else(|| bad("no identity in the certificate".into()))?;
+    let got = info
+        .identity
+        .as_ref()
+        .ok_or_else(|| bad("no identity in the certificate".into()))?;
     if got.cluster != cluster || identity.is_some_and(|want| want != got) {
         return Err(bad(format!("unexpected identity {}", got.uri())));
     }

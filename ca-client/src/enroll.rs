@@ -65,7 +65,15 @@ pub async fn obtain(opts: &EnrollOptions) -> Result<Obtained, ClientError> {
     let addr = ServerAddr::parse(&opts.server)?;
     let sans = Sans::collect(&opts.extra_sans, opts.default_sans)?;
     let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
-    let bundle = ca::enroll(&mut client, &trusted, &token, &opts.name, &sans, opts.key_type).await?;
+    let bundle = ca::enroll(
+        &mut client,
+        &trusted,
+        &token,
+        &opts.name,
+        &sans,
+        opts.key_type,
+    )
+    .await?;
     let info = bundle.leaf()?;
     let now = OffsetDateTime::now_utc();
     let state = ClientState {
@@ -81,7 +89,11 @@ pub async fn obtain(opts: &EnrollOptions) -> Result<Obtained, ClientError> {
         next_renewal: None,
         docker: None,
     };
-    Ok(Obtained { bundle, info, state })
+    Ok(Obtained {
+        bundle,
+        info,
+        state,
+    })
 }
 
 /// Writes credentials and state into `out`.
@@ -114,14 +126,23 @@ pub async fn renew(out: &Path, server: Option<&str>) -> Result<Obtained, ClientE
     state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
     state.last_error = None;
     write(out, &bundle, &state)?;
-    Ok(Obtained { bundle, info, state })
+    Ok(Obtained {
+        bundle,
+        info,
+        state,
+    })
 }
 
 /// One renewal round trip, writing nothing.
 ///
 /// # Errors
 /// [`ClientError`].
-pub async fn renew_with(addr: &ServerAddr, current: &Bundle, sans: &Sans, key_type: KeyType) -> Result<Bundle, ClientError> {
+pub async fn renew_with(
+    addr: &ServerAddr,
+    current: &Bundle,
+    sans: &Sans,
+    key_type: KeyType,
+) -> Result<Bundle, ClientError> {
     let mut client = ca::authenticated(addr, current).await?;
     ca::renew(&mut client, current, sans, key_type).await
 }

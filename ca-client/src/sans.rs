@@ -63,7 +63,9 @@ impl Sans {
             return Ok(());
         }
         check_dns_name(entry).map_err(|_| {
-            ClientError::Invalid(format!("--san {entry:?} is neither an IP address nor a DNS name"))
+            ClientError::Invalid(format!(
+                "--san {entry:?} is neither an IP address nor a DNS name"
+            ))
         })?;
         self.push_dns(entry.trim_end_matches('.').to_ascii_lowercase());
         Ok(())
@@ -102,7 +104,12 @@ mod tests {
     #[test]
     fn extra_names_are_split_into_dns_and_ip_and_deduplicated() {
         let sans = Sans::collect(
-            &["Node-1.Example.com".into(), "10.0.0.5".into(), "node-1.example.com".into(), "::1".into()],
+            &[
+                "Node-1.Example.com".into(),
+                "10.0.0.5".into(),
+                "node-1.example.com".into(),
+                "::1".into(),
+            ],
             false,
         )
         .unwrap();

@@ -89,7 +89,8 @@ impl ClientState {
             }
             Err(e) => return Err(files::FileError::new(&path, "read", e).into()),
         };
-        toml::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {}", path.display(), e.message())))
+        toml::from_str(&text)
+            .map_err(|e| ClientError::Config(format!("{}: {}", path.display(), e.message())))
     }
 
     /// Writes it atomically.

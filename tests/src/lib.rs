@@ -1,1 +1,18 @@
+//! Harness for the end-to-end tests: real binaries, a CA in-process on port 0, and
+//! processes that are always stopped by pid.
+//!
+//! - [`bins`]: the built `ca-server` and `ca-client` binaries.
+//! - [`process`]: a child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+//! - [`ca`]: a CA served in-process through `ca_server::server::run` on 127.0.0.1:0.
+//! - [`serve`]: a `ca-server serve` process on a free port.
+//! - [`openssl`]: `openssl verify` of issued chains.
+//!
+//! Tests talk only to loopback and to network namespaces they create.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+pub mod bins;
+pub mod ca;
+pub mod openssl;
+pub mod process;
+pub mod serve;

@@ -101,7 +101,11 @@ pub struct RenewArgs {
 /// [`ClientError`], whose reason decides the exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let file = settings::load_file(cli.config.as_deref())?;
-    init_logging(cli.log_format.or(file.log_format).unwrap_or(LogFormat::Text));
+    init_logging(
+        cli.log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text),
+    );
     match cli.command {
         Command::Enroll(args) => enroll_command(args, &file).await,
         Command::Renew(args) => renew_command(args, &file).await,
@@ -146,8 +150,9 @@ fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
 
 /// Shared by `enroll` and the docker switch: sets up logging once.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

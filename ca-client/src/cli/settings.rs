@@ -58,7 +58,10 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
     if server.is_none() {
         problems.push("--server is required (the CA's HOST:PORT)");
     }
-    let token = match (&args.token, args.token_file.as_ref().or(file.token_file.as_ref())) {
+    let token = match (
+        &args.token,
+        args.token_file.as_ref().or(file.token_file.as_ref()),
+    ) {
         (Some(t), _) => Some(t.trim().to_string()),
         (None, Some(path)) => problems.check(
             std::fs::read_to_string(path)
@@ -87,7 +90,9 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
         .clone()
         .or_else(|| file.name.clone())
         .unwrap_or_else(dtca_common::net::hostname);
-    problems.finish().map_err(|e| ClientError::Config(e.to_string()))?;
+    problems
+        .finish()
+        .map_err(|e| ClientError::Config(e.to_string()))?;
     Ok(EnrollOptions {
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),

@@ -90,7 +90,7 @@ impl Fixture {
 
     async fn caller_for(&self, issued: &Issued) -> Caller {
         self.registrar
-            .authenticate(Some(&[issued.leaf_der.clone()]), now(), false)
+            .authenticate(Some(std::slice::from_ref(&issued.leaf_der)), now(), false)
             .await
             .unwrap()
     }

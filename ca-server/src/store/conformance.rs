@@ -397,7 +397,10 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
 
     let server_own = cert(Role::Ca, "alice", now() + time::Duration::days(2));
     let server_serial = server_own.summary.serial.clone();
-    store.record_issuance(enrollment(server_own, "t-list")).await.unwrap();
+    store
+        .record_issuance(enrollment(server_own, "t-list"))
+        .await
+        .unwrap();
     let revoked = store
         .revoke(&RevokeTarget::Name("alice".into()), now(), "left", "admin")
         .await

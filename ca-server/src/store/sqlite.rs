@@ -172,7 +172,7 @@ impl Store for SqliteStore {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.read(|c| {
             let mut stmt = c
-                .prepare_cached("SELECT * FROM tokens ORDER BY created_at DESC, id")
+                .prepare_cached("SELECT * FROM tokens ORDER BY created_at DESC, rowid DESC")
                 .map_err(unavailable)?;
             let rows = stmt.query_map([], token_from_row).map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)?).collect()

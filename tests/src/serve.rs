@@ -1,0 +1,79 @@
+//! `ca-server serve` as a real process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::bins::bin;
+use crate::process::{Proc, wait_until};
+
+/// A `ca-server serve` process.
+#[derive(Debug)]
+pub struct ServeProcess {
+    /// The process (stopped on drop).
+    pub proc: Proc,
+    /// The address it recorded.
+    pub addr: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// Runs `ca-server init` in `state` with an unencrypted key (tests) and cluster `cli`.
+pub fn init_insecure(state: &Path) {
+    let out = Command::new(bin("ca-server"))
+        .args([
+            "init",
+            "--cluster",
+            "cli",
+            "--insecure-no-passphrase",
+            "--state-dir",
+        ])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl ServeProcess {
+    /// Starts `ca-server serve --state-dir state --listen 127.0.0.1:0 <extra>` and waits
+    /// until it has recorded its address and accepts connections.
+    pub fn start(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        let addr_file = state.join("server.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = state.join("serve.log");
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .args(extra);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut proc = Proc::spawn("ca-server serve", cmd, &log);
+        let ready = wait_until(Duration::from_secs(20), || {
+            proc.try_wait().is_some()
+                || (addr_file.exists()
+                    && std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .contains("ca-server listening"))
+        });
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            ready && proc.try_wait().is_none(),
+            "ca-server serve did not start: {log_text}"
+        );
+        let addr = std::fs::read_to_string(&addr_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        ServeProcess { proc, addr, log }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

@@ -1,0 +1,382 @@
+//! The built binaries, as an operator runs them: `ca-server init`, `serve`, the admin
+//! subcommands and `ca-client enroll --out` / `renew`, with their exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use dtca_common::Reason;
+use dtca_tests::bins::bin;
+use dtca_tests::openssl;
+use dtca_tests::serve::{ServeProcess, init_insecure};
+use nix::sys::signal::Signal;
+
+fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name)).args(args).output().unwrap()
+}
+
+fn run_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn expect_code(out: &Output, reason: Reason) {
+    assert_eq!(
+        code(out),
+        i32::from(reason.exit_code()),
+        "expected {reason} ({}), got {}: {}",
+        reason.exit_code(),
+        code(out),
+        stderr(out)
+    );
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line: {}", stderr(out));
+}
+
+fn token(state: &Path, args: &[&str]) -> String {
+    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = run("ca-server", &full);
+    assert!(out.status.success(), "token create: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let out = run(
+        "ca-server",
+        &[
+            "init",
+            "--cluster",
+            "prod",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("root digest"));
+    // A second init refuses and leaves the CA alone.
+    let before = std::fs::read(state.join("ca.pem")).unwrap();
+    let again = run(
+        "ca-server",
+        &[
+            "init",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    expect_code(&again, Reason::AlreadyInitialized);
+    assert_eq!(std::fs::read(state.join("ca.pem")).unwrap(), before);
+
+    let mut serve =
+        ServeProcess::start(&state, &["--passphrase-file", pass.to_str().unwrap()], &[]);
+    let node_token = token(
+        &state,
+        &[
+            "--role",
+            "node",
+            "--allow-dns",
+            "*.example.com",
+            "--allow-ip",
+            "127.0.0.0/8",
+        ],
+    );
+    assert!(node_token.starts_with("DTCA-1-"), "{node_token}");
+
+    let creds = dir.path().join("node");
+    let out = run_env(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            &serve.addr,
+            "--out",
+            creds.to_str().unwrap(),
+            "--no-default-sans",
+            "--san",
+            "web-1.example.com",
+            "--san",
+            "127.0.0.1",
+            "--name",
+            "web-1",
+        ],
+        &[("DTCA_TOKEN", &node_token)],
+    );
+    assert!(out.status.success(), "enroll: {}", stderr(&out));
+    let verified = openssl::verify(&creds.join("ca.pem"), &creds.join("cert.pem")).unwrap();
+    assert!(verified.contains("OK"));
+    let text = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName,extendedKeyUsage",
+            "-in",
+        ])
+        .arg(creds.join("cert.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    for want in [
+        "DNS:web-1.example.com",
+        "IP Address:127.0.0.1",
+        "URI:dtca://prod/node/web-1",
+        "TLS Web Server Authentication",
+        "TLS Web Client Authentication",
+    ] {
+        assert!(text.contains(want), "{want} missing from {text}");
+    }
+    let first_serial = openssl::serial(&creds.join("cert.pem"));
+    let first_key = std::fs::read(creds.join("key.pem")).unwrap();
+
+    // renew needs no --server: the client remembers it.
+    let out = run("ca-client", &["renew", "--out", creds.to_str().unwrap()]);
+    assert!(out.status.success(), "renew: {}", stderr(&out));
+    assert_ne!(openssl::serial(&creds.join("cert.pem")), first_serial);
+    assert_ne!(std::fs::read(creds.join("key.pem")).unwrap(), first_key);
+    openssl::verify(&creds.join("ca.pem"), &creds.join("cert.pem")).unwrap();
+
+    // Admin commands find the server through the state dir.
+    let list = run(
+        "ca-server",
+        &["cert", "list", "--state-dir", state.to_str().unwrap()],
+    );
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(stdout(&list).contains("web-1"));
+    let serial = first_serial.trim_start_matches("serial=").to_lowercase();
+    let show = run(
+        "ca-server",
+        &[
+            "cert",
+            "show",
+            &serial,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        stdout(&show).contains("dtca://prod/node/web-1"),
+        "{}",
+        stderr(&show)
+    );
+    let json = run(
+        "ca-server",
+        &[
+            "token",
+            "list",
+            "--json",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    let tokens: serde_json::Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(tokens[0]["uses"], 1);
+
+    // SIGTERM stops it cleanly.
+    let status = serve
+        .proc
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(15))
+        .expect("serve did not stop");
+    assert!(
+        status.success(),
+        "serve exited with {status:?}: {}",
+        serve.log_text()
+    );
+    assert!(serve.log_text().contains("stopped"));
+}
+
+#[test]
+fn serve_refuses_a_wrong_or_missing_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = run_env(
+        "ca-server",
+        &["init", "--state-dir", state.to_str().unwrap()],
+        &[("DTCA_PASSPHRASE", "right")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = std::fs::read_to_string(state.join("intermediate-key.pem")).unwrap();
+    assert!(key.contains("ENCRYPTED PRIVATE KEY"));
+
+    let wrong = run_env(
+        "ca-server",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[("DTCA_PASSPHRASE", "wrong")],
+    );
+    expect_code(&wrong, Reason::WrongPassphrase);
+    let none = run(
+        "ca-server",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    expect_code(&none, Reason::Config);
+    assert!(stderr(&none).contains("passphrase"));
+    // init without a passphrase refuses too.
+    let other = dir.path().join("other");
+    let out = run(
+        "ca-server",
+        &["init", "--state-dir", other.to_str().unwrap()],
+    );
+    expect_code(&out, Reason::Config);
+    assert!(!other.join("ca.pem").exists());
+}
+
+#[test]
+fn client_exit_codes_say_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let creds = dir.path().join("c");
+    let enroll = |token: &str, server: &str, extra: &[&str]| {
+        let mut args = vec![
+            "enroll",
+            "--server",
+            server,
+            "--out",
+            creds.to_str().unwrap(),
+            "--token",
+            token,
+            "--no-default-sans",
+        ];
+        args.extend_from_slice(extra);
+        run("ca-client", &args)
+    };
+
+    expect_code(
+        &enroll("nonsense", &serve.addr, &["--san", "127.0.0.1"]),
+        Reason::TokenMalformed,
+    );
+    let good = token(&state, &["--role", "node", "--allow-ip", "127.0.0.0/8"]);
+    // A token whose digest names another root: refused before anything is sent.
+    let mut foreign = good.clone();
+    let swap = if foreign.as_bytes()[7] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    foreign.replace_range(7..8, swap);
+    expect_code(
+        &enroll(&foreign, &serve.addr, &["--san", "127.0.0.1"]),
+        Reason::RootMismatch,
+    );
+    expect_code(
+        &enroll(&good, "127.0.0.1:1", &["--san", "127.0.0.1"]),
+        Reason::Unreachable,
+    );
+    expect_code(
+        &enroll(&good, &serve.addr, &["--san", "10.9.9.9"]),
+        Reason::NameNotAllowed,
+    );
+    let out = enroll(&good, &serve.addr, &["--san", "127.0.0.1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    expect_code(
+        &enroll(&good, &serve.addr, &["--san", "127.0.0.1"]),
+        Reason::TokenUsedUp,
+    );
+    let created: serde_json::Value =
+        serde_json::from_str(&token(&state, &["--role", "node", "--json"])).unwrap();
+    let (revoked, id) = (
+        created["token"].as_str().unwrap().to_string(),
+        created["id"].as_str().unwrap().to_string(),
+    );
+    assert!(
+        run(
+            "ca-server",
+            &[
+                "token",
+                "revoke",
+                &id,
+                "--state-dir",
+                state.to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+    expect_code(
+        &enroll(&revoked, &serve.addr, &["--san", "127.0.0.1"]),
+        Reason::TokenRevoked,
+    );
+
+    // An admin command with a node certificate is refused.
+    let denied = run(
+        "ca-server",
+        &[
+            "token",
+            "list",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--admin-dir",
+            creds.to_str().unwrap(),
+        ],
+    );
+    expect_code(&denied, Reason::PermissionDenied);
+
+    // Revoked certificate: renew refused.
+    let out = run(
+        "ca-server",
+        &[
+            "cert",
+            "revoke",
+            "--name",
+            &dtca_common::net::hostname(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    expect_code(
+        &run("ca-client", &["renew", "--out", creds.to_str().unwrap()]),
+        Reason::CertRevoked,
+    );
+    // Renew where nothing was enrolled.
+    expect_code(
+        &run(
+            "ca-client",
+            &["renew", "--out", dir.path().join("none").to_str().unwrap()],
+        ),
+        Reason::NotInitialized,
+    );
+    // Usage errors.
+    assert_eq!(code(&run("ca-client", &["enroll", "--bogus"])), 64);
+    assert!(serve.log_text().contains("request refused"));
+}
