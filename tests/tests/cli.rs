@@ -380,3 +380,41 @@ fn client_exit_codes_say_what_was_wrong() {
     assert_eq!(code(&run("ca-client", &["enroll", "--bogus"])), 64);
     assert!(serve.log_text().contains("request refused"));
 }
+
+#[test]
+fn malformed_local_pem_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let creds = dir.path().join("c");
+    let token = token(&state, &["--role", "node"]);
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            &serve.addr,
+            "--out",
+            creds.to_str().unwrap(),
+            "--token",
+            &token,
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key_before = std::fs::read(creds.join("key.pem")).unwrap();
+    for garbage in [
+        "-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n",
+        "hello",
+        "",
+    ] {
+        std::fs::write(creds.join("cert.pem"), garbage).unwrap();
+        let out = run("ca-client", &["renew", "--out", creds.to_str().unwrap()]);
+        expect_code(&out, Reason::LocalIo);
+        assert!(stderr(&out).contains("cert.pem"), "{}", stderr(&out));
+        assert_eq!(std::fs::read(creds.join("key.pem")).unwrap(), key_before);
+    }
+}
