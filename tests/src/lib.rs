@@ -6,6 +6,7 @@
 //! - [`ca`]: a CA served in-process through `ca_server::server::run` on 127.0.0.1:0.
 //! - [`serve`]: a `ca-server serve` process on a free port.
 //! - [`openssl`]: `openssl verify` of issued chains.
+//! - [`postgres`]: a private PostgreSQL server in a temp dir, stopped by pid.
 //!
 //! Tests talk only to loopback and to network namespaces they create.
 
@@ -14,5 +15,6 @@
 pub mod bins;
 pub mod ca;
 pub mod openssl;
+pub mod postgres;
 pub mod process;
 pub mod serve;

@@ -4,6 +4,7 @@
 mod admin;
 mod serve;
 mod settings;
+mod store;
 
 use std::path::PathBuf;
 
@@ -53,6 +54,9 @@ pub enum Command {
     Cert(CertCommand),
     /// Show the newest audit log entries.
     Audit(AuditArgs),
+    /// The CA's database.
+    #[command(subcommand)]
+    Store(StoreCommand),
 }
 
 /// Where the CA keeps its files.
@@ -99,7 +103,8 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 0.0.0.0:8443]
     #[arg(long, env = "DTCA_LISTEN")]
     pub listen: Option<String>,
-    /// Database URL (postgres://...); the embedded database in the state dir when absent.
+    /// PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DBNAME) shared by every replica;
+    /// the embedded database in the state dir when absent. Fill it with `store migrate`.
     #[arg(long, env = "DTCA_DATABASE")]
     pub database: Option<String>,
     /// Address for Prometheus metrics (GET /metrics); off when absent.
@@ -111,6 +116,25 @@ pub struct ServeArgs {
     /// How long after expiry a node may still renew with its old certificate. [default: 0s, never]
     #[arg(long, env = "DTCA_RENEW_GRACE")]
     pub renew_grace: Option<String>,
+}
+
+/// `store` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the embedded store of a state dir (tokens, certificates with their revocations
+    /// and renewals, node engines, audit log) into an empty PostgreSQL database, in one
+    /// transaction, and print what was copied. Stop `serve` on that state dir first.
+    Migrate(MigrateArgs),
+}
+
+/// `store migrate` flags.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The empty PostgreSQL database to copy into: postgres://USER:PASSWORD@HOST:PORT/DBNAME.
+    #[arg(long, env = "DTCA_DATABASE")]
+    pub database: Option<String>,
 }
 
 /// How admin subcommands reach the server.
@@ -265,6 +289,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(cmd) => admin::token(cmd, &file).await,
         Command::Cert(cmd) => admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
+        Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
     }
 }
 

@@ -1,10 +1,12 @@
-//! `ca-server init` and `ca-server serve`.
+//! `ca-server init` and `ca-server serve` (on the embedded store, or with `--database` on
+//! a PostgreSQL database shared by several replicas).
 
 use std::sync::Arc;
 
 use dtca_common::Reason;
 use dtca_common::config::Problems;
 use dtca_pki::identity::check_cluster;
+use dtca_pki::inspect;
 use dtca_pki::key::KeyType;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -16,6 +18,7 @@ use crate::registrar::{Registrar, Rules};
 use crate::server::{self, ServerOptions};
 use crate::state::{StateDir, StateError};
 use crate::store::Store;
+use crate::store::postgres::{PostgresStore, redact};
 use crate::store::sqlite::SqliteStore;
 
 pub async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
@@ -97,11 +100,9 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
         }
     }
     let database = args.database.or_else(|| file.database.clone());
-    if let Some(url) = &database {
-        problems.push(format!(
-            "--database {url:?}: only the embedded database is available in this build; omit --database"
-        ));
-    }
+    let postgres = database
+        .as_deref()
+        .and_then(|url| problems.check(PostgresStore::parse_url(url)));
     settings::finish(problems)?;
     let (Some(passphrase), Some(listen), Some(renew_grace)) = (passphrase, listen, renew_grace)
     else {
@@ -115,10 +116,13 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
             "the CA keys are not encrypted at rest (initialised with --insecure-no-passphrase)"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.store_path())
-            .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?,
-    );
+    let store: Arc<dyn Store> = match (database, postgres) {
+        (Some(url), Some(config)) => Arc::new(open_postgres(&url, config, &dir).await?),
+        _ => Arc::new(
+            SqliteStore::open(&dir.store_path())
+                .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?,
+        ),
+    };
     let metrics = Arc::new(Metrics::default());
     let registrar = Arc::new(Registrar::new(
         authority,
@@ -164,6 +168,44 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
     .map_err(|e| CliError::new(Reason::Internal, e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connects to the shared database and checks that it holds this CA's records: a replica
+/// started on an empty or foreign database would refuse every admin and renewal call (the
+/// certificates are unknown there), and would record its own certificate in it.
+async fn open_postgres(
+    url: &str,
+    config: tokio_postgres::Config,
+    dir: &StateDir,
+) -> Result<PostgresStore, CliError> {
+    let name = redact(url);
+    let store = PostgresStore::connect(config)
+        .await
+        .map_err(|e| CliError::new(Reason::StoreUnavailable, format!("{name}: {e}")))?;
+    let admin_cert = dir.admin_dir().join("cert.pem");
+    let serial = std::fs::read_to_string(&admin_cert)
+        .ok()
+        .and_then(|pem| inspect::certs_from_pem(&pem).ok())
+        .and_then(|certs| certs.into_iter().next())
+        .and_then(|der| inspect::CertInfo::from_der(&der).ok())
+        .map(|info| info.serial);
+    if let Some(serial) = serial {
+        let known = store
+            .certificate(&serial)
+            .await
+            .map_err(|e| CliError::new(Reason::StoreUnavailable, format!("{name}: {e}")))?;
+        if known.is_none() {
+            return Err(CliError::new(
+                Reason::NotInitialized,
+                format!(
+                    "{name} holds no records of this CA (the admin certificate in {} is unknown to it): copy the embedded store into it first with `ca-server store migrate --state-dir {} --database <URL>`",
+                    admin_cert.display(),
+                    dir.path().display()
+                ),
+            ));
+        }
+    }
+    Ok(store)
 }
 
 async fn wait_for_signal() {

@@ -474,6 +474,20 @@ async fn nodes_and_engines(store: &dyn Store) {
     assert_eq!(node.cert.serial, newer_serial);
     assert_eq!(nodes.iter().filter(|n| n.name == "engine-1").count(), 1);
     assert!(nodes.iter().all(|n| n.cert.identity.role == Role::Node));
+    // Engines are kept whatever becomes of the certificates.
+    store
+        .set_engine(
+            "engine-gone",
+            "tcp://192.0.2.7:2376",
+            audit(AuditKind::EngineReport, "engine-gone"),
+        )
+        .await
+        .unwrap();
+    let engines = store.engines().await.unwrap();
+    let engine = engines.iter().find(|e| e.name == "engine-1").unwrap();
+    assert_eq!(engine.endpoint, "tcp://192.0.2.9:2376");
+    assert!(engines.iter().any(|e| e.name == "engine-gone"));
+    assert_eq!(engines.iter().filter(|e| e.name == "engine-1").count(), 1);
 }
 
 async fn audit_is_newest_first(store: &dyn Store) {

@@ -1,13 +1,14 @@
 //! The CA's records: tokens, certificates, revocations, node engines and the audit log.
 //!
 //! One interface, [`Store`], with two backends: [`sqlite`] (embedded, the default, no
-//! set-up) and PostgreSQL (several replicas behind one address). Writes that belong
+//! set-up) and [`postgres`] (several replicas behind one address). Writes that belong
 //! together are one [`Issuance`] or one revocation, applied atomically: a token use is
 //! consumed in the same transaction that stores the certificate, so a refused or failed
 //! enrollment never burns a use, and a single-use token is spent once under any
 //! concurrency. A certificate is committed before it is returned to anyone.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -153,6 +154,17 @@ pub struct NodeRecord {
     pub cert: CertSummary,
 }
 
+/// Where a node's engine listens, as its agent last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineRecord {
+    /// Identity name of the node.
+    pub name: String,
+    /// Engine address, e.g. `tcp://10.0.0.5:2376`.
+    pub endpoint: String,
+    /// When it was reported.
+    pub updated_at: OffsetDateTime,
+}
+
 /// Kinds of audit entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
@@ -288,6 +300,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Nodes with a valid certificate at `now`, with their engine addresses.
     async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Every engine address ever reported, by name, whatever the node's certificates:
+    /// what moving a store to another backend copies.
+    async fn engines(&self) -> Result<Vec<EngineRecord>, StoreError>;
 
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;

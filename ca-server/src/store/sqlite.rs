@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::columns;
 use super::{
-    AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, Issuance, NodeRecord, RevokeTarget,
-    Store, StoreError, TokenRecord,
+    AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
+    RevokeTarget, Store, StoreError, TokenRecord,
 };
 
 /// Most writes applied in one transaction.
@@ -326,6 +326,33 @@ impl Store for SqliteStore {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn engines(&self) -> Result<Vec<EngineRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT name, endpoint, updated_at FROM nodes ORDER BY name")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            rows.map(|r| {
+                let (name, endpoint, at) = r.map_err(unavailable)?;
+                Ok(EngineRecord {
+                    name,
+                    endpoint,
+                    updated_at: columns::time(at).map_err(StoreError::Corrupt)?,
+                })
+            })
+            .collect()
         })
         .await
     }
