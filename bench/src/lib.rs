@@ -1,0 +1,29 @@
+//! dtca-bench: measures a real `ca-server` and writes BENCHMARKS.md.
+//!
+//! - [`run`]: the whole benchmark, in order, into [`run::Results`].
+//! - [`dtca`]: the system under test (state dir, `ca-server serve`, gRPC workers).
+//! - [`cfssl`]: the peer (`cfssl serve` and its sign endpoint).
+//! - [`raw`]: the crypto ceiling (ring verify+sign).
+//! - [`load`]: the closed-loop driver (in flight, window, latency, CPU).
+//! - [`storm`]: a fleet enrolling at once over fresh connections.
+//! - [`inventory`]: a million certificates in the store, then the real CLI.
+//! - [`footprint`]: idle RSS, CPU and wake-ups; peak RSS of one-shot commands; sizes.
+//! - [`profile`]: `perf record` of the server under load, grouped.
+//! - [`report`]: the markdown.
+//! - [`csrs`], [`proc`], [`machine`]: fixtures, child processes and `/proc`, the machine.
+//!
+//! It is not a test: `cargo test` never runs it; `scripts/bench.sh` does.
+
+pub mod cfssl;
+pub mod csrs;
+pub mod dtca;
+pub mod footprint;
+pub mod inventory;
+pub mod load;
+pub mod machine;
+pub mod proc;
+pub mod profile;
+pub mod raw;
+pub mod report;
+pub mod run;
+pub mod storm;

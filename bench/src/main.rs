@@ -1,0 +1,143 @@
+//! `dtca-bench`: parse flags, run the benchmark, write BENCHMARKS.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use dtca_bench::{footprint, report, run};
+
+/// Benchmarks a real ca-server (durable issuance, storm, footprint, inventory) side by
+/// side with cfssl and the raw P-256 limit, and writes BENCHMARKS.md.
+#[derive(Debug, Parser)]
+#[command(name = "dtca-bench")]
+struct Flags {
+    /// Where to write the report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Requests in flight for each issuance row.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    in_flight: Vec<usize>,
+    /// Seconds of warm-up before each measured window.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured per row.
+    #[arg(long, default_value_t = 5.0)]
+    measure: f64,
+    /// Distinct pre-generated CSRs.
+    #[arg(long, default_value_t = 20_000)]
+    csrs: usize,
+    /// Nodes in the enrollment storm.
+    #[arg(long, default_value_t = 10_000)]
+    storm: usize,
+    /// Storm nodes connecting at the same time, at most.
+    #[arg(long, default_value_t = 256)]
+    storm_parallel: usize,
+    /// Certificates in the inventory store.
+    #[arg(long, default_value_t = 1_000_000)]
+    inventory: u64,
+    /// Certificates per node in the inventory store (renewal history).
+    #[arg(long, default_value_t = 10)]
+    chain: u64,
+    /// Seconds of the idle window.
+    #[arg(long, default_value_t = 60.0)]
+    idle: f64,
+    /// Issuances before the server's memory is read after load.
+    #[arg(long, default_value_t = 100_000)]
+    min_issued: u64,
+    /// Criterion's output directory.
+    #[arg(long, default_value = "target/criterion")]
+    criterion_dir: PathBuf,
+    /// Where temporary state goes (removed at the end). [default: a new temp dir]
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the temporary state (logs, databases) for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// How the run was started, for the report.
+    #[arg(long, default_value = "scripts/bench.sh")]
+    command: String,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("exec-maxrss") {
+        return footprint::exec_maxrss(&args[2..]);
+    }
+    let flags = Flags::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bench")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(main_async(flags));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(flags: Flags) -> anyhow::Result<()> {
+    let temp = match &flags.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            tempfile::Builder::new()
+                .prefix("dtca-bench-")
+                .tempdir_in(dir)?
+        }
+        None => tempfile::Builder::new().prefix("dtca-bench-").tempdir()?,
+    };
+    let plan = run::Plan {
+        in_flight: flags.in_flight.clone(),
+        warmup: Duration::from_secs_f64(flags.warmup),
+        measure: Duration::from_secs_f64(flags.measure),
+        csrs: flags.csrs,
+        storm: flags.storm,
+        storm_parallel: flags.storm_parallel,
+        inventory: flags.inventory,
+        chain: flags.chain.max(1),
+        idle: Duration::from_secs_f64(flags.idle),
+        min_issued: flags.min_issued,
+        work_dir: temp.path().to_path_buf(),
+        criterion_dir: flags.criterion_dir.clone(),
+    };
+    let interrupted = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    // Dropping the run on a signal drops every child process guard: all are stopped.
+    let results = tokio::select! {
+        r = run::all(plan) => r,
+        () = interrupted => Err(anyhow::anyhow!("interrupted; every process started was stopped")),
+    };
+    if flags.keep {
+        let kept = temp.keep();
+        println!("state kept in {}", kept.display());
+    }
+    let results = results?;
+    let md = report::markdown(&results, &flags.command);
+    std::fs::write(&flags.out, md)?;
+    println!("wrote {}", flags.out.display());
+    Ok(())
+}
