@@ -1,6 +1,11 @@
 //! The dtca client: enrollment, renewal and, on nodes, the Docker engine's TLS.
 //!
 //! - [`enroll`]: `enroll` and `renew` as library calls (the CLI and tests use these).
+//! - [`node`]: `enroll --docker`: enroll, then switch the engine to mutual TLS.
+//! - [`docker`]: the switch itself (daemon.json, systemd drop-in, TLS pairs, verify,
+//!   rollback) and certificate rotation in the engine.
+//! - [`agent`]: the long-running renewal loop.
+//! - [`status`]: `check` and `status`.
 //! - [`ca`]: talking to the CA: root pinning by token digest, checking what comes back.
 //! - [`sans`]: the names a node asks for.
 //! - [`state`]: `client.toml`, what a client remembers about its enrollment.
@@ -9,9 +14,13 @@
 //!
 //! Private keys are generated here and never leave the machine.
 
+pub mod agent;
 pub mod ca;
 pub mod cli;
+pub mod docker;
 pub mod enroll;
 pub mod error;
+pub mod node;
 pub mod sans;
 pub mod state;
+pub mod status;

@@ -38,9 +38,9 @@ pub struct ClientState {
     /// Last failed renewal attempt and why.
     #[serde(default)]
     pub last_error: Option<String>,
-    /// Planned next renewal (RFC 3339), as the agent decided it.
+    /// Planned next renewal, as the agent decided it.
     #[serde(default)]
-    pub next_renewal: Option<String>,
+    pub next_renewal: Option<PlannedRenewal>,
     /// The Docker engine this node switched, when it did.
     #[serde(default)]
     pub docker: Option<DockerState>,
@@ -48,6 +48,17 @@ pub struct ClientState {
 
 fn yes() -> bool {
     true
+}
+
+/// When the agent will renew which certificate (drawn once per certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRenewal {
+    /// The certificate it is for.
+    pub serial: String,
+    /// When, for people.
+    pub at: String,
+    /// When, in Unix seconds.
+    pub at_unix: i64,
 }
 
 /// How the Docker engine was switched (used by the agent to rotate and by `status`).
@@ -69,6 +80,9 @@ pub struct DockerState {
     /// Whether the engine was in swarm mode (then live-restore stays off).
     #[serde(default)]
     pub swarm: bool,
+    /// The address published for operators, e.g. tcp://node-1.example.com:2376.
+    #[serde(default)]
+    pub advertise: String,
 }
 
 impl ClientState {

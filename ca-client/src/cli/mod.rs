@@ -44,9 +44,15 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Enroll with a join token: key generated here, certificate from the CA.
-    Enroll(EnrollArgs),
+    Enroll(Box<EnrollArgs>),
     /// Renew the current certificate once (new key, same identity).
     Renew(RenewArgs),
+    /// Keep the certificate fresh: renew at 50-70 % of its life, rotate it in the engine.
+    Agent(AgentArgs),
+    /// Exit 0 when local certificates are fine, 1 expiring, 2 expired or broken, 3 missing.
+    Check(CheckArgs),
+    /// Show local certificates, expiry, engine mode, last and next renewal.
+    Status(StatusArgs),
 }
 
 /// Where the credentials live.
@@ -83,6 +89,80 @@ pub struct EnrollArgs {
     pub key_type: Option<String>,
     #[command(flatten)]
     pub out: OutArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// The docker switch (`enroll --docker`).
+#[derive(Debug, Args)]
+pub struct DockerArgs {
+    /// Also install the certificate into dockerd and switch it from plain TCP to mutual TLS.
+    #[arg(long, env = "DTCA_DOCKER")]
+    pub docker: bool,
+    /// daemon.json to edit. [default: the unit's --config-file, else /etc/docker/daemon.json]
+    #[arg(long, env = "DTCA_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// Where dockerd's TLS files go. [default: /etc/docker/tls]
+    #[arg(long, env = "DTCA_DOCKER_TLS_DIR")]
+    pub docker_tls_dir: Option<PathBuf>,
+    /// The mutual-TLS address. [default: tcp://0.0.0.0:2376]
+    #[arg(long, env = "DTCA_DOCKER_LISTEN")]
+    pub docker_listen: Option<String>,
+    /// Command that restarts the engine. [default: systemctl daemon-reload && systemctl restart docker]
+    #[arg(long, env = "DTCA_DOCKER_RESTART")]
+    pub docker_restart: Option<String>,
+    /// Address published for operators (tcp://HOST:PORT). [default: from --docker-listen and the certificate]
+    #[arg(long, env = "DTCA_DOCKER_ADVERTISE")]
+    pub docker_advertise: Option<String>,
+    /// How long to wait for the engine after a restart. [default: 60s]
+    #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
+    pub docker_timeout: Option<String>,
+    /// Systemd unit directory to read docker.service from (repeatable; the first is where
+    /// the drop-in goes). [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
+    #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
+    pub systemd_dirs: Vec<PathBuf>,
+}
+
+/// `agent` flags.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// CA address. [default: the one this client enrolled with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    /// Renew once right away, then on schedule.
+    #[arg(long)]
+    pub renew_now: bool,
+    /// Longest wait between retries while the CA is unreachable. [default: 10m]
+    #[arg(long, env = "DTCA_RETRY_CAP")]
+    pub retry_cap: Option<String>,
+    /// First wait after a failed renewal. [default: 5s]
+    #[arg(long, env = "DTCA_RETRY_BASE")]
+    pub retry_base: Option<String>,
+    /// How long to wait for the engine after a restart. [default: 60s]
+    #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
+    pub docker_timeout: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// `check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Warn (exit 1) when a certificate expires within this. [default: 7d]
+    #[arg(long, env = "DTCA_WARN_WITHIN")]
+    pub warn_within: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+/// `status` flags.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 /// `renew` flags.
@@ -107,13 +187,86 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             .unwrap_or(LogFormat::Text),
     );
     match cli.command {
-        Command::Enroll(args) => enroll_command(args, &file).await,
+        Command::Enroll(args) => enroll_command(*args, &file).await,
         Command::Renew(args) => renew_command(args, &file).await,
+        Command::Agent(args) => agent_command(args, &file).await,
+        Command::Check(args) => {
+            let out = settings::out_dir(&args.out, &file);
+            let warn = settings::duration_or(
+                args.warn_within.as_deref(),
+                file.warn_within.as_deref(),
+                "7d",
+                "--warn-within",
+            )?;
+            Ok(crate::status::check(&out, warn, time::OffsetDateTime::now_utc()).exit_code())
+        }
+        Command::Status(args) => {
+            crate::status::status(&settings::out_dir(&args.out, &file), args.json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
+    let mut opts = crate::agent::AgentOptions::new(settings::out_dir(&args.out, file));
+    opts.server = args.server.or_else(|| file.server.clone());
+    opts.renew_now = args.renew_now;
+    opts.retry_base = settings::duration_or(
+        args.retry_base.as_deref(),
+        file.retry_base.as_deref(),
+        "5s",
+        "--retry-base",
+    )?;
+    opts.retry_cap = settings::duration_or(
+        args.retry_cap.as_deref(),
+        file.retry_cap.as_deref(),
+        "10m",
+        "--retry-cap",
+    )?;
+    opts.docker_timeout = settings::duration_or(
+        args.docker_timeout.as_deref(),
+        file.docker_timeout.as_deref(),
+        "60s",
+        "--docker-timeout",
+    )?;
+    crate::agent::run(opts, wait_for_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
     }
 }
 
 async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
+    if let Some(docker) = settings::docker_options(&args.docker, file)? {
+        let obtained = crate::node::enroll_docker(&opts, &docker).await?;
+        report("enrolled", &opts.out, &obtained);
+        if let Some(d) = &obtained.state.docker {
+            println!(
+                "  engine:    switched to mutual TLS on {} (published as {})",
+                d.listen, d.advertise
+            );
+            println!(
+                "  try:       docker --tlsverify -H {} --tlscacert {out}/ca.pem --tlscert {out}/cert.pem --tlskey {out}/key.pem version",
+                d.advertise,
+                out = opts.out.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let obtained = enroll::enroll(&opts).await?;
     report("enrolled", &opts.out, &obtained);
     Ok(ExitCode::SUCCESS)

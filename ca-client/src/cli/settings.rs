@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use dtca_common::config::{self, Problems};
 use serde::Deserialize;
 
-use super::{EnrollArgs, LogFormat, OutArgs};
+use super::{DockerArgs, EnrollArgs, LogFormat, OutArgs};
+use crate::docker::{self, DockerOptions, systemd};
 use crate::enroll::EnrollOptions;
 use crate::error::ClientError;
 
@@ -26,6 +27,17 @@ pub struct FileConfig {
     pub no_default_sans: Option<bool>,
     pub key_type: Option<String>,
     pub out: Option<PathBuf>,
+    pub docker: Option<bool>,
+    pub docker_config: Option<PathBuf>,
+    pub docker_tls_dir: Option<PathBuf>,
+    pub docker_listen: Option<String>,
+    pub docker_restart: Option<String>,
+    pub docker_advertise: Option<String>,
+    pub docker_timeout: Option<String>,
+    pub systemd_dir: Option<Vec<PathBuf>>,
+    pub retry_base: Option<String>,
+    pub retry_cap: Option<String>,
+    pub warn_within: Option<String>,
 }
 
 /// Reads the config file named by `--config`, or the default one when it exists.
@@ -102,4 +114,70 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
         key_type,
         out: out_dir(&args.out, file),
     })
+}
+
+/// A duration setting: flag/env, else file, else `default`.
+///
+/// # Errors
+/// [`ClientError::Config`] naming the setting.
+pub fn duration_or(
+    arg: Option<&str>,
+    file: Option<&str>,
+    default: &str,
+    what: &str,
+) -> Result<std::time::Duration, ClientError> {
+    let text = arg.or(file).unwrap_or(default);
+    dtca_pki::duration::parse(text).map_err(|e| ClientError::Config(format!("{what}: {e}")))
+}
+
+/// The docker switch settings, when `--docker` is on.
+///
+/// # Errors
+/// [`ClientError::Config`] for a bad setting.
+pub fn docker_options(
+    args: &DockerArgs,
+    file: &FileConfig,
+) -> Result<Option<DockerOptions>, ClientError> {
+    if !(args.docker || file.docker.unwrap_or(false)) {
+        return Ok(None);
+    }
+    let systemd_dirs = if !args.systemd_dirs.is_empty() {
+        args.systemd_dirs.clone()
+    } else {
+        file.systemd_dir
+            .clone()
+            .unwrap_or_else(|| systemd::DEFAULT_DIRS.iter().map(PathBuf::from).collect())
+    };
+    Ok(Some(DockerOptions {
+        config: args
+            .docker_config
+            .clone()
+            .or_else(|| file.docker_config.clone()),
+        tls_dir: args
+            .docker_tls_dir
+            .clone()
+            .or_else(|| file.docker_tls_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_TLS_DIR)),
+        listen: args
+            .docker_listen
+            .clone()
+            .or_else(|| file.docker_listen.clone())
+            .unwrap_or_else(|| docker::DEFAULT_LISTEN.into()),
+        restart: args
+            .docker_restart
+            .clone()
+            .or_else(|| file.docker_restart.clone())
+            .unwrap_or_else(|| docker::DEFAULT_RESTART.into()),
+        systemd_dirs,
+        advertise: args
+            .docker_advertise
+            .clone()
+            .or_else(|| file.docker_advertise.clone()),
+        timeout: duration_or(
+            args.docker_timeout.as_deref(),
+            file.docker_timeout.as_deref(),
+            "60s",
+            "--docker-timeout",
+        )?,
+    }))
 }

@@ -1,0 +1,282 @@
+//! Editing `daemon.json` as JSON: every key the user had stays; dtca sets the TLS keys,
+//! the hosts (unix socket plus the mutual-TLS address, no plain TCP) and live-restore.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+/// Where dockerd's TLS files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// `tlscacert`: the root.
+    pub ca: PathBuf,
+    /// `tlscert`: leaf + intermediate.
+    pub cert: PathBuf,
+    /// `tlskey`: the key.
+    pub key: PathBuf,
+}
+
+/// The edited configuration and what it implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The new `daemon.json`.
+    pub text: String,
+    /// The hosts it sets.
+    pub hosts: Vec<String>,
+    /// Plain TCP hosts that were removed (they must refuse connections afterwards).
+    pub removed_tcp: Vec<String>,
+    /// The unix socket to reach the engine locally, when one is configured.
+    pub socket: Option<PathBuf>,
+}
+
+/// Default unix socket of dockerd.
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Computes the new `daemon.json`.
+///
+/// `existing` is the current file (None when absent), `moved_hosts` the `-H` values taken
+/// off the systemd unit's command line (they move here), `listen` the mutual-TLS address,
+/// `swarm` whether the engine is in swarm mode (dockerd refuses live-restore there).
+///
+/// # Errors
+/// [`PlanError`] when the file is not a JSON object or has a non-list `hosts`.
+pub fn plan(
+    existing: Option<&str>,
+    moved_hosts: &[String],
+    tls: &TlsPaths,
+    listen: &str,
+    swarm: bool,
+) -> Result<Plan, PlanError> {
+    let mut config: Map<String, Value> = match existing.map(str::trim) {
+        None | Some("") => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(PlanError("daemon.json is not a JSON object".into())),
+            Err(e) => return Err(PlanError(format!("daemon.json is not valid JSON: {e}"))),
+        },
+    };
+    let mut before: Vec<String> = match config.get("hosts") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| PlanError("daemon.json: hosts must be a list of strings".into()))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(_) => {
+            return Err(PlanError(
+                "daemon.json: hosts must be a list of strings".into(),
+            ));
+        }
+    };
+    before.extend(moved_hosts.iter().cloned());
+
+    let listen = normalize(listen);
+    let mut hosts: Vec<String> = Vec::new();
+    let mut removed_tcp = Vec::new();
+    for host in before {
+        let host = normalize(&host);
+        if host.starts_with("tcp://") {
+            if host != listen {
+                removed_tcp.push(host);
+            }
+        } else if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    if !hosts
+        .iter()
+        .any(|h| h.starts_with("unix://") || h.starts_with("fd://"))
+    {
+        hosts.insert(0, DEFAULT_SOCKET.to_string());
+    }
+    hosts.push(listen.clone());
+    let socket = hosts
+        .iter()
+        .find_map(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .or_else(|| {
+            hosts
+                .iter()
+                .any(|h| h.starts_with("fd://"))
+                .then(|| PathBuf::from("/var/run/docker.sock"))
+        });
+
+    config.insert("hosts".into(), Value::from(hosts.clone()));
+    config.insert("tls".into(), Value::Bool(true));
+    config.insert("tlsverify".into(), Value::Bool(true));
+    config.insert("tlscacert".into(), path_value(&tls.ca));
+    config.insert("tlscert".into(), path_value(&tls.cert));
+    config.insert("tlskey".into(), path_value(&tls.key));
+    if swarm {
+        // dockerd refuses live-restore in swarm mode; a `true` here would stop it starting.
+        if config.get("live-restore") == Some(&Value::Bool(true)) {
+            config.insert("live-restore".into(), Value::Bool(false));
+        }
+    } else {
+        config.insert("live-restore".into(), Value::Bool(true));
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(config))
+        .map_err(|e| PlanError(e.to_string()))?;
+    text.push('\n');
+    Ok(Plan {
+        text,
+        hosts,
+        removed_tcp,
+        socket,
+    })
+}
+
+/// The hosts a `daemon.json` text lists (for reading the engine's current state).
+pub fn hosts_of(text: &str) -> Vec<String> {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("hosts").cloned())
+        .map(|h| match h {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Value::String(one) => vec![one],
+            _ => Vec::new(),
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a `daemon.json` text turns on `tlsverify`.
+pub fn tlsverify_of(text: &str) -> bool {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("tlsverify").and_then(Value::as_bool))
+        .unwrap_or(false)
+}
+
+/// `tcp://host:port` with a default port and no trailing slash; other schemes unchanged.
+pub fn normalize(host: &str) -> String {
+    let host = host.trim();
+    match host
+        .strip_prefix("tcp://")
+        .map(|rest| rest.trim_end_matches('/'))
+    {
+        Some("") => "tcp://127.0.0.1:2375".into(),
+        Some(rest) if !rest.contains(':') || rest.ends_with(']') => format!("tcp://{rest}:2375"),
+        Some(rest) => format!("tcp://{rest}"),
+        None => host.to_string(),
+    }
+}
+
+fn path_value(path: &Path) -> Value {
+    Value::String(path.display().to_string())
+}
+
+/// A `daemon.json` that cannot be edited safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> TlsPaths {
+        TlsPaths {
+            ca: "/etc/docker/tls/ca.pem".into(),
+            cert: "/etc/docker/tls/server-cert.pem".into(),
+            key: "/etc/docker/tls/server-key.pem".into(),
+        }
+    }
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn keeps_every_unrelated_key_and_replaces_plain_tcp() {
+        let existing = r#"{"log-driver":"json-file","log-opts":{"max-size":"10m"},"hosts":["unix:///var/run/docker.sock","tcp://0.0.0.0:2375"],"data-root":"/srv/docker"}"#;
+        let plan = plan(Some(existing), &[], &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        let v = parse(&plan.text);
+        assert_eq!(v["log-driver"], "json-file");
+        assert_eq!(v["log-opts"]["max-size"], "10m");
+        assert_eq!(v["data-root"], "/srv/docker");
+        assert_eq!(
+            v["hosts"],
+            serde_json::json!(["unix:///var/run/docker.sock", "tcp://0.0.0.0:2376"])
+        );
+        assert_eq!(v["tls"], true);
+        assert_eq!(v["tlsverify"], true);
+        assert_eq!(v["tlscert"], "/etc/docker/tls/server-cert.pem");
+        assert_eq!(v["live-restore"], true);
+        assert_eq!(plan.removed_tcp, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(plan.socket, Some(PathBuf::from("/var/run/docker.sock")));
+        // Keys keep their order; ours come after.
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys[0], "log-driver");
+    }
+
+    #[test]
+    fn absent_file_gets_the_default_socket() {
+        let plan = plan(None, &[], &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        assert_eq!(plan.hosts, vec![DEFAULT_SOCKET, "tcp://0.0.0.0:2376"]);
+    }
+
+    #[test]
+    fn hosts_moved_from_the_unit_keep_socket_activation() {
+        let moved = vec!["fd://".to_string(), "tcp://0.0.0.0:2375".to_string()];
+        let plan = plan(Some("{}"), &moved, &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        assert_eq!(plan.hosts, vec!["fd://", "tcp://0.0.0.0:2376"]);
+        assert_eq!(plan.removed_tcp, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(plan.socket, Some(PathBuf::from("/var/run/docker.sock")));
+    }
+
+    #[test]
+    fn swarm_engines_do_not_get_live_restore() {
+        let plan = plan(
+            Some(r#"{"live-restore":true}"#),
+            &[],
+            &tls(),
+            "tcp://0.0.0.0:2376",
+            true,
+        )
+        .unwrap();
+        assert_eq!(parse(&plan.text)["live-restore"], false);
+        let plan = super::plan(Some("{}"), &[], &tls(), "tcp://0.0.0.0:2376", true).unwrap();
+        assert!(parse(&plan.text).get("live-restore").is_none());
+    }
+
+    #[test]
+    fn refuses_files_it_cannot_edit_safely() {
+        for bad in ["[1,2]", "{not json", r#"{"hosts": 5}"#, r#"{"hosts": [1]}"#] {
+            assert!(
+                plan(Some(bad), &[], &tls(), "tcp://0.0.0.0:2376", false).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn is_idempotent() {
+        let once = plan(
+            Some(r#"{"hosts":["unix:///run/d.sock","tcp://127.0.0.1:2375"]}"#),
+            &[],
+            &tls(),
+            "tcp://127.0.0.1:2376",
+            false,
+        )
+        .unwrap();
+        let twice = plan(Some(&once.text), &[], &tls(), "tcp://127.0.0.1:2376", false).unwrap();
+        assert_eq!(once.text, twice.text);
+        assert!(twice.removed_tcp.is_empty());
+    }
+
+    #[test]
+    fn normalizes_tcp_hosts() {
+        assert_eq!(normalize("tcp://10.0.0.1"), "tcp://10.0.0.1:2375");
+        assert_eq!(normalize("tcp://10.0.0.1:2376/"), "tcp://10.0.0.1:2376");
+        assert_eq!(
+            normalize("unix:///var/run/docker.sock"),
+            "unix:///var/run/docker.sock"
+        );
+    }
+}
