@@ -93,6 +93,9 @@ pub async fn run(
     // Names the CA refused (outside the enrolling token's limits): not asked for again
     // until the addresses change once more; renewals keep the current names meanwhile.
     let mut refused: Option<Sans> = None;
+    // When the certificate just obtained is already due (its issuer expires soon, say),
+    // renewals are spaced by the retry cap instead of running back to back.
+    let mut last_success: Option<std::time::Instant> = None;
     let mut force = opts.renew_now;
     loop {
         let bundle = Bundle::load(&opts.out, Layout::CLIENT)?;
@@ -101,6 +104,22 @@ pub async fn run(
         let due = planned(&mut state, &leaf, &opts.out);
         let wanted = wanted_names(&state, &leaf, refused.as_ref());
         let names_changed = wanted.is_some();
+        let too_soon = last_success.is_some_and(|t| t.elapsed() < opts.retry_cap);
+        if now >= due && !force && !names_changed && failures == 0 && too_soon {
+            tracing::warn!(
+                "the new certificate is already due for renewal; waiting before renewing again"
+            );
+            let wait = opts
+                .retry_cap
+                .saturating_sub(last_success.map(|t| t.elapsed()).unwrap_or_default());
+            match sleep_or_wake(wait, &mut watch, &mut shutdown).await {
+                Wake::Stop => break,
+                Wake::Addresses => refused = None,
+                Wake::Due => {}
+            }
+            last_success = None;
+            continue;
+        }
         if force || names_changed || now >= due || failures > 0 {
             if names_changed {
                 tracing::info!("the node's addresses changed; re-issuing with the new names");
@@ -110,6 +129,7 @@ pub async fn run(
                     tracing::info!(serial = %new.serial, not_after = %duration::timestamp(new.not_after), "renewed");
                     failures = 0;
                     force = false;
+                    last_success = Some(std::time::Instant::now());
                     continue;
                 }
                 Err(e) if names_changed && e.reason() == dtca_common::Reason::NameNotAllowed => {
@@ -192,7 +212,7 @@ fn planned(state: &mut ClientState, leaf: &CertInfo, out: &Path) -> OffsetDateTi
     {
         return at;
     }
-    let drawn = renewal::renew_at(leaf.not_before, leaf.not_after, jitter());
+    let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, jitter());
     // Whole seconds, as recorded, so the plan reads back the same.
     let at = OffsetDateTime::from_unix_timestamp(drawn.unix_timestamp()).unwrap_or(drawn);
     state.next_renewal = Some(PlannedRenewal {

@@ -200,7 +200,7 @@ async fn rotate_server_certificate(
 ) {
     let mut failures = 0u32;
     loop {
-        let at = renewal::renew_at(not_before, not_after, jitter());
+        let at = renewal::renew_at_issued(not_before, not_after, jitter());
         let wait = (at - OffsetDateTime::now_utc())
             .try_into()
             .unwrap_or(Duration::ZERO);

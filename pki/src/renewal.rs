@@ -23,6 +23,18 @@ pub fn renew_at(
     not_before + life * fraction
 }
 
+/// [`renew_at`] for a certificate issued by this CA, whose `not_before` is backdated by
+/// [`crate::profile::BACKDATE`]: the life that counts starts at issuance, so a short
+/// certificate is not renewed the moment it arrives.
+pub fn renew_at_issued(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    jitter: f64,
+) -> OffsetDateTime {
+    let issued = (not_before + crate::profile::BACKDATE).min(not_after);
+    renew_at(issued, not_after, jitter)
+}
+
 /// How long to wait after `failures` consecutive failed attempts: doubles from `base`,
 /// capped at `cap`.
 pub fn backoff(
@@ -48,6 +60,25 @@ mod tests {
         assert_eq!(renew_at(nb, na, 1.0), datetime!(2026-01-22 0:00 UTC));
         let mid = renew_at(nb, na, 0.5);
         assert!(mid > renew_at(nb, na, 0.0) && mid < renew_at(nb, na, 1.0));
+    }
+
+    #[test]
+    fn backdating_does_not_count_as_life() {
+        // A 30-second certificate, backdated five minutes: renewed 15-21 s after issue.
+        let issued = datetime!(2026-01-01 0:05 UTC);
+        let nb = datetime!(2026-01-01 0:00 UTC);
+        let na = issued + time::Duration::seconds(30);
+        assert_eq!(
+            renew_at_issued(nb, na, 0.0),
+            issued + time::Duration::seconds(15)
+        );
+        assert_eq!(
+            renew_at_issued(nb, na, 1.0),
+            issued + time::Duration::seconds(21)
+        );
+        // For a 30-day certificate it hardly matters.
+        let long = renew_at_issued(nb, issued + time::Duration::days(30), 0.0);
+        assert_eq!(long, issued + time::Duration::days(15));
     }
 
     #[test]

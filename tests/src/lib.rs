@@ -5,6 +5,7 @@
 //! - [`process`]: a child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 //! - [`ca`]: a CA served in-process through `ca_server::server::run` on 127.0.0.1:0.
 //! - [`serve`]: a `ca-server serve` process on a free port.
+//! - [`docker`]: real dockerd engines, plain at first, stopped by pid.
 //! - [`openssl`]: `openssl verify` of issued chains.
 //! - [`postgres`]: a private PostgreSQL server in a temp dir, stopped by pid.
 //!
@@ -14,6 +15,7 @@
 
 pub mod bins;
 pub mod ca;
+pub mod docker;
 pub mod openssl;
 pub mod postgres;
 pub mod process;

@@ -42,11 +42,21 @@ impl ServeProcess {
     /// Starts `ca-server serve --state-dir state --listen 127.0.0.1:0 <extra>` and waits
     /// until it has recorded its address and accepts connections.
     pub fn start(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        Self::start_at(state, "127.0.0.1:0", extra, envs)
+    }
+
+    /// The same on a given `listen` address (to restart a CA where clients expect it).
+    pub fn start_at(
+        state: &Path,
+        listen: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServeProcess {
         let addr_file = state.join("server.addr");
         let _ = std::fs::remove_file(&addr_file);
         let log = state.join("serve.log");
         let mut cmd = Command::new(bin("ca-server"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        cmd.args(["serve", "--listen", listen, "--state-dir"])
             .arg(state)
             .args(extra);
         for (k, v) in envs {

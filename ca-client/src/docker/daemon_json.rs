@@ -27,6 +27,8 @@ pub struct Plan {
     pub removed_tcp: Vec<String>,
     /// The unix socket to reach the engine locally, when one is configured.
     pub socket: Option<PathBuf>,
+    /// Whether it turns live-restore on.
+    pub live_restore: bool,
 }
 
 /// Default unix socket of dockerd.
@@ -110,6 +112,7 @@ pub fn plan(
     config.insert("tlscacert".into(), path_value(&tls.ca));
     config.insert("tlscert".into(), path_value(&tls.cert));
     config.insert("tlskey".into(), path_value(&tls.key));
+    let live_restore = !swarm;
     if swarm {
         // dockerd refuses live-restore in swarm mode; a `true` here would stop it starting.
         if config.get("live-restore") == Some(&Value::Bool(true)) {
@@ -126,6 +129,7 @@ pub fn plan(
         hosts,
         removed_tcp,
         socket,
+        live_restore,
     })
 }
 

@@ -234,6 +234,9 @@ pub async fn switch(
             let message = format!("step `{}` failed: {}", failure.step, failure.detail);
             match outcome {
                 Ok(how) => {
+                    // The new pair was never proven: leave only what is current again.
+                    let current = tls.current();
+                    tls.prune(&current.iter().collect::<Vec<_>>());
                     let mut done = backup;
                     let _ = done.finish();
                     Err(ClientError::DockerSwitch(format!("{message}; {how}")))
@@ -292,6 +295,11 @@ async fn apply(
             files::write_atomic(path, systemd::dropin_text(args).as_bytes(), 0o644),
         )?;
     }
+    if plan.live_restore {
+        // live-restore only protects containers when the running daemon has it on as it
+        // stops; dockerd applies it on SIGHUP, so containers survive this very restart.
+        enable_live_restore(&pre.socket, &plan.text).await;
+    }
     *restarted = true;
     step("restart", restart(&opts.restart).await)?;
     let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
@@ -306,6 +314,40 @@ async fn apply(
         )
         .await,
     )
+}
+
+/// Asks the running dockerd to reload its configuration (SIGHUP), which turns on
+/// live-restore, and waits a little for it to say so. Best effort: without it, containers
+/// stop at this one restart and survive the later ones.
+async fn enable_live_restore(socket: &Path, config: &str) {
+    let pidfile = serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("pidfile").and_then(|p| p.as_str()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.pid"));
+    let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let sent = Command::new("kill")
+        .arg("-HUP")
+        .arg(pid.to_string())
+        .status()
+        .await;
+    if !sent.is_ok_and(|s| s.success()) {
+        return;
+    }
+    for _ in 0..25 {
+        if engine::info_unix(socket)
+            .await
+            .is_ok_and(|i| i.live_restore)
+        {
+            tracing::info!("live-restore is on: running containers survive the restart");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs `dockerd --validate` on the staged config where this dockerd has it (20.10 has

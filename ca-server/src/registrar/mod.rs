@@ -348,7 +348,7 @@ impl Registrar {
             public_key_der: csr.public_key_der,
             dns_names,
             ip_addresses,
-            lifetime: Profile::of(role).lifetime(Some(previous_life.max(Duration::from_secs(60)))),
+            lifetime: Profile::of(role).lifetime(Some(previous_life.max(Duration::from_secs(10)))),
         };
         let leaf = self.authority.issue(&template, now)?;
         let audit = vec![issue_audit(

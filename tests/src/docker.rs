@@ -1,0 +1,320 @@
+//! Real Docker engines for the tests: Debian's dockerd, each with its own data-root,
+//! exec-root, pidfile, unix socket and config, started plain on a loopback TCP port (as
+//! the fleets we switch run them), restarted by a script the switch calls, and always
+//! stopped by pid. The real docker CLI talks to them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::process::wait_until;
+
+/// Tag of the tiny image made from Debian's busybox-static.
+pub const IMAGE: &str = "dtca-test/busybox:1";
+
+/// A dockerd under test.
+#[derive(Debug)]
+pub struct Engine {
+    _tmp: tempfile::TempDir,
+    /// Its private directory.
+    pub dir: PathBuf,
+    /// daemon.json.
+    pub config: PathBuf,
+    /// Unix socket.
+    pub socket: PathBuf,
+    /// Pidfile dockerd writes.
+    pub pidfile: PathBuf,
+    /// dockerd's log.
+    pub log: PathBuf,
+    /// The restart script to give `--docker-restart`.
+    pub restart: PathBuf,
+    /// The plain address it starts on, `tcp://IP:PORT`.
+    pub plain: String,
+    /// Loopback IP it listens on.
+    pub ip: String,
+    /// Systemd unit dir (for the `-H` scenario), when used.
+    pub systemd: Option<PathBuf>,
+}
+
+/// A free TCP port on `ip` (bound and released).
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Engine {
+    /// Starts an engine whose daemon.json lists the unix socket and plain TCP on `ip`
+    /// (`"tls": false` so dockerd does not wait), as most fleets run it.
+    pub fn start_plain(ip: &str) -> Engine {
+        let e = Self::prepare(ip);
+        let config = serde_json::json!({
+            "data-root": e.dir.join("data"),
+            "exec-root": e.dir.join("exec"),
+            "pidfile": e.pidfile,
+            "iptables": false,
+            "ip-masq": false,
+            "bridge": "none",
+            "log-level": "warn",
+            "hosts": [format!("unix://{}", e.socket.display()), e.plain],
+            "tls": false,
+            "deprecated-key-path": e.dir.join("key.json"),
+            "debug": false,
+        });
+        std::fs::write(&e.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let command = format!("dockerd --config-file {}", e.config.display());
+        e.write_restart(&format!("exec {command}"));
+        e.run_restart();
+        e
+    }
+
+    /// Starts an engine the way the seed's systemd set-up does: the hosts are `-H` flags
+    /// in `docker.service` (a unix socket standing in for `fd://`, which needs systemd's
+    /// socket activation), the rest in daemon.json via `--config-file`. The restart script
+    /// runs the effective `ExecStart` of the unit and its drop-ins, as systemd would.
+    pub fn start_with_unit(ip: &str) -> Engine {
+        let mut e = Self::prepare(ip);
+        let config = serde_json::json!({
+            "data-root": e.dir.join("data"),
+            "exec-root": e.dir.join("exec"),
+            "pidfile": e.pidfile,
+            "iptables": false,
+            "ip-masq": false,
+            "bridge": "none",
+            "log-level": "warn",
+            "tls": false,
+            "deprecated-key-path": e.dir.join("key.json"),
+            "labels": ["seed=yes"],
+        });
+        std::fs::write(&e.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let systemd = e.dir.join("systemd");
+        std::fs::create_dir_all(&systemd).unwrap();
+        std::fs::write(
+            systemd.join("docker.service"),
+            format!(
+                "[Unit]\nDescription=Docker Application Container Engine\n\n[Service]\nType=notify\n\
+                 ExecStart=/usr/sbin/dockerd -H unix://{} -H {} --config-file {}\nExecReload=/bin/kill -s HUP $MAINPID\n\n[Install]\nWantedBy=multi-user.target\n",
+                e.socket.display(),
+                e.plain,
+                e.config.display()
+            ),
+        )
+        .unwrap();
+        let effective = format!(
+            "cmd=$(cat {unit} {dir}/docker.service.d/*.conf 2>/dev/null | grep '^ExecStart=' | tail -n1 | cut -d= -f2-)\n\
+             [ -n \"$cmd\" ] || {{ echo 'no ExecStart' >&2; exit 1; }}\n\
+             eval \"exec $cmd\"",
+            unit = systemd.join("docker.service").display(),
+            dir = systemd.display()
+        );
+        e.write_restart(&effective);
+        e.systemd = Some(systemd);
+        e.run_restart();
+        e
+    }
+
+    fn prepare(ip: &str) -> Engine {
+        let tmp = tempfile::Builder::new()
+            .prefix("dtca-dk")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        let port = free_port(ip);
+        Engine {
+            config: dir.join("daemon.json"),
+            socket: dir.join("docker.sock"),
+            pidfile: dir.join("docker.pid"),
+            log: dir.join("dockerd.log"),
+            restart: dir.join("restart.sh"),
+            plain: format!("tcp://{ip}:{port}"),
+            ip: ip.to_string(),
+            systemd: None,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// The restart script: stops the running dockerd by its pidfile, waits for it to go,
+    /// and starts `start` in the background (dockerd writes the new pidfile).
+    fn write_restart(&self, start: &str) {
+        let script = format!(
+            "#!/bin/sh\n\
+             pidfile={pidfile}\n\
+             if [ -f \"$pidfile\" ]; then\n\
+               pid=$(cat \"$pidfile\")\n\
+               kill \"$pid\" 2>/dev/null\n\
+               i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             fi\n\
+             ( {start} ) >>{log} 2>&1 </dev/null &\n\
+             exit 0\n",
+            pidfile = self.pidfile.display(),
+            log = self.log.display(),
+        );
+        std::fs::write(&self.restart, script).unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(&self.restart)
+            .status()
+            .unwrap();
+    }
+
+    fn run_restart(&self) {
+        let status = Command::new(&self.restart).status().unwrap();
+        assert!(status.success());
+        assert!(
+            wait_until(Duration::from_secs(30), || self
+                .docker(&["version", "--format", "{{.Server.Version}}"])
+                .status
+                .success()),
+            "dockerd did not start: {}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// `docker -H unix://<socket> <args>`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .output()
+            .unwrap()
+    }
+
+    /// `docker` over mutual TLS at `host` with the credentials in `certs`
+    /// (ca.pem, cert.pem, key.pem).
+    pub fn docker_tls(&self, host: &str, certs: &Path, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("--tlsverify")
+            .arg("-H")
+            .arg(host)
+            .arg("--tlscacert")
+            .arg(certs.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(certs.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(certs.join("key.pem"))
+            .args(args)
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .output()
+            .unwrap()
+    }
+
+    /// Imports the busybox image (no registry is reachable: never pull).
+    pub fn import_busybox(&self) {
+        let root = self.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is installed");
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "echo", "ls"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let tar = self.dir.join("rootfs.tar");
+        assert!(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&root)
+                .arg("-cf")
+                .arg(&tar)
+                .arg(".")
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = self.docker(&["import", tar.to_str().unwrap(), IMAGE]);
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The running dockerd's pid.
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops every dockerd (and its containerd) started for this engine, by pid, and
+    /// unmounts what a failed start may have left mounted.
+    pub fn stop(&self) {
+        // Containers first, while the engine still answers (their processes would
+        // outlive a killed shim).
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        for pid in self.pids() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let gone = wait_until(Duration::from_secs(20), || self.pids().is_empty());
+        if !gone {
+            for pid in self.pids() {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+            wait_until(Duration::from_secs(5), || self.pids().is_empty());
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let dir = self.dir.display().to_string();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = Command::new("umount").arg("-l").arg(p).status();
+        }
+    }
+
+    /// Pids of processes started for this engine: its dockerd (found by pidfile and by
+    /// its config path on the command line) and the containerd it runs.
+    fn pids(&self) -> Vec<i32> {
+        let dir = self.dir.display().to_string();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let ours = (cmdline.contains("dockerd") || cmdline.contains("containerd"))
+                && cmdline.contains(&dir);
+            if ours {
+                out.push(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

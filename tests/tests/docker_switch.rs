@@ -1,0 +1,628 @@
+//! The docker switch and rotation with real dockerd engines (Debian's docker.io), the
+//! real docker CLI, the real `ca-server` and `ca-client` binaries. Engines listen on
+//! loopback only; every process is stopped by pid.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use dtca_common::Reason;
+use dtca_tests::bins::bin;
+use dtca_tests::docker::{Engine, IMAGE, free_port};
+use dtca_tests::process::{Proc, wait_until};
+use dtca_tests::serve::{ServeProcess, init_insecure};
+
+struct Ca {
+    _tmp: tempfile::TempDir,
+    state: std::path::PathBuf,
+    serve: ServeProcess,
+}
+
+impl Ca {
+    fn start() -> Ca {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("ca");
+        init_insecure(&state);
+        let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+        Ca {
+            _tmp: tmp,
+            state,
+            serve,
+        }
+    }
+
+    fn token(&self, args: &[&str]) -> String {
+        let mut full = vec![
+            "token",
+            "create",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ];
+        full.extend_from_slice(args);
+        let out = Command::new(bin("ca-server")).args(&full).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ca-client enroll --docker` for `engine`, switching to `listen`.
+fn switch(ca: &Ca, engine: &Engine, out: &Path, listen: &str, extra: &[&str]) -> Output {
+    let token = ca.token(&["--role", "node"]);
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args([
+        "enroll",
+        "--docker",
+        "--server",
+        &ca.serve.addr,
+        "--token",
+        &token,
+    ])
+    .arg("--out")
+    .arg(out)
+    .arg("--docker-tls-dir")
+    .arg(engine.dir.join("tls"))
+    .arg("--docker-listen")
+    .arg(listen)
+    .arg("--docker-restart")
+    .arg(&engine.restart)
+    .arg("--san")
+    .arg(&engine.ip)
+    .args(extra);
+    if !extra.contains(&"--docker-timeout") {
+        cmd.args(["--docker-timeout", "20s"]);
+    }
+    if engine.systemd.is_none() {
+        cmd.arg("--docker-config").arg(&engine.config);
+    }
+    cmd.arg("--systemd-dir").arg(
+        engine
+            .systemd
+            .clone()
+            .unwrap_or_else(|| engine.dir.join("no-systemd")),
+    );
+    cmd.output().unwrap()
+}
+
+fn plain_ping(addr: &str) -> bool {
+    let hostport = addr.trim_start_matches("tcp://");
+    std::net::TcpStream::connect_timeout(&hostport.parse().unwrap(), Duration::from_secs(2)).is_ok()
+}
+
+fn assert_mtls_only(engine: &Engine, creds: &Path, listen: &str) {
+    let version = engine.docker_tls(
+        listen,
+        creds,
+        &["version", "--format", "{{.Server.Version}}"],
+    );
+    assert!(
+        version.status.success(),
+        "docker --tlsverify version: {}",
+        text(&version)
+    );
+    assert!(
+        !plain_ping(&engine.plain),
+        "the old plain address {} still accepts connections",
+        engine.plain
+    );
+    // No client certificate: refused.
+    let no_cert = Command::new("docker")
+        .args(["--tls", "-H", listen, "--tlscacert"])
+        .arg(creds.join("ca.pem"))
+        .args(["version"])
+        .env("DOCKER_CONFIG", engine.dir.join("cli"))
+        .output()
+        .unwrap();
+    assert!(
+        !no_cert.status.success(),
+        "a client without a certificate got in"
+    );
+    // A certificate from another CA: refused.
+    let foreign = foreign_credentials(&engine.dir.join("foreign"));
+    let out = engine.docker_tls(listen, &foreign, &["version"]);
+    assert!(
+        !out.status.success(),
+        "a foreign-CA certificate got in: {}",
+        text(&out)
+    );
+}
+
+/// A client bundle from a CA the engine does not trust, with the engine's own ca.pem so
+/// the CLI accepts the server: only the client certificate is foreign.
+fn foreign_credentials(dir: &Path) -> std::path::PathBuf {
+    use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
+    use dtca_pki::key::{KeyType, PrivateKey};
+    let now = time::OffsetDateTime::now_utc();
+    let h = hierarchy::create("other", KeyType::P256, now).unwrap();
+    let a = Authority::new("other", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let leaf = a
+        .issue(
+            &LeafTemplate {
+                identity: dtca_pki::Identity::new("other", dtca_pki::Role::Operator, "mallory")
+                    .unwrap(),
+                public_key_der: key.public_key_der(),
+                dns_names: vec![],
+                ip_addresses: vec![],
+                lifetime: Duration::from_secs(3600),
+            },
+            now,
+        )
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let engine_ca = dir.parent().unwrap().join("tls/ca.pem");
+    std::fs::copy(engine_ca, dir.join("ca.pem")).unwrap();
+    std::fs::write(
+        dir.join("cert.pem"),
+        dtca_pki::inspect::certs_to_pem([leaf.der.as_slice(), a.intermediate_der()]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("key.pem"), key.to_pem().as_bytes()).unwrap();
+    dir.to_path_buf()
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn switches_a_plain_engine_to_mutual_tls_and_refuses_everyone_else() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    assert!(plain_ping(&engine.plain));
+    let before = json(&engine.config);
+    let creds = engine.dir.join("client");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    let out = switch(&ca, &engine, &creds, &listen, &[]);
+    assert!(
+        out.status.success(),
+        "enroll --docker: {}\n{}",
+        text(&out),
+        engine.log_text()
+    );
+
+    assert_mtls_only(&engine, &creds, &listen);
+    let after = json(&engine.config);
+    for key in [
+        "data-root",
+        "exec-root",
+        "pidfile",
+        "iptables",
+        "bridge",
+        "deprecated-key-path",
+        "log-level",
+    ] {
+        assert_eq!(after[key], before[key], "{key} was not kept");
+    }
+    assert_eq!(after["tlsverify"], true);
+    assert_eq!(after["live-restore"], true);
+    let hosts: Vec<String> = serde_json::from_value(after["hosts"].clone()).unwrap();
+    assert_eq!(
+        hosts,
+        vec![
+            format!("unix://{}", engine.socket.display()),
+            listen.clone()
+        ]
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(engine.dir.join("tls/server-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    // status and check describe it; the CA's inventory knows where the engine is.
+    let status = Command::new(bin("ca-client"))
+        .args(["status", "--json", "--out"])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["engine"]["tlsverify"], true);
+    assert!(status["engine"]["served_serial"].is_string(), "{status}");
+    let check = Command::new(bin("ca-client"))
+        .args(["check", "--out"])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let check = Command::new(bin("ca-client"))
+        .args(["check", "--warn-within", "60d", "--out"])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+}
+
+#[test]
+fn switches_an_engine_whose_systemd_unit_passes_hosts_with_h() {
+    let ca = Ca::start();
+    let engine = Engine::start_with_unit("127.0.0.1");
+    assert!(plain_ping(&engine.plain));
+    let creds = engine.dir.join("client");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    // No --docker-config: the path comes from the unit's --config-file.
+    let out = switch(&ca, &engine, &creds, &listen, &[]);
+    assert!(
+        out.status.success(),
+        "enroll --docker: {}\n{}",
+        text(&out),
+        engine.log_text()
+    );
+    assert_mtls_only(&engine, &creds, &listen);
+
+    let systemd = engine.systemd.clone().unwrap();
+    let dropin =
+        std::fs::read_to_string(systemd.join("docker.service.d/99-dtca-tls.conf")).unwrap();
+    assert!(dropin.contains("ExecStart=\n"), "{dropin}");
+    let exec = dropin.lines().last().unwrap();
+    assert!(!exec.contains("-H"), "{exec}");
+    assert!(exec.contains("--config-file"), "other flags kept: {exec}");
+    let config = json(&engine.config);
+    assert_eq!(config["labels"], serde_json::json!(["seed=yes"]));
+    let hosts: Vec<String> = serde_json::from_value(config["hosts"].clone()).unwrap();
+    assert_eq!(
+        hosts,
+        vec![format!("unix://{}", engine.socket.display()), listen]
+    );
+}
+
+#[test]
+fn a_failing_restart_command_is_rolled_back() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let before = std::fs::read(&engine.config).unwrap();
+    let creds = engine.dir.join("client");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    let token = ca.token(&["--role", "node"]);
+    let out = Command::new(bin("ca-client"))
+        .args([
+            "enroll",
+            "--docker",
+            "--server",
+            &ca.serve.addr,
+            "--token",
+            &token,
+            "--san",
+            "127.0.0.1",
+        ])
+        .arg("--out")
+        .arg(&creds)
+        .arg("--docker-config")
+        .arg(&engine.config)
+        .arg("--docker-tls-dir")
+        .arg(engine.dir.join("tls"))
+        .args([
+            "--docker-listen",
+            &listen,
+            "--docker-restart",
+            "echo engine busy >&2; exit 3",
+            "--docker-timeout",
+            "10s",
+        ])
+        .arg("--systemd-dir")
+        .arg(engine.dir.join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(Reason::DockerSwitch.exit_code())),
+        "{}",
+        text(&out)
+    );
+    let message = text(&out);
+    assert!(
+        message.contains("step `restart` failed") && message.contains("engine busy"),
+        "{message}"
+    );
+    assert!(message.contains("answers again"), "{message}");
+    assert_eq!(
+        std::fs::read(&engine.config).unwrap(),
+        before,
+        "daemon.json was not restored"
+    );
+    assert!(
+        plain_ping(&engine.plain),
+        "the engine no longer answers on its old address"
+    );
+    assert!(engine.docker(&["version"]).status.success());
+    assert!(!engine.dir.join("tls/server-cert.pem").exists());
+}
+
+#[test]
+fn a_config_that_stops_dockerd_from_starting_is_rolled_back() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let before = std::fs::read(&engine.config).unwrap();
+    // The new port is already taken: the new dockerd cannot start.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = format!("tcp://{}", squatter.local_addr().unwrap());
+    let creds = engine.dir.join("client");
+    let old_pid = engine.pid();
+    let out = switch(&ca, &engine, &creds, &listen, &["--docker-timeout", "8s"]);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(Reason::DockerSwitch.exit_code())),
+        "{}",
+        text(&out)
+    );
+    let message = text(&out);
+    assert!(message.contains("step `verify` failed"), "{message}");
+    assert_eq!(
+        std::fs::read(&engine.config).unwrap(),
+        before,
+        "daemon.json was not restored"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || plain_ping(&engine.plain)),
+        "the engine no longer answers on its old address: {}",
+        engine.log_text()
+    );
+    assert!(engine.docker(&["version"]).status.success());
+    assert_ne!(engine.pid(), old_pid, "the engine was not restarted");
+    drop(squatter);
+}
+
+#[test]
+fn the_agent_rotates_keeps_the_old_pair_while_the_ca_is_down_and_containers_survive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let ca_addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let mut serve = ServeProcess::start_at(&state, &ca_addr, &["--insecure-no-passphrase"], &[]);
+    let token = {
+        let out = Command::new(bin("ca-server"))
+            .args([
+                "token",
+                "create",
+                "--role",
+                "node",
+                "--cert-ttl",
+                "30s",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let engine = Engine::start_plain("127.0.0.1");
+    engine.import_busybox();
+    let creds = engine.dir.join("client");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    let out = Command::new(bin("ca-client"))
+        // Fixed names: other tests create interfaces (swarm), and a node whose addresses
+        // change re-issues early; that is not what this test is about.
+        .args([
+            "enroll",
+            "--docker",
+            "--server",
+            &ca_addr,
+            "--token",
+            &token,
+            "--san",
+            "127.0.0.1",
+            "--no-default-sans",
+        ])
+        .arg("--out")
+        .arg(&creds)
+        .arg("--docker-config")
+        .arg(&engine.config)
+        .arg("--docker-tls-dir")
+        .arg(engine.dir.join("tls"))
+        .args(["--docker-listen", &listen, "--docker-restart"])
+        .arg(&engine.restart)
+        .arg("--systemd-dir")
+        .arg(engine.dir.join("none"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let run = engine.docker(&["run", "-d", "--name", "keeper", IMAGE, "/bin/sleep", "3600"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let started = inspect(&engine, "{{.State.StartedAt}}");
+
+    let served = || {
+        let out = Command::new(bin("ca-client"))
+            .args(["status", "--json", "--out"])
+            .arg(&creds)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["engine"]["served_serial"].as_str().map(str::to_string))
+    };
+    let first = served().expect("engine serves a certificate");
+
+    let log = engine.dir.join("agent.log");
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args([
+        "agent",
+        "--retry-base",
+        "1s",
+        "--retry-cap",
+        "2s",
+        "--docker-timeout",
+        "30s",
+        "--out",
+    ])
+    .arg(&creds);
+    let mut agent = Proc::spawn("ca-client agent", cmd, &log);
+
+    // The 30-second certificate is renewed at 50-70 % of its life and rotated in.
+    assert!(
+        wait_until(Duration::from_secs(60), || served()
+            .is_some_and(|s| s != first)),
+        "the agent did not rotate: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let second = served().unwrap();
+    assert_eq!(inspect(&engine, "{{.State.Running}}"), "true");
+    assert_eq!(
+        inspect(&engine, "{{.State.StartedAt}}"),
+        started,
+        "the container was restarted"
+    );
+
+    // CA down: the agent keeps the current pair and retries.
+    serve.proc.stop();
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("keeping the current certificate")),
+        "no retry logged: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(served().as_deref(), Some(second.as_str()));
+    assert!(
+        engine
+            .docker_tls(&listen, &creds, &["version"])
+            .status
+            .success()
+    );
+    let status = Command::new(bin("ca-client"))
+        .args(["status", "--out"])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(text(&status).contains("last error"), "{}", text(&status));
+
+    // CA back: the agent renews again.
+    let _serve = ServeProcess::start_at(&state, &ca_addr, &["--insecure-no-passphrase"], &[]);
+    assert!(
+        wait_until(Duration::from_secs(60), || served()
+            .is_some_and(|s| s != second)),
+        "no renewal after the CA came back: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        inspect(&engine, "{{.State.StartedAt}}"),
+        started,
+        "the container was restarted"
+    );
+
+    // SIGTERM stops the agent cleanly.
+    let status = agent
+        .signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10))
+        .expect("agent did not stop");
+    assert!(status.success());
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("agent stopped")
+    );
+}
+
+fn inspect(engine: &Engine, format: &str) -> String {
+    let out = engine.docker(&["inspect", "--format", format, "keeper"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_swarm_engine_is_switched_without_live_restore_and_stays_in_the_swarm() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let init = engine.docker(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "127.0.0.1",
+        "--listen-addr",
+        &format!("127.0.0.1:{}", free_port("127.0.0.1")),
+    ]);
+    assert!(init.status.success(), "swarm init: {}", text(&init));
+    let creds = engine.dir.join("client");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    let out = switch(&ca, &engine, &creds, &listen, &[]);
+    assert!(
+        out.status.success(),
+        "enroll --docker: {}\n{}",
+        text(&out),
+        engine.log_text()
+    );
+    let config = json(&engine.config);
+    assert_ne!(config["live-restore"], true, "live-restore in swarm mode");
+    let state = engine.docker_tls(
+        &listen,
+        &creds,
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "active true",
+        "{}",
+        text(&state)
+    );
+    let _ = engine.docker(&["swarm", "leave", "--force"]);
+}
+
+#[test]
+fn three_engines_on_their_own_loopback_addresses_are_all_switched() {
+    let ca = Ca::start();
+    let engines: Vec<Engine> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|ip| Engine::start_plain(ip))
+        .collect();
+    let listens: Vec<String> = engines
+        .iter()
+        .map(|e| format!("tcp://{}:{}", e.ip, free_port(&e.ip)))
+        .collect();
+    let results: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = engines
+            .iter()
+            .zip(&listens)
+            .map(|(e, l)| {
+                let ca = &ca;
+                s.spawn(move || {
+                    switch(
+                        ca,
+                        e,
+                        &e.dir.join("client"),
+                        l,
+                        &[
+                            "--no-default-sans",
+                            "--name",
+                            &format!("node-{}", e.ip.replace('.', "-")),
+                        ],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((engine, listen), out) in engines.iter().zip(&listens).zip(&results) {
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            engine.ip,
+            text(out),
+            engine.log_text()
+        );
+        assert_mtls_only(engine, &engine.dir.join("client"), listen);
+        let cert = std::fs::read_to_string(engine.dir.join("client/cert.pem")).unwrap();
+        let leaf = dtca_pki::inspect::CertInfo::from_der(
+            &dtca_pki::inspect::certs_from_pem(&cert).unwrap()[0],
+        )
+        .unwrap();
+        assert_eq!(
+            leaf.ip_addresses,
+            vec![engine.ip.parse::<std::net::IpAddr>().unwrap()]
+        );
+    }
+}
