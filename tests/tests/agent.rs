@@ -1,0 +1,289 @@
+//! The agent's harder promises: a kill -9 at any moment leaves a matching pair and an
+//! engine that starts; a node whose addresses change gets a certificate with the new
+//! names without waiting for its renewal (in a network namespace made here).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use dtca_common::bundle::{Bundle, Layout};
+use dtca_tests::bins::bin;
+use dtca_tests::docker::{Engine, free_port};
+use dtca_tests::process::{Proc, wait_until};
+use dtca_tests::serve::{ServeProcess, init_insecure};
+use nix::sys::signal::Signal;
+
+fn token(state: &Path, args: &[&str]) -> String {
+    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = Command::new(bin("ca-server")).args(&full).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn served_serial(creds: &Path) -> Option<String> {
+    let out = Command::new(bin("ca-client"))
+        .args(["status", "--json", "--out"])
+        .arg(creds)
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v["engine"]["served_serial"].as_str().map(str::to_string))
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let engine = Engine::start_plain("127.0.0.1");
+    let creds = engine.dir.join("client");
+    let tls = engine.dir.join("tls");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    let t = token(&state, &["--role", "node"]);
+    let out = Command::new(bin("ca-client"))
+        .args([
+            "enroll",
+            "--docker",
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+            "--server",
+            &serve.addr,
+            "--token",
+            &t,
+        ])
+        .arg("--out")
+        .arg(&creds)
+        .arg("--docker-config")
+        .arg(&engine.config)
+        .arg("--docker-tls-dir")
+        .arg(&tls)
+        .args(["--docker-listen", &listen, "--docker-restart"])
+        .arg(&engine.restart)
+        .arg("--systemd-dir")
+        .arg(engine.dir.join("none"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Kill the agent at different points of a renewal: before it has asked, while it
+    // writes the pair, while the engine restarts, while it verifies.
+    for (round, delay_ms) in [0u64, 150, 400, 900, 1600, 2500, 3500]
+        .into_iter()
+        .enumerate()
+    {
+        let log = engine.dir.join(format!("agent-{round}.log"));
+        let mut cmd = Command::new(bin("ca-client"));
+        cmd.args(["agent", "--renew-now", "--docker-timeout", "30s", "--out"])
+            .arg(&creds);
+        let mut agent = Proc::spawn("ca-client agent", cmd, &log);
+        std::thread::sleep(Duration::from_millis(delay_ms)); // the moment of the crash is the variable here
+        agent.signal_and_wait(Signal::SIGKILL, Duration::from_secs(5));
+        // Whatever the moment, both credential sets are whole pairs.
+        let pair = Bundle::load(&tls, Layout::DOCKERD)
+            .unwrap_or_else(|e| panic!("round {round}: docker pair broken: {e}"));
+        Bundle::load(&creds, Layout::CLIENT)
+            .unwrap_or_else(|e| panic!("round {round}: client pair broken: {e}"));
+        // And the engine starts with the pair on disk (the restart a reboot would do).
+        let restart = Command::new(&engine.restart).status().unwrap();
+        assert!(restart.success());
+        let serial = pair.leaf().unwrap().serial.to_string();
+        assert!(
+            wait_until(Duration::from_secs(30), || served_serial(&creds).as_deref()
+                == Some(serial.as_str())),
+            "round {round}: the engine does not come up with the pair on disk ({serial}): {}",
+            engine.log_text()
+        );
+    }
+    // A last agent run finishes cleanly from whatever state the kills left.
+    let log = engine.dir.join("agent-final.log");
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args(["agent", "--renew-now", "--out"]).arg(&creds);
+    let mut agent = Proc::spawn("ca-client agent", cmd, &log);
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("next renewal planned")),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let current = Bundle::load(&tls, Layout::DOCKERD)
+        .unwrap()
+        .leaf()
+        .unwrap()
+        .serial
+        .to_string();
+    assert_eq!(served_serial(&creds), Some(current));
+    assert!(
+        agent
+            .signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}
+
+/// A network namespace made for one test, deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("dtca-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A command run inside the namespace (nsenter execs it: the pid is the program's).
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn a_node_whose_addresses_change_gets_a_certificate_with_the_new_names() {
+    let ns = Netns::new("addr");
+    // Both ends of the pair stay inside the namespace.
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ns.ip(&["addr", "add", "10.77.1.1/24", "dev", "d0"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    ns.ip(&["link", "set", "d1", "up"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    // The CA runs inside the namespace too (the namespace has no route out).
+    let mut cmd = ns.command(&bin("ca-server"));
+    cmd.args([
+        "serve",
+        "--insecure-no-passphrase",
+        "--listen",
+        "127.0.0.1:8443",
+        "--state-dir",
+    ])
+    .arg(&state);
+    let serve_log = tmp.path().join("serve.log");
+    let _serve = Proc::spawn("ca-server serve", cmd, &serve_log);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&serve_log)
+            .unwrap_or_default()
+            .contains("ca-server listening")
+    }));
+
+    let creds = tmp.path().join("node");
+    let out = ns
+        .command(&bin("ca-server"))
+        .args(["token", "create", "--role", "node", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = ns
+        .command(&bin("ca-client"))
+        .args([
+            "enroll",
+            "--server",
+            "127.0.0.1:8443",
+            "--token",
+            &t,
+            "--out",
+        ])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = |creds: &Path| {
+        Bundle::load(creds, Layout::CLIENT)
+            .unwrap()
+            .leaf()
+            .unwrap()
+            .ip_addresses
+    };
+    assert_eq!(
+        names(&creds),
+        vec!["10.77.1.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+
+    let log = tmp.path().join("agent.log");
+    let mut cmd = ns.command(&bin("ca-client"));
+    cmd.args(["agent", "--out"]).arg(&creds);
+    let mut agent = Proc::spawn("ca-client agent", cmd, &log);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("next renewal planned")
+    }));
+
+    // The node gets a new address: a certificate with it follows, long before renewal.
+    ns.ip(&["addr", "add", "10.77.2.1/24", "dev", "d0"]);
+    let new: std::net::IpAddr = "10.77.2.1".parse().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || names(&creds).contains(&new)),
+        "no re-issue after the address change: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("addresses changed")
+    );
+    assert!(
+        agent
+            .signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+}
