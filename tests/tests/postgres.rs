@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use ca_server::store::postgres::PostgresStore;
 use ca_server::store::sqlite::SqliteStore;
-use ca_server::store::{CertQuery, Store, StoreError, conformance};
+use ca_server::store::{
+    AuditEntry, AuditKind, CertQuery, Issuance, Store, StoreError, conformance,
+};
 use dtca_common::Reason;
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::reason;
@@ -274,6 +276,60 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
     assert_eq!(pg.sql("contract", "SELECT version FROM dtca_schema"), "1");
     conformance::run_all(Arc::new(stores[0].clone())).await;
 
+    // A shared token under concurrency (uses counted per batch while its row is
+    // locked): exactly its uses are spent, each with its certificate.
+    let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let s: Arc<dyn Store> = Arc::new(stores[2].clone());
+    s.insert_token(
+        conformance::token("t-fleet", 50, later),
+        AuditEntry::new(
+            OffsetDateTime::now_utc(),
+            AuditKind::TokenCreate,
+            "test",
+            "t",
+            "",
+        ),
+    )
+    .await
+    .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            // Two stores: two sets of writers, as two replicas would have.
+            let s: Arc<dyn Store> = if i % 2 == 0 {
+                s.clone()
+            } else {
+                Arc::new(stores[3].clone())
+            };
+            tokio::spawn(async move {
+                let cert = conformance::cert(dtca_pki::Role::Node, &format!("fleet-{i}"), later);
+                s.record_issuance(Issuance {
+                    cert,
+                    token_id: Some("t-fleet".into()),
+                    renewal_of: None,
+                    audit: vec![],
+                    at: OffsetDateTime::now_utc(),
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => stored += 1,
+            Err(e) => assert_eq!(e, StoreError::TokenUsedUp),
+        }
+    }
+    assert_eq!(stored, 50);
+    assert_eq!(s.token("t-fleet").await.unwrap().unwrap().uses, 50);
+    assert_eq!(
+        pg.sql(
+            "contract",
+            "SELECT count(*) FROM certificates WHERE name LIKE 'fleet-%'"
+        ),
+        "50"
+    );
+
     // A database from a newer ca-server is refused, not written to.
     let newer = pg.create_database("newer");
     drop(connect_store(&newer).await);
@@ -294,11 +350,10 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
     let started = Instant::now();
     assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
     assert!(matches!(s.audit(1).await, Err(StoreError::Unavailable(_))));
-    let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
     let audit = || {
-        ca_server::store::AuditEntry::new(
+        AuditEntry::new(
             OffsetDateTime::now_utc(),
-            ca_server::store::AuditKind::TokenCreate,
+            AuditKind::TokenCreate,
             "test",
             "t",
             "",

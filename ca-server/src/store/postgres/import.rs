@@ -256,7 +256,9 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
 
     for chunk in audit.rchunks(CHUNK * 4) {
         let chunk: Vec<_> = chunk.iter().rev().cloned().collect();
-        super::insert_audit(conn, &chunk).await.map_err(target)?;
+        super::write::insert_audit(conn, &chunk)
+            .await
+            .map_err(target)?;
     }
 
     let again = source.audit(u32::MAX).await.map_err(ImportError::Source)?;

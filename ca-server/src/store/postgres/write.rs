@@ -1,0 +1,756 @@
+//! The writer tasks: group commit of queued writes, one transaction per batch.
+//!
+//! An issuance (the hot path) is one statement that consumes the token use or supersedes
+//! the renewed certificate, stores the certificate and audits, each step conditional on
+//! the one before; it is sent together with its savepoint marker, so it costs one round
+//! trip. Other writes run statement by statement in their savepoint. A refused or failed
+//! write is rolled back to its savepoint and the batch goes on.
+
+use std::sync::Arc;
+
+use dtca_pki::Serial;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Config;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use super::conn::Conn;
+use super::{
+    MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, columns, corrupt, describe, parse_serial, secs,
+    time_of, unavailable,
+};
+use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError, TokenRecord};
+
+/// What a caller asked to write.
+pub(super) enum Write {
+    /// A certificate with its token use or renewal link and audit entries.
+    Issue(Box<Issuance>),
+    /// Anything else.
+    Change(Box<Change>),
+}
+
+/// The writes other than issuances.
+pub(super) enum Change {
+    Token(TokenRecord, AuditEntry),
+    RevokeToken(String, AuditEntry),
+    Revoke {
+        target: RevokeTarget,
+        at: OffsetDateTime,
+        reason: String,
+        actor: String,
+    },
+    Engine {
+        name: String,
+        endpoint: String,
+        audit: AuditEntry,
+    },
+}
+
+impl Change {
+    /// The token this change writes, if any.
+    fn token_id(&self) -> Option<&str> {
+        match self {
+            Change::Token(t, _) => Some(&t.id),
+            Change::RevokeToken(id, _) => Some(id),
+            Change::Revoke { .. } | Change::Engine { .. } => None,
+        }
+    }
+}
+
+impl Write {
+    /// The row a write locks first, as (table rank, key): a batch is applied in this order
+    /// so that concurrent batches (other writers, other replicas) take row locks in the
+    /// same order and do not deadlock. Writes in one batch are concurrent requests, so
+    /// any order is a valid one.
+    pub(super) fn lock_key(&self) -> (u8, String) {
+        match self {
+            Write::Issue(i) => match (&i.token_id, &i.renewal_of) {
+                (Some(id), _) => (0, id.clone()),
+                (None, Some(old)) => (1, old.to_string()),
+                (None, None) => (1, i.cert.summary.serial.to_string()),
+            },
+            Write::Change(change) => match change.as_ref() {
+                Change::Token(t, _) => (0, t.id.clone()),
+                Change::RevokeToken(id, _) => (0, id.clone()),
+                Change::Revoke {
+                    target: RevokeTarget::Serial(s),
+                    ..
+                } => (1, s.to_string()),
+                Change::Revoke {
+                    target: RevokeTarget::Name(n),
+                    ..
+                } => (2, n.clone()),
+                Change::Engine { name, .. } => (3, name.clone()),
+            },
+        }
+    }
+}
+
+/// What a write gives back.
+pub(super) enum Outcome {
+    Done,
+    Serials(Vec<Serial>),
+}
+
+/// A write and where its answer goes.
+pub(super) struct Job {
+    pub(super) write: Write,
+    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// Why one write in a batch did not apply.
+enum WriteFail {
+    /// A refusal or failure to report.
+    Store(StoreError),
+    /// A deadlock or serialization failure: apply it again in a later transaction.
+    Retry(String),
+}
+
+impl From<StoreError> for WriteFail {
+    fn from(e: StoreError) -> Self {
+        WriteFail::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for WriteFail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                WriteFail::Retry(describe(&e))
+            }
+            _ => WriteFail::Store(unavailable(e)),
+        }
+    }
+}
+
+/// A batch that failed as a whole; `begun` tells whether anything reached the database.
+struct BatchFail {
+    begun: bool,
+    error: StoreError,
+}
+
+fn broken(e: tokio_postgres::Error) -> BatchFail {
+    BatchFail {
+        begun: true,
+        error: unavailable(e),
+    }
+}
+
+pub(super) async fn writer_loop(
+    config: Arc<Config>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    mut conn: Option<Conn>,
+) {
+    loop {
+        let mut batch = {
+            let mut rx = queue.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        batch.sort_by_cached_key(|j| j.write.lock_key());
+        let results = apply_with_retries(&config, &mut conn, &batch).await;
+        for (job, result) in batch.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Applies a batch, again for the writes that hit a deadlock, with a fresh connection
+/// when the one held went stale while idle (the database restarted).
+async fn apply_with_retries(
+    config: &Config,
+    conn: &mut Option<Conn>,
+    batch: &[Job],
+) -> Vec<Result<Outcome, StoreError>> {
+    let mut results: Vec<Option<Result<Outcome, StoreError>>> =
+        batch.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..batch.len()).collect();
+    let mut round = 0;
+    let mut reconnected = false;
+    while !pending.is_empty() {
+        round += 1;
+        let fresh = !conn.as_ref().is_some_and(Conn::usable);
+        if fresh {
+            *conn = None;
+            match Conn::open(config).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    let e = unavailable(e);
+                    for i in pending.drain(..) {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                    break;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { break };
+        let writes: Vec<&Write> = pending.iter().map(|&i| &batch[i].write).collect();
+        let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, apply_batch(c, &writes)).await {
+            Ok(r) => r,
+            Err(_) => Err(BatchFail {
+                begun: true,
+                error: StoreError::Unavailable(format!(
+                    "PostgreSQL did not commit within {}s",
+                    OPERATION_TIMEOUT.as_secs()
+                )),
+            }),
+        };
+        match outcome {
+            Ok(applied) => {
+                let mut again = Vec::new();
+                for (i, r) in pending.iter().copied().zip(applied) {
+                    match r {
+                        Ok(o) => results[i] = Some(Ok(o)),
+                        Err(WriteFail::Store(e)) => results[i] = Some(Err(e)),
+                        Err(WriteFail::Retry(why)) if round < RETRY_ROUNDS => {
+                            tracing::debug!(%why, "write retried");
+                            again.push(i);
+                        }
+                        Err(WriteFail::Retry(why)) => {
+                            results[i] = Some(Err(StoreError::Unavailable(why)));
+                        }
+                    }
+                }
+                pending = again;
+            }
+            Err(BatchFail { begun, error }) => {
+                *conn = None;
+                // A connection that died while idle failed before anything was sent:
+                // safe to try once more on a new one.
+                if !begun && !fresh && !reconnected {
+                    reconnected = true;
+                    continue;
+                }
+                for i in pending.drain(..) {
+                    results[i] = Some(Err(error.clone()));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Unavailable("write not applied".into()))))
+        .collect()
+}
+
+/// One transaction: each write in a savepoint, one commit. The per-write results count
+/// only if the commit succeeds, so any failure of the transaction fails the whole batch.
+async fn apply_batch(
+    conn: &mut Conn,
+    writes: &[&Write],
+) -> Result<Vec<Result<Outcome, WriteFail>>, BatchFail> {
+    conn.batch("BEGIN").await.map_err(|e| BatchFail {
+        begun: false,
+        error: unavailable(e),
+    })?;
+    let mut locked = Locked::default();
+    let mut results = Vec::with_capacity(writes.len());
+    for (n, write) in writes.iter().enumerate() {
+        // One savepoint name, moved forward before each write (releasing the previous one
+        // keeps the transaction's subtransactions few); COMMIT releases the last.
+        let mark = if n == 0 {
+            "SAVEPOINT w"
+        } else {
+            "RELEASE SAVEPOINT w; SAVEPOINT w"
+        };
+        let result = match write {
+            Write::Issue(issuance) => match locked.check(issuance) {
+                Some(Err(refusal)) => Err(refusal.into()),
+                Some(Ok(())) => {
+                    let result = issue(conn, mark, issuance, false).await?;
+                    if result.is_ok() {
+                        locked.took_one(issuance);
+                    }
+                    result.map(|_| Outcome::Done)
+                }
+                None => {
+                    let result = issue(conn, mark, issuance, true).await?;
+                    if let (Ok(Some(state)), Some(id)) = (&result, &issuance.token_id) {
+                        locked.tokens.insert(id.clone(), *state);
+                    }
+                    result.map(|_| Outcome::Done)
+                }
+            },
+            Write::Change(change) => {
+                if let Some(id) = change.token_id() {
+                    locked.flush(conn, Some(id)).await.map_err(broken)?;
+                }
+                conn.batch(mark).await.map_err(broken)?;
+                let result = apply(conn, change).await;
+                if result.is_err() {
+                    conn.batch("ROLLBACK TO SAVEPOINT w")
+                        .await
+                        .map_err(broken)?;
+                }
+                result
+            }
+        };
+        results.push(result);
+    }
+    locked.flush(conn, None).await.map_err(broken)?;
+    conn.batch("COMMIT").await.map_err(broken)?;
+    Ok(results)
+}
+
+/// A token whose row this transaction has locked by consuming a use.
+#[derive(Debug, Clone, Copy)]
+struct TokenState {
+    /// Uses left, as this transaction sees them.
+    left: i64,
+    /// Its expiry, Unix seconds.
+    expires_at: i64,
+    /// Uses taken since the row was last written, to add before the commit.
+    pending: i64,
+}
+
+/// Tokens whose rows this transaction holds locked. A token shared by many enrollments
+/// (`--uses 500` for a fleet) would otherwise have its row updated once per
+/// certificate, each update waiting behind the others and lengthening the row's version
+/// chain. Instead the first enrollment of a batch takes the row lock with the
+/// conditional update, and the next ones are counted here, exactly (no one else can
+/// change the row while the lock is held), and written with one update before the
+/// commit, or before any other write to that token.
+#[derive(Debug, Default)]
+struct Locked {
+    tokens: std::collections::HashMap<String, TokenState>,
+}
+
+impl Locked {
+    /// `None`: not locked here, consume in the database. `Some(Ok)`: a use is left.
+    fn check(&self, i: &Issuance) -> Option<Result<(), StoreError>> {
+        let state = self.tokens.get(i.token_id.as_ref()?)?;
+        Some(if state.expires_at <= i.at.unix_timestamp() {
+            time_of(state.expires_at).and_then(|at| Err(StoreError::TokenExpired(at)))
+        } else if state.left <= 0 {
+            Err(StoreError::TokenUsedUp)
+        } else {
+            Ok(())
+        })
+    }
+
+    fn took_one(&mut self, i: &Issuance) {
+        if let Some(state) = i.token_id.as_ref().and_then(|id| self.tokens.get_mut(id)) {
+            state.left -= 1;
+            state.pending += 1;
+        }
+    }
+
+    /// Writes the counted uses of one token (and forgets it), or of all.
+    async fn flush(
+        &mut self,
+        conn: &mut Conn,
+        only: Option<&str>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let taken: Vec<(String, i64)> = match only {
+            Some(id) => self
+                .tokens
+                .remove(id)
+                .map(|s| (id.to_string(), s.pending))
+                .into_iter()
+                .collect(),
+            None => self
+                .tokens
+                .iter_mut()
+                .map(|(id, s)| (id.clone(), std::mem::take(&mut s.pending)))
+                .collect(),
+        };
+        for (id, pending) in taken.into_iter().filter(|(_, p)| *p > 0) {
+            conn.execute(
+                "UPDATE tokens SET uses = uses + $2 WHERE id = $1",
+                &[&id, &pending],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Consumes the token use (enrollment) or supersedes the renewed certificate (renewal),
+/// stores the certificate and audits, in one statement: each step only when the one
+/// before it matched. The row count of the conditional updates decides, so concurrent
+/// enrollments of a single-use token on any replica store one certificate: the others
+/// wait for the row lock, re-check the updated row, and match nothing.
+const ISSUE: &str = "
+WITH consumed AS (
+    UPDATE tokens SET uses = uses + 1
+    WHERE id = $1 AND uses < max_uses AND revoked_at IS NULL AND expires_at > $2
+    RETURNING id, max_uses - uses AS remaining, expires_at
+), superseded AS (
+    UPDATE certificates SET renewed_by = $3
+    WHERE serial = $4 AND revoked_at IS NULL
+      AND ($1::text IS NULL OR EXISTS (SELECT 1 FROM consumed))
+    RETURNING serial
+), checked AS (
+    SELECT ($1::text IS NULL OR EXISTS (SELECT 1 FROM consumed))
+       AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM superseded)) AS ok
+), stored AS (
+    INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before, not_after,
+                              der, token_id, renewed_from, renewed_by, policy, issued_at,
+                              revoked_at, revocation_reason)
+    SELECT $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16, NULL, NULL
+    FROM checked WHERE ok
+    RETURNING serial
+), logged AS (
+    INSERT INTO audit (at, kind, actor, subject, detail)
+    SELECT e.at, e.kind, e.actor, e.subject, e.detail
+    FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[])
+         WITH ORDINALITY AS e(at, kind, actor, subject, detail, n)
+    WHERE EXISTS (SELECT 1 FROM stored)
+    ORDER BY e.n
+    RETURNING id
+)
+SELECT EXISTS (SELECT 1 FROM stored), (SELECT count(*) FROM logged),
+       (SELECT remaining FROM consumed), (SELECT expires_at FROM consumed)";
+
+/// Runs [`ISSUE`] pipelined behind its savepoint `mark`: one round trip when it stores.
+/// With `consume`, the token use is taken in the database and the token's state (now
+/// locked by this transaction) returned; without, the caller has counted it.
+async fn issue(
+    conn: &mut Conn,
+    mark: &str,
+    i: &Issuance,
+    consume: bool,
+) -> Result<Result<Option<TokenState>, WriteFail>, BatchFail> {
+    let statement = conn.statement(ISSUE).await.map_err(broken)?;
+    let c = &i.cert;
+    let policy = match serde_json::to_string(&c.policy) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(StoreError::Corrupt(e.to_string()).into())),
+    };
+    let serial = c.summary.serial.to_string();
+    let renewal_of = i.renewal_of.as_ref().map(ToString::to_string);
+    let identity = &c.summary.identity;
+    let audit_at: Vec<i64> = i.audit.iter().map(|e| e.at.unix_timestamp()).collect();
+    let kind: Vec<&str> = i.audit.iter().map(|e| e.kind.as_str()).collect();
+    let actor: Vec<&str> = i.audit.iter().map(|e| e.actor.as_str()).collect();
+    let subject: Vec<&str> = i.audit.iter().map(|e| e.subject.as_str()).collect();
+    let detail: Vec<&str> = i.audit.iter().map(|e| e.detail.as_str()).collect();
+    let (at, uri, role) = (
+        i.at.unix_timestamp(),
+        identity.uri(),
+        identity.role.as_str(),
+    );
+    let (dns, ips) = (
+        columns::join(&c.summary.dns_names),
+        columns::join(&c.summary.ip_addresses),
+    );
+    let (not_before, not_after) = (
+        c.summary.not_before.unix_timestamp(),
+        c.summary.not_after.unix_timestamp(),
+    );
+    let renewed_from = c.renewed_from.as_ref().map(ToString::to_string);
+    let issued_at = c.issued_at.unix_timestamp();
+    let token_id = if consume { i.token_id.as_deref() } else { None };
+    let params: [&(dyn ToSql + Sync); 21] = [
+        &token_id,
+        &at,
+        &serial,
+        &renewal_of,
+        &uri,
+        &role,
+        &identity.name,
+        &dns,
+        &ips,
+        &not_before,
+        &not_after,
+        &c.der,
+        &c.token_id,
+        &renewed_from,
+        &policy,
+        &issued_at,
+        &audit_at,
+        &kind,
+        &actor,
+        &subject,
+        &detail,
+    ];
+    let stored = {
+        conn.busy = true;
+        let client = &conn.client;
+        // `biased`: the savepoint marker goes on the wire first, then the statement.
+        let (marked, stored) = tokio::join!(
+            biased;
+            client.batch_execute(mark),
+            client.query_one(&statement, &params)
+        );
+        conn.busy = false;
+        marked.map_err(broken)?;
+        stored
+    };
+    match stored {
+        Ok(row) if row.try_get::<_, bool>(0).unwrap_or(false) => {
+            let left: Option<i64> = row.try_get(2).unwrap_or(None);
+            let expires_at: Option<i64> = row.try_get(3).unwrap_or(None);
+            Ok(Ok(left.zip(expires_at).map(|(left, expires_at)| {
+                TokenState {
+                    left,
+                    expires_at,
+                    pending: 0,
+                }
+            })))
+        }
+        Ok(_) => {
+            // Refused: undo whatever matched, then say which check failed.
+            conn.batch("ROLLBACK TO SAVEPOINT w")
+                .await
+                .map_err(broken)?;
+            Ok(Err(why_not_stored(conn, i).await))
+        }
+        Err(e) => {
+            conn.batch("ROLLBACK TO SAVEPOINT w")
+                .await
+                .map_err(broken)?;
+            Ok(Err(if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                StoreError::Conflict(format!("certificate {serial}")).into()
+            } else {
+                e.into()
+            }))
+        }
+    }
+}
+
+/// Says which check an issuance failed. Uses only grow and revocations are final, so
+/// what this reads is at least as strict as what the statement saw.
+async fn why_not_stored(conn: &mut Conn, i: &Issuance) -> WriteFail {
+    let at = i.at.unix_timestamp();
+    if let Some(id) = &i.token_id {
+        let rows = match conn
+            .query(
+                "SELECT expires_at, revoked_at, uses >= max_uses FROM tokens WHERE id = $1",
+                &[id],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => return e.into(),
+        };
+        let Some(row) = rows.first() else {
+            return StoreError::TokenUnknown.into();
+        };
+        let read = || -> Result<Option<StoreError>, StoreError> {
+            let expires_at: i64 = row.try_get(0).map_err(corrupt)?;
+            let revoked_at: Option<i64> = row.try_get(1).map_err(corrupt)?;
+            let used_up: bool = row.try_get(2).map_err(corrupt)?;
+            Ok(if revoked_at.is_some() {
+                Some(StoreError::TokenRevoked)
+            } else if expires_at <= at {
+                Some(StoreError::TokenExpired(time_of(expires_at)?))
+            } else if used_up {
+                Some(StoreError::TokenUsedUp)
+            } else {
+                None
+            })
+        };
+        match read() {
+            Ok(Some(refusal)) | Err(refusal) => return refusal.into(),
+            Ok(None) => {}
+        }
+    }
+    if let Some(old) = &i.renewal_of {
+        let old = old.to_string();
+        return match conn
+            .query("SELECT 1 FROM certificates WHERE serial = $1", &[&old])
+            .await
+        {
+            Ok(rows) if rows.is_empty() => {
+                StoreError::NotFound(format!("certificate {old}")).into()
+            }
+            Ok(_) => match parse_serial(&old) {
+                Ok(s) => StoreError::CertRevoked(s).into(),
+                Err(e) => e.into(),
+            },
+            Err(e) => e.into(),
+        };
+    }
+    StoreError::Unavailable("the certificate was not stored".into()).into()
+}
+
+async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
+    match change {
+        Change::Token(t, audit) => {
+            let policy =
+                serde_json::to_string(&t.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let inserted = conn
+                .execute(
+                    "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at,
+                                         expires_at, revoked_at, policy, cert_ttl)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[
+                        &t.id,
+                        &t.secret_hash,
+                        &t.role.as_str(),
+                        &t.name,
+                        &i64::from(t.max_uses),
+                        &i64::from(t.uses),
+                        &t.created_at.unix_timestamp(),
+                        &t.expires_at.unix_timestamp(),
+                        &policy,
+                        &t.cert_ttl.map(secs),
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("token {}", t.id)).into());
+            }
+            insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+        Change::RevokeToken(id, audit) => {
+            let n = conn
+                .execute(
+                    "UPDATE tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+                    &[id, &audit.at.unix_timestamp()],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("token {id}")).into());
+            }
+            insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+        Change::Revoke {
+            target,
+            at,
+            reason,
+            actor,
+        } => {
+            return revoke(conn, target, *at, reason, actor)
+                .await
+                .map(Outcome::Serials);
+        }
+        Change::Engine {
+            name,
+            endpoint,
+            audit,
+        } => {
+            conn.execute(
+                "INSERT INTO nodes (name, endpoint, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint,
+                                                  updated_at = excluded.updated_at",
+                &[name, endpoint, &audit.at.unix_timestamp()],
+            )
+            .await?;
+            insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+async fn revoke(
+    conn: &mut Conn,
+    target: &RevokeTarget,
+    at: OffsetDateTime,
+    reason: &str,
+    actor: &str,
+) -> Result<Vec<Serial>, WriteFail> {
+    let at_secs = at.unix_timestamp();
+    let serials: Vec<String> = match target {
+        RevokeTarget::Serial(serial) => {
+            let serial = serial.to_string();
+            let rows = conn
+                .query(
+                    "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
+                     WHERE serial = $1 AND revoked_at IS NULL RETURNING serial",
+                    &[&serial, &at_secs, &reason],
+                )
+                .await?;
+            if rows.is_empty() {
+                let exists = conn
+                    .query("SELECT 1 FROM certificates WHERE serial = $1", &[&serial])
+                    .await?;
+                if exists.is_empty() {
+                    return Err(StoreError::NotFound(format!("certificate {serial}")).into());
+                }
+                Vec::new()
+            } else {
+                vec![serial]
+            }
+        }
+        RevokeTarget::Name(name) => conn
+            .query(
+                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
+                 WHERE name = $1 AND role <> 'ca' AND revoked_at IS NULL AND not_after > $2
+                 RETURNING serial",
+                &[name, &at_secs, &reason],
+            )
+            .await?
+            .iter()
+            .map(|r| r.try_get(0).map_err(corrupt))
+            .collect::<Result<_, _>>()?,
+    };
+    let entries: Vec<AuditEntry> = serials
+        .iter()
+        .map(|s| AuditEntry::new(at, AuditKind::Revoke, actor, s.clone(), reason.to_string()))
+        .collect();
+    insert_audit(conn, &entries).await?;
+    Ok(serials
+        .iter()
+        .map(|s| parse_serial(s))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Appends entries to the audit log in one statement, in their order.
+pub(super) async fn insert_audit(
+    conn: &mut Conn,
+    entries: &[AuditEntry],
+) -> Result<(), tokio_postgres::Error> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let at: Vec<i64> = entries.iter().map(|e| e.at.unix_timestamp()).collect();
+    let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    let actor: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
+    let subject: Vec<&str> = entries.iter().map(|e| e.subject.as_str()).collect();
+    let detail: Vec<&str> = entries.iter().map(|e| e.detail.as_str()).collect();
+    conn.execute(
+        "INSERT INTO audit (at, kind, actor, subject, detail)
+         SELECT at, kind, actor, subject, detail
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+              WITH ORDINALITY AS e(at, kind, actor, subject, detail, n)
+         ORDER BY n",
+        &[&at, &kind, &actor, &subject, &detail],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_take_row_locks_in_one_order() {
+        let now = OffsetDateTime::now_utc();
+        let revoke = |id: &str| {
+            Write::Change(Box::new(Change::RevokeToken(
+                id.into(),
+                AuditEntry::new(now, AuditKind::TokenRevoke, "a", id, ""),
+            )))
+        };
+        let mut writes = [
+            Write::Change(Box::new(Change::Engine {
+                name: "a".into(),
+                endpoint: "tcp://192.0.2.1:2376".into(),
+                audit: AuditEntry::new(now, AuditKind::EngineReport, "a", "a", ""),
+            })),
+            revoke("b"),
+            revoke("a"),
+        ];
+        writes.sort_by_cached_key(Write::lock_key);
+        let keys: Vec<(u8, String)> = writes.iter().map(Write::lock_key).collect();
+        assert_eq!(keys, [(0, "a".into()), (0, "b".into()), (3, "a".into())]);
+    }
+}
