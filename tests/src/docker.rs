@@ -261,6 +261,12 @@ impl Engine {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
+        // Swarm mode leaves a docker_gwbridge interface in the host's namespace.
+        let swarm = self.docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        if String::from_utf8_lossy(&swarm.stdout).trim() == "active" {
+            let _ = self.docker(&["swarm", "leave", "--force"]);
+            let _ = self.docker(&["network", "rm", "docker_gwbridge"]);
+        }
         for pid in self.pids() {
             let _ = Command::new("kill")
                 .arg("-TERM")

@@ -418,3 +418,64 @@ fn malformed_local_pem_is_reported_and_left_untouched() {
         assert_eq!(std::fs::read(creds.join("key.pem")).unwrap(), key_before);
     }
 }
+
+#[test]
+fn the_systemd_units_use_flags_the_binaries_accept() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("dist/systemd");
+    let mut seen = 0;
+    for unit in [
+        "ca-server.service",
+        "dtca-enroll.service",
+        "dtca-agent.service",
+    ] {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let mut words = exec.split_whitespace();
+        let program = words.next().unwrap();
+        let name = Path::new(program).file_name().unwrap().to_str().unwrap();
+        let args: Vec<&str> = words.collect();
+        // clap refuses unknown flags before it prints help: success means every flag is known.
+        let out = Command::new(bin(name))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{unit}: {}", stderr(&out));
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn check_reports_missing_credentials_with_its_own_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        "ca-client",
+        &[
+            "check",
+            "--out",
+            dir.path().join("nothing").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 3, "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("MISSING"));
+    std::fs::create_dir_all(dir.path().join("broken")).unwrap();
+    for f in ["ca.pem", "cert.pem", "key.pem"] {
+        std::fs::write(dir.path().join("broken").join(f), "junk").unwrap();
+    }
+    let out = run(
+        "ca-client",
+        &[
+            "check",
+            "--out",
+            dir.path().join("broken").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", stdout(&out));
+}
