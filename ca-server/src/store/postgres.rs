@@ -21,7 +21,8 @@
 //! connections are opened again on the next call, so the server recovers by itself when
 //! the database returns.
 //!
-//! Layout: this file (the store and its reads), [`write`] (the writer tasks), [`conn`]
+//! Layout: this file (the store and its reads), [`write`] (the writer tasks), [`issue`]
+//! (issuances, the hot path), [`conn`]
 //! (connections), [`rows`] (rows to records), [`schema`] (tables and migrations),
 //! [`import`] (copying another store in, for `ca-server store migrate`).
 //!
@@ -30,6 +31,7 @@
 
 mod conn;
 mod import;
+mod issue;
 mod rows;
 mod schema;
 mod write;
