@@ -6,6 +6,8 @@
 //!   rollback) and certificate rotation in the engine.
 //! - [`agent`]: the long-running renewal loop.
 //! - [`status`]: `check` and `status`.
+//! - [`operator`]: `login` (operator and admin certificates, docker contexts) and `env`.
+//! - [`contexts`]: docker contexts in the CLI's own store.
 //! - [`ca`]: talking to the CA: root pinning by token digest, checking what comes back.
 //! - [`sans`]: the names a node asks for.
 //! - [`state`]: `client.toml`, what a client remembers about its enrollment.
@@ -17,10 +19,12 @@
 pub mod agent;
 pub mod ca;
 pub mod cli;
+pub mod contexts;
 pub mod docker;
 pub mod enroll;
 pub mod error;
 pub mod node;
+pub mod operator;
 pub mod sans;
 pub mod state;
 pub mod status;

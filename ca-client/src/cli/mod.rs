@@ -53,6 +53,46 @@ pub enum Command {
     Check(CheckArgs),
     /// Show local certificates, expiry, engine mode, last and next renewal.
     Status(StatusArgs),
+    /// Operators: get a short-lived client certificate and a docker context per node.
+    Login(LoginArgs),
+    /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node.
+    Env(EnvArgs),
+}
+
+/// `login` flags.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// CA address, HOST:PORT. [default with --renew: the one logged in with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    /// Operator or admin join token.
+    #[arg(long, env = "DTCA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "DTCA_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Identity name to ask for. [default: $USER]
+    #[arg(long, env = "DTCA_NAME")]
+    pub name: Option<String>,
+    /// Also make a context for this engine (tcp://HOST:PORT). Repeatable.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Renew the current login with its certificate instead of a token.
+    #[arg(long)]
+    pub renew: bool,
+    /// Which cluster to renew, when logged in to several.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Key algorithm: p256 or ed25519. [default: p256]
+    #[arg(long, env = "DTCA_KEY_TYPE")]
+    pub key_type: Option<String>,
+}
+
+/// `env` flags.
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// Node (docker context) name, as `login` made it.
+    pub node: String,
 }
 
 /// Where the credentials live.
@@ -200,11 +240,85 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             )?;
             Ok(crate::status::check(&out, warn, time::OffsetDateTime::now_utc()).exit_code())
         }
+        Command::Login(args) => login_command(args, &file).await,
+        Command::Env(args) => {
+            print!(
+                "{}",
+                crate::operator::env(&crate::contexts::docker_config_dir(), &args.node)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => {
             crate::status::status(&settings::out_dir(&args.out, &file), args.json).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
+    let docker_config = crate::contexts::docker_config_dir();
+    let report = if args.renew {
+        crate::operator::renew(
+            &docker_config,
+            args.cluster.as_deref(),
+            args.server.as_deref(),
+        )
+        .await?
+    } else {
+        let opts = settings::login_options(&args, file, docker_config)?;
+        crate::operator::login(&opts).await?
+    };
+    let info = &report.info;
+    let now = time::OffsetDateTime::now_utc();
+    println!(
+        "{} as {} until {} ({} left)",
+        if args.renew {
+            "renewed login"
+        } else {
+            "logged in"
+        },
+        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
+        duration::timestamp(info.not_after),
+        duration::human(info.seconds_left(now))
+    );
+    println!(
+        "  credentials: {}/{{ca.pem,cert.pem,key.pem}}",
+        report.dir.display()
+    );
+    for (name, endpoint, outcome) in &report.contexts {
+        let what = match outcome {
+            crate::contexts::Outcome::Created => "created",
+            crate::contexts::Outcome::Updated => "updated",
+            crate::contexts::Outcome::SkippedForeign => {
+                "SKIPPED (a context of that name exists and is not dtca's)"
+            }
+        };
+        println!("  context {name:<24} {endpoint:<32} {what}");
+    }
+    for name in &report.unreachable {
+        println!(
+            "  node {name}: no engine address reported yet (is it switched with `enroll --docker`?)"
+        );
+    }
+    if let Some((name, _, _)) = report
+        .contexts
+        .iter()
+        .find(|(_, _, o)| *o != crate::contexts::Outcome::SkippedForeign)
+    {
+        println!("Try: docker --context {name} ps");
+    }
+    if info
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Admin)
+    {
+        println!(
+            "Admin: ca-server cert list --admin-dir {} --server <ca>",
+            report.dir.display()
+        );
+    }
+    println!("Renew before it expires: ca-client login --renew");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use dtca_common::config::{self, Problems};
 use serde::Deserialize;
 
-use super::{DockerArgs, EnrollArgs, LogFormat, OutArgs};
+use super::{DockerArgs, EnrollArgs, LogFormat, LoginArgs, OutArgs};
 use crate::docker::{self, DockerOptions, systemd};
 use crate::enroll::EnrollOptions;
 use crate::error::ClientError;
@@ -180,4 +180,56 @@ pub fn docker_options(
             "--docker-timeout",
         )?,
     }))
+}
+
+/// Checks `login` settings.
+///
+/// # Errors
+/// [`ClientError::Config`] listing the problems.
+pub fn login_options(
+    args: &LoginArgs,
+    file: &FileConfig,
+    docker_config: PathBuf,
+) -> Result<crate::operator::LoginOptions, ClientError> {
+    let mut problems = Problems::default();
+    let server = args.server.clone().or_else(|| file.server.clone());
+    if server.is_none() {
+        problems.push("--server is required (the CA's HOST:PORT)");
+    }
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => problems.check(
+            std::fs::read_to_string(path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
+        ),
+        (None, None) => {
+            problems
+                .push("a join token is required: --token, --token-file or DTCA_TOKEN (or --renew)");
+            None
+        }
+    };
+    let key_type = args
+        .key_type
+        .clone()
+        .or_else(|| file.key_type.clone())
+        .map(|k| k.parse())
+        .transpose();
+    let key_type = problems.check(key_type).flatten().unwrap_or_default();
+    let name = args
+        .name
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "operator".into());
+    problems
+        .finish()
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(crate::operator::LoginOptions {
+        server: server.unwrap_or_default(),
+        token: token.unwrap_or_default(),
+        name,
+        hosts: args.hosts.clone(),
+        docker_config,
+        key_type,
+    })
 }

@@ -1,0 +1,297 @@
+//! `ca-client login` and `ca-client env`: an operator's short-lived client certificate
+//! and docker contexts for every enrolled node.
+//!
+//! The credentials live in `$DOCKER_CONFIG/dtca/<cluster>/{ca,cert,key}.pem` (with
+//! `client.toml`), so `ca-server` admin subcommands can use an admin login directly as
+//! `--admin-dir`.
+
+use std::path::{Path, PathBuf};
+
+use dtca_common::bundle::{Bundle, Layout};
+use dtca_common::tls::ServerAddr;
+use dtca_pki::duration;
+use dtca_pki::identity::Role;
+use dtca_pki::inspect::CertInfo;
+use dtca_pki::key::KeyType;
+use dtca_pki::token::JoinToken;
+use dtca_proto::v1;
+use time::OffsetDateTime;
+
+use crate::ca;
+use crate::contexts::{self, Outcome};
+use crate::enroll::{self, renew_with};
+use crate::error::ClientError;
+use crate::sans::Sans;
+use crate::state::ClientState;
+
+/// What `login` needs.
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    /// CA address.
+    pub server: String,
+    /// Operator or admin join token.
+    pub token: String,
+    /// Identity name to ask for (the token may fix it).
+    pub name: String,
+    /// Extra engines (`tcp://HOST:PORT`) to make contexts for.
+    pub hosts: Vec<String>,
+    /// The docker CLI's configuration directory.
+    pub docker_config: PathBuf,
+    /// Key algorithm.
+    pub key_type: KeyType,
+}
+
+/// What `login` or `login --renew` did.
+#[derive(Debug)]
+pub struct LoginReport {
+    /// The new certificate.
+    pub info: CertInfo,
+    /// Where the credentials are.
+    pub dir: PathBuf,
+    /// Contexts and what happened to each.
+    pub contexts: Vec<(String, String, Outcome)>,
+    /// Nodes without a reported engine address (no context made).
+    pub unreachable: Vec<String>,
+}
+
+/// Where a cluster's operator credentials live.
+pub fn credentials_dir(docker_config: &Path, cluster: &str) -> PathBuf {
+    docker_config.join("dtca").join(cluster)
+}
+
+/// Logs in with a token: key made here, certificate from the CA, contexts for every
+/// enrolled node with a known engine and for every `--host`.
+///
+/// # Errors
+/// [`ClientError`]; the docker configuration is not touched before the certificate is in.
+pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
+    let token: JoinToken = opts.token.parse()?;
+    let addr = ServerAddr::parse(&opts.server)?;
+    for host in &opts.hosts {
+        check_host(host)?;
+    }
+    let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
+    let bundle = ca::enroll(
+        &mut client,
+        &trusted,
+        &token,
+        &opts.name,
+        &Sans::default(),
+        opts.key_type,
+    )
+    .await?;
+    let info = bundle.leaf()?;
+    let identity = info
+        .identity
+        .clone()
+        .ok_or_else(|| ClientError::BadAnswer("no identity".into()))?;
+    if identity.role == Role::Node {
+        return Err(ClientError::Invalid(
+            "this is a node token: use `ca-client enroll` on the node; `login` is for operator and admin tokens".into(),
+        ));
+    }
+    let dir = credentials_dir(&opts.docker_config, &trusted.cluster);
+    let now = OffsetDateTime::now_utc();
+    let state = ClientState {
+        server: addr.to_string(),
+        cluster: trusted.cluster.clone(),
+        identity: identity.uri(),
+        key_type: opts.key_type,
+        enrolled_at: duration::timestamp(now),
+        extra_sans: opts.hosts.clone(),
+        default_sans: false,
+        last_renewal: None,
+        last_error: None,
+        next_renewal: None,
+        docker: None,
+    };
+    dtca_common::fs::ensure_dir(&dir, 0o700)?;
+    enroll::write(&dir, &bundle, &state)?;
+    let (contexts, unreachable) = refresh_contexts(
+        &opts.docker_config,
+        &addr,
+        &bundle,
+        &trusted.cluster,
+        &opts.hosts,
+    )
+    .await?;
+    Ok(LoginReport {
+        info,
+        dir,
+        contexts,
+        unreachable,
+    })
+}
+
+/// Renews the login of `cluster` (the only one when `None`) before it expires: new key,
+/// files and every dtca context of the cluster updated, new nodes added.
+///
+/// # Errors
+/// [`ClientError`]: a refusal (expired, revoked) says to log in again with a token.
+pub async fn renew(
+    docker_config: &Path,
+    cluster: Option<&str>,
+    server: Option<&str>,
+) -> Result<LoginReport, ClientError> {
+    let cluster = match cluster {
+        Some(c) => c.to_string(),
+        None => only_cluster(docker_config)?,
+    };
+    let dir = credentials_dir(docker_config, &cluster);
+    let mut state = ClientState::load(&dir)?;
+    let current = Bundle::load(&dir, Layout::CLIENT)?;
+    let addr = ServerAddr::parse(server.unwrap_or(&state.server))?;
+    let bundle = renew_with(&addr, &current, &Sans::default(), state.key_type)
+        .await
+        .map_err(|e| match e {
+            ClientError::Refused { reason, message } => ClientError::Refused {
+                reason,
+                message: format!("{message} (log in again: ca-client login --token ...)"),
+            },
+            other => other,
+        })?;
+    state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+    enroll::write(&dir, &bundle, &state)?;
+    let (contexts, unreachable) =
+        refresh_contexts(docker_config, &addr, &bundle, &cluster, &state.extra_sans).await?;
+    Ok(LoginReport {
+        info: bundle.leaf()?,
+        dir,
+        contexts,
+        unreachable,
+    })
+}
+
+/// Creates or updates the contexts of `cluster`: one per enrolled node with a reported
+/// engine, one per extra host, and refreshes the credentials of every other dtca context
+/// of the cluster (a node that disappeared keeps its context, with fresh files).
+async fn refresh_contexts(
+    docker_config: &Path,
+    addr: &ServerAddr,
+    bundle: &Bundle,
+    cluster: &str,
+    hosts: &[String],
+) -> Result<(Vec<(String, String, Outcome)>, Vec<String>), ClientError> {
+    let mut client = ca::authenticated(addr, bundle).await?;
+    let nodes = client
+        .list_nodes(v1::ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes;
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut unreachable = Vec::new();
+    for node in nodes {
+        if node.endpoint.is_empty() {
+            unreachable.push(node.name);
+        } else {
+            wanted.push((node.name, node.endpoint));
+        }
+    }
+    for host in hosts {
+        wanted.push((host_context_name(host), host.clone()));
+    }
+    for (name, endpoint) in contexts::ours(docker_config, cluster) {
+        if !wanted.iter().any(|(n, _)| *n == name) {
+            wanted.push((name, endpoint));
+        }
+    }
+    let mut done = Vec::new();
+    for (name, endpoint) in wanted {
+        let outcome = contexts::upsert(docker_config, &name, &endpoint, bundle, cluster)?;
+        done.push((name, endpoint, outcome));
+    }
+    Ok((done, unreachable))
+}
+
+/// `export` lines for using `node` without contexts.
+///
+/// # Errors
+/// [`ClientError::NotEnrolled`] when `node` is not a dtca context.
+pub fn env(docker_config: &Path, node: &str) -> Result<String, ClientError> {
+    let (cluster, host) = contexts::endpoint(docker_config, node).ok_or_else(|| {
+        ClientError::NotEnrolled(format!(
+            "no dtca context named {node:?} in {}: run `ca-client login` (or `login --renew`) first",
+            docker_config.display()
+        ))
+    })?;
+    let dir = credentials_dir(docker_config, &cluster);
+    Ok(format!(
+        "export DOCKER_HOST={}\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH={}\n",
+        shell_quote(&host),
+        shell_quote(&dir.display().to_string())
+    ))
+}
+
+fn only_cluster(docker_config: &Path) -> Result<String, ClientError> {
+    let mut clusters: Vec<String> = std::fs::read_dir(docker_config.join("dtca"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(crate::state::FILE).exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    clusters.sort();
+    match clusters.len() {
+        0 => Err(ClientError::NotEnrolled(format!(
+            "no login in {}: run `ca-client login --server ... --token ...` first",
+            docker_config.join("dtca").display()
+        ))),
+        1 => Ok(clusters.remove(0)),
+        _ => Err(ClientError::Config(format!(
+            "logged in to several clusters ({}): say which with --cluster",
+            clusters.join(", ")
+        ))),
+    }
+}
+
+fn check_host(host: &str) -> Result<(), ClientError> {
+    let ok = host
+        .strip_prefix("tcp://")
+        .and_then(|r| r.rsplit_once(':'))
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::Invalid(format!(
+            "--host {host:?} must be tcp://HOST:PORT"
+        )))
+    }
+}
+
+/// The context name for an extra host: its host part (`tcp://db-1.example:2376` ->
+/// `db-1.example`).
+pub fn host_context_name(host: &str) -> String {
+    host.trim_start_matches("tcp://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_matches(['[', ']']).replace(':', "-"))
+        .unwrap_or_else(|| host.to_string())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_contexts_are_named_by_host() {
+        assert_eq!(host_context_name("tcp://db-1.example:2376"), "db-1.example");
+        assert_eq!(host_context_name("tcp://[fd00::5]:2376"), "fd00--5");
+        assert!(check_host("tcp://a:1").is_ok());
+        assert!(check_host("a:1").is_err() && check_host("tcp://a").is_err());
+    }
+
+    #[test]
+    fn env_quotes_what_the_shell_would_split() {
+        assert_eq!(shell_quote("/home/a b/x"), "'/home/a b/x'");
+        assert_eq!(shell_quote("tcp://h:1"), "tcp://h:1");
+    }
+}
