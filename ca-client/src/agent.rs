@@ -212,7 +212,7 @@ fn planned(state: &mut ClientState, leaf: &CertInfo, out: &Path) -> OffsetDateTi
     {
         return at;
     }
-    let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, jitter());
+    let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, renewal::jitter());
     // Whole seconds, as recorded, so the plan reads back the same.
     let at = OffsetDateTime::from_unix_timestamp(drawn.unix_timestamp()).unwrap_or(drawn);
     state.next_renewal = Some(PlannedRenewal {
@@ -264,12 +264,6 @@ async fn sleep_or_wake(
 /// Where the docker switch keeps its backups, inside the credential directory.
 pub fn backup_dir(out: &Path) -> PathBuf {
     out.join("docker-backup")
-}
-
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u16::from_le_bytes(b)) / 65_536.0
 }
 
 /// Kernel notifications of address changes (rtnetlink), so the agent learns of a new

@@ -200,7 +200,7 @@ async fn rotate_server_certificate(
 ) {
     let mut failures = 0u32;
     loop {
-        let at = renewal::renew_at_issued(not_before, not_after, jitter());
+        let at = renewal::renew_at_issued(not_before, not_after, renewal::jitter());
         let wait = (at - OffsetDateTime::now_utc())
             .try_into()
             .unwrap_or(Duration::ZERO);
@@ -293,10 +293,4 @@ async fn accept_loop(
             }
         });
     }
-}
-
-fn jitter() -> f64 {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u16::from_le_bytes(b)) / 65_536.0
 }

@@ -6,11 +6,13 @@
 //!   gRPC channel over it.
 //! - [`reason`]: refusal reasons shared by server statuses and CLI exit codes.
 //! - [`net`]: host names and addresses, the default SANs of a node.
+//! - [`cli`]: log format and set-up, the exit-code table, waiting for SIGTERM.
 //! - [`config`]: reading the TOML config files behind `flag > env > file > default`.
 //!
 //! The certificate logic itself is in `dtca-pki`, which does no I/O.
 
 pub mod bundle;
+pub mod cli;
 pub mod config;
 pub mod fs;
 pub mod net;

@@ -35,6 +35,16 @@ pub fn renew_at_issued(
     renew_at(issued, not_after, jitter)
 }
 
+/// A uniform draw in `[0, 1)` from the system's random source, for [`renew_at`]
+/// (0.5 when the source fails: the middle of the window).
+pub fn jitter() -> f64 {
+    let mut b = [0u8; 4];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / 4_294_967_296.0,
+        Err(_) => 0.5,
+    }
+}
+
 /// How long to wait after `failures` consecutive failed attempts: doubles from `base`,
 /// capped at `cap`.
 pub fn backoff(

@@ -6,8 +6,8 @@ mod settings;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use dtca_common::Reason;
+use clap::{Args, Parser, Subcommand};
+pub use dtca_common::cli::LogFormat;
 use dtca_pki::duration;
 
 use crate::enroll;
@@ -16,7 +16,7 @@ pub use settings::FileConfig;
 
 /// `ca-client`: enroll this machine with a dtca CA and keep its certificates fresh.
 #[derive(Debug, Parser)]
-#[command(name = "ca-client", version, about = "Node agent and operator CLI for the dtca certificate authority", after_help = exit_codes())]
+#[command(name = "ca-client", version, about = "Node agent and operator CLI for the dtca certificate authority", after_help = dtca_common::cli::exit_codes())]
 pub struct Cli {
     /// TOML config file; its keys are the long flag names with '_' for '-'.
     /// [default: /etc/dtca/ca-client.toml when it exists]
@@ -28,16 +28,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The subcommands.
@@ -221,7 +211,7 @@ pub struct RenewArgs {
 /// [`ClientError`], whose reason decides the exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let file = settings::load_file(cli.config.as_deref())?;
-    init_logging(
+    dtca_common::cli::init_logging(
         cli.log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
@@ -343,24 +333,8 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
         "60s",
         "--docker-timeout",
     )?;
-    crate::agent::run(opts, wait_for_signal()).await?;
+    crate::agent::run(opts, dtca_common::cli::wait_for_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }
 
 async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
@@ -413,29 +387,4 @@ fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
         duration::human(info.seconds_left(now))
     );
     println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
-}
-
-/// Shared by `enroll` and the docker switch: sets up logging once.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
-    });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-/// The exit-code table shown in `--help`.
-pub fn exit_codes() -> String {
-    let mut out = String::from("Exit codes:\n  0  success\n");
-    for r in Reason::ALL {
-        out.push_str(&format!("  {:<3}{}\n", r.exit_code(), r.describe()));
-    }
-    out
 }

@@ -8,14 +8,15 @@ mod store;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use dtca_common::Reason;
+pub use dtca_common::cli::LogFormat;
 
 pub use settings::FileConfig;
 
 /// `ca-server`: the dtca certificate authority.
 #[derive(Debug, Parser)]
-#[command(name = "ca-server", version, about = "Certificate authority and TLS provisioning for Docker engines", after_help = exit_codes())]
+#[command(name = "ca-server", version, about = "Certificate authority and TLS provisioning for Docker engines", after_help = dtca_common::cli::exit_codes())]
 pub struct Cli {
     /// TOML config file; its keys are the long flag names with '_' for '-'.
     /// [default: /etc/dtca/ca-server.toml when it exists]
@@ -27,16 +28,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The subcommands.
@@ -282,7 +273,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         .log_format
         .or(file.log_format)
         .unwrap_or(LogFormat::Text);
-    init_logging(log_format);
+    dtca_common::cli::init_logging(log_format);
     match cli.command {
         Command::Init(args) => serve::init(args, &file).await,
         Command::Serve(args) => serve::serve(args, &file).await,
@@ -291,26 +282,4 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
     }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
-/// The exit-code table shown in `--help`.
-pub fn exit_codes() -> String {
-    let mut out = String::from("Exit codes:\n  0  success\n");
-    for r in Reason::ALL {
-        out.push_str(&format!("  {:<3}{}\n", r.exit_code(), r.describe()));
-    }
-    out
 }

@@ -154,7 +154,7 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
     }
     tracing::info!(addr = %local, cluster = %cluster.cluster, "ca-server listening");
     let shutdown = async move {
-        wait_for_signal().await;
+        dtca_common::cli::wait_for_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
@@ -206,21 +206,6 @@ async fn open_postgres(
         }
     }
     Ok(store)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }
 
 pub fn state_error(e: StateError) -> CliError {

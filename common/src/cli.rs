@@ -1,0 +1,56 @@
+//! What both command lines share: the log format, logging set-up, the exit-code table
+//! for `--help`, and waiting for SIGTERM/SIGINT.
+
+use crate::reason::Reason;
+
+/// Log formats on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up `tracing` on stderr (`RUST_LOG` overrides the level); colours only on a terminal.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The exit-code table shown in `--help`.
+pub fn exit_codes() -> String {
+    let mut out = String::from("Exit codes:\n  0  success\n");
+    for r in Reason::ALL {
+        out.push_str(&format!("  {:<3}{}\n", r.exit_code(), r.describe()));
+    }
+    out
+}
+
+/// Resolves on SIGTERM or SIGINT (never, if the handlers cannot be installed).
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
