@@ -65,8 +65,8 @@ impl IdleProbe {
                     label: label.clone(),
                     rss_start_kib: before.rss_kib,
                     rss_end_kib: after.rss_kib,
-                    cpu: after.cpu.saturating_sub(before.cpu),
-                    wakeups: after.switches.saturating_sub(before.switches),
+                    cpu: after.cpu_since(before),
+                    wakeups: after.switches_since(before),
                     threads: after.threads,
                     window,
                 }

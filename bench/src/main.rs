@@ -59,12 +59,53 @@ struct Flags {
     command: String,
 }
 
+/// `dtca-bench drive`: Enroll load against a ca-server that is already running, for
+/// profiling by hand (e.g. under `perf record -p`).
+#[derive(Debug, Parser)]
+#[command(name = "dtca-bench drive")]
+struct Drive {
+    /// The server, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// A node token with enough uses.
+    #[arg(long, env = "DTCA_TOKEN")]
+    token: String,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Seconds measured (after one second of warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Distinct CSRs.
+    #[arg(long, default_value_t = 2000)]
+    csrs: usize,
+    /// The server's pid, to report its CPU.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("exec-maxrss") {
-        return footprint::exec_maxrss(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("exec-maxrss") => return footprint::exec_maxrss(&args[2..]),
+        Some("drive") => {
+            let drive = Drive::parse_from(args.iter().skip(1));
+            return block_on(run::drive(
+                drive.server,
+                drive.token,
+                drive.in_flight,
+                Duration::from_secs_f64(drive.seconds),
+                drive.csrs,
+                drive.pid,
+            ));
+        }
+        _ => {}
     }
     let flags = Flags::parse();
+    block_on(main_async(flags))
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("bench")
@@ -76,7 +117,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(main_async(flags));
+    let result = runtime.block_on(work);
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(()) => ExitCode::SUCCESS,

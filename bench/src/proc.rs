@@ -123,7 +123,7 @@ pub async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bo
 }
 
 /// What `/proc` says about a process at one moment.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Usage {
     /// Resident set, KiB.
     pub rss_kib: u64,
@@ -136,6 +136,8 @@ pub struct Usage {
     pub switches: u64,
     /// Live threads.
     pub threads: u64,
+    /// Per live thread: (tid, context switches, CPU time in ns from `schedstat`).
+    pub per_thread: Vec<(u64, u64, u64)>,
 }
 
 impl Usage {
@@ -160,12 +162,18 @@ impl Usage {
         let ticks = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
         let hz = clock_ticks();
         let cpu_ticks = ticks(11) + ticks(12);
-        let mut switches = 0;
+        let mut per_thread = Vec::new();
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
             for task in tasks.flatten() {
+                let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
                 if let Ok(s) = std::fs::read_to_string(task.path().join("status")) {
-                    switches += field(&s, "voluntary_ctxt_switches:")
+                    let n = field(&s, "voluntary_ctxt_switches:")
                         + field(&s, "nonvoluntary_ctxt_switches:");
+                    let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                        .ok()
+                        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+                        .unwrap_or(0);
+                    per_thread.push((tid, n, ns));
                 }
             }
         }
@@ -173,9 +181,38 @@ impl Usage {
             rss_kib: field(&status, "VmRSS:"),
             hwm_kib: field(&status, "VmHWM:"),
             cpu: Duration::from_secs_f64(cpu_ticks as f64 / hz as f64),
-            switches,
+            switches: per_thread.iter().map(|(_, n, _)| n).sum(),
             threads: field(&status, "Threads:"),
+            per_thread,
         })
+    }
+
+    /// Context switches from `earlier` to `self`, thread by thread: threads that exited in
+    /// between take their last counts with them (a lower bound then), new threads count
+    /// from zero.
+    pub fn switches_since(&self, earlier: &Usage) -> u64 {
+        self.per_thread
+            .iter()
+            .map(|(tid, n, _)| n.saturating_sub(earlier.thread(*tid).0))
+            .sum()
+    }
+
+    /// CPU time from `earlier` to `self`, thread by thread, with nanosecond resolution
+    /// (the same caveat as [`Usage::switches_since`]).
+    pub fn cpu_since(&self, earlier: &Usage) -> Duration {
+        Duration::from_nanos(
+            self.per_thread
+                .iter()
+                .map(|(tid, _, ns)| ns.saturating_sub(earlier.thread(*tid).1))
+                .sum(),
+        )
+    }
+
+    fn thread(&self, tid: u64) -> (u64, u64) {
+        self.per_thread
+            .iter()
+            .find(|(t, _, _)| *t == tid)
+            .map_or((0, 0), |(_, n, ns)| (*n, *ns))
     }
 }
 
@@ -212,4 +249,23 @@ pub fn machine_busy() -> Duration {
         })
         .unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_the_wakeups_of_a_sleeping_process() {
+        let before = Usage::of("self").unwrap_or_default();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let after = Usage::of("self").unwrap_or_default();
+        assert!(
+            after.switches >= before.switches + 5,
+            "{before:?} {after:?}"
+        );
+        assert!(after.rss_kib > 0 && after.threads >= 1);
+    }
 }

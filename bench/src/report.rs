@@ -430,7 +430,9 @@ fn footprint(w: &mut String, r: &Results) {
         w,
         "Idle processes over the same window ({}). \"Wake-ups\" are context \
          switches of all the process's threads (`/proc/PID/task/*/status`, voluntary and \
-         involuntary): each is a thread that went to sleep and was woken.\n",
+         involuntary): each is a thread that went to sleep and was woken. CPU and wake-ups are \
+         summed thread by thread from `/proc/PID/task/*/{{status,schedstat}}`; a thread that \
+         exits inside the window takes its counts along, so they are lower bounds.\n",
         r.idle
             .first()
             .map(|i| format!("{:.0} s", i.window.as_secs_f64()))
@@ -444,11 +446,11 @@ fn footprint(w: &mut String, r: &Results) {
     for i in &r.idle {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} ms | {} | {} |",
             i.label,
             mib(i.rss_start_kib),
             mib(i.rss_end_kib),
-            dur_ms(i.cpu),
+            i.cpu.as_secs_f64() * 1000.0,
             i.wakeups,
             i.threads
         );

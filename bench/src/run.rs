@@ -351,6 +351,51 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     })
 }
 
+/// Enroll load against a running server (`dtca-bench drive`), printed as one line.
+///
+/// # Errors
+/// When the CSRs cannot be made or the server cannot be reached.
+pub async fn drive(
+    addr: String,
+    token: String,
+    in_flight: usize,
+    measure: Duration,
+    csrs: usize,
+    pid: Option<u32>,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = tokio::task::spawn_blocking(move || csrs::generate(csrs, cores)).await??;
+    let conns = connections_for(in_flight);
+    let token: Arc<str> = token.into();
+    let mut channels = Vec::new();
+    for _ in 0..conns {
+        channels.push(enroll_channel(&addr, &token).await?);
+    }
+    let workers = (0..in_flight)
+        .map(|i| EnrollWorker {
+            client: CaClient::new(channels[i % conns].clone()),
+            csrs: pool.clone(),
+            token: token.clone(),
+        })
+        .collect();
+    let window = Window {
+        warmup: Duration::from_secs(1),
+        measure,
+    };
+    let pids: Vec<u32> = pid.into_iter().collect();
+    let o = load::run(workers, conns, window, &pids).await;
+    say_run("dtca Enroll", &o);
+    let per_cert = |d: Duration| d.as_secs_f64() * 1e6 / o.ok.max(1) as f64;
+    println!(
+        "  CPU in window: server {:.0} µs/cert, load generator {:.0} µs/cert ({:.2} cores), machine {:.2} cores",
+        o.cpu.first().map_or(0.0, |c| per_cert(*c)),
+        per_cert(o.own_cpu),
+        o.own_cpu.as_secs_f64() / measure.as_secs_f64(),
+        o.machine_cpu.as_secs_f64() / measure.as_secs_f64()
+    );
+    Ok(())
+}
+
 fn step(what: &str) {
     println!("== {what}");
 }
