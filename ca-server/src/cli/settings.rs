@@ -77,6 +77,13 @@ pub fn passphrase(
     let secret = match from_file {
         Some(path) => match std::fs::read(&path) {
             Ok(mut bytes) => {
+                use std::os::unix::fs::PermissionsExt;
+                if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                    eprintln!(
+                        "warning: {} can be read by other users; chmod 600 it",
+                        path.display()
+                    );
+                }
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
                 }
