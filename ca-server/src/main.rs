@@ -6,6 +6,7 @@ use clap::Parser;
 use dtca_common::Reason;
 
 fn main() -> ExitCode {
+    dtca_common::cli::quiet_broken_pipe();
     let cli = match ca_server::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -54,3 +54,22 @@ pub async fn wait_for_signal() {
         _ => std::future::pending::<()>().await,
     }
 }
+
+/// Makes a closed stdout (`ca-server cert list | head -1`) end the process quietly, with
+/// the status a shell gives a command stopped by SIGPIPE (141), instead of a panic
+/// message: Rust ignores SIGPIPE, so writing to a closed pipe would otherwise panic.
+pub fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
