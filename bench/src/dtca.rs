@@ -13,8 +13,6 @@ use dtca_pki::token::JoinToken;
 use dtca_proto::v1::{self, ca_client::CaClient};
 use tonic::transport::Channel;
 
-use crate::csrs::Csr;
-use crate::load::Worker;
 use crate::proc::{Child, output, wait_until};
 
 /// Where the release binaries are.
@@ -105,6 +103,14 @@ impl Server {
     /// # Errors
     /// When it does not come up within 30 s.
     pub async fn start(bins: &Bins, state: &State) -> anyhow::Result<Server> {
+        Server::start_with(bins, state, &[]).await
+    }
+
+    /// [`Server::start`] with extra `serve` flags (e.g. `--database URL`).
+    ///
+    /// # Errors
+    /// When it does not come up within 30 s.
+    pub async fn start_with(bins: &Bins, state: &State, extra: &[&str]) -> anyhow::Result<Server> {
         let addr_file = state.dir.join("server.addr");
         let _ = std::fs::remove_file(&addr_file);
         let log = state.dir.join("serve.log");
@@ -114,7 +120,8 @@ impl Server {
                 .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
                 .arg(&state.dir)
                 .arg("--passphrase-file")
-                .arg(&state.passphrase),
+                .arg(&state.passphrase)
+                .args(extra),
             &log,
         )?;
         let up = wait_until(Duration::from_secs(30), || {
@@ -161,32 +168,40 @@ impl Server {
     }
 }
 
-/// A persistent TLS connection for enrollment: the server is trusted by the root digest
-/// in the token, as `ca-client enroll` does; no client certificate.
+/// TLS client config for enrollment: the server is trusted by the root digest in the
+/// token, as `ca-client enroll` does; no client certificate; no session resumption
+/// (every simulated node is a different machine).
 ///
 /// # Errors
-/// When the token is malformed or the connection fails.
-pub async fn enroll_channel(addr: &str, token: &str) -> anyhow::Result<Channel> {
+/// When the token is malformed.
+pub fn enroll_config(token: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let token: JoinToken = token.parse().context("parse the join token")?;
     let mut config = (*tls::client_config(Trust::Pinned(token.root), None)?).clone();
-    // Every simulated node is a different machine: no TLS session resumption.
     config.resumption = rustls::client::Resumption::disabled();
-    Ok(tls::connect(&ServerAddr::parse(addr)?, Arc::new(config)).await?)
+    Ok(Arc::new(config))
 }
 
-/// A persistent mutual-TLS connection with a node certificate, for renewal.
+/// Mutual-TLS client config with a node certificate, for renewal.
 ///
 /// # Errors
-/// When the connection fails.
-pub async fn renew_channel(addr: &str, node: &Node) -> anyhow::Result<Channel> {
-    let config = tls::client_config(
+/// When the key is unusable.
+pub fn renew_config(node: &Node) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    Ok(tls::client_config(
         Trust::Root(node.root_der.clone()),
         Some(ClientIdentity {
             chain: vec![node.leaf_der.clone(), node.intermediate_der.clone()],
             key_pkcs8: node.key_pkcs8.clone(),
         }),
-    )?;
-    Ok(tls::connect(&ServerAddr::parse(addr)?, config).await?)
+    )?)
+}
+
+/// A persistent TLS connection for enrollment through tonic, as `ca-client enroll` makes
+/// it (see [`enroll_config`]).
+///
+/// # Errors
+/// When the token is malformed or the connection fails.
+pub async fn enroll_channel(addr: &str, token: &str) -> anyhow::Result<Channel> {
+    Ok(tls::connect(&ServerAddr::parse(addr)?, enroll_config(token)?).await?)
 }
 
 /// An enrolled node: its certificate and key.
@@ -227,64 +242,6 @@ pub async fn enroll_node(channel: Channel, token: &str, name: &str) -> anyhow::R
         root_der: issued.root_der,
         key_pkcs8: key.pkcs8_der().to_vec(),
     })
-}
-
-/// Enrolls with a multi-use token: one `Enroll` call per request.
-#[derive(Debug)]
-pub struct EnrollWorker {
-    /// A client on a shared connection.
-    pub client: CaClient<Channel>,
-    /// The CSR pool.
-    pub csrs: Arc<Vec<Csr>>,
-    /// The multi-use token.
-    pub token: Arc<str>,
-}
-
-impl Worker for EnrollWorker {
-    async fn call(&mut self, i: usize) -> Result<(), String> {
-        let csr = &self.csrs[i % self.csrs.len()];
-        let issued = self
-            .client
-            .enroll(v1::EnrollRequest {
-                token: self.token.to_string(),
-                csr_der: csr.der.clone(),
-                name: csr.name.clone(),
-            })
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        if issued.leaf_der.is_empty() {
-            return Err("empty certificate".into());
-        }
-        Ok(())
-    }
-}
-
-/// Renews a node certificate: one `Renew` call per request, authenticated by mTLS.
-#[derive(Debug)]
-pub struct RenewWorker {
-    /// A client on a shared mutual-TLS connection.
-    pub client: CaClient<Channel>,
-    /// The CSR pool (new keys).
-    pub csrs: Arc<Vec<Csr>>,
-}
-
-impl Worker for RenewWorker {
-    async fn call(&mut self, i: usize) -> Result<(), String> {
-        let csr = &self.csrs[i % self.csrs.len()];
-        let issued = self
-            .client
-            .renew(v1::RenewRequest {
-                csr_der: csr.der.clone(),
-            })
-            .await
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-            .into_inner();
-        if issued.leaf_der.is_empty() {
-            return Err("empty certificate".into());
-        }
-        Ok(())
-    }
 }
 
 /// How many connections carry `in_flight` requests: a fleet has many connections, and

@@ -1,8 +1,10 @@
 //! dtca-bench: measures a real `ca-server` and writes BENCHMARKS.md.
 //!
 //! - [`run`]: the whole benchmark, in order, into [`run::Results`].
-//! - [`dtca`]: the system under test (state dir, `ca-server serve`, gRPC workers).
+//! - [`dtca`]: the system under test (state dir, `ca-server serve`, connections).
+//! - [`grpc`]: a lean gRPC client for the load (same wire format as tonic's).
 //! - [`cfssl`]: the peer (`cfssl serve` and its sign endpoint).
+//! - [`pg`]: a private PostgreSQL server for the PostgreSQL row.
 //! - [`raw`]: the crypto ceiling (ring verify+sign).
 //! - [`load`]: the closed-loop driver (in flight, window, latency, CPU).
 //! - [`storm`]: a fleet enrolling at once over fresh connections.
@@ -18,9 +20,11 @@ pub mod cfssl;
 pub mod csrs;
 pub mod dtca;
 pub mod footprint;
+pub mod grpc;
 pub mod inventory;
 pub mod load;
 pub mod machine;
+pub mod pg;
 pub mod proc;
 pub mod profile;
 pub mod raw;

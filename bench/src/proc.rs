@@ -19,6 +19,8 @@ pub struct Child {
     pub name: String,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
+    /// What asks it to stop (SIGTERM unless set; PostgreSQL wants SIGINT).
+    pub stop_signal: Signal,
     child: Option<std::process::Child>,
 }
 
@@ -40,6 +42,7 @@ impl Child {
         Ok(Child {
             name: name.to_string(),
             log: log.to_path_buf(),
+            stop_signal: Signal::SIGTERM,
             child: Some(child),
         })
     }
@@ -61,7 +64,7 @@ impl Child {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Stops it: SIGTERM, up to 10 s, then SIGKILL.
+    /// Stops it: its stop signal, up to 10 s, then SIGKILL.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -70,7 +73,7 @@ impl Child {
             return;
         }
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-        let _ = kill(pid, Signal::SIGTERM);
+        let _ = kill(pid, self.stop_signal);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

@@ -10,16 +10,93 @@ use anyhow::{Context, bail};
 
 use crate::proc::{Child, output};
 
-/// A flat profile.
+/// A profile: where the server's CPU went, by what the code was doing (inclusive, from
+/// call stacks) and by symbol (exclusive).
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
     /// Samples taken.
     pub samples: u64,
-    /// Share of samples per group, largest first (percent).
+    /// Share of samples per activity, largest first (percent): each sample counts for the
+    /// first activity (in [`ACTIVITIES`] order) found anywhere on its stack.
+    pub activities: Vec<(String, f64)>,
+    /// Share of samples per symbol group, largest first (percent, exclusive time).
     pub groups: Vec<(String, f64)>,
-    /// The heaviest symbols (percent, where, symbol).
+    /// The heaviest symbols (percent, where, symbol), exclusive time.
     pub top: Vec<(f64, String, String)>,
 }
+
+/// What the server can be busy with, most specific first: (name, frames that mark it).
+pub const ACTIVITIES: &[(&str, &[&str])] = &[
+    (
+        "CSR check: parse, P-256 signature verification, names",
+        &["VerifiedCsr::from_der"],
+    ),
+    (
+        "leaf: build and P-256 signature (rcgen, ring)",
+        &["CertificateParams::signed_by"],
+    ),
+    ("leaf: re-parse and field checks", &["validate::leaf"]),
+    (
+        "leaf: template, serial, the rest of issue",
+        &["Authority::issue"],
+    ),
+    (
+        "store: lookups (token by id, certificate by serial)",
+        &[
+            "token_from_row",
+            "record_from_row",
+            "SqliteStore::lookup",
+            "ReadPool",
+            "TokenRecord",
+        ],
+    ),
+    (
+        "store: commit (WAL frames, fsync)",
+        &["pagerWalFrames", "sqlite3PagerCommitPhaseOne"],
+    ),
+    (
+        "store: SQL of each write (certificate, audit, token use)",
+        &["writer_loop"],
+    ),
+    ("store: WAL checkpoint (own thread)", &["checkpoint_loop"]),
+    (
+        "logging (tracing, one line per certificate)",
+        &["tracing_subscriber", "tracing_core"],
+    ),
+    (
+        "TLS records and HTTP/2 frames (connection I/O)",
+        &[
+            "serve_connection",
+            "h2::codec",
+            "tokio_rustls",
+            "rustls::conn",
+        ],
+    ),
+    (
+        "TLS handshakes (accept loop)",
+        &["accept_loop", "rustls::server::hs"],
+    ),
+    ("health check (every 10 s)", &["health_loop", "self_test"]),
+    (
+        "registrar and service: checks, audit entries, the reply, their allocations",
+        &["ca_server::registrar", "ca_server::service", "CaService"],
+    ),
+    (
+        "gRPC request plumbing (tonic, hyper, prost, tower)",
+        &[
+            "tonic::",
+            "hyper::",
+            "prost",
+            "tower::",
+            "axum::",
+            "dtca_proto",
+        ],
+    ),
+    (
+        "tokio scheduler, timers, idle polling",
+        &["tokio::runtime", "mio::"],
+    ),
+];
 
 /// Samples `pid` for `how_long` at ~2 kHz into `data`.
 ///
@@ -37,11 +114,11 @@ pub fn record(pid: u32, how_long: Duration, data: &Path) -> anyhow::Result<Child
         bail!("perf is not installed (apt-get install linux-perf)");
     }
     let mut cmd = Command::new("perf");
-    cmd.args(["record", "-F", "1999"]);
-    // For digging further by hand (`--keep`, then `perf report -i .../perf.data`).
-    if let Ok(mode) = std::env::var("DTCA_BENCH_PERF_CALL_GRAPH") {
-        cmd.args(["--call-graph", &mode]);
-    }
+    // DWARF call graphs (the release build keeps line tables, not frame pointers), at a
+    // rate that keeps perf's own cost and the data small.
+    let graph =
+        std::env::var("DTCA_BENCH_PERF_CALL_GRAPH").unwrap_or_else(|_| "dwarf,16384".into());
+    cmd.args(["record", "-F", "499", "--call-graph", &graph]);
     Child::spawn(
         "perf record",
         cmd.arg("-p")
@@ -59,9 +136,69 @@ pub fn record(pid: u32, how_long: Duration, data: &Path) -> anyhow::Result<Child
 /// # Errors
 /// When perf report fails or found no samples.
 pub fn summarise(data: &Path) -> anyhow::Result<Profile> {
+    let mut profile = flat(data)?;
+    // Call stacks, when they were recorded; without them there is only the flat profile.
+    if let Ok(script) = output(
+        Command::new("perf")
+            .args(["script", "-F", "tid,ip,sym", "-i"])
+            .arg(data),
+    ) {
+        profile.activities = activities(&script);
+    }
+    Ok(profile)
+}
+
+/// Shares of [`ACTIVITIES`] in `perf script -F tid,ip,sym` output.
+fn activities(script: &str) -> Vec<(String, f64)> {
+    let mut counts = vec![0u64; ACTIVITIES.len() + 1];
+    let mut total = 0u64;
+    let mut stack: Vec<&str> = Vec::new();
+    let mut flush = |stack: &mut Vec<&str>| {
+        if stack.is_empty() {
+            return;
+        }
+        let i = ACTIVITIES
+            .iter()
+            .position(|(_, marks)| stack.iter().any(|f| marks.iter().any(|m| f.contains(m))))
+            .unwrap_or(ACTIVITIES.len());
+        counts[i] += 1;
+        total += 1;
+        stack.clear();
+    };
+    for line in script.lines() {
+        if line.starts_with('\t') {
+            // "\t    55d0c1 symbol (inlined)": the symbol after the address.
+            let frame = line.trim_start();
+            let sym = frame.split_once(' ').map_or(frame, |(_, s)| s);
+            stack.push(sym);
+        } else {
+            flush(&mut stack);
+        }
+    }
+    flush(&mut stack);
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(String, f64)> = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = ACTIVITIES
+                .get(i)
+                .map_or("other (kernel, libc, runtime glue)", |a| a.0);
+            (name.to_string(), 100.0 * *n as f64 / total as f64)
+        })
+        .filter(|(_, pct)| *pct > 0.0)
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+fn flat(data: &Path) -> anyhow::Result<Profile> {
     let text = output(
         Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "--sort", "dso,sym"])
+            .args(["report", "--stdio", "--no-children", "-g", "none"])
+            .args(["--sort", "dso,sym"])
             .args(["--percent-limit", "0", "-i"])
             .arg(data),
     )
@@ -200,6 +337,17 @@ mod tests {
             parse_line("     3.00%  [kernel.kallsyms]  [k] do_syscall_64").unwrap_or_default();
         assert!(group_of(&dso, &sym).starts_with("kernel"));
         assert!(parse_line("# Overhead  Shared Object").is_none());
+        let script = "ca-server 1 \n\t 1 ring_core_p256_point_mul\n\t 2 dtca_pki::csr::VerifiedCsr::from_der\n\n\
+                      ca-server 1 \n\t 3 unixSync\n\t 4 pagerWalFrames\n\t 5 ca_server::store::sqlite::writer_loop\n\n\
+                      ca-server 1 \n\t 6 memcpy\n";
+        let a = activities(script);
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert!(
+            a.iter()
+                .any(|(n, p)| n.starts_with("CSR") && (*p - 100.0 / 3.0).abs() < 0.01)
+        );
+        assert!(a.iter().any(|(n, _)| n.starts_with("store: commit")));
+        assert!(a.iter().any(|(n, _)| n.starts_with("other")));
         assert_eq!(parse_count("12K of event 'cpu-clock'"), 12_000);
     }
 }

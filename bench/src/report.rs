@@ -227,10 +227,12 @@ fn issuance(w: &mut String, r: &Results) {
         ms(r.renew.latency.p99),
         cpu_split(&r.renew)
     );
+    postgres(w, r);
     let errors: Vec<String> = r
         .ours
         .iter()
         .chain(r.cfssl.iter())
+        .chain(r.postgres.iter().flatten())
         .chain(std::iter::once(&r.renew))
         .filter(|o| o.errors > 0)
         .map(|o| {
@@ -304,6 +306,48 @@ fn issuance(w: &mut String, r: &Results) {
              JSON, PEM, no storage, no TLS).",
             c.in_flight,
             per(c, cf_cpu)
+        );
+    }
+    let _ = writeln!(w);
+}
+
+fn postgres(w: &mut String, r: &Results) {
+    let rows = match &r.postgres {
+        Err(why) => {
+            let _ = writeln!(w, "PostgreSQL store: {why}\n");
+            return;
+        }
+        Ok(rows) => rows,
+    };
+    let _ = writeln!(
+        w,
+        "The same `Enroll` load with `ca-server serve --database postgres://...` on a private \
+         {} on loopback (durable defaults: fsync and synchronous_commit on; the state dir's \
+         store copied in with `ca-server store migrate`). \"other\" CPU is mostly PostgreSQL.\n",
+        if r.postgres_version.is_empty() {
+            "PostgreSQL"
+        } else {
+            &r.postgres_version
+        }
+    );
+    let _ = writeln!(
+        w,
+        "| in flight | dtca on PostgreSQL cert/s | p50 | p99 | vs embedded | CPU dtca / load gen / other (cores) |"
+    );
+    let _ = writeln!(w, "|---:|---:|---:|---:|---:|---|");
+    for o in rows {
+        let embedded = r.ours.iter().find(|e| e.in_flight == o.in_flight);
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} |",
+            o.in_flight,
+            int(o.rate()),
+            ms(o.latency.p50),
+            ms(o.latency.p99),
+            embedded
+                .map(|e| format!("{:.2}x", o.rate() / e.rate().max(1e-9)))
+                .unwrap_or_else(|| "-".into()),
+            cpu_split(o)
         );
     }
     let _ = writeln!(w);
@@ -400,15 +444,35 @@ fn profile(w: &mut String, r: &Results) {
             let _ = writeln!(w, "No profile: {e}\n");
         }
         Ok((o, p)) => {
+            let server_us =
+                o.cpu.first().map_or(0.0, |c| c.as_secs_f64()) * 1e6 / (o.ok.max(1) as f64);
             let _ = writeln!(
                 w,
-                "`perf record -F 1999 -p <ca-server pid>` (all threads, kernel included) during \
-                 a separate {}-in-flight `Enroll` run ({}/s under perf, {} samples), flat \
-                 profile by symbol, grouped:\n",
+                "`perf record -F 499 --call-graph dwarf -p <ca-server pid>` (all its threads, \
+                 kernel included) during a separate {}-in-flight `Enroll` run: {}/s under perf, \
+                 {:.0} µs of server CPU per certificate (perf itself costs some), {} samples.\n",
                 o.in_flight,
                 int(o.rate()),
+                server_us,
                 int(p.samples as f64)
             );
+            if !p.activities.is_empty() {
+                let _ = writeln!(
+                    w,
+                    "By activity (inclusive: a sample counts for the first activity, in this \
+                     order of specificity, found anywhere on its call stack; syscalls and the \
+                     kernel work they cause count for the activity that made them):\n"
+                );
+                let _ = writeln!(
+                    w,
+                    "| activity | share of ca-server's CPU | µs per certificate |\n|---|---:|---:|"
+                );
+                for (a, pct) in &p.activities {
+                    let _ = writeln!(w, "| {a} | {pct:.1} % | {:.0} |", pct / 100.0 * server_us);
+                }
+                let _ = writeln!(w);
+            }
+            let _ = writeln!(w, "By symbol (exclusive time), grouped:\n");
             let _ = writeln!(w, "| group | share of ca-server's CPU |\n|---|---:|");
             for (g, pct) in &p.groups {
                 let _ = writeln!(w, "| {g} | {pct:.1} % |");
@@ -574,7 +638,6 @@ fn inventory(w: &mut String, r: &Results) {
         dur_ms(small_list),
         dur_ms(small_renew)
     );
-    let _ = writeln!(w, "PostgreSQL: {}\n", r.postgres_note);
 }
 
 fn criterion(w: &mut String, r: &Results) {

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dtca_proto::v1::ca_client::CaClient;
 
 use crate::cfssl::{self, Cfssl, CfsslWorker};
 use crate::dtca::{
-    self, Bins, EnrollWorker, RenewWorker, Server, State, connections_for, enroll_channel,
-    renew_channel,
+    self, Bins, Server, State, connections_for, enroll_channel, enroll_config, renew_config,
 };
 use crate::footprint::{self, BinarySize, Idle, IdleProbe};
+use crate::grpc::{self, UnaryWorker};
 use crate::inventory::{self, Filled};
 use crate::load::{self, Outcome, Window};
+use crate::pg::Postgres;
 use crate::proc::{Child, Usage, output};
 use crate::profile::{self, Profile};
 use crate::raw::{self, Rates};
@@ -95,8 +95,11 @@ pub struct Results {
     pub inventory: Inventory,
     /// Criterion results: (benchmark, mean ns, median ns).
     pub criterion: Vec<(String, f64, f64)>,
-    /// PostgreSQL backend status.
-    pub postgres_note: String,
+    /// dtca Enroll with `serve --database postgres://...` at each in-flight count, or why
+    /// there is no such row.
+    pub postgres: Result<Vec<Outcome>, String>,
+    /// `postgres --version`, when it ran.
+    pub postgres_version: String,
     /// 4 KiB write + fsync in the state dir's file system.
     pub fsync: crate::load::Latency,
 }
@@ -229,21 +232,39 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
 
     step("durable issuance: dtca Renew (mutual TLS)");
     let top = plan.in_flight.iter().copied().max().unwrap_or(64);
-    let conns = connections_for(top);
-    let mut channels = Vec::new();
-    for _ in 0..conns {
-        channels.push(renew_channel(&server.addr, &node).await?);
-    }
-    let workers = (0..top)
-        .map(|i| RenewWorker {
-            client: CaClient::new(channels[i % conns].clone()),
-            csrs: pool.clone(),
-        })
-        .collect();
-    let renew = load::run(workers, conns, window, &[server.pid()]).await;
-    drop(channels);
+    let renew_bodies = Arc::new(
+        pool.iter()
+            .map(|c| {
+                grpc::frame(&dtca_proto::v1::RenewRequest {
+                    csr_der: c.der.clone(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    let renew = unary_run(
+        &server.addr,
+        renew_config(&node)?,
+        "/dtca.v1.Ca/Renew",
+        &renew_bodies,
+        top,
+        window,
+        &[server.pid()],
+    )
+    .await?;
     issued += renew.ok_total;
     say_run("dtca Renew", &renew);
+
+    step("durable issuance: dtca Enroll, PostgreSQL store");
+    let (postgres, postgres_version) = match postgres_status(&bins, &s1) {
+        Err(why) => (Err(why), String::new()),
+        Ok(()) => match postgres_rows(&bins, &work, &pool, &plan.in_flight, window).await {
+            Ok((rows, version)) => (Ok(rows), version),
+            Err(e) => (
+                Err(format!("the PostgreSQL row failed: {e:#}")),
+                String::new(),
+            ),
+        },
+    };
 
     step("cfssl serve: sign");
     let cf = Cfssl::start(&work.join("cfssl")).await?;
@@ -311,7 +332,6 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server_loaded = Usage::of(&server.pid().to_string())?;
-    let postgres_note = postgres_status(&bins, &s1);
     server.stop();
 
     step("inventory at scale");
@@ -346,7 +366,8 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
         one_shot,
         binaries,
         inventory,
-        postgres_note,
+        postgres,
+        postgres_version,
         fsync,
     })
 }
@@ -365,25 +386,33 @@ pub async fn drive(
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let pool = tokio::task::spawn_blocking(move || csrs::generate(csrs, cores)).await??;
-    let conns = connections_for(in_flight);
     let token: Arc<str> = token.into();
-    let mut channels = Vec::new();
-    for _ in 0..conns {
-        channels.push(enroll_channel(&addr, &token).await?);
-    }
-    let workers = (0..in_flight)
-        .map(|i| EnrollWorker {
-            client: CaClient::new(channels[i % conns].clone()),
-            csrs: pool.clone(),
-            token: token.clone(),
-        })
-        .collect();
+    let bodies = Arc::new(
+        pool.iter()
+            .map(|c| {
+                grpc::frame(&dtca_proto::v1::EnrollRequest {
+                    token: token.to_string(),
+                    csr_der: c.der.clone(),
+                    name: c.name.clone(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
     let window = Window {
         warmup: Duration::from_secs(1),
         measure,
     };
     let pids: Vec<u32> = pid.into_iter().collect();
-    let o = load::run(workers, conns, window, &pids).await;
+    let o = unary_run(
+        &addr,
+        enroll_config(&token)?,
+        "/dtca.v1.Ca/Enroll",
+        &bodies,
+        in_flight,
+        window,
+        &pids,
+    )
+    .await?;
     say_run("dtca Enroll", &o);
     let per_cert = |d: Duration| d.as_secs_f64() * 1e6 / o.ok.max(1) as f64;
     println!(
@@ -423,16 +452,49 @@ async fn enroll_run(
     window: Window,
     pids: &[u32],
 ) -> anyhow::Result<Outcome> {
+    let bodies = Arc::new(
+        pool.iter()
+            .map(|c| {
+                grpc::frame(&dtca_proto::v1::EnrollRequest {
+                    token: token.to_string(),
+                    csr_der: c.der.clone(),
+                    name: c.name.clone(),
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
+    unary_run(
+        &server.addr,
+        enroll_config(token)?,
+        "/dtca.v1.Ca/Enroll",
+        &bodies,
+        n,
+        window,
+        pids,
+    )
+    .await
+}
+
+/// `n` requests in flight over [`connections_for`]`(n)` persistent connections.
+async fn unary_run(
+    addr: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &'static str,
+    bodies: &Arc<Vec<hyper::body::Bytes>>,
+    n: usize,
+    window: Window,
+    pids: &[u32],
+) -> anyhow::Result<Outcome> {
     let conns = connections_for(n);
-    let mut channels = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..conns {
-        channels.push(enroll_channel(&server.addr, token).await?);
+        connections.push(grpc::Connection::open(addr, config.clone()).await?);
     }
     let workers = (0..n)
-        .map(|i| EnrollWorker {
-            client: CaClient::new(channels[i % conns].clone()),
-            csrs: pool.clone(),
-            token: token.clone(),
+        .map(|i| UnaryWorker {
+            conn: connections[i % conns].clone(),
+            path,
+            bodies: bodies.clone(),
         })
         .collect();
     Ok(load::run(workers, conns, window, pids).await)
@@ -586,7 +648,7 @@ async fn inventory_at_scale(bins: &Bins, s2: &State, filled: Filled) -> anyhow::
 }
 
 /// Whether `serve --database postgres://...` is implemented in this build.
-fn postgres_status(bins: &Bins, state: &State) -> String {
+fn postgres_status(bins: &Bins, state: &State) -> Result<(), String> {
     let out = std::process::Command::new(&bins.server)
         .args(["serve", "--listen", "127.0.0.1:0", "--database"])
         .arg("postgres://bench@127.0.0.1:1/none")
@@ -594,21 +656,47 @@ fn postgres_status(bins: &Bins, state: &State) -> String {
         .arg(&state.dir)
         .arg("--passphrase-file")
         .arg(&state.passphrase)
-        .output();
-    match out {
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("only the embedded database") => {
-            "pending: the PostgreSQL backend has not landed in this build \
-             (`ca-server serve --database postgres://...` answers \"only the embedded database \
-             is available in this build\")."
-                .into()
-        }
-        Ok(o) => format!(
-            "the PostgreSQL backend exists in this build but this bench does not drive it yet \
-             (probe answered: {})",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => format!("could not probe: {e}"),
+        .output()
+        .map_err(|e| format!("could not probe: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    if said.contains("only the embedded database") {
+        Err(
+            "pending: the PostgreSQL backend is not in this build (`ca-server serve \
+             --database postgres://...` answers \"only the embedded database is available in \
+             this build\")."
+                .into(),
+        )
+    } else {
+        Ok(())
     }
+}
+
+/// The PostgreSQL row: a private PostgreSQL, the CA's embedded store copied into it with
+/// `ca-server store migrate`, then `serve --database` under the same Enroll load.
+async fn postgres_rows(
+    bins: &Bins,
+    work: &Path,
+    pool: &Arc<Vec<csrs::Csr>>,
+    in_flight: &[usize],
+    window: Window,
+) -> anyhow::Result<(Vec<Outcome>, String)> {
+    let pg = Postgres::start(&work.join("postgres")).await?;
+    let url = pg.create_database("dtca")?;
+    let state = State::init(bins, &work.join("ca-postgres"))?;
+    output(
+        std::process::Command::new(&bins.server)
+            .args(["store", "migrate", "--database", &url, "--state-dir"])
+            .arg(&state.dir),
+    )?;
+    let server = Server::start_with(bins, &state, &["--database", &url]).await?;
+    let token: Arc<str> = server.token(bins, 1_000_000)?.into();
+    let mut rows = Vec::new();
+    for &n in in_flight {
+        let o = enroll_run(&server, &token, pool, n, window, &[server.pid()]).await?;
+        say_run("dtca on PG", &o);
+        rows.push(o);
+    }
+    Ok((rows, pg.version.clone()))
 }
 
 /// Criterion's estimates for the pure-core benches, when they have run.
