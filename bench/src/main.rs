@@ -82,6 +82,10 @@ struct Drive {
     /// The server's pid, to report its CPU.
     #[arg(long)]
     pid: Option<u32>,
+    /// Instead of persistent connections: a storm of this many fresh ones, one enrollment
+    /// each, `--in-flight` of them connecting at once.
+    #[arg(long)]
+    storm: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
                 Duration::from_secs_f64(drive.seconds),
                 drive.csrs,
                 drive.pid,
+                drive.storm,
             ));
         }
         _ => {}
