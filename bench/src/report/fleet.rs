@@ -83,7 +83,13 @@ pub(super) fn footprint(w: &mut String, r: &Results) {
             i.threads
         );
     }
-    let _ = writeln!(w, "\nAgent: {}\n", r.agent_note);
+    let _ = writeln!(
+        w,
+        "\nAgent: {} It sleeps until its next renewal (at 50-70 % of the certificate's \
+         life); ca-server wakes every 10 s for its health check (a test signature and a store \
+         round trip).\n",
+        r.agent_note
+    );
     let _ = writeln!(
         w,
         "ca-server RSS: {} one second after start; {} (peak {}) after {} certificates were \

@@ -136,7 +136,8 @@ fn bounds(w: &mut String, r: &Results) {
             let grpc = share("gRPC") + share("registrar") + share("logging");
             let _ = writeln!(
                 w,
-                "- **Where the server's {server:.0} µs go** (profile below): CSR check {:.0} µs \
+                "- **Where the server's {server:.0} µs go** (shares from the profile below): CSR \
+                 check {:.0} µs \
                  (mostly the P-256 verification), the leaf {:.0} µs (building, signing, \
                  re-checking), the store {:.0} µs (SQL, WAL frames and fsync, checkpoints, \
                  lookups), TLS records and HTTP/2 frames {:.0} µs (mostly the kernel's \
@@ -219,8 +220,9 @@ fn postgres(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "The same `Enroll` load with `ca-server serve --database postgres://...` on a private \
-         {} on loopback (durable defaults: fsync and synchronous_commit on; the state dir's \
-         store copied in with `ca-server store migrate`). \"other\" CPU is mostly PostgreSQL.\n",
+         PostgreSQL server on loopback (`{}`; durable defaults: fsync and synchronous_commit \
+         on; the state dir's store copied in with `ca-server store migrate`). \"other\" CPU \
+         is mostly PostgreSQL.\n",
         if r.postgres_version.is_empty() {
             "PostgreSQL"
         } else {

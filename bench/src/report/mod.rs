@@ -67,11 +67,11 @@ fn machine(w: &mut String, r: &Results) {
     );
     let _ = writeln!(
         w,
-        "\nThe load generator runs on the same {} cores as the server it measures (as the \
-         cfssl figures in FACTS.md were taken). Each load table shows the CPU the server, the \
-         load generator and everything else on the machine (other builds, other agents) used \
-         during its measured window, in cores: \"other\" is noise, and it is reported rather \
-         than hidden.\n",
+        "\nThe load generator runs on the same {} cores as the server it measures. Each load \
+         table shows the CPU that the measured server, the load generator and everything else \
+         on the machine (other builds, other agents, PostgreSQL in its row) used during its \
+         measured window, in cores: \"other\" is noise, and it is reported rather than \
+         hidden.\n",
         m.cores
     );
 }

@@ -1,7 +1,7 @@
 //! The whole benchmark, in order: fixtures, raw crypto, a fresh server and an idle window
-//! (while the million-certificate store is written), durable issuance against dtca (embedded
-//! store, then PostgreSQL) and cfssl, a profile under load, the storm, memory after the
-//! load, inventory at scale.
+//! (while the million-certificate store is written), durable issuance against dtca's
+//! embedded store, a profile under the same load, renewal, the PostgreSQL store, cfssl, the
+//! storm, memory after the load, inventory at scale.
 //!
 //! - [`issuance`]: the load rows (dtca, PostgreSQL, cfssl), the profile, `drive`.
 //! - [`commands`]: the real CLIs (one-shot commands, the agent, inventory), criterion.
@@ -233,8 +233,14 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
         ours.push(o);
     }
 
-    step("durable issuance: dtca Renew (mutual TLS)");
+    step("profile: perf record of ca-server under Enroll load");
     let top = plan.in_flight.iter().copied().max().unwrap_or(64);
+    let profile = issuance::profiled(&server, &enroll, top, window, &work).await;
+    if let Ok((o, _)) = &profile {
+        issued += o.ok_total;
+    }
+
+    step("durable issuance: dtca Renew (mutual TLS)");
     let renew = Requests::renew(&server.addr, &node, &pool)?
         .run(top, window, &[server.pid()])
         .await?;
@@ -257,12 +263,6 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     step("cfssl serve: sign");
     let (cfssl_runs, cfssl_version) =
         issuance::cfssl_rows(&work, &pool, &plan.in_flight, window).await?;
-
-    step("profile: perf record of ca-server under Enroll load");
-    let profile = issuance::profiled(&server, &enroll, top, window, &work).await;
-    if let Ok((o, _)) = &profile {
-        issued += o.ok_total;
-    }
 
     step("enrollment storm");
     let storm = storm::run(
