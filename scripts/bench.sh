@@ -1,31 +1,41 @@
 #!/usr/bin/env bash
 # Benchmarks, in one command; writes BENCHMARKS.md at the repository root.
 #
-#   scripts/bench.sh                 # the full run (about 5 minutes on 2 cores, plus the build)
+#   scripts/bench.sh                 # the full run: about 4-5 minutes on 2 cores after the build
 #   scripts/bench.sh --measure 2 --storm 1000 --inventory 20000 --idle 5   # a quick look
 #
-# Installs cfssl (Debian's golang-cfssl, the peer measured side by side), perf (for the
-# profile) and PostgreSQL (for the PostgreSQL row, when the backend is built) when they
-# are missing; builds the release binaries; runs the criterion benches of the pure core;
-# then target/release/dtca-bench starts a real ca-server and cfssl on loopback, measures,
-# stops every process it started, and writes the report. Extra arguments go to
-# dtca-bench (`target/release/dtca-bench --help`). Not part of `cargo test`.
-# Run as root on a quiet machine: the report shows how busy the machine was.
+# Installs what it measures against or with when missing (Debian packages): cfssl
+# (golang-cfssl, the peer side by side; required), perf (linux-perf, for the profile) and
+# PostgreSQL (for the PostgreSQL row); without the last two the report says what is
+# missing. Builds the release binaries, runs the criterion benches of the pure core, then
+# target/release/dtca-bench starts a real ca-server, cfssl and PostgreSQL on loopback,
+# measures, stops every process it started (also on error and ctrl-c) and writes the
+# report. Extra arguments go to dtca-bench (`target/release/dtca-bench --help`).
+# Not part of `cargo test`. Run as root on a quiet machine: the report shows how busy the
+# machine was during each measurement.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v cfssl >/dev/null 2>&1 || need+=(golang-cfssl)
-command -v perf >/dev/null 2>&1 || need+=(linux-perf)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  # perf may not exist for this kernel's distribution; the report then says so.
-  apt-get install -y -qq "${need[@]}" >/dev/null ||
-    apt-get install -y -qq golang-cfssl >/dev/null
-fi
+missing() {
+  case "$1" in
+    golang-cfssl) ! command -v cfssl >/dev/null 2>&1 ;;
+    linux-perf) ! command -v perf >/dev/null 2>&1 ;;
+    postgresql) ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ;;
+  esac
+}
+updated=0
+for pkg in golang-cfssl linux-perf postgresql; do
+  if missing "$pkg"; then
+    if [ "$updated" = 0 ]; then
+      apt-get update -qq >/dev/null
+      updated=1
+    fi
+    echo "installing $pkg" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null ||
+      echo "could not install $pkg; the report will say what is missing" >&2
+  fi
+done
+command -v cfssl >/dev/null 2>&1 || { echo "cfssl is required (apt-get install golang-cfssl)" >&2; exit 1; }
 
 cargo build --release -p dtca-bench -p ca-server -p ca-client
 cargo bench -p dtca-pki --bench issuance
