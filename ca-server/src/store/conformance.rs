@@ -280,8 +280,10 @@ async fn renewal_supersedes_and_revocation_blocks_it(store: &dyn Store) {
         .unwrap();
     let old = store.certificate(&first_serial).await.unwrap().unwrap();
     assert_eq!(old.summary.renewed_by, Some(second_serial.clone()));
+    assert_eq!(old.summary.status(now()), "renewed");
     let new = store.certificate(&second_serial).await.unwrap().unwrap();
     assert_eq!(new.renewed_from, Some(first_serial));
+    assert_eq!(new.summary.status(now()), "valid");
 
     let revoked = store
         .revoke(

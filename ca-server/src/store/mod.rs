@@ -70,12 +70,15 @@ pub struct CertSummary {
 }
 
 impl CertSummary {
-    /// `valid`, `expired` or `revoked` at `now`.
+    /// `valid`, `renewed` (still valid, but a newer certificate replaced it), `expired` or
+    /// `revoked` at `now`.
     pub fn status(&self, now: OffsetDateTime) -> &'static str {
         if self.revoked_at.is_some() {
             "revoked"
         } else if self.not_after <= now {
             "expired"
+        } else if self.renewed_by.is_some() {
+            "renewed"
         } else {
             "valid"
         }
