@@ -155,33 +155,11 @@ pub fn endpoint(config: &Path, name: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
-    use dtca_pki::key::{KeyType, PrivateKey};
-    use dtca_pki::{Identity, Role};
+    use dtca_common::bundle::sample;
+    use dtca_pki::Role;
 
     fn bundle() -> Bundle {
-        let now = time::OffsetDateTime::now_utc();
-        let h = hierarchy::create("c", KeyType::P256, now).unwrap();
-        let root = h.root_der.clone();
-        let a = Authority::new("c", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
-        let key = PrivateKey::generate(KeyType::P256).unwrap();
-        let leaf = a
-            .issue(
-                &LeafTemplate {
-                    identity: Identity::new("c", Role::Operator, "alice").unwrap(),
-                    public_key_der: key.public_key_der(),
-                    dns_names: vec![],
-                    ip_addresses: vec![],
-                    lifetime: std::time::Duration::from_secs(3600),
-                },
-                now,
-            )
-            .unwrap();
-        Bundle {
-            root_der: root,
-            chain: vec![leaf.der, a.intermediate_der().to_vec()],
-            key,
-        }
+        sample("c", Role::Operator, "alice", &[])
     }
 
     #[test]

@@ -180,42 +180,48 @@ pub enum BundleError {
     Invalid(String),
 }
 
+/// A bundle from a throwaway CA of cluster `cluster`: a one-hour leaf for `role`/`name`
+/// with `dns_names`, its chain and key. For unit tests only.
+///
+/// # Panics
+/// When the CA or the leaf cannot be made, which is a bug.
+#[cfg(any(test, feature = "testing"))]
+#[must_use]
+pub fn sample(cluster: &str, role: dtca_pki::Role, name: &str, dns_names: &[&str]) -> Bundle {
+    use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
+    let now = time::OffsetDateTime::now_utc();
+    let h = hierarchy::create(cluster, dtca_pki::KeyType::P256, now).expect("test CA");
+    let root_der = h.root_der.clone();
+    let ca = Authority::new(cluster, h.root_der, h.intermediate_der, h.intermediate_key)
+        .expect("test CA");
+    let key = PrivateKey::generate(dtca_pki::KeyType::P256).expect("test key");
+    let leaf = ca
+        .issue(
+            &LeafTemplate {
+                identity: dtca_pki::Identity::new(cluster, role, name).expect("test identity"),
+                public_key_der: key.public_key_der(),
+                dns_names: dns_names.iter().map(|d| (*d).to_string()).collect(),
+                ip_addresses: vec![],
+                lifetime: std::time::Duration::from_secs(3600),
+            },
+            now,
+        )
+        .expect("test leaf");
+    Bundle {
+        root_der,
+        chain: vec![leaf.der, ca.intermediate_der().to_vec()],
+        key,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
-    use dtca_pki::{Identity, KeyType, Role};
+    use dtca_pki::{KeyType, Role};
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Duration;
-
-    fn issue(key: &PrivateKey) -> (Vec<u8>, Vec<Vec<u8>>) {
-        let now = time::OffsetDateTime::now_utc();
-        let h = hierarchy::create("t", KeyType::P256, now).unwrap();
-        let root = h.root_der.clone();
-        let a = Authority::new("t", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
-        let leaf = a
-            .issue(
-                &LeafTemplate {
-                    identity: Identity::new("t", Role::Operator, "alice").unwrap(),
-                    public_key_der: key.public_key_der(),
-                    dns_names: vec![],
-                    ip_addresses: vec![],
-                    lifetime: Duration::from_secs(3600),
-                },
-                now,
-            )
-            .unwrap();
-        (root, vec![leaf.der, a.intermediate_der().to_vec()])
-    }
 
     fn bundle() -> Bundle {
-        let key = PrivateKey::generate(KeyType::P256).unwrap();
-        let (root_der, chain) = issue(&key);
-        Bundle {
-            root_der,
-            chain,
-            key,
-        }
+        sample("t", Role::Operator, "alice", &[])
     }
 
     #[test]

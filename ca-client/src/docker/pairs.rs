@@ -140,33 +140,11 @@ fn replace_link(link: &Path, target: &Path) -> Result<(), FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
-    use dtca_pki::key::{KeyType, PrivateKey};
-    use dtca_pki::{Identity, Role};
+    use dtca_common::bundle::sample;
+    use dtca_pki::Role;
 
     fn bundle() -> Bundle {
-        let now = time::OffsetDateTime::now_utc();
-        let h = hierarchy::create("t", KeyType::P256, now).unwrap();
-        let root = h.root_der.clone();
-        let a = Authority::new("t", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
-        let key = PrivateKey::generate(KeyType::P256).unwrap();
-        let leaf = a
-            .issue(
-                &LeafTemplate {
-                    identity: Identity::new("t", Role::Node, "n").unwrap(),
-                    public_key_der: key.public_key_der(),
-                    dns_names: vec!["n.example".into()],
-                    ip_addresses: vec![],
-                    lifetime: std::time::Duration::from_secs(3600),
-                },
-                now,
-            )
-            .unwrap();
-        Bundle {
-            root_der: root,
-            chain: vec![leaf.der, a.intermediate_der().to_vec()],
-            key,
-        }
+        sample("t", Role::Node, "n", &["n.example"])
     }
 
     #[test]
