@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
 demo="$repo/demo"
-server="$repo/target/release/ca-server"
-client="$repo/target/release/ca-client"
+server="${CARGO_TARGET_DIR:-$repo/target}/release/ca-server"
+client="${CARGO_TARGET_DIR:-$repo/target}/release/ca-client"
 
 stop() {
   if [ -f "$demo/engine/docker.pid" ]; then
