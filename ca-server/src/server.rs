@@ -213,7 +213,7 @@ async fn rotate_server_certificate(
         match server_certificate(&registrar, &options).await {
             Ok((chain, key, nb, na)) => match slot.replace(&chain, &key) {
                 Ok(()) => {
-                    tracing::info!(not_after = %na, "server certificate renewed");
+                    tracing::info!(not_after = %dtca_pki::duration::timestamp(na), "server certificate renewed");
                     (not_before, not_after, failures) = (nb, na, 0);
                 }
                 Err(e) => {

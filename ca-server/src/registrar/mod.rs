@@ -530,7 +530,7 @@ impl Registrar {
             "role {} uses {} expires {}{}",
             record.role,
             record.max_uses,
-            record.expires_at,
+            duration::timestamp(record.expires_at),
             record
                 .name
                 .as_deref()
@@ -769,7 +769,7 @@ fn issue_audit(kind: AuditKind, actor: &str, info: &CertInfo, now: OffsetDateTim
         info.serial.to_string(),
         format!(
             "{identity} until {} names [{}]",
-            info.not_after,
+            duration::timestamp(info.not_after),
             names.join(" ")
         ),
     )
