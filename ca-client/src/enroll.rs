@@ -64,6 +64,8 @@ pub async fn obtain(opts: &EnrollOptions) -> Result<Obtained, ClientError> {
     let token: JoinToken = opts.token.parse()?;
     let addr = ServerAddr::parse(&opts.server)?;
     let sans = Sans::collect(&opts.extra_sans, opts.default_sans)?;
+    // A certificate that could not be stored would still spend a token use.
+    dtca_common::fs::ensure_writable_dir(&opts.out, 0o755)?;
     let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
     let bundle = ca::enroll(
         &mut client,

@@ -71,6 +71,9 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         check_host(host)?;
     }
     let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
+    // Before the token is spent: somewhere to keep what it buys.
+    let dir = credentials_dir(&opts.docker_config, &trusted.cluster);
+    dtca_common::fs::ensure_writable_dir(&dir, 0o700)?;
     let bundle = ca::enroll(
         &mut client,
         &trusted,
@@ -90,7 +93,6 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
             "this is a node token: use `ca-client enroll` on the node; `login` is for operator and admin tokens".into(),
         ));
     }
-    let dir = credentials_dir(&opts.docker_config, &trusted.cluster);
     let now = OffsetDateTime::now_utc();
     let state = ClientState {
         server: addr.to_string(),
@@ -105,7 +107,6 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         next_renewal: None,
         docker: None,
     };
-    dtca_common::fs::ensure_dir(&dir, 0o700)?;
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(
         &opts.docker_config,

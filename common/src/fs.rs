@@ -83,6 +83,23 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
         .map_err(|e| FileError::new(dir, "set permissions of", e))
 }
 
+/// Creates `dir` like [`ensure_dir`] and proves that files can be created in it, so a
+/// caller can refuse before it asks the CA for something it could not store.
+///
+/// # Errors
+/// [`FileError`] naming the directory and what failed.
+pub fn ensure_writable_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
+    ensure_dir(dir, mode)?;
+    let probe = dir.join(format!(".dtca-probe-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE)
+        .open(&probe)
+        .map_err(|e| FileError::new(dir, "create files in", e))?;
+    fs::remove_file(&probe).map_err(|e| FileError::new(&probe, "remove", e))
+}
+
 /// Reads a file to a string, with the path in the error.
 ///
 /// # Errors
@@ -134,6 +151,23 @@ impl FileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writable_dir_is_created_and_a_file_in_the_way_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        ensure_writable_dir(&dir, 0o700).unwrap();
+        assert!(dir.is_dir());
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
+        let file = tmp.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let err = ensure_writable_dir(&file.join("sub"), 0o700).unwrap_err();
+        assert!(err.to_string().contains("sub"), "{err}");
+    }
 
     #[test]
     fn writes_with_exact_mode_and_leaves_no_temp_file() {

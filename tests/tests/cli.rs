@@ -306,6 +306,28 @@ fn client_exit_codes_say_what_was_wrong() {
         &enroll(&good, &serve.addr, &["--san", "10.9.9.9"]),
         Reason::NameNotAllowed,
     );
+    // An --out that cannot be written is refused before the CSR is sent, so the
+    // single-use token is still unspent below.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"a file, not a directory").unwrap();
+    let blocked = blocker.join("creds");
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            &serve.addr,
+            "--out",
+            blocked.to_str().unwrap(),
+            "--token",
+            &good,
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+        ],
+    );
+    expect_code(&out, Reason::LocalIo);
+    assert!(stderr(&out).contains("blocker"), "{}", stderr(&out));
     let out = enroll(&good, &serve.addr, &["--san", "127.0.0.1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     expect_code(

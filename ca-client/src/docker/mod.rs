@@ -147,6 +147,11 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         info.swarm,
     )
     .map_err(|e| ClientError::Docker(format!("{}: {e}", config.display())))?;
+    // Everything the switch writes must be writable before a token is spent on it.
+    files::ensure_writable_dir(&opts.tls_dir, 0o755)?;
+    if let Some(dir) = config.parent().filter(|d| !d.as_os_str().is_empty()) {
+        files::ensure_writable_dir(dir, 0o755)?;
+    }
     Ok(Preflight {
         config,
         existing,
