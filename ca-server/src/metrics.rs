@@ -247,6 +247,7 @@ async fn answer(
             include_inactive: false,
             limit: Some(1),
             role: Some(Role::Node),
+            name: None,
         })
         .await
         .ok()

@@ -340,6 +340,7 @@ async fn renewal_is_refused_for_revoked_expired_and_foreign_certificates() {
                 node.info.serial.to_string().to_lowercase(),
             )),
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -619,6 +620,7 @@ async fn admin_api_lists_shows_revokes_by_name_and_audits() {
                 "node-1".into(),
             )),
             reason: "decommissioned".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

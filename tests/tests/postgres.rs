@@ -575,6 +575,7 @@ async fn mixed_load_on_two_replicas_loses_no_row_and_revocations_apply_on_the_ot
                 victim.serial.clone(),
             )),
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -879,6 +880,7 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
                 held[8].serial.clone(),
             )),
             reason: "key lost".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -888,6 +890,7 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
                 "moved-9".into(),
             )),
             reason: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -903,6 +906,7 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
         include_inactive: true,
         limit: None,
         role: None,
+        name: None,
     };
     let mut source_certs = Vec::new();
     for c in source.certificates(&all).await.unwrap() {

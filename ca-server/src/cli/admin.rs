@@ -71,18 +71,21 @@ pub async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError>
     }
 }
 
+/// `--role` as the API names it.
+fn role_arg(text: &str) -> Result<v1::Role, CliError> {
+    match text {
+        "node" => Ok(v1::Role::Node),
+        "operator" => Ok(v1::Role::Operator),
+        "admin" => Ok(v1::Role::Admin),
+        other => Err(CliError::new(
+            Reason::Usage,
+            format!("--role {other:?}: use node, operator or admin"),
+        )),
+    }
+}
+
 async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
-    let role = match args.role.as_str() {
-        "node" => v1::Role::Node,
-        "operator" => v1::Role::Operator,
-        "admin" => v1::Role::Admin,
-        other => {
-            return Err(CliError::new(
-                Reason::Usage,
-                format!("--role {other:?}: use node, operator or admin"),
-            ));
-        }
-    };
+    let role = role_arg(&args.role)?;
     let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
         match text {
             None => Ok(0),
@@ -233,9 +236,11 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
         CertCommand::Revoke {
             serial,
             name,
+            role,
             reason,
             admin,
         } => {
+            let role = role.as_deref().map(role_arg).transpose()?;
             let target = match (serial, name) {
                 (Some(s), None) => v1::revoke_certificate_request::Target::Serial(s),
                 (None, Some(n)) => v1::revoke_certificate_request::Target::Name(n),
@@ -246,6 +251,7 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
                 .revoke_certificate(v1::RevokeCertificateRequest {
                     target: Some(target),
                     reason: reason.unwrap_or_default(),
+                    role: role.unwrap_or(v1::Role::Unspecified).into(),
                 })
                 .await
                 .map_err(status_error)?

@@ -220,6 +220,10 @@ pub enum CertCommand {
         /// Identity name whose certificates to revoke.
         #[arg(long)]
         name: Option<String>,
+        /// With --name: only certificates of this role (node, operator or admin); needed
+        /// when the name is held by more than one role.
+        #[arg(long, requires = "name")]
+        role: Option<String>,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: Option<String>,

@@ -179,6 +179,7 @@ impl admin_server::Admin for AdminService {
                     include_inactive: req.include_inactive,
                     limit: (req.limit > 0).then_some(req.limit),
                     role: None,
+                    name: None,
                 };
                 self.cx.registrar.certificates(&query).await
             })
@@ -237,7 +238,10 @@ impl admin_server::Admin for AdminService {
                     Some(v1::revoke_certificate_request::Target::Name(n))
                         if !n.trim().is_empty() =>
                     {
-                        RevokeTarget::Name(n.trim().to_string())
+                        RevokeTarget::Name {
+                            name: n.trim().to_string(),
+                            role: role_from_proto(req.role),
+                        }
                     }
                     _ => {
                         return Err(Refusal::InvalidArgument(

@@ -367,6 +367,7 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
         include_inactive: inactive,
         limit: None,
         role: None,
+        name: None,
     };
     let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
     assert!(expiring.iter().any(|c| c.serial == soon_serial));
@@ -399,17 +400,55 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
 
     let server_own = cert(Role::Ca, "alice", now() + time::Duration::days(2));
     let server_serial = server_own.summary.serial.clone();
-    store
-        .record_issuance(enrollment(server_own, "t-list"))
+    let node_alice = cert(Role::Node, "alice", now() + time::Duration::days(3));
+    let node_serial = node_alice.summary.serial.clone();
+    for c in [server_own, node_alice] {
+        store
+            .record_issuance(enrollment(c, "t-list"))
+            .await
+            .unwrap();
+    }
+    let named = store
+        .certificates(&CertQuery {
+            name: Some("alice".into()),
+            ..q(None, false)
+        })
         .await
         .unwrap();
+    assert_eq!(named.len(), 4, "{named:?}");
+    assert!(named.iter().all(|c| c.identity.name == "alice"));
     let revoked = store
-        .revoke(&RevokeTarget::Name("alice".into()), now(), "left", "admin")
+        .revoke(
+            &RevokeTarget::Name {
+                name: "alice".into(),
+                role: Some(Role::Operator),
+            },
+            now(),
+            "left",
+            "admin",
+        )
         .await
         .unwrap();
     assert_eq!(revoked.len(), 2);
     assert!(
-        !revoked.contains(&server_serial),
+        !revoked.contains(&server_serial) && !revoked.contains(&node_serial),
+        "revoking the operator alice revoked another role's certificate"
+    );
+    let revoked = store
+        .revoke(
+            &RevokeTarget::Name {
+                name: "alice".into(),
+                role: None,
+            },
+            now(),
+            "left",
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked,
+        vec![node_serial],
         "revoking a name revoked the CA's own certificate"
     );
     let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
@@ -428,7 +467,15 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
     // The expired one is not revoked (it no longer matters) and not in the CRL.
     assert!(
         store
-            .revoke(&RevokeTarget::Name("bob".into()), now(), "x", "admin")
+            .revoke(
+                &RevokeTarget::Name {
+                    name: "bob".into(),
+                    role: None
+                },
+                now(),
+                "x",
+                "admin"
+            )
             .await
             .unwrap()
             .is_empty()

@@ -134,6 +134,8 @@ pub struct CertQuery {
     pub limit: Option<u32>,
     /// Only certificates of this role.
     pub role: Option<Role>,
+    /// Only certificates of this identity name.
+    pub name: Option<String>,
 }
 
 /// What a revocation targets.
@@ -141,9 +143,15 @@ pub struct CertQuery {
 pub enum RevokeTarget {
     /// One certificate.
     Serial(Serial),
-    /// Every unexpired, unrevoked certificate with this identity name (enrolled roles
-    /// only: the CA server's own certificate is never revoked by name).
-    Name(String),
+    /// Every unexpired, unrevoked certificate with this identity name, of `role` when
+    /// given (enrolled roles only: the CA server's own certificate is never revoked by
+    /// name).
+    Name {
+        /// Identity name.
+        name: String,
+        /// Only certificates of this role.
+        role: Option<Role>,
+    },
 }
 
 /// An enrolled node as operators see it.

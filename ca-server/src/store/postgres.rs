@@ -272,15 +272,23 @@ impl Store for PostgresStore {
             None if query.include_inactive => ("TRUE", vec![]),
             None => ("revoked_at IS NULL AND not_after > $3", vec![now]),
         };
+        // The name, when given, is the parameter after the filter's own.
+        let by_name = match query.name {
+            Some(_) => format!("name = ${}", 3 + extra.len()),
+            None => "TRUE".to_string(),
+        };
         let sql = format!(
             "SELECT {SUMMARY_COLUMNS} FROM certificates
-             WHERE {filter} AND ($1::text IS NULL OR role = $1)
+             WHERE {filter} AND {by_name} AND ($1::text IS NULL OR role = $1)
              ORDER BY not_after, serial LIMIT $2"
         );
         within(async {
             let mut c = self.readers.take().await?;
             let mut params: Vec<&(dyn ToSql + Sync)> = vec![&role, &limit];
             params.extend(extra.iter().map(|v| v as &(dyn ToSql + Sync)));
+            if let Some(name) = &query.name {
+                params.push(name);
+            }
             let rows = c.query(&sql, &params).await.map_err(unavailable)?;
             rows.iter().map(summary_from_row).collect()
         })

@@ -242,20 +242,26 @@ impl Store for SqliteStore {
             let now = query.now.unix_timestamp();
             let limit = query.limit.map(i64::from).unwrap_or(-1);
             let role = query.role.map(|r| r.as_str());
-            // ?1 now, ?2 expiry bound, ?3 role (NULL: any), ?4 limit (-1: none).
+            // ?1 now, ?2 expiry bound, ?3 role (NULL: any), ?4 limit (-1: none), ?5 name.
             let filter = match query.expiring_within {
                 Some(_) => "revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1 AND not_after <= ?2",
                 None if query.include_inactive => "?1 IS NOT NULL AND ?2 IS NOT NULL",
                 None => "revoked_at IS NULL AND not_after > ?1 AND ?2 IS NOT NULL",
             };
+            // Spelled out rather than `(?5 IS NULL OR ...)`, so a name uses its index.
+            let by_name = if query.name.is_some() {
+                "name = ?5"
+            } else {
+                "?5 IS NULL"
+            };
             let bound = now.saturating_add(query.expiring_within.map(secs).unwrap_or(0));
             let sql = format!(
                 "SELECT {SUMMARY_COLUMNS} FROM certificates
-                 WHERE {filter} AND (?3 IS NULL OR role = ?3) ORDER BY not_after LIMIT ?4"
+                 WHERE {filter} AND {by_name} AND (?3 IS NULL OR role = ?3) ORDER BY not_after LIMIT ?4"
             );
             let mut stmt = c.prepare_cached(&sql).map_err(unavailable)?;
             let rows = stmt
-                .query_map(params![now, bound, role, limit], summary_from_row)
+                .query_map(params![now, bound, role, limit, query.name], summary_from_row)
                 .map_err(unavailable)?;
             rows.map(|r| r.map_err(unavailable)?).collect()
         })
@@ -715,15 +721,19 @@ fn revoke(
                 }
             }
         }
-        RevokeTarget::Name(name) => {
+        RevokeTarget::Name { name, role } => {
             let mut stmt = tx
                 .prepare(
                     "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3
-                     WHERE name = ?1 AND role != 'ca' AND revoked_at IS NULL AND not_after > ?2 RETURNING serial",
+                     WHERE name = ?1 AND role != 'ca' AND (?4 IS NULL OR role = ?4)
+                       AND revoked_at IS NULL AND not_after > ?2 RETURNING serial",
                 )
                 .map_err(unavailable)?;
+            let role = role.map(|r| r.as_str());
             let rows = stmt
-                .query_map(params![name, at_secs, reason], |r| r.get::<_, String>(0))
+                .query_map(params![name, at_secs, reason, role], |r| {
+                    r.get::<_, String>(0)
+                })
                 .map_err(unavailable)?;
             rows.collect::<Result<_, _>>().map_err(unavailable)?
         }
@@ -1009,6 +1019,7 @@ mod tests {
             include_inactive: true,
             limit: None,
             role: None,
+            name: None,
         };
         assert_eq!(store.certificates(&query).await.unwrap().len(), 200);
     }

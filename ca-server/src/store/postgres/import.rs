@@ -151,6 +151,7 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
             include_inactive: true,
             limit: None,
             role: None,
+            name: None,
         })
         .await
         .map_err(ImportError::Source)?;

@@ -75,9 +75,9 @@ impl Write {
                     ..
                 } => (1, s.to_string()),
                 Change::Revoke {
-                    target: RevokeTarget::Name(n),
+                    target: RevokeTarget::Name { name, .. },
                     ..
-                } => (2, n.clone()),
+                } => (2, name.clone()),
                 Change::Engine { name, .. } => (3, name.clone()),
             },
         }
@@ -403,12 +403,13 @@ async fn revoke(
                 vec![serial]
             }
         }
-        RevokeTarget::Name(name) => conn
+        RevokeTarget::Name { name, role } => conn
             .query(
                 "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
-                 WHERE name = $1 AND role <> 'ca' AND revoked_at IS NULL AND not_after > $2
+                 WHERE name = $1 AND role <> 'ca' AND ($4::text IS NULL OR role = $4)
+                   AND revoked_at IS NULL AND not_after > $2
                  RETURNING serial",
-                &[name, &at_secs, &reason],
+                &[name, &at_secs, &reason, &role.map(|r| r.as_str())],
             )
             .await?
             .iter()
