@@ -109,11 +109,19 @@ pub async fn run(
     let tls = server_config(slot.clone(), registrar.authority().root_der())?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dtca_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Certificate(Refusal::Internal(e.to_string())))?;
+    // Both reflection versions: older grpcurl and evans only speak v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dtca_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| {
+        ServeError::Certificate(Refusal::Internal(e.to_string()))
+    };
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
 
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     tasks.push(tokio::spawn(health_loop(
@@ -143,6 +151,7 @@ pub async fn run(
         .timeout(Duration::from_secs(30))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             CaServer::new(CaService::new(cx.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -98,9 +98,9 @@ pub fn verify_ca_signature(child: &[u8], parent: &[u8]) -> Result<(), ChainError
 /// Why a chain was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    #[error("the certificate expired at {not_after}")]
+    #[error("the certificate expired at {}", crate::duration::timestamp(*not_after))]
     Expired { not_after: OffsetDateTime },
-    #[error("the certificate is not valid before {not_before}")]
+    #[error("the certificate is not valid before {}", crate::duration::timestamp(*not_before))]
     NotYetValid { not_before: OffsetDateTime },
     #[error("the certificate was not issued by this CA (no valid signature chain to its root)")]
     UnknownIssuer,

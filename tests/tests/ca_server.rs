@@ -727,7 +727,7 @@ async fn health_reflection_and_the_server_certificate_are_right() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = ServerReflectionClient::new(channel)
+    let mut responses = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await
         .unwrap()
@@ -743,4 +743,25 @@ async fn health_reflection_and_the_server_certificate_are_right() {
             "{want} missing from {names:?}"
         );
     }
+
+    // So does v1alpha, which older grpcurl and evans use.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer");
+    };
+    assert!(list.service.iter().any(|s| s.name == "dtca.v1.Ca"));
 }

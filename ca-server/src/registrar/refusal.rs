@@ -21,7 +21,7 @@ pub enum Refusal {
     TokenForeignCa,
     #[error("unknown join token: ask an admin for a new one (ca-server token create)")]
     TokenUnknown,
-    #[error("the join token expired at {at}: ask an admin for a new one")]
+    #[error("the join token expired at {}: ask an admin for a new one", dtca_pki::duration::timestamp(*at))]
     TokenExpired { at: OffsetDateTime },
     #[error("the join token was revoked: ask an admin for a new one")]
     TokenRevoked,
@@ -35,7 +35,7 @@ pub enum Refusal {
     CertMissing,
     #[error("the client certificate was not issued by this CA")]
     CertForeign,
-    #[error("the client certificate expired at {not_after}: re-enroll with a join token")]
+    #[error("the client certificate expired at {}: re-enroll with a join token", dtca_pki::duration::timestamp(*not_after))]
     CertExpired { not_after: OffsetDateTime },
     #[error("invalid client certificate: {0}")]
     CertInvalid(String),

@@ -249,7 +249,7 @@ impl AuditEntry {
 pub enum StoreError {
     #[error("unknown join token")]
     TokenUnknown,
-    #[error("the join token expired at {0}")]
+    #[error("the join token expired at {}", dtca_pki::duration::timestamp(*.0))]
     TokenExpired(OffsetDateTime),
     #[error("the join token was revoked")]
     TokenRevoked,

@@ -330,7 +330,7 @@ pub enum AuthorityError {
     Mismatch(&'static str),
     #[error("identity of cluster {0:?} cannot be issued by this CA")]
     WrongCluster(String),
-    #[error("the intermediate CA expired at {not_after}; re-initialise the CA")]
+    #[error("the intermediate CA expired at {}; re-initialise the CA", crate::duration::timestamp(*not_after))]
     IssuerExpired { not_after: OffsetDateTime },
     #[error("signing failed: {0}")]
     Signing(String),
