@@ -67,9 +67,7 @@ pub fn credentials_dir(docker_config: &Path, cluster: &str) -> PathBuf {
 pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
     let token: JoinToken = opts.token.parse()?;
     let addr = ServerAddr::parse(&opts.server)?;
-    for host in &opts.hosts {
-        check_host(host)?;
-    }
+    let hosts = host_contexts(&opts.hosts)?;
     let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
     // Before the token is spent: somewhere to keep what it buys.
     let dir = credentials_dir(&opts.docker_config, &trusted.cluster);
@@ -113,7 +111,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         &addr,
         &bundle,
         &trusted.cluster,
-        &opts.hosts,
+        &hosts,
     )
     .await?;
     Ok(LoginReport {
@@ -153,8 +151,9 @@ pub async fn renew(
         })?;
     state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
     enroll::write(&dir, &bundle, &state)?;
+    let hosts = host_contexts(&state.extra_sans)?;
     let (contexts, unreachable) =
-        refresh_contexts(docker_config, &addr, &bundle, &cluster, &state.extra_sans).await?;
+        refresh_contexts(docker_config, &addr, &bundle, &cluster, &hosts).await?;
     Ok(LoginReport {
         info: bundle.leaf()?,
         dir,
@@ -171,7 +170,7 @@ async fn refresh_contexts(
     addr: &ServerAddr,
     bundle: &Bundle,
     cluster: &str,
-    hosts: &[String],
+    hosts: &[(String, String)],
 ) -> Result<(Vec<(String, String, Outcome)>, Vec<String>), ClientError> {
     let mut client = ca::authenticated(addr, bundle).await?;
     let nodes = client
@@ -188,9 +187,7 @@ async fn refresh_contexts(
             wanted.push((node.name, node.endpoint));
         }
     }
-    for host in hosts {
-        wanted.push((host_context_name(host), host.clone()));
-    }
+    wanted.extend(hosts.iter().cloned());
     for (name, endpoint) in contexts::ours(docker_config, cluster) {
         if !wanted.iter().any(|(n, _)| *n == name) {
             wanted.push((name, endpoint));
@@ -245,27 +242,69 @@ fn only_cluster(docker_config: &Path) -> Result<String, ClientError> {
     }
 }
 
-fn check_host(host: &str) -> Result<(), ClientError> {
-    let ok = host
-        .strip_prefix("tcp://")
-        .and_then(|r| r.rsplit_once(':'))
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(ClientError::Invalid(format!(
-            "--host {host:?} must be tcp://HOST:PORT"
-        )))
+/// The contexts `--host [NAME=]tcp://HOST:PORT` asks for, as (name, endpoint).
+///
+/// # Errors
+/// [`ClientError::Invalid`] for a malformed host or name, or two hosts with one name.
+fn host_contexts(args: &[String]) -> Result<Vec<(String, String)>, ClientError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for arg in args {
+        let (name, url) = host_context(arg)?;
+        if let Some((_, other)) = out.iter().find(|(n, _)| *n == name) {
+            return Err(ClientError::Invalid(format!(
+                "--host {other} and --host {url} would share the context name {name:?}: name them, as --host NAME=tcp://HOST:PORT"
+            )));
+        }
+        out.push((name, url));
     }
+    Ok(out)
 }
 
-/// The context name for an extra host: its host part (`tcp://db-1.example:2376` ->
-/// `db-1.example`).
-pub fn host_context_name(host: &str) -> String {
-    host.trim_start_matches("tcp://")
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_matches(['[', ']']).replace(':', "-"))
-        .unwrap_or_else(|| host.to_string())
+/// One `--host [NAME=]tcp://HOST:PORT`. Without a name, the context is named after the
+/// host, with the port when it is not Docker's TLS port 2376 (`tcp://db-1:2376` ->
+/// `db-1`, `tcp://10.0.0.5:12376` -> `10.0.0.5-12376`, `tcp://[fd00::5]:2376` ->
+/// `ip6-fd00--5`).
+///
+/// # Errors
+/// [`ClientError::Invalid`] naming the argument.
+pub fn host_context(arg: &str) -> Result<(String, String), ClientError> {
+    let (name, url) = match arg.split_once('=') {
+        Some((name, url)) if !name.contains("://") => (Some(name.to_string()), url),
+        _ => (None, arg),
+    };
+    let Some((host, port)) = url
+        .strip_prefix("tcp://")
+        .and_then(|r| r.rsplit_once(':'))
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    else {
+        return Err(ClientError::Invalid(format!(
+            "--host {arg:?} must be tcp://HOST:PORT or NAME=tcp://HOST:PORT"
+        )));
+    };
+    let name = name.unwrap_or_else(|| {
+        let host = host.trim_matches(['[', ']']);
+        let mut name = if host.contains(':') {
+            format!("ip6-{}", host.replace(':', "-"))
+        } else {
+            host.to_string()
+        };
+        if port != "2376" {
+            name = format!("{name}-{port}");
+        }
+        name
+    });
+    // The docker CLI's rule for context names.
+    let valid = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c));
+    if !valid {
+        return Err(ClientError::Invalid(format!(
+            "--host {arg:?}: {name:?} is not a docker context name (letters, digits, _ . + -, starting with a letter or digit)"
+        )));
+    }
+    Ok((name, url.to_string()))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -283,11 +322,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_contexts_are_named_by_host() {
-        assert_eq!(host_context_name("tcp://db-1.example:2376"), "db-1.example");
-        assert_eq!(host_context_name("tcp://[fd00::5]:2376"), "fd00--5");
-        assert!(check_host("tcp://a:1").is_ok());
-        assert!(check_host("a:1").is_err() && check_host("tcp://a").is_err());
+    fn host_contexts_are_named_by_host_and_port_unless_named() {
+        let name = |arg: &str| host_context(arg).unwrap().0;
+        assert_eq!(name("tcp://db-1.example:2376"), "db-1.example");
+        assert_eq!(name("tcp://10.0.0.5:12376"), "10.0.0.5-12376");
+        assert_eq!(name("tcp://[fd00::5]:2376"), "ip6-fd00--5");
+        assert_eq!(name("tcp://[::1]:19072"), "ip6---1-19072");
+        assert_eq!(
+            host_context("db=tcp://10.0.0.5:2376").unwrap(),
+            ("db".to_string(), "tcp://10.0.0.5:2376".to_string())
+        );
+        for bad in ["a:1", "tcp://a", "-x=tcp://a:1", "tcp://a:port"] {
+            assert!(host_context(bad).is_err(), "{bad}");
+        }
+        // Two engines on one address get two contexts; one name twice is refused.
+        let two = host_contexts(&[
+            "tcp://127.0.0.1:19070".into(),
+            "tcp://127.0.0.1:19071".into(),
+        ])
+        .unwrap();
+        assert_ne!(two[0].0, two[1].0);
+        assert!(host_contexts(&["x=tcp://a:1".into(), "x=tcp://b:1".into()]).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ struct Fleet {
     serve: ServeProcess,
     engine: Engine,
     node: String,
+    /// The engine's mutual-TLS address.
+    listen: String,
     docker_config: PathBuf,
 }
 
@@ -50,6 +52,7 @@ impl Fleet {
             serve,
             engine,
             node,
+            listen: listen.clone(),
         };
         let token = f.token(&["--role", "node", "--name", &f.node]);
         let out = Command::new(bin("ca-client"))
@@ -157,13 +160,35 @@ fn login_gives_working_contexts_and_leaves_other_docker_config_alone() {
         .join("meta.json");
     let other_before = std::fs::read(&other_meta).unwrap();
 
-    let out = f.login(&f.token(&["--role", "operator"]), "alice");
+    // Besides the inventory's node, the same engine twice by --host: once named after
+    // its address and port, once named by the operator.
+    let port = f.listen.rsplit_once(':').unwrap().1;
+    let by_address = format!("127.0.0.1-{port}");
+    let named = format!("direct={}", f.listen);
+    let token = f.token(&["--role", "operator"]);
+    let out = f.client(&[
+        "login",
+        "--server",
+        &f.serve.addr,
+        "--token",
+        &token,
+        "--name",
+        "alice",
+        "--host",
+        &f.listen,
+        "--host",
+        &named,
+    ]);
     assert!(out.status.success(), "login: {}", text(&out));
     let printed = text(&out);
     assert!(
         printed.contains("context web-1") && printed.contains("created"),
         "{printed}"
     );
+    for context in [by_address.as_str(), "direct"] {
+        let v = f.docker(&["--context", context, "version"]);
+        assert!(v.status.success(), "--context {context}: {}", text(&v));
+    }
     assert!(printed.contains("docker --context web-1 ps"), "{printed}");
 
     let ps = f.docker(&["--context", &f.node, "ps"]);
@@ -193,8 +218,8 @@ fn login_gives_working_contexts_and_leaves_other_docker_config_alone() {
         .into_iter()
         .filter(|p| p.ends_with("key.pem"))
         .collect();
-    assert_eq!(tls_keys.len(), 1);
-    assert_eq!(mode(&tls_keys[0]), 0o600);
+    assert_eq!(tls_keys.len(), 3, "{tls_keys:?}");
+    assert!(tls_keys.iter().all(|k| mode(k) == 0o600));
 
     // Nothing else changed.
     assert_eq!(

@@ -64,7 +64,8 @@ pub struct LoginArgs {
     /// Identity name to ask for. [default: $USER]
     #[arg(long, env = "DTCA_NAME")]
     pub name: Option<String>,
-    /// Also make a context for this engine (tcp://HOST:PORT). Repeatable.
+    /// Also make a context for this engine: tcp://HOST:PORT, named after the host (and
+    /// the port, unless 2376), or NAME=tcp://HOST:PORT. Repeatable.
     #[arg(long = "host")]
     pub hosts: Vec<String>,
     /// Renew the current login with its certificate instead of a token.
