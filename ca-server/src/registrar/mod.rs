@@ -701,7 +701,7 @@ impl Registrar {
                 action: "report an engine address",
             });
         }
-        check_endpoint(endpoint)?;
+        check_endpoint(endpoint, &caller.record.summary)?;
         self.store
             .set_engine(
                 &caller.identity.name,
@@ -788,7 +788,10 @@ fn names_for_role(role: Role, csr: &mut VerifiedCsr) -> Result<(), Refusal> {
     }
 }
 
-fn check_endpoint(endpoint: &str) -> Result<(), Refusal> {
+/// A well-formed `tcp://HOST:PORT` whose host is one of the node certificate's names: the
+/// docker CLI of an operator checks the engine's certificate against that host, and a node
+/// must not point operators at someone else's engine.
+fn check_endpoint(endpoint: &str, cert: &CertSummary) -> Result<(), Refusal> {
     let rest = endpoint.strip_prefix("tcp://").ok_or_else(|| {
         Refusal::InvalidArgument(format!(
             "engine address {endpoint:?} must be tcp://HOST:PORT"
@@ -800,11 +803,24 @@ fn check_endpoint(endpoint: &str) -> Result<(), Refusal> {
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
         && !rest.contains('/')
         && !rest.contains(char::is_whitespace);
-    if ok {
+    if !ok {
+        return Err(Refusal::InvalidArgument(format!(
+            "engine address {endpoint:?} must be tcp://HOST:PORT"
+        )));
+    }
+    let host = rest
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or_default();
+    let named = match host.parse::<IpAddr>() {
+        Ok(ip) => cert.ip_addresses.contains(&ip),
+        Err(_) => cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(host)),
+    };
+    if named {
         Ok(())
     } else {
         Err(Refusal::InvalidArgument(format!(
-            "engine address {endpoint:?} must be tcp://HOST:PORT"
+            "engine address {endpoint:?}: {host} is not among this node's certificate names, so clients could not verify the engine"
         )))
     }
 }

@@ -494,10 +494,28 @@ async fn roles_are_enforced() {
         .report_engine(&node, "tcp://10.0.0.5:2376", now())
         .await
         .unwrap();
-    assert!(matches!(
-        f.registrar.report_engine(&node, "http://x", now()).await,
-        Err(Refusal::InvalidArgument(_))
-    ));
+    f.registrar
+        .report_engine(&node, "tcp://WEB-1.example.com:2376", now())
+        .await
+        .unwrap();
+    f.registrar
+        .report_engine(&node, "tcp://10.0.0.5:2376", now())
+        .await
+        .unwrap();
+    // Malformed, or a host the node's certificate does not name (another engine).
+    for bad in [
+        "http://x",
+        "tcp://10.0.0.6:2376",
+        "tcp://evil.example.org:2376",
+    ] {
+        assert!(
+            matches!(
+                f.registrar.report_engine(&node, bad, now()).await,
+                Err(Refusal::InvalidArgument(_))
+            ),
+            "{bad}"
+        );
+    }
     let nodes = f.registrar.nodes(now()).await.unwrap();
     assert_eq!(nodes[0].endpoint.as_deref(), Some("tcp://10.0.0.5:2376"));
 }
