@@ -66,13 +66,13 @@ pub struct LoginArgs {
     pub name: Option<String>,
     /// Also make a context for this engine: tcp://HOST:PORT, named after the host (and
     /// the port, unless 2376), or NAME=tcp://HOST:PORT. Repeatable.
-    #[arg(long = "host")]
+    #[arg(long = "host", env = "DTCA_HOST", value_delimiter = ',')]
     pub hosts: Vec<String>,
     /// Renew the current login with its certificate instead of a token.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_RENEW")]
     pub renew: bool,
     /// Which cluster to renew, when logged in to several.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_CLUSTER")]
     pub cluster: Option<String>,
     /// Key algorithm: p256 or ed25519. [default: p256]
     #[arg(long, env = "DTCA_KEY_TYPE")]
@@ -161,7 +161,7 @@ pub struct AgentArgs {
     #[arg(long, env = "DTCA_SERVER")]
     pub server: Option<String>,
     /// Renew once right away, then on schedule.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_RENEW_NOW")]
     pub renew_now: bool,
     /// Longest wait between retries while the CA is unreachable. [default: 10m]
     #[arg(long, env = "DTCA_RETRY_CAP")]
@@ -190,7 +190,7 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Print JSON.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_JSON")]
     pub json: bool,
     #[command(flatten)]
     pub out: OutArgs,
@@ -240,7 +240,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {
-            crate::status::status(&settings::out_dir(&args.out, &file), args.json).await?;
+            let json = args.json || file.json == Some(true);
+            crate::status::status(&settings::out_dir(&args.out, &file), json).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -248,11 +249,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
 
 async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let docker_config = crate::contexts::docker_config_dir();
-    let report = if args.renew {
+    let renew = args.renew || file.renew == Some(true);
+    let report = if renew {
         crate::operator::renew(
             &docker_config,
-            args.cluster.as_deref(),
-            args.server.as_deref(),
+            args.cluster.as_deref().or(file.cluster.as_deref()),
+            args.server.as_deref().or(file.server.as_deref()),
         )
         .await?
     } else {
@@ -263,11 +265,7 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
     let now = time::OffsetDateTime::now_utc();
     println!(
         "{} as {} until {} ({} left)",
-        if args.renew {
-            "renewed login"
-        } else {
-            "logged in"
-        },
+        if renew { "renewed login" } else { "logged in" },
         info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
         duration::timestamp(info.not_after),
         duration::human(info.seconds_left(now))
@@ -315,7 +313,7 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
 async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let mut opts = crate::agent::AgentOptions::new(settings::out_dir(&args.out, file));
     opts.server = args.server.or_else(|| file.server.clone());
-    opts.renew_now = args.renew_now;
+    opts.renew_now = args.renew_now || file.renew_now == Some(true);
     opts.retry_base = settings::duration_or(
         args.retry_base.as_deref(),
         file.retry_base.as_deref(),

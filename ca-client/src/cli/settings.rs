@@ -38,6 +38,11 @@ pub struct FileConfig {
     pub retry_base: Option<String>,
     pub retry_cap: Option<String>,
     pub warn_within: Option<String>,
+    pub host: Option<Vec<String>>,
+    pub renew: Option<bool>,
+    pub cluster: Option<String>,
+    pub renew_now: Option<bool>,
+    pub json: Option<bool>,
 }
 
 /// Reads the config file named by `--config`, or the default one when it exists.
@@ -219,6 +224,7 @@ pub fn login_options(
     let name = args
         .name
         .clone()
+        .or_else(|| file.name.clone())
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "operator".into());
     problems
@@ -228,7 +234,11 @@ pub fn login_options(
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),
         name,
-        hosts: args.hosts.clone(),
+        hosts: if args.hosts.is_empty() {
+            file.host.clone().unwrap_or_default()
+        } else {
+            args.hosts.clone()
+        },
         docker_config,
         key_type,
     })

@@ -27,7 +27,7 @@ pub async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError>
                 .map_err(status_error)?
                 .into_inner()
                 .tokens;
-            if admin.json {
+            if admin.wants_json(file) {
                 let rows: Vec<_> = tokens.iter().map(token_json).collect();
                 print_json(&json!(rows));
             } else {
@@ -85,7 +85,20 @@ fn role_arg(text: &str) -> Result<v1::Role, CliError> {
 }
 
 async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
-    let role = role_arg(&args.role)?;
+    let role = args.role.as_ref().or(file.role.as_ref()).ok_or_else(|| {
+        CliError::new(Reason::Usage, "--role is required: node, operator or admin")
+    })?;
+    let role = role_arg(role)?;
+    let or_file = |flag: &[String], file: &Option<Vec<String>>| {
+        if flag.is_empty() {
+            file.clone().unwrap_or_default()
+        } else {
+            flag.to_vec()
+        }
+    };
+    let ttl = args.ttl.clone().or_else(|| file.ttl.clone());
+    let cert_ttl = args.cert_ttl.clone().or_else(|| file.cert_ttl.clone());
+    let uses = args.uses.or(file.uses);
     let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
         match text {
             None => Ok(0),
@@ -96,14 +109,18 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
     };
     let request = v1::CreateTokenRequest {
         role: role.into(),
-        ttl_seconds: seconds("ttl", &args.ttl)?,
-        uses: args.uses.unwrap_or(0),
-        name: args.name.clone().unwrap_or_default(),
-        allow_dns: args.allow_dns.clone(),
-        allow_ip: args.allow_ip.clone(),
-        cert_ttl_seconds: seconds("cert-ttl", &args.cert_ttl)?,
+        ttl_seconds: seconds("ttl", &ttl)?,
+        uses: uses.unwrap_or(0),
+        name: args
+            .name
+            .clone()
+            .or_else(|| file.name.clone())
+            .unwrap_or_default(),
+        allow_dns: or_file(&args.allow_dns, &file.allow_dns),
+        allow_ip: or_file(&args.allow_ip, &file.allow_ip),
+        cert_ttl_seconds: seconds("cert-ttl", &cert_ttl)?,
     };
-    if args.uses == Some(0) {
+    if uses == Some(0) {
         return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
     }
     let mut client = connect(&args.admin, file).await?;
@@ -112,7 +129,7 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
         .await
         .map_err(status_error)?
         .into_inner();
-    if args.admin.json {
+    if args.admin.wants_json(file) {
         let mut value = response
             .info
             .as_ref()
@@ -145,6 +162,8 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
             limit,
             admin,
         } => {
+            let expiring_within = expiring_within.or_else(|| file.expiring_within.clone());
+            let (all, limit) = (all || file.all == Some(true), limit.or(file.limit));
             let within = match &expiring_within {
                 Some(t) => i64::try_from(
                     duration::parse(t)
@@ -167,7 +186,7 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
                 .map_err(status_error)?
                 .into_inner()
                 .certificates;
-            if admin.json {
+            if admin.wants_json(file) {
                 let rows: Vec<_> = certs.iter().map(cert_json).collect();
                 print_json(&json!(rows));
             } else {
@@ -201,7 +220,7 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
                 .map_err(status_error)?
                 .into_inner();
             let s = d.summary.clone().unwrap_or_default();
-            if admin.json {
+            if admin.wants_json(file) {
                 let mut value = cert_json(&s);
                 value["pem"] = json!(d.pem);
                 value["renewed_from"] = json!(d.renewed_from);
@@ -257,7 +276,7 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
                 .map_err(status_error)?
                 .into_inner()
                 .serials;
-            if admin.json {
+            if admin.wants_json(file) {
                 print_json(&json!({ "revoked": revoked }));
             } else if revoked.is_empty() {
                 println!("nothing to revoke (already revoked or expired)");
@@ -275,13 +294,13 @@ pub async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut client = connect(&args.admin, file).await?;
     let events = client
         .list_audit(v1::ListAuditRequest {
-            limit: args.limit.unwrap_or(50),
+            limit: args.limit.or(file.limit).unwrap_or(50),
         })
         .await
         .map_err(status_error)?
         .into_inner()
         .events;
-    if args.admin.json {
+    if args.admin.wants_json(file) {
         let rows: Vec<_> = events
             .iter()
             .map(|e| json!({"at": timestamp(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))

@@ -140,8 +140,15 @@ pub struct AdminArgs {
     #[arg(long, env = "DTCA_ADMIN_DIR")]
     pub admin_dir: Option<PathBuf>,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_JSON")]
     pub json: bool,
+}
+
+impl AdminArgs {
+    /// `--json`, `DTCA_JSON` or `json = true` in the config file.
+    pub fn wants_json(&self, file: &settings::FileConfig) -> bool {
+        self.json || file.json == Some(true)
+    }
 }
 
 /// `token` subcommands.
@@ -163,26 +170,26 @@ pub enum TokenCommand {
 /// `token create` flags.
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
-    /// Role of the certificates it enrolls: node, operator or admin.
-    #[arg(long)]
-    pub role: String,
+    /// Role of the certificates it enrolls: node, operator or admin. Required.
+    #[arg(long, env = "DTCA_ROLE")]
+    pub role: Option<String>,
     /// How long the token stays valid. [default: 24h]
-    #[arg(long)]
+    #[arg(long, env = "DTCA_TTL")]
     pub ttl: Option<String>,
     /// How many enrollments it allows. [default: 1]
-    #[arg(long)]
+    #[arg(long, env = "DTCA_USES")]
     pub uses: Option<u32>,
     /// Identity name every certificate from it gets (else the client's host or user name).
-    #[arg(long)]
+    #[arg(long, env = "DTCA_NAME")]
     pub name: Option<String>,
     /// DNS names allowed in node certificates: host.example.com or *.example.com. Repeatable.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_ALLOW_DNS", value_delimiter = ',')]
     pub allow_dns: Vec<String>,
     /// IP networks allowed in node certificates: 10.0.0.0/8 or 192.0.2.7. Repeatable.
-    #[arg(long)]
+    #[arg(long, env = "DTCA_ALLOW_IP", value_delimiter = ',')]
     pub allow_ip: Vec<String>,
     /// Lifetime of the certificates it enrolls. [default: the role's: node 30d, operator and admin 12h]
-    #[arg(long)]
+    #[arg(long, env = "DTCA_CERT_TTL")]
     pub cert_ttl: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -194,13 +201,13 @@ pub enum CertCommand {
     /// List certificates (valid ones by default).
     List {
         /// Only current certificates expiring within this duration (e.g. 7d).
-        #[arg(long)]
+        #[arg(long, env = "DTCA_EXPIRING_WITHIN")]
         expiring_within: Option<String>,
         /// Also list expired and revoked certificates.
-        #[arg(long)]
+        #[arg(long, env = "DTCA_ALL")]
         all: bool,
         /// At most this many.
-        #[arg(long)]
+        #[arg(long, env = "DTCA_LIMIT")]
         limit: Option<u32>,
         #[command(flatten)]
         admin: AdminArgs,
@@ -212,7 +219,8 @@ pub enum CertCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Revoke a certificate by serial, or every current certificate of a name.
+    /// Revoke a certificate by serial, or every current certificate of a name. What to
+    /// revoke is read from the command line only, never from the environment or a file.
     Revoke {
         /// Serial, as `openssl x509 -noout -serial` prints it.
         #[arg(required_unless_present = "name", conflicts_with = "name")]
@@ -236,7 +244,7 @@ pub enum CertCommand {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// How many entries. [default: 50]
-    #[arg(long)]
+    #[arg(long, env = "DTCA_LIMIT")]
     pub limit: Option<u32>,
     #[command(flatten)]
     pub admin: AdminArgs,

@@ -40,6 +40,19 @@ pub struct FileConfig {
     pub renew_grace: Option<String>,
     pub server: Option<String>,
     pub admin_dir: Option<PathBuf>,
+    pub json: Option<bool>,
+    // token create
+    pub role: Option<String>,
+    pub ttl: Option<String>,
+    pub uses: Option<u32>,
+    pub name: Option<String>,
+    pub allow_dns: Option<Vec<String>>,
+    pub allow_ip: Option<Vec<String>>,
+    pub cert_ttl: Option<String>,
+    // cert list, audit
+    pub expiring_within: Option<String>,
+    pub all: Option<bool>,
+    pub limit: Option<u32>,
 }
 
 /// Reads the config file named by `--config`, or the default one when it exists.
