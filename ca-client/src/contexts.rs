@@ -26,8 +26,9 @@ pub enum Outcome {
     Created,
     /// Ours already; endpoint and TLS files refreshed.
     Updated,
-    /// A context of that name exists and is not ours: not touched.
-    SkippedForeign,
+    /// A context of that name exists and is not this cluster's: not touched. Holds the
+    /// dtca cluster it belongs to, if it is another cluster's.
+    SkippedForeign(Option<String>),
 }
 
 /// The docker CLI's configuration directory: `$DOCKER_CONFIG`, else `~/.docker`.
@@ -78,7 +79,8 @@ pub fn upsert(
 ) -> Result<Outcome, ClientError> {
     let outcome = match read_meta(config, name) {
         Some(meta) if meta["Metadata"]["dtca"].as_str() != Some(cluster) => {
-            return Ok(Outcome::SkippedForeign);
+            let owner = meta["Metadata"]["dtca"].as_str().map(str::to_string);
+            return Ok(Outcome::SkippedForeign(owner));
         }
         Some(_) => Outcome::Updated,
         None => Outcome::Created,
@@ -195,9 +197,14 @@ mod tests {
         std::fs::write(&foreign, original).unwrap();
         assert_eq!(
             upsert(tmp.path(), "prod", "tcp://x:2376", &b, "c").unwrap(),
-            Outcome::SkippedForeign
+            Outcome::SkippedForeign(None)
         );
         assert_eq!(std::fs::read_to_string(&foreign).unwrap(), original);
+        // Another dtca cluster's context of the same name: left alone, and named.
+        assert_eq!(
+            upsert(tmp.path(), "node-1", "tcp://10.9.9.9:2376", &b, "other").unwrap(),
+            Outcome::SkippedForeign(Some("c".into()))
+        );
         assert!(!tls_dir(tmp.path(), "prod").exists());
     }
 }

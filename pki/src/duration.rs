@@ -69,7 +69,7 @@ pub fn timestamp(at: time::OffsetDateTime) -> String {
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid duration {0:?}: write a positive whole number with a unit, like 90s, 15m, 12h, 30d or 2w"
+    "invalid duration {0:?}: write a positive whole number with a unit, like 90s, 15m, 12h, 30d or 2w (a bare number is seconds)"
 )]
 pub struct DurationError(pub String);
 

@@ -276,10 +276,13 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
     );
     for (name, endpoint, outcome) in &report.contexts {
         let what = match outcome {
-            crate::contexts::Outcome::Created => "created",
-            crate::contexts::Outcome::Updated => "updated",
-            crate::contexts::Outcome::SkippedForeign => {
-                "SKIPPED (a context of that name exists and is not dtca's)"
+            crate::contexts::Outcome::Created => "created".to_string(),
+            crate::contexts::Outcome::Updated => "updated".to_string(),
+            crate::contexts::Outcome::SkippedForeign(None) => {
+                "SKIPPED (a context of that name exists and is not dtca's)".to_string()
+            }
+            crate::contexts::Outcome::SkippedForeign(Some(other)) => {
+                format!("SKIPPED (a context of that name belongs to dtca cluster {other:?})")
             }
         };
         println!("  context {name:<24} {endpoint:<32} {what}");
@@ -292,7 +295,7 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
     if let Some((name, _, _)) = report
         .contexts
         .iter()
-        .find(|(_, _, o)| *o != crate::contexts::Outcome::SkippedForeign)
+        .find(|(_, _, o)| !matches!(o, crate::contexts::Outcome::SkippedForeign(_)))
     {
         println!("Try: docker --context {name} ps");
     }
