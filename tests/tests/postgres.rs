@@ -186,6 +186,12 @@ struct Held {
 }
 
 impl Held {
+    /// An engine address this node may report: its certificate's DNS name.
+    fn engine(&self) -> String {
+        let info = dtca_pki::inspect::CertInfo::from_der(&self.leaf).unwrap();
+        format!("tcp://{}:2376", info.dns_names[0])
+    }
+
     fn identity(&self) -> ClientIdentity {
         ClientIdentity {
             chain: vec![self.leaf.clone(), self.intermediate.clone()],
@@ -483,12 +489,10 @@ async fn mixed_load_on_two_replicas_loses_no_row_and_revocations_apply_on_the_ot
             let config =
                 tls::client_config(Trust::Root(r.root.clone()), Some(h.identity())).unwrap();
             let addr = ServerAddr::parse(&r.serves[i % 2].addr).unwrap();
+            let endpoint = h.engine();
             tokio::spawn(async move {
                 let mut ca = CaClient::new(tls::connect(&addr, config).await.unwrap());
-                ca.report_engine(v1::ReportEngineRequest {
-                    endpoint: format!("tcp://192.0.2.{}:2376", i + 1),
-                })
-                .await
+                ca.report_engine(v1::ReportEngineRequest { endpoint }).await
             })
         })
         .collect();
@@ -848,10 +852,10 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
                 .unwrap(),
         );
     }
-    for (i, h) in held.iter().take(4).enumerate() {
+    for h in held.iter().take(4) {
         let mut node = CaClient::new(channel(Some(h.identity())).await);
         node.report_engine(v1::ReportEngineRequest {
-            endpoint: format!("tcp://192.0.2.{}:2376", i + 1),
+            endpoint: h.engine(),
         })
         .await
         .unwrap();
