@@ -266,7 +266,7 @@ fn switches_an_engine_whose_systemd_unit_passes_hosts_with_h() {
 
     let systemd = engine.systemd.clone().unwrap();
     let dropin =
-        std::fs::read_to_string(systemd.join("docker.service.d/99-dtca-tls.conf")).unwrap();
+        std::fs::read_to_string(systemd.join("docker.service.d/zz-dtca-tls.conf")).unwrap();
     assert!(dropin.contains("ExecStart=\n"), "{dropin}");
     let exec = dropin.lines().last().unwrap();
     assert!(!exec.contains("-H"), "{exec}");

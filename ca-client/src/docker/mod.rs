@@ -104,6 +104,13 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         )));
     }
     let scan = systemd::scan(&opts.systemd_dirs);
+    if let Some(late) = &scan.after_ours {
+        return Err(ClientError::Docker(format!(
+            "{} sets dockerd's ExecStart and sorts after dtca's drop-in {}, so systemd would ignore ours: move its settings into an earlier drop-in (or docker.service) first",
+            late.display(),
+            systemd::DROPIN
+        )));
+    }
     let config = opts
         .config
         .clone()

@@ -15,8 +15,9 @@ pub const DEFAULT_DIRS: &[&str] = &[
 ];
 /// The unit dockerd runs as.
 pub const UNIT: &str = "docker.service";
-/// Our drop-in's file name (sorts late so it wins).
-pub const DROPIN: &str = "99-dtca-tls.conf";
+/// Our drop-in's file name. systemd applies drop-ins in file-name order, so it must sort
+/// after every drop-in that sets `ExecStart` (`systemctl edit` writes `override.conf`).
+pub const DROPIN: &str = "zz-dtca-tls.conf";
 
 /// What the unit files say about dockerd's command line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,16 +30,41 @@ pub struct Scan {
     pub hosts: Vec<String>,
     /// `--config-file` on it, if any.
     pub config_file: Option<PathBuf>,
+    /// A drop-in that sets `ExecStart` but sorts after ours, so ours could not win.
+    pub after_ours: Option<PathBuf>,
+    /// The unit's environment (`Environment=`, then `EnvironmentFile=` on top, as systemd
+    /// applies them), for `$VAR` words of `ExecStart` such as Debian's `$DOCKER_OPTS`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Scan {
-    /// The command line without the `-H` flags, when there were any.
+    /// The command line without the `-H` flags, when there were any. A `$VAR` word whose
+    /// value carries `-H` is replaced by its value without them; other words stay as written.
     pub fn without_hosts(&self) -> Option<Vec<String>> {
         let args = self.exec_start.as_ref()?;
         if self.hosts.is_empty() {
             return None;
         }
-        Some(strip_hosts(args).0)
+        let mut inlined = Vec::new();
+        for (i, word) in args.iter().enumerate() {
+            match expand(word, &self.env) {
+                Some(values) if i > 0 && !strip_hosts(&values, false).1.is_empty() => {
+                    inlined.extend(values);
+                }
+                _ => inlined.push(word.clone()),
+            }
+        }
+        Some(strip_hosts(&inlined, true).0)
+    }
+
+    /// The command line with `$VAR` words replaced by their values, as dockerd sees it.
+    pub fn expanded(&self) -> Option<Vec<String>> {
+        let args = self.exec_start.as_ref()?;
+        Some(
+            args.iter()
+                .flat_map(|w| expand(w, &self.env).unwrap_or_else(|| vec![w.clone()]))
+                .collect(),
+        )
     }
 }
 
@@ -66,26 +92,102 @@ pub fn scan(dirs: &[PathBuf]) -> Scan {
     scan.files.extend(dropins.into_iter().map(|(_, p)| p));
 
     let mut exec: Option<String> = None;
+    let mut environment: Vec<(String, String)> = Vec::new();
+    let mut from_files: Vec<(String, String)> = Vec::new();
     for file in &scan.files {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };
-        for value in exec_start_values(&text) {
+        let values = service_values(&text, "ExecStart");
+        let late = file
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().as_ref() > DROPIN);
+        if late && !values.is_empty() && !is_ours(file) {
+            scan.after_ours = Some(file.clone());
+        }
+        for value in values {
             exec = if value.trim().is_empty() {
                 None
             } else {
                 Some(value)
             };
         }
+        for value in service_values(&text, "Environment") {
+            environment.extend(
+                split_words(&format!("x {value}"))
+                    .into_iter()
+                    .skip(1)
+                    .filter_map(|a| {
+                        a.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                    }),
+            );
+        }
+        for value in service_values(&text, "EnvironmentFile") {
+            let path = value.trim().trim_start_matches('-');
+            if let Ok(text) = std::fs::read_to_string(path) {
+                from_files.extend(env_file(&text));
+            }
+        }
     }
+    // Later assignments win; EnvironmentFile= overrides Environment=.
+    environment.extend(from_files);
+    scan.env = environment;
     if let Some(line) = exec {
         let words = split_words(&line);
-        let (_, hosts) = strip_hosts(&words);
-        scan.config_file = config_file(&words);
-        scan.hosts = hosts;
         scan.exec_start = Some(words);
+        let expanded = scan.expanded().unwrap_or_default();
+        scan.config_file = config_file(&expanded);
+        scan.hosts = strip_hosts(&expanded, true).1;
     }
     scan
+}
+
+/// `$VAR` (split on whitespace, as systemd does) or `${VAR}` (one word): the value's
+/// words; `None` for any other word. An unset variable expands to nothing.
+fn expand(word: &str, env: &[(String, String)]) -> Option<Vec<String>> {
+    let (name, split) =
+        if let Some(inner) = word.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+            (inner, false)
+        } else {
+            (word.strip_prefix('$')?, true)
+        };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let value = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    Some(if split {
+        split_words(&format!("x {value}"))
+            .into_iter()
+            .skip(1)
+            .collect()
+    } else {
+        vec![value.to_string()]
+    })
+}
+
+/// `KEY=VALUE` lines of an environment file (comments and blank lines skipped, one level
+/// of quotes removed).
+fn env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| l.strip_prefix("export ").unwrap_or(l).split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let unquoted = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.trim().to_string(), unquoted.to_string())
+        })
+        .collect()
 }
 
 /// The drop-in that clears `ExecStart` and restarts dockerd with `args`.
@@ -95,7 +197,8 @@ pub fn dropin_text(args: &[String]) -> String {
         "# Written by `ca-client enroll --docker` (dtca).\n\
          # dockerd refuses `hosts` in daemon.json together with -H on its command line, so\n\
          # the -H flags of docker.service moved to daemon.json and are cleared here; every\n\
-         # other flag is kept. Remove this file together with the hosts in daemon.json to undo.\n\
+         # other flag is kept (a variable such as $DOCKER_OPTS that carried -H is written out\n\
+         # here without it). Remove this file together with the hosts in daemon.json to undo.\n\
          [Service]\n\
          ExecStart=\n\
          ExecStart={}\n",
@@ -103,8 +206,8 @@ pub fn dropin_text(args: &[String]) -> String {
     )
 }
 
-/// `ExecStart=` values of a unit file's `[Service]` section, continuation lines joined.
-fn exec_start_values(text: &str) -> Vec<String> {
+/// Values of `key=` in a unit file's `[Service]` section, continuation lines joined.
+fn service_values(text: &str, wanted: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut section = String::new();
     let mut pending: Option<String> = None;
@@ -139,7 +242,7 @@ fn exec_start_values(text: &str) -> Vec<String> {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        if key.trim() != "ExecStart" {
+        if key.trim() != wanted {
             continue;
         }
         let value = value.trim().to_string();
@@ -199,21 +302,23 @@ fn split_words(line: &str) -> Vec<String> {
     words
 }
 
-/// Separates `-H X`, `-HX`, `-H=X`, `--host X`, `--host=X` from the other words.
-fn strip_hosts(words: &[String]) -> (Vec<String>, Vec<String>) {
+/// Separates `-H X`, `-HX`, `-H=X`, `--host X`, `--host=X` from the other words; the
+/// first word is the command when `command_first`.
+fn strip_hosts(words: &[String], command_first: bool) -> (Vec<String>, Vec<String>) {
     let mut rest = Vec::new();
     let mut hosts = Vec::new();
     let mut i = 0;
+    let first_flag = usize::from(command_first);
     while i < words.len() {
         let w = &words[i];
-        if i > 0 && (w == "-H" || w == "--host") {
+        if i >= first_flag && (w == "-H" || w == "--host") {
             if let Some(v) = words.get(i + 1) {
                 hosts.push(v.clone());
             }
             i += 2;
             continue;
         }
-        if i > 0 {
+        if i >= first_flag {
             if let Some(v) = w.strip_prefix("--host=").or_else(|| w.strip_prefix("-H=")) {
                 hosts.push(v.to_string());
                 i += 1;
@@ -328,6 +433,89 @@ mod tests {
     }
 
     #[test]
+    fn debian_docker_opts_with_h_are_found_and_written_out_without_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dirs(tmp.path());
+        std::fs::create_dir_all(&d[1]).unwrap();
+        let defaults = tmp.path().join("default-docker");
+        std::fs::write(
+            &defaults,
+            "# legacy\nDOCKER_OPTS=\"-H tcp://0.0.0.0:2375 --log-level warn\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d[1].join(UNIT),
+            format!(
+                "[Service]\nEnvironmentFile=-{}\nExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS --containerd=/run/c.sock\n",
+                defaults.display()
+            ),
+        )
+        .unwrap();
+        let scan = scan(&d);
+        assert_eq!(scan.hosts, vec!["fd://", "tcp://0.0.0.0:2375"]);
+        assert_eq!(
+            scan.without_hosts().unwrap(),
+            vec![
+                "/usr/sbin/dockerd",
+                "--log-level",
+                "warn",
+                "--containerd=/run/c.sock"
+            ]
+        );
+        // Without -H in it, the variable stays a variable.
+        std::fs::write(&defaults, "DOCKER_OPTS='--log-level warn'\n").unwrap();
+        let scan = super::scan(&d);
+        assert_eq!(scan.hosts, vec!["fd://"]);
+        assert_eq!(
+            scan.without_hosts().unwrap(),
+            vec![
+                "/usr/sbin/dockerd",
+                "$DOCKER_OPTS",
+                "--containerd=/run/c.sock"
+            ]
+        );
+    }
+
+    #[test]
+    fn override_conf_is_overridden_and_a_later_drop_in_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = dirs(tmp.path());
+        std::fs::create_dir_all(d[0].join("docker.service.d")).unwrap();
+        std::fs::write(
+            d[0].join(UNIT),
+            "[Service]\nExecStart=/usr/bin/dockerd -H fd://\n",
+        )
+        .unwrap();
+        // What `systemctl edit docker` writes.
+        std::fs::write(
+            d[0].join("docker.service.d/override.conf"),
+            "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd -H tcp://0.0.0.0:2375\n",
+        )
+        .unwrap();
+        let scan = scan(&d);
+        assert_eq!(scan.hosts, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(scan.after_ours, None);
+        std::fs::write(
+            dropin_path(&d).unwrap(),
+            dropin_text(&scan.without_hosts().unwrap()),
+        )
+        .unwrap();
+        let switched = super::scan(&d);
+        assert!(switched.hosts.is_empty(), "{switched:?}");
+        assert_eq!(switched.after_ours, None);
+
+        std::fs::write(
+            d[0].join("docker.service.d/zzz-late.conf"),
+            "[Service]\nExecStart=\nExecStart=/usr/bin/dockerd -H fd://\n",
+        )
+        .unwrap();
+        assert_eq!(
+            super::scan(&d).after_ours,
+            Some(d[0].join("docker.service.d/zzz-late.conf"))
+        );
+    }
+
+    #[test]
     fn no_unit_means_nothing_to_do() {
         let tmp = tempfile::tempdir().unwrap();
         let scan = scan(&dirs(tmp.path()));
@@ -350,7 +538,7 @@ mod tests {
                 "fd://"
             ]
         );
-        let text = dropin_text(&strip_hosts(&words).0);
+        let text = dropin_text(&strip_hosts(&words, true).0);
         let line = text
             .lines()
             .last()
