@@ -252,6 +252,12 @@ fn switches_an_engine_whose_systemd_unit_passes_hosts_with_h() {
     let ca = Ca::start();
     let engine = Engine::start_with_unit("127.0.0.1");
     assert!(plain_ping(&engine.plain));
+    // A running container survives even this first switch: live-restore is turned on by a
+    // reload that dockerd accepts despite -H on its command line.
+    engine.import_busybox();
+    let run = engine.docker(&["run", "-d", "--name", "keeper", IMAGE, "/bin/sleep", "3600"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let started = inspect(&engine, "{{.State.StartedAt}}");
     let creds = engine.dir.join("client");
     let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
     // No --docker-config: the path comes from the unit's --config-file.
@@ -263,6 +269,12 @@ fn switches_an_engine_whose_systemd_unit_passes_hosts_with_h() {
         engine.log_text()
     );
     assert_mtls_only(&engine, &creds, &listen);
+    assert_eq!(
+        inspect(&engine, "{{.State.Running}} {{.State.StartedAt}}"),
+        format!("true {started}"),
+        "the container did not survive the switch: {}",
+        engine.log_text()
+    );
 
     let systemd = engine.systemd.clone().unwrap();
     let dropin =

@@ -31,6 +31,26 @@ pub struct Plan {
     pub live_restore: bool,
 }
 
+/// `existing` with only `live-restore` turned on: what a running dockerd can reload on
+/// SIGHUP before the real switch (a reload that also changed `hosts` would be refused
+/// while dockerd has `-H` on its command line).
+///
+/// # Errors
+/// [`PlanError`] when `existing` is not a JSON object.
+pub fn with_live_restore(existing: Option<&str>) -> Result<String, PlanError> {
+    let mut config: Map<String, Value> = match existing.map(str::trim) {
+        None | Some("") => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(PlanError("daemon.json is not a JSON object".into())),
+        },
+    };
+    config.insert("live-restore".into(), Value::Bool(true));
+    serde_json::to_string_pretty(&Value::Object(config))
+        .map(|t| t + "\n")
+        .map_err(|e| PlanError(e.to_string()))
+}
+
 /// Default unix socket of dockerd.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 
@@ -194,6 +214,20 @@ mod tests {
 
     fn parse(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn live_restore_alone_changes_nothing_else() {
+        let existing = r#"{"hosts":["tcp://0.0.0.0:2375"],"debug":true}"#;
+        let v = parse(&with_live_restore(Some(existing)).unwrap());
+        assert_eq!(v["live-restore"], true);
+        assert_eq!(v["hosts"][0], "tcp://0.0.0.0:2375");
+        assert_eq!(v["debug"], true);
+        assert_eq!(
+            parse(&with_live_restore(None).unwrap())["live-restore"],
+            true
+        );
+        assert!(with_live_restore(Some("[1]")).is_err());
     }
 
     #[test]

@@ -286,18 +286,45 @@ async fn apply(
 ) -> Result<(), StepFailure> {
     let serial = step("write TLS files", tls.install(bundle))?;
     step("write TLS files", tls.activate(&serial))?;
+    // Keep the file's mode (some keep daemon.json 0600).
+    let mode = std::fs::metadata(&pre.config)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap_or(0o644);
     let staged = step(
         "edit daemon.json",
-        files::stage(&pre.config, plan.text.as_bytes(), 0o644),
+        files::stage(&pre.config, plan.text.as_bytes(), mode),
     )?;
-    if let Err(e) = validate(pre, &staged).await {
-        let _ = std::fs::remove_file(&staged);
+    let validated = validate(pre, &staged).await;
+    // Written for real below; the staged copy only had to be validated.
+    let _ = std::fs::remove_file(&staged);
+    if let Err(e) = validated {
         return Err(StepFailure {
             step: "validate",
             detail: e,
         });
     }
-    step("edit daemon.json", files::commit(&staged, &pre.config))?;
+    if plan.live_restore && !pre.info.live_restore {
+        // live-restore only protects containers when the running daemon has it on as it
+        // stops. dockerd applies it on SIGHUP, but refuses a reload that also moves
+        // `hosts` while it runs with -H: reload with live-restore alone first.
+        let interim = step(
+            "edit daemon.json",
+            daemon_json::with_live_restore(pre.existing.as_deref()),
+        )?;
+        step(
+            "edit daemon.json",
+            files::write_atomic(&pre.config, interim.as_bytes(), mode),
+        )?;
+        if !enable_live_restore(&pre.socket, &plan.text).await {
+            tracing::warn!(
+                "dockerd did not turn live-restore on when asked to reload (see its log): running containers stop at this restart, not at later ones"
+            );
+        }
+    }
+    step(
+        "edit daemon.json",
+        files::write_atomic(&pre.config, plan.text.as_bytes(), mode),
+    )?;
     if let Some((path, args)) = dropin {
         if let Some(dir) = path.parent() {
             step("write systemd drop-in", files::ensure_dir(dir, 0o755))?;
@@ -306,11 +333,6 @@ async fn apply(
             "write systemd drop-in",
             files::write_atomic(path, systemd::dropin_text(args).as_bytes(), 0o644),
         )?;
-    }
-    if plan.live_restore {
-        // live-restore only protects containers when the running daemon has it on as it
-        // stops; dockerd applies it on SIGHUP, so containers survive this very restart.
-        enable_live_restore(&pre.socket, &plan.text).await;
     }
     *restarted = true;
     step("restart", restart(&opts.restart).await)?;
@@ -329,9 +351,8 @@ async fn apply(
 }
 
 /// Asks the running dockerd to reload its configuration (SIGHUP), which turns on
-/// live-restore, and waits a little for it to say so. Best effort: without it, containers
-/// stop at this one restart and survive the later ones.
-async fn enable_live_restore(socket: &Path, config: &str) {
+/// live-restore, and waits a little for it to say so; false when it did not.
+async fn enable_live_restore(socket: &Path, config: &str) -> bool {
     let pidfile = serde_json::from_str::<serde_json::Value>(config)
         .ok()
         .and_then(|v| v.get("pidfile").and_then(|p| p.as_str()).map(PathBuf::from))
@@ -340,7 +361,7 @@ async fn enable_live_restore(socket: &Path, config: &str) {
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
     else {
-        return;
+        return false;
     };
     let sent = Command::new("kill")
         .arg("-HUP")
@@ -348,7 +369,7 @@ async fn enable_live_restore(socket: &Path, config: &str) {
         .status()
         .await;
     if !sent.is_ok_and(|s| s.success()) {
-        return;
+        return false;
     }
     for _ in 0..25 {
         if engine::info_unix(socket)
@@ -356,10 +377,11 @@ async fn enable_live_restore(socket: &Path, config: &str) {
             .is_ok_and(|i| i.live_restore)
         {
             tracing::info!("live-restore is on: running containers survive the restart");
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    false
 }
 
 /// Runs `dockerd --validate` on the staged config where this dockerd has it (20.10 has
