@@ -1,27 +1,42 @@
 //! `ca-client enroll --docker`: enroll, then switch the engine to mutual TLS.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use dtca_common::bundle::Bundle;
+use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::tls::ServerAddr;
+use dtca_pki::duration;
 use dtca_proto::v1;
+use time::OffsetDateTime;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::agent::backup_dir;
 use crate::ca;
 use crate::docker::{self, DockerOptions};
 use crate::enroll::{self, EnrollOptions, Obtained};
 use crate::error::ClientError;
+use crate::sans::Sans;
+use crate::state::ClientState;
 
 /// Enrolls and switches the engine. The engine and its files are checked before the CA
 /// is contacted, so a node that cannot be switched does not spend a token.
 ///
+/// A node that is already enrolled in `--out` (with an unexpired certificate) switches
+/// with a renewal of that certificate and needs no token: that is how a switch that failed
+/// and rolled back is tried again, and a token is never spent twice on one node.
+///
+/// SIGTERM and ctrl-c wait until the switch is done or rolled back: an engine is never
+/// left half-switched by a stop request.
+///
 /// # Errors
 /// [`ClientError`]; when the switch fails after enrollment, the credentials are still
-/// written to `--out` (the certificate was issued) and the engine is back as it was.
+/// written to `--out` (the certificate was issued, and the failure is recorded for
+/// `status`) and the engine is back as it was.
 pub async fn enroll_docker(
     opts: &EnrollOptions,
     docker_opts: &DockerOptions,
 ) -> Result<Obtained, ClientError> {
+    let _held = HeldSignals::hold();
     let backups = backup_dir(&opts.out);
     if let Some(how) = docker::recover_interrupted(&backups, docker_opts.timeout).await? {
         tracing::warn!(%how, "rolled back an interrupted docker switch first");
@@ -34,10 +49,33 @@ pub async fn enroll_docker(
         unit_hosts = ?pre.scan.hosts,
         "engine found"
     );
-    let mut obtained = enroll::obtain(opts).await?;
+    // The certificate must name the address operators will use, or their docker CLI
+    // refuses the engine.
+    let mut opts = opts.clone();
+    for url in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
+        if let Some(host) = engine_host(url)
+            && !opts.extra_sans.contains(&host)
+        {
+            opts.extra_sans.push(host);
+        }
+    }
+    let opts = &opts;
+    let mut obtained = match current_enrollment(&opts.out) {
+        Some((state, current)) => {
+            if !opts.token.is_empty() {
+                tracing::info!(
+                    "already enrolled in {}: switching with it; the token is not used",
+                    opts.out.display()
+                );
+            }
+            renew_enrolled(opts, state, current).await?
+        }
+        None => enroll::obtain(opts).await?,
+    };
     match docker::switch(docker_opts, &pre, &obtained.bundle, &backups).await {
         Ok(state) => {
             obtained.state.docker = Some(state.clone());
+            obtained.state.last_error = None;
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             let addr = ServerAddr::parse(&obtained.state.server)?;
             if let Err(e) = report_engine(&addr, &obtained.bundle, &state.advertise).await {
@@ -46,10 +84,116 @@ pub async fn enroll_docker(
             Ok(obtained)
         }
         Err(e) => {
-            // The certificate exists; keep it so the node is at least enrolled.
+            // The certificate exists; keep it so the node is at least enrolled, and say
+            // what failed so `status` shows it and a plain `enroll --docker` retries.
+            obtained.state.last_error = Some(format!(
+                "{}: docker switch failed (retry with `ca-client enroll --docker`, no token needed): {e}",
+                duration::timestamp(OffsetDateTime::now_utc())
+            ));
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             Err(e)
         }
+    }
+}
+
+/// The enrollment in `out` when there is one with an unexpired certificate.
+pub fn current_enrollment(out: &std::path::Path) -> Option<(ClientState, Bundle)> {
+    let state = ClientState::load(out).ok()?;
+    let current = Bundle::load(out, Layout::CLIENT).ok()?;
+    let leaf = current.leaf().ok()?;
+    (leaf.not_after > OffsetDateTime::now_utc()).then_some((state, current))
+}
+
+/// The node's current enrollment, renewed (new key) with its names plus `--san` and the
+/// engine's address.
+async fn renew_enrolled(
+    opts: &EnrollOptions,
+    mut state: ClientState,
+    current: Bundle,
+) -> Result<Obtained, ClientError> {
+    let leaf = current.leaf()?;
+    tracing::info!(
+        identity = %state.identity,
+        serial = %leaf.serial,
+        "already enrolled: switching with a renewal of the current certificate"
+    );
+    let mut sans = Sans {
+        dns: leaf.dns_names.clone(),
+        ips: leaf.ip_addresses.clone(),
+    };
+    for name in &opts.extra_sans {
+        match name.parse::<IpAddr>() {
+            Ok(ip) if !sans.ips.contains(&ip) => sans.ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !sans.dns.contains(name) => sans.dns.push(name.clone()),
+            Err(_) => {}
+        }
+        if !state.extra_sans.contains(name) {
+            state.extra_sans.push(name.clone());
+        }
+    }
+    let server = if opts.server.is_empty() {
+        state.server.clone()
+    } else {
+        opts.server.clone()
+    };
+    let addr = ServerAddr::parse(&server)?;
+    let bundle = enroll::renew_with(&addr, &current, &sans, state.key_type).await?;
+    state.server = addr.to_string();
+    state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+    Ok(Obtained {
+        info: bundle.leaf()?,
+        bundle,
+        state,
+    })
+}
+
+/// While alive, SIGTERM and SIGINT no longer end the process (tokio takes them over);
+/// a stop request is logged and the switch goes on to its end.
+struct HeldSignals {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl HeldSignals {
+    fn hold() -> HeldSignals {
+        // Registered here, before any work: a signal from now on is held.
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return HeldSignals { task: None };
+        };
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::warn!(
+                    "stop requested: finishing the docker switch (or its rollback) first"
+                );
+            }
+        });
+        HeldSignals { task: Some(task) }
+    }
+}
+
+impl Drop for HeldSignals {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The host of `tcp://HOST:PORT` when it names one address (not `0.0.0.0` or `::`).
+fn engine_host(url: &str) -> Option<String> {
+    let (host, _) = url.strip_prefix("tcp://")?.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => None,
+        _ if host.is_empty() => None,
+        _ => Some(host.to_string()),
     }
 }
 
@@ -73,3 +217,27 @@ pub async fn report_engine(
 
 /// The default wait for the engine.
 pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_address_is_a_san_unless_it_is_every_address() {
+        assert_eq!(
+            engine_host("tcp://10.0.0.5:2376").as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            engine_host("tcp://[fd00::5]:2376").as_deref(),
+            Some("fd00::5")
+        );
+        assert_eq!(
+            engine_host("tcp://node-1.example:2376").as_deref(),
+            Some("node-1.example")
+        );
+        assert_eq!(engine_host("tcp://0.0.0.0:2376"), None);
+        assert_eq!(engine_host("tcp://[::]:2376"), None);
+        assert_eq!(engine_host("unix:///var/run/docker.sock"), None);
+    }
+}

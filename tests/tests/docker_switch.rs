@@ -352,6 +352,56 @@ fn a_failing_restart_command_is_rolled_back() {
     );
     assert!(engine.docker(&["version"]).status.success());
     assert!(!engine.dir.join("tls/server-cert.pem").exists());
+
+    // The node is enrolled (the certificate was issued) and `status` says the switch
+    // failed; `enroll --docker` again, with the token already spent, switches with a
+    // renewal of that certificate. Once switched, running it again changes nothing.
+    let status = Command::new(bin("ca-client"))
+        .args(["status", "--out"])
+        .arg(&creds)
+        .output()
+        .unwrap();
+    assert!(
+        text(&status).contains("docker switch failed"),
+        "{}",
+        text(&status)
+    );
+    let first_serial = client_serial(&creds);
+    for round in ["retry", "again"] {
+        let out = Command::new(bin("ca-client"))
+            .args(["enroll", "--docker", "--token", &token, "--out"])
+            .arg(&creds)
+            .arg("--docker-config")
+            .arg(&engine.config)
+            .arg("--docker-tls-dir")
+            .arg(engine.dir.join("tls"))
+            .args(["--docker-listen", &listen, "--docker-restart"])
+            .arg(&engine.restart)
+            .arg("--systemd-dir")
+            .arg(engine.dir.join("none"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{round}: {}", text(&out));
+        if round == "again" {
+            assert!(text(&out).contains("nothing to do"), "{}", text(&out));
+        }
+    }
+    assert_ne!(
+        client_serial(&creds),
+        first_serial,
+        "not switched with a renewal"
+    );
+    assert_mtls_only(&engine, &creds, &listen);
+}
+
+/// The serial of the client certificate in `dir`.
+fn client_serial(dir: &Path) -> String {
+    let pem = std::fs::read_to_string(dir.join("cert.pem")).unwrap();
+    let der = dtca_pki::inspect::certs_from_pem(&pem).unwrap().remove(0);
+    dtca_pki::inspect::CertInfo::from_der(&der)
+        .unwrap()
+        .serial
+        .to_string()
 }
 
 #[test]
@@ -359,11 +409,35 @@ fn a_config_that_stops_dockerd_from_starting_is_rolled_back() {
     let ca = Ca::start();
     let engine = Engine::start_plain("127.0.0.1");
     let before = std::fs::read(&engine.config).unwrap();
-    // The new port is already taken: the new dockerd cannot start.
+    // The new port is already taken.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = format!("tcp://{}", squatter.local_addr().unwrap());
+    let port = squatter.local_addr().unwrap().port();
     let creds = engine.dir.join("client");
     let old_pid = engine.pid();
+    // Given as an address, the switch sees that before it touches anything.
+    let out = switch(
+        &ca,
+        &engine,
+        &creds,
+        &format!("tcp://127.0.0.1:{port}"),
+        &["--docker-timeout", "8s"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(Reason::InvalidArgument.exit_code())),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("cannot listen there"), "{}", text(&out));
+    assert_eq!(std::fs::read(&engine.config).unwrap(), before);
+    assert_eq!(
+        engine.pid(),
+        old_pid,
+        "the engine was restarted for nothing"
+    );
+    // Given as a host name, only the new dockerd finds out, by failing to start: the
+    // switch rolls back.
+    let listen = format!("tcp://localhost:{port}");
     let out = switch(&ca, &engine, &creds, &listen, &["--docker-timeout", "8s"]);
     assert_eq!(
         out.status.code(),

@@ -342,6 +342,17 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
 async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
     if let Some(docker) = settings::docker_options(&args.docker, file)? {
+        // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
+        if let Some(done) = crate::node::current_enrollment(&opts.out)
+            .and_then(|(s, _)| s.docker)
+            .filter(|d| d.listen == docker.listen)
+        {
+            println!(
+                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do",
+                done.listen
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         let obtained = crate::node::enroll_docker(&opts, &docker).await?;
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {

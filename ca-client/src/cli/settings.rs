@@ -71,8 +71,12 @@ pub fn out_dir(args: &OutArgs, file: &FileConfig) -> PathBuf {
 /// [`ClientError::Config`] listing the problems.
 pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOptions, ClientError> {
     let mut problems = Problems::default();
+    // `enroll --docker` on a node that is already enrolled needs no token: it switches
+    // with its current certificate (see `node::enroll_docker`).
+    let enrolled = (args.docker.docker || file.docker == Some(true))
+        && crate::node::current_enrollment(&out_dir(&args.out, file)).is_some();
     let server = args.server.clone().or_else(|| file.server.clone());
-    if server.is_none() {
+    if server.is_none() && !enrolled {
         problems.push("--server is required (the CA's HOST:PORT)");
     }
     let token = match (
@@ -85,6 +89,7 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
                 .map(|t| t.trim().to_string())
                 .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
         ),
+        (None, None) if enrolled => None,
         (None, None) => {
             problems.push("a join token is required: --token, --token-file or DTCA_TOKEN");
             None

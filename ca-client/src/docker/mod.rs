@@ -153,7 +153,12 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         &opts.listen,
         info.swarm,
     )
-    .map_err(|e| ClientError::Docker(format!("{}: {e}", config.display())))?;
+    .map_err(|e| ClientError::Config(format!("{}: {e}", config.display())))?;
+    // A port another program holds would only show as an engine that does not start.
+    let listen = daemon_json::normalize(&opts.listen);
+    if !hosts.iter().any(|h| daemon_json::normalize(h) == listen) {
+        check_port_free(&listen)?;
+    }
     // Everything the switch writes must be writable before a token is spent on it.
     files::ensure_writable_dir(&opts.tls_dir, 0o755)?;
     if let Some(dir) = config.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -167,6 +172,23 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         info,
         plain_tcp,
     })
+}
+
+/// Refuses a `tcp://IP:PORT` that cannot be bound here: taken by another program, or an
+/// address this machine does not have. Host names are left to dockerd.
+fn check_port_free(listen: &str) -> Result<(), ClientError> {
+    let Some(addr) = listen
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    else {
+        return Ok(());
+    };
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ClientError::Invalid(format!(
+            "--docker-listen {listen}: cannot listen there ({e}); free the port or choose another"
+        ))),
+    }
 }
 
 /// Switches the engine to mutual TLS with `bundle`, verified; rolls back on failure.
