@@ -479,7 +479,11 @@ pub async fn restart(command: &str) -> Result<(), String> {
             .into_iter()
             .rev()
             .collect();
-        Err(format!("`{command}` exited with {}: {}", out.status, tail))
+        if tail.is_empty() {
+            Err(format!("`{command}` exited with {} and printed nothing", out.status))
+        } else {
+            Err(format!("`{command}` exited with {}: {tail}", out.status))
+        }
     }
 }
 
