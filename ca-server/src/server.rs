@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dtca_common::reason::{self, Reason};
 use dtca_pki::identity::{Identity, Role, check_name};
 use dtca_pki::profile::Profile;
 use dtca_pki::renewal;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::metrics::Metrics;
 use crate::registrar::{Refusal, Registrar};
 use crate::service::admin::AdminService;
 use crate::service::ca::CaService;
@@ -145,10 +147,14 @@ pub async fn run(
     )));
 
     let cx = Context::new(registrar.clone());
+    let metrics = registrar.metrics().clone();
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .timeout(Duration::from_secs(30))
+        .layer(tower::util::MapResponseLayer::new(move |response| {
+            tag_too_large(&metrics, response)
+        }))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -164,6 +170,23 @@ pub async fn run(
         task.abort();
     }
     result.map_err(ServeError::from)
+}
+
+/// Requests over the size limit are refused by tonic itself (`OUT_OF_RANGE`), before any
+/// handler runs: give them the reason header and the metric every other refusal gets.
+fn tag_too_large<B>(metrics: &Metrics, mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() == b"11");
+    if out_of_range && !headers.contains_key(reason::METADATA_KEY) {
+        headers.insert(
+            reason::METADATA_KEY,
+            http::HeaderValue::from_static(Reason::TooLarge.as_str()),
+        );
+        metrics.refused(Reason::TooLarge);
+    }
+    response
 }
 
 async fn server_certificate(
@@ -214,7 +237,12 @@ async fn rotate_server_certificate(
             .try_into()
             .unwrap_or(Duration::ZERO);
         let wait = if failures > 0 {
-            renewal::backoff(failures, Duration::from_secs(5), Duration::from_secs(600))
+            renewal::backoff(
+                failures,
+                Duration::from_secs(5),
+                Duration::from_secs(600),
+                renewal::jitter(),
+            )
         } else {
             wait
         };
