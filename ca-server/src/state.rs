@@ -154,7 +154,10 @@ impl StateDir {
     ///
     /// # Errors
     /// [`StateError::Io`] when the file cannot be written.
-    pub fn record_server_addr(&self, addr: std::net::SocketAddr) -> Result<(), StateError> {
+    pub fn record_server_addr(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, StateError> {
         let connect = match addr.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
                 std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -169,7 +172,15 @@ impl StateDir {
             format!("{connect}\n").as_bytes(),
             PUBLIC,
         )?;
-        Ok(())
+        Ok(connect)
+    }
+
+    /// Removes the recorded address when it is still `recorded` (a server stopping), so
+    /// admin commands do not go on trying an address nothing listens on.
+    pub fn forget_server_addr(&self, recorded: std::net::SocketAddr) {
+        if self.server_addr() == Some(recorded.to_string()) {
+            let _ = std::fs::remove_file(self.server_addr_file());
+        }
     }
 
     /// The recorded server address, if any.

@@ -210,6 +210,8 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
         serve.log_text()
     );
     assert!(serve.log_text().contains("stopped"));
+    // Admin commands no longer try the address of a server that is gone.
+    assert!(!state.join("server.addr").exists());
 }
 
 #[test]

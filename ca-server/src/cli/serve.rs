@@ -137,7 +137,7 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::new(Reason::LocalIo, e.to_string()))?;
-    dir.record_server_addr(local).map_err(state_error)?;
+    let recorded = dir.record_server_addr(local).map_err(state_error)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = metrics_listen {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -158,14 +158,16 @@ pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    server::run(
+    let result = server::run(
         listener,
         registrar,
         ServerOptions::for_this_host(&sans),
         shutdown,
     )
     .await
-    .map_err(|e| CliError::new(Reason::Internal, e.to_string()))?;
+    .map_err(|e| CliError::new(Reason::Internal, e.to_string()));
+    dir.forget_server_addr(recorded);
+    result?;
     tracing::info!("stopped");
     Ok(())
 }
