@@ -4,16 +4,25 @@
 //! once per certificate and recorded, so a restart does not move it), renews with a new
 //! key, puts the new pair into the Docker engine (write, restart, verify, fall back), and
 //! records what it did for `ca-client status`. While the CA is unreachable it keeps the
-//! current pair and retries with capped exponential backoff. When the node's addresses
-//! change (it listens to the kernel's address notifications, so it does not wake up
-//! otherwise) and no longer match the certificate, it re-issues early with the new names.
-//! SIGTERM stops it between steps.
+//! current pair and retries with capped exponential backoff, jittered so a fleet does not
+//! retry in step. When the node's addresses change (it listens to the kernel's address
+//! notifications, so it does not wake up otherwise) and no longer match the certificate,
+//! it re-issues early with the new names; container and virtual-network interfaces
+//! (`docker0`, a new Docker network's bridge) do not count.
+//!
+//! SIGTERM races only the agent's waits: while idle it stops at once; during a renewal it
+//! lets the rotation finish (or roll back) first, so the engine never keeps serving a
+//! certificate the node's files do not hold.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use dtca_common::bundle::{Bundle, Layout};
+use dtca_common::net;
 use dtca_common::tls::ServerAddr;
 use dtca_pki::inspect::CertInfo;
 use dtca_pki::{duration, renewal};
@@ -32,9 +41,9 @@ pub struct AgentOptions {
     pub out: PathBuf,
     /// CA address override; default: the one enrolled with.
     pub server: Option<String>,
-    /// First retry delay after a failure.
+    /// First retry delay after a failure (jittered down to half of it).
     pub retry_base: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay (jittered down to half of it).
     pub retry_cap: Duration,
     /// How long to wait for the engine after a restart.
     pub docker_timeout: Duration,
@@ -63,7 +72,8 @@ enum Wake {
     Stop,
 }
 
-/// Runs until `shutdown` completes.
+/// Runs until `shutdown` completes; a renewal or engine rotation under way when it does
+/// is finished first.
 ///
 /// # Errors
 /// [`ClientError`] only for problems that retrying cannot fix (no enrollment in `out`,
@@ -72,18 +82,34 @@ pub async fn run(
     opts: AgentOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ClientError> {
-    let mut shutdown = std::pin::pin!(shutdown);
+    let shutdown = std::pin::pin!(shutdown);
+    let mut stop = Stop::new(shutdown);
+    // Armed before any work: a signal future may install its handler only when first
+    // polled (`wait_for_signal` does), and until then SIGTERM kills the process mid-step.
+    if stop.requested_now() {
+        tracing::info!("agent stopped");
+        return Ok(());
+    }
     let mut state = ClientState::load(&opts.out)?;
     Bundle::load(&opts.out, Layout::CLIENT)?;
     tracing::info!(out = %opts.out.display(), identity = %state.identity, "agent started");
 
-    if let Some(how) =
-        docker::recover_interrupted(&backup_dir(&opts.out), opts.docker_timeout).await?
-    {
+    let recovered = stop
+        .finish(
+            "the roll-back of an interrupted docker switch",
+            docker::recover_interrupted(&backup_dir(&opts.out), opts.docker_timeout),
+        )
+        .await?;
+    if let Some(how) = recovered {
         tracing::warn!(%how, "rolled back an interrupted docker switch");
     }
     if let Some(d) = &state.docker
-        && let Err(e) = docker::reconcile(d, opts.docker_timeout).await
+        && let Err(e) = stop
+            .finish(
+                "bringing the engine onto the current certificate",
+                docker::reconcile(d, opts.docker_timeout),
+            )
+            .await
     {
         tracing::error!(error = %e, "the engine does not serve the current certificate");
     }
@@ -98,6 +124,9 @@ pub async fn run(
     let mut last_success: Option<std::time::Instant> = None;
     let mut force = opts.renew_now;
     loop {
+        if stop.requested_now() {
+            break;
+        }
         let bundle = Bundle::load(&opts.out, Layout::CLIENT)?;
         let leaf = bundle.leaf()?;
         let now = OffsetDateTime::now_utc();
@@ -112,7 +141,7 @@ pub async fn run(
             let wait = opts
                 .retry_cap
                 .saturating_sub(last_success.map(|t| t.elapsed()).unwrap_or_default());
-            match sleep_or_wake(wait, &mut watch, &mut shutdown).await {
+            match sleep_or_wake(wait, &mut watch, &mut stop).await {
                 Wake::Stop => break,
                 Wake::Addresses => refused = None,
                 Wake::Due => {}
@@ -124,7 +153,13 @@ pub async fn run(
             if names_changed {
                 tracing::info!("the node's addresses changed; re-issuing with the new names");
             }
-            match renew_once(&opts, &mut state, &bundle, wanted.clone()).await {
+            let renewed = stop
+                .finish(
+                    "the renewal under way",
+                    renew_once(&opts, &mut state, &bundle, wanted.clone()),
+                )
+                .await;
+            match renewed {
                 Ok(new) => {
                     tracing::info!(serial = %new.serial, not_after = %duration::timestamp(new.not_after), "renewed");
                     failures = 0;
@@ -144,14 +179,19 @@ pub async fn run(
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let wait = renewal::backoff(failures - 1, opts.retry_base, opts.retry_cap);
+                    let wait = renewal::backoff(
+                        failures - 1,
+                        opts.retry_base,
+                        opts.retry_cap,
+                        renewal::jitter(),
+                    );
                     tracing::warn!(error = %e, retry_in = %duration::format(wait), "renewal failed; keeping the current certificate");
                     state.last_error = Some(format!(
                         "{}: {e}",
                         duration::timestamp(OffsetDateTime::now_utc())
                     ));
                     let _ = state.save(&opts.out);
-                    match sleep_or_wake(wait, &mut watch, &mut shutdown).await {
+                    match sleep_or_wake(wait, &mut watch, &mut stop).await {
                         Wake::Stop => break,
                         Wake::Addresses => refused = None,
                         Wake::Due => {}
@@ -162,7 +202,7 @@ pub async fn run(
         }
         let wait: Duration = (due - now).try_into().unwrap_or(Duration::ZERO);
         tracing::info!(at = %duration::timestamp(due), "next renewal planned");
-        match sleep_or_wake(wait, &mut watch, &mut shutdown).await {
+        match sleep_or_wake(wait, &mut watch, &mut stop).await {
             Wake::Stop => break,
             Wake::Addresses => refused = None,
             Wake::Due => {}
@@ -237,16 +277,29 @@ fn wanted_names(state: &ClientState, leaf: &CertInfo, refused: Option<&Sans>) ->
         return None;
     }
     let wanted = Sans::collect(&state.extra_sans, true).ok()?;
-    if wanted.same_as(&leaf.dns_names, &leaf.ip_addresses) || refused == Some(&wanted) {
+    differs(wanted, leaf, &net::Addresses::now().plumbing, refused)
+}
+
+/// `wanted` when it names something `leaf` does not (or the other way round), leaving out
+/// addresses on container and virtual-network interfaces (`ignored`), and the CA did not
+/// just refuse it.
+fn differs(
+    wanted: Sans,
+    leaf: &CertInfo,
+    ignored: &[IpAddr],
+    refused: Option<&Sans>,
+) -> Option<Sans> {
+    if wanted.same_as(&leaf.dns_names, &leaf.ip_addresses, ignored) || refused == Some(&wanted) {
         return None;
     }
     Some(wanted)
 }
 
-async fn sleep_or_wake(
+/// Waits for the renewal to be due, the node's addresses to change, or a stop request.
+async fn sleep_or_wake<F: Future<Output = ()>>(
     wait: Duration,
     watch: &mut Option<AddressWatch>,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    stop: &mut Stop<'_, F>,
 ) -> Wake {
     let changed = async {
         match watch {
@@ -257,7 +310,56 @@ async fn sleep_or_wake(
     tokio::select! {
         () = tokio::time::sleep(wait) => Wake::Due,
         () = changed => Wake::Addresses,
-        () = shutdown.as_mut() => Wake::Stop,
+        () = stop.requested() => Wake::Stop,
+    }
+}
+
+/// The shutdown future, polled so that a stop request ends the agent's waits at once but
+/// its work (a renewal, a rotation of the engine) only after that work is done.
+struct Stop<'a, F> {
+    signal: Pin<&'a mut F>,
+    /// The signal has completed (an `async fn` must not be polled again after that).
+    seen: bool,
+}
+
+impl<'a, F: Future<Output = ()>> Stop<'a, F> {
+    fn new(signal: Pin<&'a mut F>) -> Self {
+        Stop {
+            signal,
+            seen: false,
+        }
+    }
+
+    /// Resolves once a stop is requested; at once when one was.
+    async fn requested(&mut self) {
+        if !self.seen {
+            self.signal.as_mut().await;
+            self.seen = true;
+        }
+    }
+
+    /// Whether a stop has been requested, without waiting.
+    fn requested_now(&mut self) -> bool {
+        if !self.seen {
+            let mut cx = Context::from_waker(Waker::noop());
+            self.seen = self.signal.as_mut().poll(&mut cx).is_ready();
+        }
+        self.seen
+    }
+
+    /// Runs `work` to its end. A stop requested meanwhile is logged (`what` is finishing)
+    /// and takes effect afterwards, at the agent's next wait.
+    async fn finish<T>(&mut self, what: &str, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        if !self.seen {
+            tokio::select! {
+                out = &mut work => return out,
+                () = self.requested() => {
+                    tracing::info!("stop requested; finishing {what} before stopping");
+                }
+            }
+        }
+        work.await
     }
 }
 
@@ -267,9 +369,12 @@ pub fn backup_dir(out: &Path) -> PathBuf {
 }
 
 /// Kernel notifications of address changes (rtnetlink), so the agent learns of a new
-/// address without polling.
+/// address without polling. Only changes to the node's own addresses count: Docker
+/// creating a network (a `br-…` bridge, `veth` links) is not one.
 struct AddressWatch {
     socket: netlink_sys::TokioSocket,
+    /// The node's addresses ([`net::addresses`]) when last reported.
+    seen: Vec<IpAddr>,
 }
 
 impl AddressWatch {
@@ -287,20 +392,32 @@ impl AddressWatch {
                 Self::RTMGRP_IPV4_IFADDR | Self::RTMGRP_IPV6_IFADDR,
             ))
             .ok()?;
-        Some(AddressWatch { socket })
+        Some(AddressWatch {
+            socket,
+            seen: net::addresses(),
+        })
     }
 
-    /// Resolves after an address change, once the burst of notifications has settled.
+    /// Resolves after the node's addresses changed, once the burst of notifications has
+    /// settled.
     async fn changed(&mut self) {
         use netlink_sys::AsyncSocketExt;
-        if self.socket.recv_from_full().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        // A change comes as several messages; let them settle, then drain them.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        while let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(10), self.socket.recv_from_full()).await
-        {
+        loop {
+            if self.socket.recv_from_full().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            // A change comes as several messages; let them settle, then drain them.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(10), self.socket.recv_from_full()).await
+            {
+            }
+            let now = net::addresses();
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+            tracing::debug!("address change on container or virtual-network interfaces only");
         }
     }
 }
@@ -308,6 +425,105 @@ impl AddressWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node_leaf(ips: &[&str]) -> CertInfo {
+        let now = OffsetDateTime::now_utc();
+        CertInfo {
+            serial: "0A0B".parse().unwrap(),
+            identity: None,
+            dns_names: vec!["node-1.example".into()],
+            ip_addresses: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            not_before: now,
+            not_after: now + time::Duration::days(30),
+            is_ca: false,
+            subject: String::new(),
+            issuer: String::new(),
+            public_key_der: vec![],
+            server_auth: true,
+            client_auth: true,
+            subject_key_id: None,
+            authority_key_id: None,
+        }
+    }
+
+    /// Regression: a new Docker network (or `docker0`'s address, in a certificate issued
+    /// before bridge addresses were left out) made the agent re-issue and restart the
+    /// engine.
+    #[test]
+    fn addresses_on_container_bridges_do_not_cause_a_re_issue() {
+        let wanted = Sans::collect(&["node-1.example".into(), "10.0.0.5".into()], false).unwrap();
+        let bridges: Vec<IpAddr> = vec!["172.17.0.1".parse().unwrap()];
+        let old = node_leaf(&["10.0.0.5", "172.17.0.1"]);
+        assert_eq!(differs(wanted.clone(), &old, &bridges, None), None);
+        assert_eq!(
+            differs(wanted.clone(), &node_leaf(&["10.0.0.5"]), &bridges, None),
+            None
+        );
+        // A real change still re-issues, and the new names leave the bridge out.
+        let moved = node_leaf(&["10.0.0.6", "172.17.0.1"]);
+        assert_eq!(
+            differs(wanted.clone(), &moved, &bridges, None),
+            Some(wanted.clone())
+        );
+        // Unless the CA just refused those names.
+        assert_eq!(
+            differs(wanted.clone(), &moved, &bridges, Some(&wanted)),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_idle_ends_the_wait_at_once() {
+        let signal = std::pin::pin!(async {});
+        let mut stop = Stop::new(signal);
+        let wake = tokio::time::timeout(
+            Duration::from_secs(5),
+            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop),
+        )
+        .await;
+        assert!(matches!(wake, Ok(Wake::Stop)));
+        // Seen once, it stays seen (the signal future is not polled again).
+        assert!(stop.requested_now());
+        assert!(matches!(
+            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop).await,
+            Wake::Stop
+        ));
+    }
+
+    /// Regression: SIGTERM during a rotation ended the agent mid restart/verify, leaving
+    /// the engine on a certificate the node's files did not hold.
+    #[tokio::test]
+    async fn a_stop_during_work_lets_the_work_finish() {
+        let signal = std::pin::pin!(async {});
+        let mut stop = Stop::new(signal);
+        let started = std::time::Instant::now();
+        let out = stop
+            .finish("the test work", async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                42
+            })
+            .await;
+        assert_eq!(out, 42);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(stop.requested_now());
+    }
+
+    #[tokio::test]
+    async fn the_signal_is_armed_before_any_work() {
+        // `wait_for_signal` installs its handlers when first polled; until then SIGTERM
+        // would kill the process.
+        let armed = std::cell::Cell::new(false);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = std::pin::pin!(async {
+            armed.set(true);
+            let _ = rx.await;
+        });
+        let mut stop = Stop::new(signal);
+        assert!(!stop.requested_now());
+        assert!(armed.get());
+        tx.send(()).unwrap();
+        assert!(stop.requested_now());
+    }
 
     #[test]
     fn the_planned_renewal_is_kept_for_the_same_certificate() {

@@ -1,5 +1,7 @@
-//! Which names a node asks for: its host name, FQDN and non-loopback addresses (unless
-//! turned off), plus what the operator adds with `--san`.
+//! Which names a node asks for: its host name, FQDN and own addresses (unless turned
+//! off), plus what the operator adds with `--san`. Loopback, link-local and the addresses
+//! of container and virtual-network interfaces (`docker0`, `docker_gwbridge`, `br-…`,
+//! CNI bridges; see [`net::is_container_plumbing`]) are never detected.
 
 use std::net::IpAddr;
 
@@ -83,17 +85,25 @@ impl Sans {
         }
     }
 
-    /// Whether every name of `self` is in `other` and the other way round (order aside).
-    pub fn same_as(&self, dns: &[String], ips: &[IpAddr]) -> bool {
+    /// Whether `self` names what `dns` and `ips` name, order aside, leaving `ignored`
+    /// addresses out on both sides: those of container bridges, which a certificate issued
+    /// before they were left out may still carry and which must not cause a re-issue.
+    pub fn same_as(&self, dns: &[String], ips: &[IpAddr], ignored: &[IpAddr]) -> bool {
+        let sorted = |list: &[IpAddr]| {
+            let mut v: Vec<IpAddr> = list
+                .iter()
+                .filter(|ip| !ignored.contains(ip))
+                .copied()
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
         let mut a = self.dns.clone();
         let mut b = dns.to_vec();
         a.sort();
         b.sort();
-        let mut c = self.ips.clone();
-        let mut d = ips.to_vec();
-        c.sort();
-        d.sort();
-        a == b && c == d
+        a == b && sorted(&self.ips) == sorted(ips)
     }
 }
 
@@ -133,7 +143,34 @@ mod tests {
     #[test]
     fn same_as_ignores_order() {
         let sans = Sans::collect(&["a.example".into(), "b.example".into()], false).unwrap();
-        assert!(sans.same_as(&["b.example".into(), "a.example".into()], &[]));
-        assert!(!sans.same_as(&["a.example".into()], &[]));
+        assert!(sans.same_as(&["b.example".into(), "a.example".into()], &[], &[]));
+        assert!(!sans.same_as(&["a.example".into()], &[], &[]));
+    }
+
+    /// Regression: a node certificate that named `docker0`'s 172.17.0.1 (issued before
+    /// bridge addresses were left out) is not re-issued just to drop it, and a new Docker
+    /// network's address is no reason to re-issue either.
+    #[test]
+    fn same_as_leaves_ignored_addresses_out_on_both_sides() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let detected = Sans::collect(&["node-1.example".into(), "10.0.0.5".into()], false).unwrap();
+        let dns = ["node-1.example".to_string()];
+        let bridges = [ip("172.17.0.1"), ip("172.18.0.1")];
+        // The certificate carries a bridge address the host still has.
+        assert!(detected.same_as(&dns, &[ip("10.0.0.5"), ip("172.17.0.1")], &bridges));
+        // Without ignoring it, it would differ.
+        assert!(!detected.same_as(&dns, &[ip("10.0.0.5"), ip("172.17.0.1")], &[]));
+        // A real address change still counts.
+        assert!(!detected.same_as(&dns, &[ip("10.0.0.6"), ip("172.17.0.1")], &bridges));
+        // An operator's --san that happens to be a bridge address does not loop.
+        let with_bridge = Sans::collect(&["10.0.0.5".into(), "172.17.0.1".into()], false).unwrap();
+        assert!(with_bridge.same_as(&[], &[ip("10.0.0.5"), ip("172.17.0.1")], &bridges));
+    }
+
+    #[test]
+    fn detected_names_leave_out_container_bridges() {
+        let sans = Sans::detected();
+        let plumbing = net::Addresses::now().plumbing;
+        assert!(sans.ips.iter().all(|ip| !plumbing.contains(ip)));
     }
 }

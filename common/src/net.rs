@@ -40,17 +40,93 @@ fn fqdn_from_hosts(hosts: &str, host: &str) -> Option<String> {
 }
 
 /// Every address of this host a peer could use: not loopback, not IPv6 link-local (those
-/// need a zone and make poor SANs), not unspecified. Sorted, without duplicates.
+/// need a zone and make poor SANs), not unspecified, not on a container runtime's or
+/// virtual network's interface (see [`is_container_plumbing`]). Sorted, without
+/// duplicates.
 pub fn addresses() -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = if_addrs::get_if_addrs()
+    Addresses::of(interfaces()).host
+}
+
+/// This host's addresses, split by the kind of interface that carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Addresses {
+    /// What [`addresses`] returns: the node's own, usable addresses.
+    pub host: Vec<IpAddr>,
+    /// Usable addresses found only on container or virtual-network interfaces
+    /// (`docker0`'s 172.17.0.1, say): never asked for, and ignored when comparing what a
+    /// certificate names with what the host has, so a certificate issued before they were
+    /// left out is not re-issued for them.
+    pub plumbing: Vec<IpAddr>,
+}
+
+impl Addresses {
+    /// The addresses of this host now.
+    pub fn now() -> Self {
+        Self::of(interfaces())
+    }
+
+    /// Splits `(interface name, address)` pairs; each list sorted, without duplicates. An
+    /// address on both kinds of interface counts as the host's.
+    pub fn of(interfaces: impl IntoIterator<Item = (String, IpAddr)>) -> Self {
+        let mut out = Addresses::default();
+        for (name, ip) in interfaces {
+            if !usable(&ip) {
+                continue;
+            }
+            if is_container_plumbing(&name) {
+                out.plumbing.push(ip);
+            } else {
+                out.host.push(ip);
+            }
+        }
+        out.host.sort();
+        out.host.dedup();
+        out.plumbing.sort();
+        out.plumbing.dedup();
+        out.plumbing
+            .retain(|ip| out.host.binary_search(ip).is_err());
+        out
+    }
+}
+
+/// Interface name prefixes of container runtimes and virtual networks: Docker's default
+/// bridge and swarm's `docker_gwbridge` (`docker`), the host ends of container links
+/// (`veth`), CNI and podman bridges (`cni`, `podman`), Kubernetes network plugins
+/// (`flannel`, `cali`, `cilium_`, `weave`, `kube-`, VXLAN overlays), LXC (`lxc`) and
+/// libvirt (`virbr`). Their addresses are private to the host's guests and come and go
+/// with them. VPN tunnels (`tun`, `wg`) are not here: peers may well reach a node there.
+const PLUMBING_PREFIXES: [&str; 12] = [
+    "docker", "veth", "cni", "podman", "flannel", "cali", "cilium_", "weave", "kube-", "vxlan",
+    "lxc", "virbr",
+];
+
+/// Whether an interface belongs to a container runtime or a virtual network rather than
+/// to the host: its addresses are left out of a node's default names and its changes do
+/// not count as the node's addresses changing.
+///
+/// Docker's user-defined networks are `br-` and the first 12 hex digits of the network
+/// id; other `br-` bridges (`br-lan`) are an operator's and count as the host's.
+pub fn is_container_plumbing(interface: &str) -> bool {
+    if PLUMBING_PREFIXES.iter().any(|p| interface.starts_with(p)) {
+        return true;
+    }
+    interface.strip_prefix("br-").is_some_and(|id| {
+        id.len() == 12
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn interfaces() -> Vec<(String, IpAddr)> {
+    if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
-        .map(|i| i.ip())
-        .filter(usable)
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+        .map(|i| {
+            let ip = i.ip();
+            (i.name, ip)
+        })
+        .collect()
 }
 
 fn usable(ip: &IpAddr) -> bool {
@@ -85,5 +161,84 @@ mod tests {
         assert!(usable(&"10.1.2.3".parse().unwrap()));
         assert!(usable(&"2001:db8::1".parse().unwrap()));
         assert!(addresses().iter().all(usable));
+    }
+
+    #[test]
+    fn container_and_virtual_network_interfaces_are_plumbing() {
+        for name in [
+            "docker0",
+            "docker_gwbridge",
+            "br-3f2a9c1d0e4b",
+            "veth1a2b3c4",
+            "cni0",
+            "cni-podman0",
+            "podman0",
+            "flannel.1",
+            "cali12ab34cd56e",
+            "cilium_host",
+            "weave",
+            "kube-ipvs0",
+            "vxlan.calico",
+            "lxcbr0",
+            "virbr0",
+        ] {
+            assert!(is_container_plumbing(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_own_interfaces_are_not_plumbing() {
+        for name in [
+            "eth0",
+            "ens3",
+            "enp0s31f6",
+            "eno1",
+            "wlan0",
+            "bond0",
+            "br0",
+            "br-lan",
+            "br-3F2A9C1D0E4B",
+            "br-3f2a9c1d0e4",
+            "vlan100",
+            "wg0",
+            "tun0",
+            "lo",
+        ] {
+            assert!(!is_container_plumbing(name), "{name}");
+        }
+    }
+
+    /// Regression: after `docker swarm init` the `docker_gwbridge` address (and on any
+    /// Docker host `docker0`'s 172.17.0.1) ended up in node certificates.
+    #[test]
+    fn leaves_out_addresses_of_docker_bridges() {
+        let pair = |name: &str, ip: &str| (name.to_string(), ip.parse::<IpAddr>().unwrap());
+        let found = Addresses::of([
+            pair("lo", "127.0.0.1"),
+            pair("eth0", "10.0.0.5"),
+            pair("eth0", "fe80::1"),
+            pair("eth0", "2001:db8::5"),
+            pair("docker0", "172.17.0.1"),
+            pair("docker_gwbridge", "172.18.0.1"),
+            pair("br-3f2a9c1d0e4b", "172.19.0.1"),
+            pair("br-lan", "192.168.1.2"),
+            pair("veth1a2b3c4", "fe80::2"),
+            pair("cni0", "10.244.0.1"),
+        ]);
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|s| s.parse().unwrap()).collect() };
+        assert_eq!(found.host, ips(&["10.0.0.5", "192.168.1.2", "2001:db8::5"]));
+        assert_eq!(
+            found.plumbing,
+            ips(&["10.244.0.1", "172.17.0.1", "172.18.0.1", "172.19.0.1"])
+        );
+    }
+
+    #[test]
+    fn an_address_also_on_a_host_interface_is_the_hosts() {
+        let pair = |name: &str, ip: &str| (name.to_string(), ip.parse::<IpAddr>().unwrap());
+        let found = Addresses::of([pair("docker0", "10.0.0.5"), pair("eth0", "10.0.0.5")]);
+        assert_eq!(found.host, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert!(found.plumbing.is_empty());
     }
 }

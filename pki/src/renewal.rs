@@ -1,5 +1,6 @@
 //! When to renew: a random point between 50 % and 70 % of a certificate's life, so a
-//! fleet enrolled together does not renew together.
+//! fleet enrolled together does not renew together; and how long to wait after a failed
+//! attempt, also jittered, so a fleet whose CA went down does not retry in step.
 
 use time::OffsetDateTime;
 
@@ -35,8 +36,8 @@ pub fn renew_at_issued(
     renew_at(issued, not_after, jitter)
 }
 
-/// A uniform draw in `[0, 1)` from the system's random source, for [`renew_at`]
-/// (0.5 when the source fails: the middle of the window).
+/// A uniform draw in `[0, 1)` from the system's random source, for [`renew_at`] and
+/// [`backoff`] (0.5 when the source fails: the middle of the window).
 pub fn jitter() -> f64 {
     let mut b = [0u8; 4];
     match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
@@ -45,15 +46,27 @@ pub fn jitter() -> f64 {
     }
 }
 
-/// How long to wait after `failures` consecutive failed attempts: doubles from `base`,
-/// capped at `cap`.
+/// How long to wait after `failures` consecutive failed attempts ("equal jitter"): the
+/// ceiling doubles from `base` and is capped at `cap`; the wait is between half the
+/// ceiling and the ceiling, placed by `jitter` in `[0, 1]` (callers draw it each time with
+/// [`jitter`]; tests pass fixed values; out of range or NaN is clamped). Half stays fixed
+/// so that a node never retries in a tight loop, the other half spreads a fleet out.
 pub fn backoff(
     failures: u32,
     base: std::time::Duration,
     cap: std::time::Duration,
+    jitter: f64,
 ) -> std::time::Duration {
     let factor = 1u32.checked_shl(failures.min(30)).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(cap)
+    let ceiling = base.saturating_mul(factor).min(cap);
+    let jitter = if jitter.is_nan() {
+        0.5
+    } else {
+        jitter.clamp(0.0, 1.0)
+    };
+    let half = ceiling / 2;
+    // At most `half` (times 1.0), so neither the product nor the sum can overflow.
+    half.saturating_add(half.mul_f64(jitter)).min(ceiling)
 }
 
 #[cfg(test)]
@@ -103,9 +116,58 @@ mod tests {
     fn backoff_doubles_then_caps() {
         let base = Duration::from_secs(1);
         let cap = Duration::from_secs(300);
-        assert_eq!(backoff(0, base, cap), Duration::from_secs(1));
-        assert_eq!(backoff(3, base, cap), Duration::from_secs(8));
-        assert_eq!(backoff(20, base, cap), cap);
-        assert_eq!(backoff(u32::MAX, base, cap), cap);
+        assert_eq!(backoff(0, base, cap, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(3, base, cap, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(20, base, cap, 1.0), cap);
+        assert_eq!(backoff(u32::MAX, base, cap, 1.0), cap);
+        assert_eq!(backoff(3, base, cap, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff(u32::MAX, base, cap, 0.0), cap / 2);
+    }
+
+    #[test]
+    fn backoff_stays_between_half_the_ceiling_and_the_cap() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(20);
+        for failures in [0, 1, 2, 3, 4, 5, 10, 31, u32::MAX] {
+            let ceiling = (base * 2u32.saturating_pow(failures.min(30))).min(cap);
+            for j in [
+                0.0,
+                0.1,
+                0.5,
+                0.999,
+                1.0,
+                -1.0,
+                2.0,
+                f64::NAN,
+                f64::INFINITY,
+            ] {
+                let wait = backoff(failures, base, cap, j);
+                assert!(
+                    wait >= ceiling / 2 && wait <= ceiling && wait <= cap,
+                    "failures {failures}, jitter {j}: {wait:?} outside [{:?}, {ceiling:?}]",
+                    ceiling / 2
+                );
+            }
+        }
+        // Extreme inputs neither overflow nor panic.
+        assert!(backoff(u32::MAX, Duration::MAX, Duration::MAX, 1.0) <= Duration::MAX);
+        assert_eq!(backoff(5, Duration::ZERO, cap, 0.7), Duration::ZERO);
+    }
+
+    /// Regression: a fleet whose CA went down retried in lockstep (exactly 2, 4, 8, 16,
+    /// 20 s). With the drawn jitter, nodes at the same failure count wait different times.
+    #[test]
+    fn a_fleet_does_not_retry_in_step() {
+        let base = Duration::from_secs(2);
+        let cap = Duration::from_secs(20);
+        let mut waits: Vec<Duration> = (0..50).map(|_| backoff(3, base, cap, jitter())).collect();
+        waits.sort();
+        waits.dedup();
+        assert!(waits.len() > 10, "{waits:?}");
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= Duration::from_secs(8) && *w <= Duration::from_secs(16))
+        );
     }
 }

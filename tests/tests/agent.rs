@@ -1,6 +1,7 @@
 //! The agent's harder promises: a kill -9 at any moment leaves a matching pair and an
-//! engine that starts; a node whose addresses change gets a certificate with the new
-//! names without waiting for its renewal (in a network namespace made here).
+//! engine that starts; SIGTERM during a rotation lets it finish; a node whose addresses
+//! change gets a certificate with the new names without waiting for its renewal, and a
+//! new container bridge is no such change (in a network namespace made here).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -134,6 +135,106 @@ fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
     );
 }
 
+/// Regression: SIGTERM during a rotation ended the agent at once, mid restart/verify,
+/// leaving the engine on the new serial while the node's cert.pem was still the old one.
+#[test]
+fn sigterm_during_a_rotation_lets_it_finish_then_stops() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let engine = Engine::start_plain("127.0.0.1");
+    let creds = engine.dir.join("client");
+    let tls = engine.dir.join("tls");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    // The engine's restart, slowed down and announced, so the signal lands inside it.
+    let restarting = engine.dir.join("restarting");
+    let restart = engine.dir.join("slow-restart.sh");
+    std::fs::write(
+        &restart,
+        format!(
+            "#!/bin/sh\ntouch {}\nsleep 2\nexec {}\n",
+            restarting.display(),
+            engine.restart.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&restart, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = token(&state, &["--role", "node"]);
+    let out = Command::new(bin("ca-client"))
+        .args([
+            "enroll",
+            "--docker",
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+            "--server",
+            &serve.addr,
+            "--token",
+            &t,
+        ])
+        .arg("--out")
+        .arg(&creds)
+        .arg("--docker-config")
+        .arg(&engine.config)
+        .arg("--docker-tls-dir")
+        .arg(&tls)
+        .args(["--docker-listen", &listen, "--docker-restart"])
+        .arg(&restart)
+        .arg("--systemd-dir")
+        .arg(engine.dir.join("none"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let serial = |dir: &Path, layout: Layout| {
+        Bundle::load(dir, layout)
+            .unwrap()
+            .leaf()
+            .unwrap()
+            .serial
+            .to_string()
+    };
+    let before = serial(&creds, Layout::CLIENT);
+    std::fs::remove_file(&restarting).unwrap();
+
+    let log = engine.dir.join("agent.log");
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args(["agent", "--renew-now", "--docker-timeout", "30s", "--out"])
+        .arg(&creds);
+    let mut agent = Proc::spawn("ca-client agent", cmd, &log);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(60), || restarting.exists()),
+        "the agent did not restart the engine: {}",
+        read_log()
+    );
+    let status = agent.signal_and_wait(Signal::SIGTERM, Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}: {}",
+        read_log()
+    );
+    let text = read_log();
+    let finishing = text.find("finishing the renewal under way");
+    let renewed = text.find("renewed");
+    let stopped = text.find("agent stopped");
+    assert!(
+        finishing.is_some() && finishing < renewed && renewed < stopped,
+        "{text}"
+    );
+    // The rotation completed: the node's files, the engine's pair and what it serves agree.
+    let after = serial(&creds, Layout::CLIENT);
+    assert_ne!(after, before);
+    assert_eq!(serial(&tls, Layout::DOCKERD), after);
+    assert_eq!(served_serial(&creds), Some(after));
+}
+
 /// A network namespace made for one test, deleted when dropped.
 struct Netns {
     name: String,
@@ -260,13 +361,46 @@ fn a_node_whose_addresses_change_gets_a_certificate_with_the_new_names() {
 
     let log = tmp.path().join("agent.log");
     let mut cmd = ns.command(&bin("ca-client"));
-    cmd.args(["agent", "--out"]).arg(&creds);
+    cmd.args(["agent", "--out"])
+        .arg(&creds)
+        .env("RUST_LOG", "info,ca_client::agent=debug");
     let mut agent = Proc::spawn("ca-client agent", cmd, &log);
     assert!(wait_until(Duration::from_secs(20), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("next renewal planned")
     }));
+    let first = Bundle::load(&creds, Layout::CLIENT)
+        .unwrap()
+        .leaf()
+        .unwrap()
+        .serial;
+
+    // Docker's bridges appear (docker0, a user network): not the node's addresses, so no
+    // re-issue (regression: a new Docker network re-issued and restarted the engine).
+    ns.ip(&["link", "add", "docker0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
+    ns.ip(&["link", "add", "br-0123456789ab", "type", "bridge"]);
+    ns.ip(&["addr", "add", "172.18.0.1/16", "dev", "br-0123456789ab"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("container or virtual-network interfaces only")
+        }),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("addresses changed"), "{text}");
+    assert_eq!(
+        Bundle::load(&creds, Layout::CLIENT)
+            .unwrap()
+            .leaf()
+            .unwrap()
+            .serial,
+        first
+    );
 
     // The node gets a new address: a certificate with it follows, long before renewal.
     ns.ip(&["addr", "add", "10.77.2.1/24", "dev", "d0"]);
@@ -275,6 +409,11 @@ fn a_node_whose_addresses_change_gets_a_certificate_with_the_new_names() {
         wait_until(Duration::from_secs(30), || names(&creds).contains(&new)),
         "no re-issue after the address change: {}",
         std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The bridges' addresses are left out of the new names.
+    assert_eq!(
+        names(&creds),
+        vec!["10.77.1.1".parse::<std::net::IpAddr>().unwrap(), new]
     );
     assert!(
         std::fs::read_to_string(&log)
