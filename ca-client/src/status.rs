@@ -22,8 +22,11 @@ pub enum Health {
     Ok,
     /// Valid, but expires within the warning window.
     Expiring,
-    /// Expired, not yet valid, or unusable (key does not match, unreadable).
+    /// Expired or not yet valid.
     Expired,
+    /// Unusable: the key does not belong to the certificate, a file does not parse or
+    /// cannot be read.
+    Broken,
     /// Not there.
     Missing,
 }
@@ -35,7 +38,7 @@ impl Health {
         ExitCode::from(match self {
             Health::Ok => 0,
             Health::Expiring => 1,
-            Health::Expired => 2,
+            Health::Expired | Health::Broken => 2,
             Health::Missing => 3,
         })
     }
@@ -45,6 +48,7 @@ impl Health {
             Health::Ok => "OK",
             Health::Expiring => "EXPIRING",
             Health::Expired => "EXPIRED",
+            Health::Broken => "BROKEN",
             Health::Missing => "MISSING",
         }
     }
@@ -72,37 +76,46 @@ pub fn check(out: &Path, warn_within: Duration, now: OffsetDateTime) -> Health {
         places.push(("docker", d.tls_dir, Layout::DOCKERD));
     }
     for (what, dir, layout) in places {
-        let health = match Bundle::load(&dir, layout) {
-            Ok(bundle) => match bundle.leaf() {
-                Ok(leaf) => {
-                    let h = judge(&leaf, now, warn_within);
-                    println!(
-                        "{} {what} {} serial {} expires {} ({})",
-                        h.word(),
-                        leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-                        leaf.serial,
-                        duration::timestamp(leaf.not_after),
-                        describe_left(leaf.seconds_left(now))
-                    );
-                    h
-                }
-                Err(e) => {
-                    println!("EXPIRED {what} {}: {e}", dir.display());
-                    Health::Expired
-                }
-            },
-            Err(BundleError::Missing(path)) => {
-                println!("MISSING {what} {}", path.display());
-                Health::Missing
-            }
-            Err(e) => {
-                println!("EXPIRED {what} {}: {e}", dir.display());
-                Health::Expired
-            }
-        };
+        let (health, line) = check_one(what, &dir, layout, warn_within, now);
+        println!("{line}");
         worst = worst.max(health);
     }
     worst
+}
+
+/// Judges the credentials of one place (`client`, `docker`) and says so in one line.
+fn check_one(
+    what: &str,
+    dir: &Path,
+    layout: Layout,
+    warn_within: Duration,
+    now: OffsetDateTime,
+) -> (Health, String) {
+    let leaf = match Bundle::load(dir, layout).and_then(|bundle| bundle.leaf()) {
+        Ok(leaf) => leaf,
+        Err(BundleError::Missing(path)) => {
+            return (
+                Health::Missing,
+                format!("MISSING {what} {}", path.display()),
+            );
+        }
+        Err(e) => {
+            return (
+                Health::Broken,
+                format!("BROKEN {what} {}: {e}", dir.display()),
+            );
+        }
+    };
+    let h = judge(&leaf, now, warn_within);
+    let line = format!(
+        "{} {what} {} serial {} expires {} ({})",
+        h.word(),
+        leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
+        leaf.serial,
+        duration::timestamp(leaf.not_after),
+        describe_left(leaf.seconds_left(now))
+    );
+    (h, line)
 }
 
 fn describe_left(seconds: i64) -> String {
@@ -170,9 +183,9 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
     match &state.next_renewal {
         Some(p) if p.serial == leaf.serial.to_string() => {
             println!(
-                "next renewal: {} (in {})",
+                "next renewal: {} ({})",
                 p.at,
-                duration::human(p.at_unix - now.unix_timestamp())
+                describe_next(p.at_unix - now.unix_timestamp(), state.last_error.is_some())
             );
         }
         _ => println!("next renewal: not planned yet (is `ca-client agent` running?)"),
@@ -185,6 +198,17 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
         engine["summary"].as_str().unwrap_or("-")
     );
     Ok(())
+}
+
+/// When the planned renewal is, `seconds` from now: ahead, or overdue because the agent
+/// is at it now or retrying after a failure (`retrying`, when the last attempt failed).
+fn describe_next(seconds: i64, retrying: bool) -> String {
+    match (seconds, retrying) {
+        (s, _) if s > 0 => format!("in {}", duration::human(s)),
+        (s, true) => format!("retrying, was due {} ago", duration::human(-s)),
+        (0, false) => "now".to_string(),
+        (s, false) => format!("now, was due {} ago", duration::human(-s)),
+    }
 }
 
 async fn engine_status(state: &ClientState) -> serde_json::Value {
@@ -286,5 +310,39 @@ mod tests {
             Health::Expired
         );
         assert!(Health::Missing > Health::Expired && Health::Expired > Health::Expiring);
+    }
+
+    /// Regression: `check` printed "EXPIRED" for a key that does not belong to its
+    /// certificate; it is broken, not expired (the exit code, 2, was right).
+    #[test]
+    fn a_key_that_does_not_match_is_broken_not_expired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cert = dtca_common::bundle::sample("c", dtca_pki::Role::Node, "n", &["n.example"]);
+        let other = dtca_common::bundle::sample("c", dtca_pki::Role::Node, "m", &["m.example"]);
+        cert.save(tmp.path(), Layout::CLIENT).unwrap();
+        let week = Duration::from_secs(7 * 86_400);
+        let now = OffsetDateTime::now_utc();
+        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        assert_eq!(health, Health::Expiring, "{line}"); // a one-hour sample
+        std::fs::write(tmp.path().join("key.pem"), other.key.to_pem()).unwrap();
+        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        assert_eq!(health, Health::Broken);
+        assert!(line.starts_with("BROKEN client "), "{line}");
+        assert!(line.contains("does not belong to"), "{line}");
+        assert_eq!(health.exit_code(), ExitCode::from(2));
+        std::fs::remove_file(tmp.path().join("key.pem")).unwrap();
+        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        assert_eq!(health, Health::Missing);
+        assert!(line.starts_with("MISSING client "), "{line}");
+    }
+
+    /// Regression: `status` showed "next renewal … (in -3s)" while the agent retried.
+    #[test]
+    fn an_overdue_renewal_is_described_honestly() {
+        assert_eq!(describe_next(90, false), "in 1m 30s");
+        assert_eq!(describe_next(-3, true), "retrying, was due 3s ago");
+        assert_eq!(describe_next(0, true), "retrying, was due 0s ago");
+        assert_eq!(describe_next(0, false), "now");
+        assert_eq!(describe_next(-3, false), "now, was due 3s ago");
     }
 }
