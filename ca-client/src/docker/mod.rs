@@ -480,7 +480,10 @@ pub async fn restart(command: &str) -> Result<(), String> {
             .rev()
             .collect();
         if tail.is_empty() {
-            Err(format!("`{command}` exited with {} and printed nothing", out.status))
+            Err(format!(
+                "`{command}` exited with {} and printed nothing",
+                out.status
+            ))
         } else {
             Err(format!("`{command}` exited with {}: {tail}", out.status))
         }
