@@ -3,6 +3,7 @@
 //! the fleets we switch run them), restarted by a script the switch calls, and always
 //! stopped by pid. The real docker CLI talks to them.
 
+use std::ffi::{OsStr, OsString};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -175,6 +176,24 @@ impl Engine {
     }
 
     /// `docker -H unix://<socket> <args>`.
+    /// The `ca-client enroll --docker` flags that point at this engine: its daemon.json,
+    /// `tls/` in its directory, `listen`, `restart` as the restart command, and no systemd
+    /// unit.
+    pub fn switch_flags(&self, listen: &str, restart: impl AsRef<OsStr>) -> Vec<OsString> {
+        vec![
+            "--docker-config".into(),
+            self.config.clone().into(),
+            "--docker-tls-dir".into(),
+            self.dir.join("tls").into(),
+            "--docker-listen".into(),
+            listen.into(),
+            "--docker-restart".into(),
+            restart.as_ref().to_owned(),
+            "--systemd-dir".into(),
+            self.dir.join("none").into(),
+        ]
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .arg("-H")

@@ -64,14 +64,7 @@ fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
         ])
         .arg("--out")
         .arg(&creds)
-        .arg("--docker-config")
-        .arg(&engine.config)
-        .arg("--docker-tls-dir")
-        .arg(&tls)
-        .args(["--docker-listen", &listen, "--docker-restart"])
-        .arg(&engine.restart)
-        .arg("--systemd-dir")
-        .arg(engine.dir.join("none"))
+        .args(engine.switch_flags(&listen, &engine.restart))
         .output()
         .unwrap();
     assert!(
@@ -177,14 +170,7 @@ fn sigterm_during_a_rotation_lets_it_finish_then_stops() {
         ])
         .arg("--out")
         .arg(&creds)
-        .arg("--docker-config")
-        .arg(&engine.config)
-        .arg("--docker-tls-dir")
-        .arg(&tls)
-        .args(["--docker-listen", &listen, "--docker-restart"])
-        .arg(&restart)
-        .arg("--systemd-dir")
-        .arg(engine.dir.join("none"))
+        .args(engine.switch_flags(&listen, &restart))
         .output()
         .unwrap();
     assert!(

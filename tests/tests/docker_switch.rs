@@ -371,14 +371,7 @@ fn a_failing_restart_command_is_rolled_back() {
         let out = Command::new(bin("ca-client"))
             .args(["enroll", "--docker", "--token", &token, "--out"])
             .arg(&creds)
-            .arg("--docker-config")
-            .arg(&engine.config)
-            .arg("--docker-tls-dir")
-            .arg(engine.dir.join("tls"))
-            .args(["--docker-listen", &listen, "--docker-restart"])
-            .arg(&engine.restart)
-            .arg("--systemd-dir")
-            .arg(engine.dir.join("none"))
+            .args(engine.switch_flags(&listen, &engine.restart))
             .output()
             .unwrap();
         assert!(out.status.success(), "{round}: {}", text(&out));
@@ -505,14 +498,7 @@ fn the_agent_rotates_keeps_the_old_pair_while_the_ca_is_down_and_containers_surv
         ])
         .arg("--out")
         .arg(&creds)
-        .arg("--docker-config")
-        .arg(&engine.config)
-        .arg("--docker-tls-dir")
-        .arg(engine.dir.join("tls"))
-        .args(["--docker-listen", &listen, "--docker-restart"])
-        .arg(&engine.restart)
-        .arg("--systemd-dir")
-        .arg(engine.dir.join("none"))
+        .args(engine.switch_flags(&listen, &engine.restart))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

@@ -69,14 +69,7 @@ impl Fleet {
             ])
             .arg("--out")
             .arg(f.engine.dir.join("client"))
-            .arg("--docker-config")
-            .arg(&f.engine.config)
-            .arg("--docker-tls-dir")
-            .arg(f.engine.dir.join("tls"))
-            .args(["--docker-listen", &listen, "--docker-restart"])
-            .arg(&f.engine.restart)
-            .arg("--systemd-dir")
-            .arg(f.engine.dir.join("none"))
+            .args(f.engine.switch_flags(&listen, &f.engine.restart))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
