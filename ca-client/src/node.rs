@@ -18,6 +18,9 @@ use crate::error::ClientError;
 use crate::sans::Sans;
 use crate::state::ClientState;
 
+/// What `last_error` says after a switch that failed and was rolled back.
+pub const SWITCH_FAILED: &str = "docker switch failed";
+
 /// Enrolls and switches the engine. The engine and its files are checked before the CA
 /// is contacted, so a node that cannot be switched does not spend a token.
 ///
@@ -87,7 +90,7 @@ pub async fn enroll_docker(
             // The certificate exists; keep it so the node is at least enrolled, and say
             // what failed so `status` shows it and a plain `enroll --docker` retries.
             obtained.state.last_error = Some(format!(
-                "{}: docker switch failed (retry with `ca-client enroll --docker`, no token needed): {e}",
+                "{}: {SWITCH_FAILED} (retry with `ca-client enroll --docker`, no token needed): {e}",
                 duration::timestamp(OffsetDateTime::now_utc())
             ));
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;

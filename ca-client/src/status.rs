@@ -213,7 +213,16 @@ fn describe_next(seconds: i64, retrying: bool) -> String {
 
 async fn engine_status(state: &ClientState) -> serde_json::Value {
     let Some(d) = &state.docker else {
-        return json!({"managed": false, "summary": "not managed by dtca (enrolled without --docker)"});
+        let failed = state
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(crate::node::SWITCH_FAILED));
+        let summary = if failed {
+            "not switched: the last `enroll --docker` failed and was rolled back (see last error)"
+        } else {
+            "not managed by dtca (enrolled without --docker)"
+        };
+        return json!({"managed": false, "summary": summary});
     };
     let config = std::fs::read_to_string(&d.config).unwrap_or_default();
     let tlsverify = daemon_json::tlsverify_of(&config);

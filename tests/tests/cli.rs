@@ -406,6 +406,35 @@ fn client_exit_codes_say_what_was_wrong() {
 }
 
 #[test]
+fn a_malformed_daemon_json_is_a_config_error_before_anything_is_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("daemon.json");
+    let broken = "{ \"hosts\": [ \"unix:///run/x.sock\", broken";
+    std::fs::write(&config, broken).unwrap();
+    let token = format!("DTCA-1-{}-{}", "A".repeat(52), "B".repeat(32));
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--docker",
+            "--server",
+            "127.0.0.1:1",
+            "--token",
+            &token,
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--docker-config",
+            config.to_str().unwrap(),
+            "--systemd-dir",
+            dir.path().join("none").to_str().unwrap(),
+        ],
+    );
+    expect_code(&out, Reason::Config);
+    assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), broken);
+}
+
+#[test]
 fn malformed_local_pem_is_reported_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");

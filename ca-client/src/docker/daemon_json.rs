@@ -31,6 +31,21 @@ pub struct Plan {
     pub live_restore: bool,
 }
 
+/// The keys of a daemon.json (absent or empty: none).
+///
+/// # Errors
+/// [`PlanError`] when it is not valid JSON or not a JSON object.
+pub fn parse(existing: Option<&str>) -> Result<Map<String, Value>, PlanError> {
+    match existing.map(str::trim) {
+        None | Some("") => Ok(Map::new()),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(PlanError("daemon.json is not a JSON object".into())),
+            Err(e) => Err(PlanError(format!("daemon.json is not valid JSON: {e}"))),
+        },
+    }
+}
+
 /// `existing` with only `live-restore` turned on: what a running dockerd can reload on
 /// SIGHUP before the real switch (a reload that also changed `hosts` would be refused
 /// while dockerd has `-H` on its command line).
@@ -38,13 +53,7 @@ pub struct Plan {
 /// # Errors
 /// [`PlanError`] when `existing` is not a JSON object.
 pub fn with_live_restore(existing: Option<&str>) -> Result<String, PlanError> {
-    let mut config: Map<String, Value> = match existing.map(str::trim) {
-        None | Some("") => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(PlanError("daemon.json is not a JSON object".into())),
-        },
-    };
+    let mut config = parse(existing)?;
     config.insert("live-restore".into(), Value::Bool(true));
     serde_json::to_string_pretty(&Value::Object(config))
         .map(|t| t + "\n")
@@ -69,14 +78,7 @@ pub fn plan(
     listen: &str,
     swarm: bool,
 ) -> Result<Plan, PlanError> {
-    let mut config: Map<String, Value> = match existing.map(str::trim) {
-        None | Some("") => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => return Err(PlanError("daemon.json is not a JSON object".into())),
-            Err(e) => return Err(PlanError(format!("daemon.json is not valid JSON: {e}"))),
-        },
-    };
+    let mut config = parse(existing)?;
     let mut before: Vec<String> = match config.get("hosts") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items

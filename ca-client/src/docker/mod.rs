@@ -105,7 +105,7 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
     }
     let scan = systemd::scan(&opts.systemd_dirs);
     if let Some(late) = &scan.after_ours {
-        return Err(ClientError::Docker(format!(
+        return Err(ClientError::Config(format!(
             "{} sets dockerd's ExecStart and sorts after dtca's drop-in {}, so systemd would ignore ours: move its settings into an earlier drop-in (or docker.service) first",
             late.display(),
             systemd::DROPIN
@@ -121,6 +121,11 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(files::FileError::new(&config, "read", e).into()),
     };
+    // Before anything is read from it (the engine's socket is in its hosts).
+    if let Some(text) = existing.as_deref() {
+        daemon_json::parse(Some(text))
+            .map_err(|e| ClientError::Config(format!("{}: {e}", config.display())))?;
+    }
     let mut hosts = existing
         .as_deref()
         .map(daemon_json::hosts_of)
