@@ -39,17 +39,10 @@ fn served_serial(creds: &Path) -> Option<String> {
         .and_then(|v| v["engine"]["served_serial"].as_str().map(str::to_string))
 }
 
-#[test]
-fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("ca");
-    init_insecure(&state);
-    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
-    let engine = Engine::start_plain("127.0.0.1");
-    let creds = engine.dir.join("client");
-    let tls = engine.dir.join("tls");
-    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
-    let t = token(&state, &["--role", "node"]);
+/// `enroll --docker` of `engine` (names: 127.0.0.1 only) into `engine.dir/client`, with
+/// `restart` as its restart command.
+fn switch(state: &Path, serve: &ServeProcess, engine: &Engine, listen: &str, restart: &Path) {
+    let t = token(state, &["--role", "node"]);
     let out = Command::new(bin("ca-client"))
         .args([
             "enroll",
@@ -63,8 +56,8 @@ fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
             &t,
         ])
         .arg("--out")
-        .arg(&creds)
-        .args(engine.switch_flags(&listen, &engine.restart))
+        .arg(engine.dir.join("client"))
+        .args(engine.switch_flags(listen, restart))
         .output()
         .unwrap();
     assert!(
@@ -72,6 +65,19 @@ fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn kill_9_at_any_moment_leaves_a_matching_pair_and_an_engine_that_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let engine = Engine::start_plain("127.0.0.1");
+    let creds = engine.dir.join("client");
+    let tls = engine.dir.join("tls");
+    let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
+    switch(&state, &serve, &engine, &listen, &engine.restart);
 
     // Kill the agent at different points of a renewal: before it has asked, while it
     // writes the pair, while the engine restarts, while it verifies.
@@ -155,29 +161,7 @@ fn sigterm_during_a_rotation_lets_it_finish_then_stops() {
     )
     .unwrap();
     std::fs::set_permissions(&restart, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let t = token(&state, &["--role", "node"]);
-    let out = Command::new(bin("ca-client"))
-        .args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-            "--server",
-            &serve.addr,
-            "--token",
-            &t,
-        ])
-        .arg("--out")
-        .arg(&creds)
-        .args(engine.switch_flags(&listen, &restart))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    switch(&state, &serve, &engine, &listen, &restart);
     let serial = |dir: &Path, layout: Layout| {
         Bundle::load(dir, layout)
             .unwrap()
