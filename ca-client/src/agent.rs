@@ -543,20 +543,10 @@ mod tests {
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {
-            serial: "0A0B".parse().unwrap(),
-            identity: None,
             dns_names: vec![],
-            ip_addresses: vec![],
             not_before: now,
             not_after: now + time::Duration::days(30),
-            is_ca: false,
-            subject: String::new(),
-            issuer: String::new(),
-            public_key_der: vec![],
-            server_auth: true,
-            client_auth: true,
-            subject_key_id: None,
-            authority_key_id: None,
+            ..node_leaf(&[])
         };
         let first = planned(&mut state, &leaf, tmp.path());
         assert!(first >= now + time::Duration::days(15) && first <= now + time::Duration::days(21));

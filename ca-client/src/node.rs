@@ -24,7 +24,7 @@ pub const SWITCH_FAILED: &str = "docker switch failed";
 /// Enrolls and switches the engine. The engine and its files are checked before the CA
 /// is contacted, so a node that cannot be switched does not spend a token.
 ///
-/// A node that is already enrolled in `--out` (with an unexpired certificate) switches
+/// A node that is already enrolled in `--out` (`current`, from [`current_enrollment`]) switches
 /// with a renewal of that certificate and needs no token: that is how a switch that failed
 /// and rolled back is tried again, and a token is never spent twice on one node.
 ///
@@ -38,6 +38,7 @@ pub const SWITCH_FAILED: &str = "docker switch failed";
 pub async fn enroll_docker(
     opts: &EnrollOptions,
     docker_opts: &DockerOptions,
+    current: Option<(ClientState, Bundle)>,
 ) -> Result<Obtained, ClientError> {
     let _held = HeldSignals::hold();
     let backups = backup_dir(&opts.out);
@@ -63,7 +64,7 @@ pub async fn enroll_docker(
         }
     }
     let opts = &opts;
-    let mut obtained = match current_enrollment(&opts.out) {
+    let mut obtained = match current {
         Some((state, current)) => {
             if !opts.token.is_empty() {
                 tracing::info!(

@@ -52,20 +52,10 @@ impl Engine {
     /// (`"tls": false` so dockerd does not wait), as most fleets run it.
     pub fn start_plain(ip: &str) -> Engine {
         let e = Self::prepare(ip);
-        let config = serde_json::json!({
-            "data-root": e.dir.join("data"),
-            "exec-root": e.dir.join("exec"),
-            "pidfile": e.pidfile,
-            "iptables": false,
-            "ip-masq": false,
-            "bridge": "none",
-            "log-level": "warn",
+        e.write_config(serde_json::json!({
             "hosts": [format!("unix://{}", e.socket.display()), e.plain],
-            "tls": false,
-            "deprecated-key-path": e.dir.join("key.json"),
             "debug": false,
-        });
-        std::fs::write(&e.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        }));
         let command = format!("dockerd --config-file {}", e.config.display());
         e.write_restart(&format!("exec {command}"));
         e.run_restart();
@@ -78,19 +68,7 @@ impl Engine {
     /// runs the effective `ExecStart` of the unit and its drop-ins, as systemd would.
     pub fn start_with_unit(ip: &str) -> Engine {
         let mut e = Self::prepare(ip);
-        let config = serde_json::json!({
-            "data-root": e.dir.join("data"),
-            "exec-root": e.dir.join("exec"),
-            "pidfile": e.pidfile,
-            "iptables": false,
-            "ip-masq": false,
-            "bridge": "none",
-            "log-level": "warn",
-            "tls": false,
-            "deprecated-key-path": e.dir.join("key.json"),
-            "labels": ["seed=yes"],
-        });
-        std::fs::write(&e.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        e.write_config(serde_json::json!({ "labels": ["seed=yes"] }));
         let systemd = e.dir.join("systemd");
         std::fs::create_dir_all(&systemd).unwrap();
         std::fs::write(
@@ -115,6 +93,26 @@ impl Engine {
         e.systemd = Some(systemd);
         e.run_restart();
         e
+    }
+
+    /// Writes daemon.json: this engine's own paths, no networking of its own, plain (no
+    /// TLS), plus `extra`'s keys.
+    fn write_config(&self, extra: serde_json::Value) {
+        let mut config = serde_json::json!({
+            "data-root": self.dir.join("data"),
+            "exec-root": self.dir.join("exec"),
+            "pidfile": self.pidfile,
+            "iptables": false,
+            "ip-masq": false,
+            "bridge": "none",
+            "log-level": "warn",
+            "tls": false,
+            "deprecated-key-path": self.dir.join("key.json"),
+        });
+        if let (Some(base), serde_json::Value::Object(more)) = (config.as_object_mut(), extra) {
+            base.extend(more);
+        }
+        std::fs::write(&self.config, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     }
 
     fn prepare(ip: &str) -> Engine {

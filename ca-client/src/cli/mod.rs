@@ -343,8 +343,10 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
     let opts = settings::enroll_options(&args, file)?;
     if let Some(docker) = settings::docker_options(&args.docker, file)? {
         // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-        if let Some(done) = crate::node::current_enrollment(&opts.out)
-            .and_then(|(s, _)| s.docker)
+        let current = crate::node::current_enrollment(&opts.out);
+        if let Some(done) = current
+            .as_ref()
+            .and_then(|(s, _)| s.docker.as_ref())
             .filter(|d| d.listen == docker.listen)
         {
             println!(
@@ -353,7 +355,7 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
             );
             return Ok(ExitCode::SUCCESS);
         }
-        let obtained = crate::node::enroll_docker(&opts, &docker).await?;
+        let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
             println!(
