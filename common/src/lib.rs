@@ -5,6 +5,7 @@
 //! - [`tls`]: the client side of TLS to the CA (root pinning by token digest) and the
 //!   gRPC channel over it.
 //! - [`reason`]: refusal reasons shared by server statuses and CLI exit codes.
+//! - [`endpoint`]: `tcp://HOST:PORT`, an engine's address, parsed in one place.
 //! - [`net`]: host names and addresses, the default SANs of a node.
 //! - [`cli`]: log format and set-up, the exit-code table, waiting for SIGTERM.
 //! - [`config`]: reading the TOML config files behind `flag > env > file > default`.
@@ -14,6 +15,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod endpoint;
 pub mod fs;
 pub mod net;
 pub mod reason;
