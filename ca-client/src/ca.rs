@@ -3,6 +3,7 @@
 //! anything is written.
 
 use dtca_common::bundle::Bundle;
+use dtca_common::endpoint::EngineAddr;
 use dtca_common::tls::{self, ServerAddr, Trust};
 use dtca_pki::chain::{self, Usage};
 use dtca_pki::csr;
@@ -14,7 +15,7 @@ use dtca_proto::v1::{self, ca_client::CaClient};
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 
-use crate::error::ClientError;
+use crate::error::{BadAnswer, ClientError, Invalid};
 use crate::sans::Sans;
 
 /// What the CA said about itself at first contact.
@@ -43,7 +44,7 @@ pub async fn first_contact(
         .await?
         .into_inner();
     let root_der = inspect::certs_from_pem(&bundle.root_pem)
-        .map_err(|e| ClientError::BadAnswer(format!("trust bundle: {e}")))?
+        .map_err(BadAnswer::TrustBundle)?
         .into_iter()
         .next()
         .unwrap_or_default();
@@ -75,6 +76,24 @@ pub async fn authenticated(
     Ok(CaClient::new(tls::connect(addr, config).await?))
 }
 
+/// Tells the CA where this node's engine listens, so operators' `login` finds it.
+///
+/// # Errors
+/// [`ClientError`] when the CA cannot be reached or refuses.
+pub async fn report_engine(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+    endpoint: &EngineAddr,
+) -> Result<(), ClientError> {
+    let mut client = authenticated(addr, bundle).await?;
+    client
+        .report_engine(v1::ReportEngineRequest {
+            endpoint: endpoint.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Generates a key and enrolls with a token over an open first-contact connection.
 ///
 /// # Errors
@@ -88,9 +107,8 @@ pub async fn enroll(
     sans: &Sans,
     key_type: KeyType,
 ) -> Result<Bundle, ClientError> {
-    let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let csr = csr::build(&key, name, &sans.dns, &sans.ips)
-        .map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let key = PrivateKey::generate(key_type).map_err(Invalid::Key)?;
+    let csr = csr::build(&key, name, &sans.dns, &sans.ips).map_err(Invalid::Csr)?;
     let issued = client
         .enroll(v1::EnrollRequest {
             token: token.expose(),
@@ -113,12 +131,9 @@ pub async fn renew(
     key_type: KeyType,
 ) -> Result<Bundle, ClientError> {
     let leaf = current.leaf()?;
-    let identity = leaf.identity.clone().ok_or_else(|| {
-        ClientError::Invalid("the current certificate carries no dtca identity".into())
-    })?;
-    let key = PrivateKey::generate(key_type).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips)
-        .map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let identity = leaf.identity.clone().ok_or(Invalid::NoIdentity)?;
+    let key = PrivateKey::generate(key_type).map_err(Invalid::Key)?;
+    let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips).map_err(Invalid::Csr)?;
     let issued = client
         .renew(v1::RenewRequest { csr_der: csr })
         .await?
@@ -141,8 +156,7 @@ fn accept(
     cluster: &str,
     identity: Option<&Identity>,
 ) -> Result<Bundle, ClientError> {
-    let bad = |m: String| ClientError::BadAnswer(m);
-    let info = CertInfo::from_der(&issued.leaf_der).map_err(|e| bad(e.to_string()))?;
+    let info = CertInfo::from_der(&issued.leaf_der).map_err(BadAnswer::Certificate)?;
     let intermediates = vec![issued.intermediate_der.clone()];
     chain::verify(
         &issued.leaf_der,
@@ -151,22 +165,13 @@ fn accept(
         OffsetDateTime::now_utc(),
         Usage::Client,
     )
-    .map_err(|e| {
-        bad(format!(
-            "the certificate does not verify against the pinned root: {e}"
-        ))
-    })?;
+    .map_err(BadAnswer::Chain)?;
     if info.public_key_der != key.public_key_der() {
-        return Err(bad(
-            "the certificate is not for the key generated here".into()
-        ));
+        return Err(BadAnswer::NotOurKey.into());
     }
-    let got = info
-        .identity
-        .as_ref()
-        .ok_or_else(|| bad("no identity in the certificate".into()))?;
+    let got = info.identity.as_ref().ok_or(BadAnswer::NoIdentity)?;
     if got.cluster != cluster || identity.is_some_and(|want| want != got) {
-        return Err(bad(format!("unexpected identity {}", got.uri())));
+        return Err(BadAnswer::UnexpectedIdentity { uri: got.uri() }.into());
     }
     Ok(Bundle {
         root_der: root_der.to_vec(),

@@ -17,7 +17,7 @@ use dtca_common::fs::{self as files, FileError};
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Invalid};
 
 /// What happened to one context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,10 @@ pub fn upsert(
     if let Some(dir) = path.parent() {
         files::ensure_dir(dir, 0o755)?;
     }
-    let text = serde_json::to_string(&meta).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let text = serde_json::to_string(&meta).map_err(|e| Invalid::Encode {
+        what: "the docker context",
+        detail: e.to_string(),
+    })?;
     files::write_atomic(&path, text.as_bytes(), 0o644)?;
     Ok(outcome)
 }

@@ -90,6 +90,7 @@ pub async fn obtain(opts: &EnrollOptions) -> Result<Obtained, ClientError> {
         last_error: None,
         next_renewal: None,
         docker: None,
+        failed_switch: None,
     };
     Ok(Obtained {
         bundle,

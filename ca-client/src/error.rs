@@ -1,11 +1,26 @@
-//! What went wrong on the client, with the [`Reason`] that decides the exit code.
+//! What went wrong on the client, typed so that callers (and tests) tell the cases apart,
+//! each with the [`Reason`] that decides the exit code.
+//!
+//! This module imports nothing else of the crate: every other module may use it.
+
+use std::fmt;
+use std::path::PathBuf;
 
 use dtca_common::Reason;
 use dtca_common::bundle::BundleError;
+use dtca_common::config::ConfigError;
+use dtca_common::endpoint::{EngineAddr, EngineAddrError};
 use dtca_common::fs::FileError;
 use dtca_common::reason;
 use dtca_common::tls::ConnectError;
+use dtca_pki::Serial;
+use dtca_pki::chain::ChainError;
+use dtca_pki::csr::CsrError;
+use dtca_pki::duration::DurationError;
+use dtca_pki::inspect::InspectError;
+use dtca_pki::key::KeyError;
 use dtca_pki::token::TokenError;
+use serde::{Deserialize, Serialize};
 
 /// A client failure: one line for the user and a reason.
 #[derive(Debug, thiserror::Error)]
@@ -20,18 +35,18 @@ pub enum ClientError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotEnrolled(String),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    NotEnrolled(#[from] NotEnrolled),
     #[error("the CA's answer is not acceptable: {0}")]
-    BadAnswer(String),
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Docker(String),
-    #[error("{0}")]
-    DockerSwitch(String),
+    BadAnswer(#[from] BadAnswer),
+    #[error(transparent)]
+    Config(#[from] ConfigProblem),
+    #[error(transparent)]
+    Engine(#[from] EngineFailure),
+    #[error(transparent)]
+    Switch(#[from] SwitchFailure),
 }
 
 impl ClientError {
@@ -42,14 +57,14 @@ impl ClientError {
             ClientError::Refused { reason, .. } => *reason,
             ClientError::Token(_) => Reason::TokenMalformed,
             ClientError::Bundle(BundleError::Missing(_)) => Reason::NotInitialized,
-            ClientError::Bundle(BundleError::Io(_)) | ClientError::File(_) => Reason::LocalIo,
-            ClientError::Bundle(BundleError::Invalid(_)) => Reason::LocalIo,
+            ClientError::Bundle(BundleError::Io(_) | BundleError::Invalid(_))
+            | ClientError::File(_) => Reason::LocalIo,
             ClientError::Invalid(_) => Reason::InvalidArgument,
             ClientError::NotEnrolled(_) => Reason::NotInitialized,
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
             ClientError::Config(_) => Reason::Config,
-            ClientError::Docker(_) => Reason::DockerUnavailable,
-            ClientError::DockerSwitch(_) => Reason::DockerSwitch,
+            ClientError::Engine(_) => Reason::DockerUnavailable,
+            ClientError::Switch(_) => Reason::DockerSwitch,
         }
     }
 }
@@ -64,5 +79,200 @@ impl From<tonic::Status> for ClientError {
             _ => status.message().to_string(),
         };
         ClientError::Refused { reason, message }
+    }
+}
+
+/// An argument, or something derived from one, that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("--san {entry:?} is neither an IP address nor a DNS name")]
+    San { entry: String },
+    #[error("--docker-listen {0}")]
+    Listen(EngineAddrError),
+    #[error("--docker-advertise {0}")]
+    Advertise(EngineAddrError),
+    #[error(
+        "--docker-listen {listen}: cannot listen there ({source}); free the port or choose another"
+    )]
+    ListenTaken {
+        listen: EngineAddr,
+        source: std::io::Error,
+    },
+    #[error("--host {arg:?} must be tcp://HOST:PORT or NAME=tcp://HOST:PORT")]
+    Host { arg: String },
+    #[error(
+        "--host {arg:?}: {name:?} is not a docker context name (letters, digits, _ . + -, starting with a letter or digit)"
+    )]
+    ContextName { arg: String, name: String },
+    #[error(
+        "--host {first} and --host {second} would share the context name {name:?}: name them, as --host NAME=tcp://HOST:PORT"
+    )]
+    SharedContextName {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "this is a node token: use `ca-client enroll` on the node; `login` is for operator and admin tokens"
+    )]
+    NodeTokenForLogin,
+    #[error("the current certificate carries no dtca identity")]
+    NoIdentity,
+    #[error("pair {serial} is not installed in {}", dir.display())]
+    PairNotInstalled { serial: Serial, dir: PathBuf },
+    #[error("{0}")]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Csr(#[from] CsrError),
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+}
+
+/// Nothing to work with where the command looked.
+#[derive(Debug, thiserror::Error)]
+pub enum NotEnrolled {
+    #[error("{} holds no enrollment ({} is missing): run `ca-client enroll` first", dir.display(), file.display())]
+    Enrollment { dir: PathBuf, file: PathBuf },
+    #[error("no login in {}: run `ca-client login --server ... --token ...` first", dir.display())]
+    Login { dir: PathBuf },
+    #[error("no dtca context named {name:?} in {}: run `ca-client login` (or `login --renew`) first", docker_config.display())]
+    Context {
+        name: String,
+        docker_config: PathBuf,
+    },
+}
+
+/// A certificate or trust bundle from the CA that is not what was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAnswer {
+    #[error("trust bundle: {0}")]
+    TrustBundle(InspectError),
+    #[error("{0}")]
+    Certificate(InspectError),
+    #[error("the certificate does not verify against the pinned root: {0}")]
+    Chain(ChainError),
+    #[error("the certificate is not for the key generated here")]
+    NotOurKey,
+    #[error("no identity in the certificate")]
+    NoIdentity,
+    #[error("unexpected identity {uri}")]
+    UnexpectedIdentity { uri: String },
+}
+
+/// Settings or local files that do not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    /// The config file, or every problem of the flags at once.
+    #[error("{0}")]
+    Settings(#[from] ConfigError),
+    #[error("{setting}: {source}")]
+    Duration {
+        setting: &'static str,
+        source: DurationError,
+    },
+    #[error("{}: {message}", path.display())]
+    StateFile { path: PathBuf, message: String },
+    #[error("cannot encode the client state: {0}")]
+    StateEncode(String),
+    #[error("{}: {detail}", path.display())]
+    DaemonJson { path: PathBuf, detail: String },
+    #[error(
+        "{} sets dockerd's ExecStart and sorts after dtca's drop-in {dropin}, so systemd would ignore ours: move its settings into an earlier drop-in (or docker.service) first",
+        path.display()
+    )]
+    LateDropin { path: PathBuf, dropin: &'static str },
+    #[error("logged in to several clusters ({}): say which with --cluster", clusters.join(", "))]
+    SeveralClusters { clusters: Vec<String> },
+}
+
+/// The Docker engine is not answering as it must, and dtca could not make it.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineFailure {
+    #[error(
+        "the Docker engine does not answer on unix://{} ({detail}); start it before switching it to TLS",
+        socket.display()
+    )]
+    Unreachable { socket: PathBuf, detail: String },
+    #[error("step `{step}` failed: {detail}; ROLLBACK INCOMPLETE: {rollback}")]
+    RollbackIncomplete {
+        step: Step,
+        detail: String,
+        rollback: String,
+    },
+    #[error("{0}")]
+    InterruptedSwitch(String),
+    #[error("rotation failed ({detail}) and there is no previous pair to go back to")]
+    NoPreviousPair { detail: String },
+    #[error(
+        "rotation to {serial} failed ({detail}) and going back to {previous} failed too ({fallback})"
+    )]
+    FallbackFailed {
+        serial: Serial,
+        previous: Serial,
+        detail: String,
+        fallback: String,
+    },
+    #[error("the engine does not come up with certificate {serial}: {detail}")]
+    NotServing { serial: Serial, detail: String },
+    #[error("the engine's certificate names no host to check it by")]
+    Unnamed,
+    #[error("{0}")]
+    Address(String),
+}
+
+/// A switch or rotation that failed and was undone: the engine answers as before.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchFailure {
+    #[error("step `{step}` failed: {detail}; {restored}")]
+    RolledBack {
+        step: Step,
+        detail: String,
+        /// What the rollback did, for the user.
+        restored: String,
+    },
+    #[error("rotation to {serial} failed ({detail}); the engine is back on certificate {previous}")]
+    RotationUndone {
+        serial: Serial,
+        previous: Serial,
+        detail: String,
+    },
+}
+
+/// The steps of the docker switch, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    WriteTls,
+    EditDaemonJson,
+    Validate,
+    WriteDropin,
+    Restart,
+    Verify,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::WriteTls => "write TLS files",
+            Step::EditDaemonJson => "edit daemon.json",
+            Step::Validate => "validate",
+            Step::WriteDropin => "write systemd drop-in",
+            Step::Restart => "restart",
+            Step::Verify => "verify",
+        })
+    }
+}
+
+impl ClientError {
+    /// The step of the docker switch this failure stopped at, and whether the previous
+    /// configuration was restored; `None` when it is not a failure of the switch itself.
+    pub fn switch_step(&self) -> Option<(Step, bool)> {
+        match self {
+            ClientError::Switch(SwitchFailure::RolledBack { step, .. }) => Some((*step, true)),
+            ClientError::Engine(EngineFailure::RollbackIncomplete { step, .. }) => {
+                Some((*step, false))
+            }
+            _ => None,
+        }
     }
 }

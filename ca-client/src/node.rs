@@ -1,25 +1,19 @@
 //! `ca-client enroll --docker`: enroll, then switch the engine to mutual TLS.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::tls::ServerAddr;
 use dtca_pki::duration;
-use dtca_proto::v1;
 use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::agent::backup_dir;
 use crate::ca;
-use crate::docker::{self, DockerOptions};
+use crate::docker::{self, DockerOptions, backup_dir};
 use crate::enroll::{self, EnrollOptions, Obtained};
 use crate::error::ClientError;
 use crate::sans::Sans;
-use crate::state::ClientState;
-
-/// What `last_error` says after a switch that failed and was rolled back.
-pub const SWITCH_FAILED: &str = "docker switch failed";
+use crate::state::{ClientState, FailedSwitch};
 
 /// Enrolls and switches the engine. The engine and its files are checked before the CA
 /// is contacted, so a node that cannot be switched does not spend a token.
@@ -56,11 +50,11 @@ pub async fn enroll_docker(
     // The certificate must name the address operators will use, or their docker CLI
     // refuses the engine.
     let mut opts = opts.clone();
-    for url in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
-        if let Some(host) = engine_host(url)
-            && !opts.extra_sans.contains(&host)
+    for addr in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
+        if let Some(host) = addr.named_host()
+            && !opts.extra_sans.iter().any(|s| s == host)
         {
-            opts.extra_sans.push(host);
+            opts.extra_sans.push(host.to_string());
         }
     }
     let opts = &opts;
@@ -80,9 +74,10 @@ pub async fn enroll_docker(
         Ok(state) => {
             obtained.state.docker = Some(state.clone());
             obtained.state.last_error = None;
+            obtained.state.failed_switch = None;
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             let addr = ServerAddr::parse(&obtained.state.server)?;
-            if let Err(e) = report_engine(&addr, &obtained.bundle, &state.advertise).await {
+            if let Err(e) = ca::report_engine(&addr, &obtained.bundle, &state.advertise).await {
                 tracing::warn!(error = %e, "could not report the engine address to the CA");
             }
             Ok(obtained)
@@ -90,10 +85,20 @@ pub async fn enroll_docker(
         Err(e) => {
             // The certificate exists; keep it so the node is at least enrolled, and say
             // what failed so `status` shows it and a plain `enroll --docker` retries.
+            let at = duration::timestamp(OffsetDateTime::now_utc());
             obtained.state.last_error = Some(format!(
-                "{}: {SWITCH_FAILED} (retry with `ca-client enroll --docker`, no token needed): {e}",
-                duration::timestamp(OffsetDateTime::now_utc())
+                "{at}: docker switch failed (retry with `ca-client enroll --docker`, no token needed): {e}"
             ));
+            let (step, rolled_back) = match e.switch_step() {
+                Some((step, rolled_back)) => (Some(step), rolled_back),
+                None => (None, true),
+            };
+            obtained.state.failed_switch = Some(FailedSwitch {
+                at,
+                step,
+                rolled_back,
+                error: e.to_string(),
+            });
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             Err(e)
         }
@@ -187,61 +192,5 @@ impl Drop for HeldSignals {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-/// The host of `tcp://HOST:PORT` when it names one address (not `0.0.0.0` or `::`).
-fn engine_host(url: &str) -> Option<String> {
-    let (host, _) = url.strip_prefix("tcp://")?.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_unspecified() => None,
-        _ if host.is_empty() => None,
-        _ => Some(host.to_string()),
-    }
-}
-
-/// Tells the CA where this node's engine listens, so operators' `login` finds it.
-///
-/// # Errors
-/// [`ClientError`] when the CA cannot be reached or refuses.
-pub async fn report_engine(
-    addr: &ServerAddr,
-    bundle: &Bundle,
-    endpoint: &str,
-) -> Result<(), ClientError> {
-    let mut client = ca::authenticated(addr, bundle).await?;
-    client
-        .report_engine(v1::ReportEngineRequest {
-            endpoint: endpoint.to_string(),
-        })
-        .await?;
-    Ok(())
-}
-
-/// The default wait for the engine.
-pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_engine_address_is_a_san_unless_it_is_every_address() {
-        assert_eq!(
-            engine_host("tcp://10.0.0.5:2376").as_deref(),
-            Some("10.0.0.5")
-        );
-        assert_eq!(
-            engine_host("tcp://[fd00::5]:2376").as_deref(),
-            Some("fd00::5")
-        );
-        assert_eq!(
-            engine_host("tcp://node-1.example:2376").as_deref(),
-            Some("node-1.example")
-        );
-        assert_eq!(engine_host("tcp://0.0.0.0:2376"), None);
-        assert_eq!(engine_host("tcp://[::]:2376"), None);
-        assert_eq!(engine_host("unix:///var/run/docker.sock"), None);
     }
 }

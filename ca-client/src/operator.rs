@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::bundle::{Bundle, Layout};
+use dtca_common::endpoint::EngineAddr;
 use dtca_common::tls::ServerAddr;
 use dtca_pki::duration;
 use dtca_pki::identity::Role;
@@ -20,7 +21,7 @@ use time::OffsetDateTime;
 use crate::ca;
 use crate::contexts::{self, Outcome};
 use crate::enroll::{self, renew_with};
-use crate::error::ClientError;
+use crate::error::{BadAnswer, ClientError, ConfigProblem, Invalid, NotEnrolled};
 use crate::sans::Sans;
 use crate::state::ClientState;
 
@@ -82,14 +83,9 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
     )
     .await?;
     let info = bundle.leaf()?;
-    let identity = info
-        .identity
-        .clone()
-        .ok_or_else(|| ClientError::BadAnswer("no identity".into()))?;
+    let identity = info.identity.clone().ok_or(BadAnswer::NoIdentity)?;
     if identity.role == Role::Node {
-        return Err(ClientError::Invalid(
-            "this is a node token: use `ca-client enroll` on the node; `login` is for operator and admin tokens".into(),
-        ));
+        return Err(Invalid::NodeTokenForLogin.into());
     }
     let now = OffsetDateTime::now_utc();
     let state = ClientState {
@@ -104,6 +100,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         last_error: None,
         next_renewal: None,
         docker: None,
+        failed_switch: None,
     };
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(
@@ -206,12 +203,11 @@ async fn refresh_contexts(
 /// # Errors
 /// [`ClientError::NotEnrolled`] when `node` is not a dtca context.
 pub fn env(docker_config: &Path, node: &str) -> Result<String, ClientError> {
-    let (cluster, host) = contexts::endpoint(docker_config, node).ok_or_else(|| {
-        ClientError::NotEnrolled(format!(
-            "no dtca context named {node:?} in {}: run `ca-client login` (or `login --renew`) first",
-            docker_config.display()
-        ))
-    })?;
+    let (cluster, host) =
+        contexts::endpoint(docker_config, node).ok_or_else(|| NotEnrolled::Context {
+            name: node.to_string(),
+            docker_config: docker_config.to_path_buf(),
+        })?;
     let dir = credentials_dir(docker_config, &cluster);
     Ok(format!(
         "export DOCKER_HOST={}\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH={}\n",
@@ -230,30 +226,30 @@ fn only_cluster(docker_config: &Path) -> Result<String, ClientError> {
         .collect();
     clusters.sort();
     match clusters.len() {
-        0 => Err(ClientError::NotEnrolled(format!(
-            "no login in {}: run `ca-client login --server ... --token ...` first",
-            docker_config.join("dtca").display()
-        ))),
+        0 => Err(NotEnrolled::Login {
+            dir: docker_config.join("dtca"),
+        }
+        .into()),
         1 => Ok(clusters.remove(0)),
-        _ => Err(ClientError::Config(format!(
-            "logged in to several clusters ({}): say which with --cluster",
-            clusters.join(", ")
-        ))),
+        _ => Err(ConfigProblem::SeveralClusters { clusters }.into()),
     }
 }
 
 /// The contexts `--host [NAME=]tcp://HOST:PORT` asks for, as (name, endpoint).
 ///
 /// # Errors
-/// [`ClientError::Invalid`] for a malformed host or name, or two hosts with one name.
+/// [`Invalid`] for a malformed host or name, or two hosts with one name.
 fn host_contexts(args: &[String]) -> Result<Vec<(String, String)>, ClientError> {
     let mut out: Vec<(String, String)> = Vec::new();
     for arg in args {
         let (name, url) = host_context(arg)?;
         if let Some((_, other)) = out.iter().find(|(n, _)| *n == name) {
-            return Err(ClientError::Invalid(format!(
-                "--host {other} and --host {url} would share the context name {name:?}: name them, as --host NAME=tcp://HOST:PORT"
-            )));
+            return Err(Invalid::SharedContextName {
+                name,
+                first: other.clone(),
+                second: url,
+            }
+            .into());
         }
         out.push((name, url));
     }
@@ -266,30 +262,24 @@ fn host_contexts(args: &[String]) -> Result<Vec<(String, String)>, ClientError> 
 /// `ip6-fd00--5`).
 ///
 /// # Errors
-/// [`ClientError::Invalid`] naming the argument.
+/// [`Invalid`] naming the argument.
 pub fn host_context(arg: &str) -> Result<(String, String), ClientError> {
     let (name, url) = match arg.split_once('=') {
         Some((name, url)) if !name.contains("://") => (Some(name.to_string()), url),
         _ => (None, arg),
     };
-    let Some((host, port)) = url
-        .strip_prefix("tcp://")
-        .and_then(|r| r.rsplit_once(':'))
-        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-    else {
-        return Err(ClientError::Invalid(format!(
-            "--host {arg:?} must be tcp://HOST:PORT or NAME=tcp://HOST:PORT"
-        )));
-    };
+    let addr = EngineAddr::parse(url).map_err(|_| Invalid::Host {
+        arg: arg.to_string(),
+    })?;
     let name = name.unwrap_or_else(|| {
-        let host = host.trim_matches(['[', ']']);
+        let host = addr.host();
         let mut name = if host.contains(':') {
             format!("ip6-{}", host.replace(':', "-"))
         } else {
             host.to_string()
         };
-        if port != "2376" {
-            name = format!("{name}-{port}");
+        if addr.port() != 2376 {
+            name = format!("{name}-{}", addr.port());
         }
         name
     });
@@ -300,11 +290,13 @@ pub fn host_context(arg: &str) -> Result<(String, String), ClientError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c));
     if !valid {
-        return Err(ClientError::Invalid(format!(
-            "--host {arg:?}: {name:?} is not a docker context name (letters, digits, _ . + -, starting with a letter or digit)"
-        )));
+        return Err(Invalid::ContextName {
+            arg: arg.to_string(),
+            name,
+        }
+        .into());
     }
-    Ok((name, url.to_string()))
+    Ok((name, addr.to_string()))
 }
 
 fn shell_quote(s: &str) -> String {

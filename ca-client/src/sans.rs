@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use dtca_common::net;
 use dtca_pki::policy::check_dns_name;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Invalid};
 
 /// DNS names and IP addresses for a CSR.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,17 +57,15 @@ impl Sans {
     /// Adds one `--san` entry.
     ///
     /// # Errors
-    /// [`ClientError::Invalid`] when it is neither an IP address nor a DNS name.
+    /// [`Invalid::San`] when it is neither an IP address nor a DNS name.
     pub fn add(&mut self, entry: &str) -> Result<(), ClientError> {
         let entry = entry.trim();
         if let Ok(ip) = entry.parse::<IpAddr>() {
             self.push_ip(ip);
             return Ok(());
         }
-        check_dns_name(entry).map_err(|_| {
-            ClientError::Invalid(format!(
-                "--san {entry:?} is neither an IP address nor a DNS name"
-            ))
+        check_dns_name(entry).map_err(|_| Invalid::San {
+            entry: entry.to_string(),
         })?;
         self.push_dns(entry.trim_end_matches('.').to_ascii_lowercase());
         Ok(())

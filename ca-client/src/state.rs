@@ -8,7 +8,9 @@ use dtca_common::fs::{self as files, PUBLIC};
 use dtca_pki::key::KeyType;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ClientError;
+use dtca_common::endpoint::EngineAddr;
+
+use crate::error::{ClientError, ConfigProblem, NotEnrolled, Step};
 
 /// File name of the state file inside the credential directory.
 pub const FILE: &str = "client.toml";
@@ -44,6 +46,10 @@ pub struct ClientState {
     /// The Docker engine this node switched, when it did.
     #[serde(default)]
     pub docker: Option<DockerState>,
+    /// The last `enroll --docker` that failed, until one succeeds: `status` says the
+    /// engine was left as it was (or that its rollback did not complete).
+    #[serde(default)]
+    pub failed_switch: Option<FailedSwitch>,
 }
 
 fn yes() -> bool {
@@ -61,6 +67,20 @@ pub struct PlannedRenewal {
     pub at_unix: i64,
 }
 
+/// A docker switch that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedSwitch {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The step it stopped at; `None` when it failed around the steps (its backup, say).
+    #[serde(default)]
+    pub step: Option<Step>,
+    /// Whether the previous configuration was restored and the engine answers as before.
+    pub rolled_back: bool,
+    /// What went wrong, for people.
+    pub error: String,
+}
+
 /// How the Docker engine was switched (used by the agent to rotate and by `status`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerState {
@@ -69,7 +89,7 @@ pub struct DockerState {
     /// Where dockerd's TLS files live.
     pub tls_dir: PathBuf,
     /// The mutual-TLS address, e.g. tcp://0.0.0.0:2376.
-    pub listen: String,
+    pub listen: EngineAddr,
     /// Command that restarts the engine.
     pub restart: String,
     /// The engine's unix socket, for local checks.
@@ -81,8 +101,7 @@ pub struct DockerState {
     #[serde(default)]
     pub swarm: bool,
     /// The address published for operators, e.g. tcp://node-1.example.com:2376.
-    #[serde(default)]
-    pub advertise: String,
+    pub advertise: EngineAddr,
 }
 
 impl ClientState {
@@ -95,16 +114,21 @@ impl ClientState {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ClientError::NotEnrolled(format!(
-                    "{} holds no enrollment ({} is missing): run `ca-client enroll` first",
-                    dir.display(),
-                    path.display()
-                )));
+                return Err(NotEnrolled::Enrollment {
+                    dir: dir.to_path_buf(),
+                    file: path,
+                }
+                .into());
             }
             Err(e) => return Err(files::FileError::new(&path, "read", e).into()),
         };
-        toml::from_str(&text)
-            .map_err(|e| ClientError::Config(format!("{}: {}", path.display(), e.message())))
+        toml::from_str(&text).map_err(|e| {
+            ConfigProblem::StateFile {
+                message: e.message().to_string(),
+                path,
+            }
+            .into()
+        })
     }
 
     /// Writes it atomically.
@@ -112,7 +136,7 @@ impl ClientState {
     /// # Errors
     /// [`ClientError::File`] when it cannot be written.
     pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
-        let text = toml::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
+        let text = toml::to_string(self).map_err(|e| ConfigProblem::StateEncode(e.to_string()))?;
         files::write_atomic(&dir.join(FILE), text.as_bytes(), PUBLIC)?;
         Ok(())
     }

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 
 use crate::docker::{self, daemon_json, engine, pairs::TlsDir};
 use crate::error::ClientError;
-use crate::state::ClientState;
+use crate::state::{ClientState, FailedSwitch};
 
 /// What `check` found for one certificate, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -211,18 +211,32 @@ fn describe_next(seconds: i64, retrying: bool) -> String {
     }
 }
 
+/// What `status` says of an engine dtca does not manage.
+fn unmanaged_summary(failed: Option<&FailedSwitch>) -> String {
+    match failed {
+        Some(f) if f.rolled_back => format!(
+            "not switched: the last `enroll --docker` failed{} and was rolled back (see last error)",
+            f.step
+                .map(|s| format!(" at step `{s}`"))
+                .unwrap_or_default()
+        ),
+        Some(f) => format!(
+            "NOT SWITCHED AND NOT RESTORED: the last `enroll --docker` failed{} and its rollback did not complete (see last error)",
+            f.step
+                .map(|s| format!(" at step `{s}`"))
+                .unwrap_or_default()
+        ),
+        None => "not managed by dtca (enrolled without --docker)".to_string(),
+    }
+}
+
 async fn engine_status(state: &ClientState) -> serde_json::Value {
     let Some(d) = &state.docker else {
-        let failed = state
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains(crate::node::SWITCH_FAILED));
-        let summary = if failed {
-            "not switched: the last `enroll --docker` failed and was rolled back (see last error)"
-        } else {
-            "not managed by dtca (enrolled without --docker)"
-        };
-        return json!({"managed": false, "summary": summary});
+        return json!({
+            "managed": false,
+            "summary": unmanaged_summary(state.failed_switch.as_ref()),
+            "failed_switch": state.failed_switch,
+        });
     };
     let config = std::fs::read_to_string(&d.config).unwrap_or_default();
     let tlsverify = daemon_json::tlsverify_of(&config);
@@ -263,8 +277,8 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
     };
     json!({
         "managed": true,
-        "listen": d.listen,
-        "advertise": d.advertise,
+        "listen": d.listen.to_string(),
+        "advertise": d.advertise.to_string(),
         "hosts": hosts,
         "tlsverify": tlsverify,
         "swarm": d.swarm,
@@ -295,6 +309,22 @@ mod tests {
             subject_key_id: None,
             authority_key_id: None,
         }
+    }
+
+    /// Regression: `status` recognised a failed switch by searching the error text.
+    #[test]
+    fn a_failed_switch_is_told_from_its_record_not_its_text() {
+        let failed = |rolled_back| FailedSwitch {
+            at: "2026-12-07T10:00:00Z".into(),
+            step: Some(crate::error::Step::Verify),
+            rolled_back,
+            error: "anything at all".into(),
+        };
+        assert!(
+            unmanaged_summary(Some(&failed(true))).contains("at step `verify` and was rolled back")
+        );
+        assert!(unmanaged_summary(Some(&failed(false))).contains("rollback did not complete"));
+        assert!(unmanaged_summary(None).starts_with("not managed"));
     }
 
     #[test]

@@ -5,29 +5,37 @@
 //! key, puts the new pair into the Docker engine (write, restart, verify, fall back), and
 //! records what it did for `ca-client status`. While the CA is unreachable it keeps the
 //! current pair and retries with capped exponential backoff, jittered so a fleet does not
-//! retry in step. When the node's addresses change (it listens to the kernel's address
-//! notifications, so it does not wake up otherwise) and no longer match the certificate,
-//! it re-issues early with the new names; container and virtual-network interfaces
-//! (`docker0`, a new Docker network's bridge) do not count.
+//! retry in step. When the node's addresses change and no longer match the certificate,
+//! it re-issues early with the new names.
 //!
-//! SIGTERM races only the agent's waits: while idle it stops at once; during a renewal it
-//! lets the rotation finish (or roll back) first, so the engine never keeps serving a
-//! certificate the node's files do not hold.
+//! - [`plan`]: what to do next, decided from the facts alone (tested as a table).
+//! - `stop`: SIGTERM races only the agent's waits: while idle it stops at once; during a
+//!   renewal it lets the rotation finish (or roll back) first, so the engine never keeps
+//!   serving a certificate the node's files do not hold.
+//! - `watch`: the kernel's address notifications, and the names the certificate should
+//!   carry.
+//!
+//! This file is the loop: gather the facts, ask [`plan::next`], do it.
+
+pub mod plan;
+mod stop;
+mod watch;
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::task::{Context, Waker};
 use std::time::Duration;
 
+use dtca_common::Reason;
 use dtca_common::bundle::{Bundle, Layout};
-use dtca_common::net;
 use dtca_common::tls::ServerAddr;
 use dtca_pki::inspect::CertInfo;
 use dtca_pki::{duration, renewal};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
+use self::plan::{Action, Facts, Failed, Timing, Until, Why};
+use self::stop::Stop;
+use self::watch::AddressWatch;
 use crate::docker;
 use crate::enroll::{self, renew_with};
 use crate::error::ClientError;
@@ -59,17 +67,10 @@ impl AgentOptions {
             server: None,
             retry_base: Duration::from_secs(5),
             retry_cap: Duration::from_secs(600),
-            docker_timeout: Duration::from_secs(60),
+            docker_timeout: docker::DEFAULT_TIMEOUT,
             renew_now: false,
         }
     }
-}
-
-/// Why the agent woke up.
-enum Wake {
-    Due,
-    Addresses,
-    Stop,
 }
 
 /// Runs until `shutdown` completes; a renewal or engine rotation under way when it does
@@ -90,14 +91,14 @@ pub async fn run(
         tracing::info!("agent stopped");
         return Ok(());
     }
-    let mut state = ClientState::load(&opts.out)?;
+    let state = ClientState::load(&opts.out)?;
     Bundle::load(&opts.out, Layout::CLIENT)?;
     tracing::info!(out = %opts.out.display(), identity = %state.identity, "agent started");
 
     let recovered = stop
         .finish(
             "the roll-back of an interrupted docker switch",
-            docker::recover_interrupted(&backup_dir(&opts.out), opts.docker_timeout),
+            docker::recover_interrupted(&docker::backup_dir(&opts.out), opts.docker_timeout),
         )
         .await?;
     if let Some(how) = recovered {
@@ -114,132 +115,191 @@ pub async fn run(
         tracing::error!(error = %e, "the engine does not serve the current certificate");
     }
 
+    let timing = Timing {
+        retry_base: opts.retry_base,
+        retry_cap: opts.retry_cap,
+    };
+    let mut node = Enrolled {
+        opts: &opts,
+        state,
+        current: None,
+    };
     let mut watch = AddressWatch::new();
-    let mut failures: u32 = 0;
-    // Names the CA refused (outside the enrolling token's limits): not asked for again
-    // until the addresses change once more; renewals keep the current names meanwhile.
-    let mut refused: Option<Sans> = None;
-    // When the certificate just obtained is already due (its issuer expires soon, say),
-    // renewals are spaced by the retry cap instead of running back to back.
-    let mut last_success: Option<std::time::Instant> = None;
-    let mut force = opts.renew_now;
-    loop {
-        if stop.requested_now() {
-            break;
-        }
-        let bundle = Bundle::load(&opts.out, Layout::CLIENT)?;
-        let leaf = bundle.leaf()?;
-        let now = OffsetDateTime::now_utc();
-        let due = planned(&mut state, &leaf, &opts.out);
-        let wanted = wanted_names(&state, &leaf, refused.as_ref());
-        let names_changed = wanted.is_some();
-        let too_soon = last_success.is_some_and(|t| t.elapsed() < opts.retry_cap);
-        if now >= due && !force && !names_changed && failures == 0 && too_soon {
-            tracing::warn!(
-                "the new certificate is already due for renewal; waiting before renewing again"
-            );
-            let wait = opts
-                .retry_cap
-                .saturating_sub(last_success.map(|t| t.elapsed()).unwrap_or_default());
-            match sleep_or_wake(wait, &mut watch, &mut stop).await {
-                Wake::Stop => break,
-                Wake::Addresses => refused = None,
-                Wake::Due => {}
-            }
-            last_success = None;
-            continue;
-        }
-        if force || names_changed || now >= due || failures > 0 {
-            if names_changed {
-                tracing::info!("the node's addresses changed; re-issuing with the new names");
-            }
-            let renewed = stop
-                .finish(
-                    "the renewal under way",
-                    renew_once(&opts, &mut state, &bundle, wanted.clone()),
-                )
-                .await;
-            match renewed {
-                Ok(new) => {
-                    tracing::info!(serial = %new.serial, not_after = %duration::timestamp(new.not_after), "renewed");
-                    failures = 0;
-                    force = false;
-                    last_success = Some(std::time::Instant::now());
-                    continue;
-                }
-                Err(e) if names_changed && e.reason() == dtca_common::Reason::NameNotAllowed => {
-                    tracing::warn!(error = %e, "the CA refused the node's new names; keeping the current ones");
-                    state.last_error = Some(format!(
-                        "{}: {e}",
-                        duration::timestamp(OffsetDateTime::now_utc())
-                    ));
-                    let _ = state.save(&opts.out);
-                    refused = wanted;
-                    continue;
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let wait = renewal::backoff(
-                        failures - 1,
-                        opts.retry_base,
-                        opts.retry_cap,
-                        renewal::jitter(),
-                    );
-                    tracing::warn!(error = %e, retry_in = %duration::format(wait), "renewal failed; keeping the current certificate");
-                    state.last_error = Some(format!(
-                        "{}: {e}",
-                        duration::timestamp(OffsetDateTime::now_utc())
-                    ));
-                    let _ = state.save(&opts.out);
-                    match sleep_or_wake(wait, &mut watch, &mut stop).await {
-                        Wake::Stop => break,
-                        Wake::Addresses => refused = None,
-                        Wake::Due => {}
-                    }
-                    continue;
-                }
-            }
-        }
-        let wait: Duration = (due - now).try_into().unwrap_or(Duration::ZERO);
-        tracing::info!(at = %duration::timestamp(due), "next renewal planned");
-        match sleep_or_wake(wait, &mut watch, &mut stop).await {
-            Wake::Stop => break,
-            Wake::Addresses => refused = None,
-            Wake::Due => {}
-        }
-    }
+    drive(
+        &mut node,
+        timing,
+        opts.renew_now,
+        &mut watch,
+        &mut stop,
+        OffsetDateTime::now_utc,
+    )
+    .await?;
     tracing::info!("agent stopped");
     Ok(())
 }
 
-/// One renewal, applied to the engine when this node switched it.
-async fn renew_once(
-    opts: &AgentOptions,
-    state: &mut ClientState,
-    current: &Bundle,
-    names: Option<Sans>,
-) -> Result<CertInfo, ClientError> {
-    let leaf = current.leaf()?;
-    let sans = names.unwrap_or(Sans {
-        dns: leaf.dns_names.clone(),
-        ips: leaf.ip_addresses.clone(),
-    });
-    let addr = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server))?;
-    let new = renew_with(&addr, current, &sans, state.key_type).await?;
-    if let Some(d) = &state.docker {
-        docker::rotate(d, &new, opts.docker_timeout).await?;
+/// What the loop sees of the certificate it keeps fresh.
+struct Look {
+    /// Its planned renewal.
+    due: OffsetDateTime,
+    /// The names it should carry now, when they differ from its own.
+    wanted: Option<Sans>,
+}
+
+/// The certificate the loop keeps fresh, and how to renew it: the enrolled node
+/// ([`Enrolled`]) in production, a script in the loop's tests.
+trait Renewable {
+    /// The current certificate's planned renewal and wanted names (`refused`: names the
+    /// CA just refused, not asked for again).
+    fn look(&mut self, refused: Option<&Sans>) -> Result<Look, ClientError>;
+    /// Renews with `names` (the current ones when `None`) and puts the result in service.
+    async fn renew(&mut self, names: Option<Sans>) -> Result<CertInfo, ClientError>;
+    /// Records a failed attempt for `status`.
+    fn failed(&mut self, error: &ClientError, now: OffsetDateTime);
+}
+
+/// The loop: gather the facts, ask [`plan::next`], do it; until a stop.
+async fn drive<N: Renewable, F: Future<Output = ()>>(
+    node: &mut N,
+    timing: Timing,
+    mut forced: bool,
+    watch: &mut Option<AddressWatch>,
+    stop: &mut Stop<'_, F>,
+    clock: impl Fn() -> OffsetDateTime,
+) -> Result<(), ClientError> {
+    // (count, when the last one failed, its jitter)
+    let mut failed: Option<(u32, Instant, f64)> = None;
+    let mut last_success: Option<Instant> = None;
+    // Names the CA refused (outside the enrolling token's limits): not asked for again
+    // until the addresses change once more; renewals keep the current names meanwhile.
+    let mut refused: Option<Sans> = None;
+    loop {
+        let now = clock();
+        let look = node.look(refused.as_ref())?;
+        let facts = Facts {
+            now,
+            due: look.due,
+            names_changed: look.wanted.is_some(),
+            forced,
+            failed: failed.map(|(count, at, jitter)| Failed {
+                count,
+                ago: at.elapsed(),
+                jitter,
+            }),
+            since_success: last_success.map(|t| t.elapsed()),
+            stop: stop.requested_now(),
+        };
+        let wait = match plan::next(&facts, &timing) {
+            Action::Stop => return Ok(()),
+            Action::Wait(wait, until) => {
+                match until {
+                    Until::Due => {
+                        tracing::info!(at = %duration::timestamp(look.due), "next renewal planned");
+                    }
+                    Until::HoldOff => tracing::warn!(
+                        "the new certificate is already due for renewal; waiting before renewing again"
+                    ),
+                    Until::Retry => {}
+                }
+                wait
+            }
+            Action::Renew(why) => {
+                if why == Why::NamesChanged {
+                    tracing::info!("the node's addresses changed; re-issuing with the new names");
+                }
+                let renewed = stop
+                    .finish("the renewal under way", node.renew(look.wanted.clone()))
+                    .await;
+                match renewed {
+                    Ok(new) => {
+                        tracing::info!(serial = %new.serial, not_after = %duration::timestamp(new.not_after), "renewed");
+                        failed = None;
+                        forced = false;
+                        last_success = Some(Instant::now());
+                    }
+                    Err(e) if facts.names_changed && e.reason() == Reason::NameNotAllowed => {
+                        tracing::warn!(error = %e, "the CA refused the node's new names; keeping the current ones");
+                        node.failed(&e, clock());
+                        refused = look.wanted;
+                    }
+                    Err(e) => {
+                        let count = failed.map_or(1, |(n, _, _)| n.saturating_add(1));
+                        let jitter = renewal::jitter();
+                        let retry_in = renewal::backoff(
+                            count - 1,
+                            timing.retry_base,
+                            timing.retry_cap,
+                            jitter,
+                        );
+                        tracing::warn!(error = %e, retry_in = %duration::format(retry_in), "renewal failed; keeping the current certificate");
+                        node.failed(&e, clock());
+                        failed = Some((count, Instant::now(), jitter));
+                    }
+                }
+                continue;
+            }
+        };
+        match sleep_or_wake(wait, watch, stop).await {
+            Wake::Stop => return Ok(()),
+            Wake::Addresses => refused = None,
+            Wake::Due => {}
+        }
     }
-    let info = new.leaf()?;
-    state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
-    state.last_error = None;
-    state.next_renewal = None;
-    enroll::write(&opts.out, &new, state)?;
-    if let Some(d) = &state.docker
-        && let Err(e) = crate::node::report_engine(&addr, &new, &d.advertise).await
-    {
-        tracing::warn!(error = %e, "could not report the engine address to the CA");
+}
+
+/// The node enrolled in `--out`: its files, the CA it enrolled with, its engine.
+struct Enrolled<'a> {
+    opts: &'a AgentOptions,
+    state: ClientState,
+    /// The credentials as last read by `look`.
+    current: Option<Bundle>,
+}
+
+impl Renewable for Enrolled<'_> {
+    fn look(&mut self, refused: Option<&Sans>) -> Result<Look, ClientError> {
+        let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
+        let leaf = bundle.leaf()?;
+        let due = planned(&mut self.state, &leaf, &self.opts.out);
+        let wanted = watch::wanted_names(&self.state, &leaf, refused);
+        self.current = Some(bundle);
+        Ok(Look { due, wanted })
     }
-    Ok(info)
+
+    async fn renew(&mut self, names: Option<Sans>) -> Result<CertInfo, ClientError> {
+        let current = match self.current.take() {
+            Some(b) => b,
+            None => Bundle::load(&self.opts.out, Layout::CLIENT)?,
+        };
+        let leaf = current.leaf()?;
+        let sans = names.unwrap_or(Sans {
+            dns: leaf.dns_names.clone(),
+            ips: leaf.ip_addresses.clone(),
+        });
+        let state = &mut self.state;
+        let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
+        let new = renew_with(&addr, &current, &sans, state.key_type).await?;
+        if let Some(d) = &state.docker {
+            docker::rotate(d, &new, self.opts.docker_timeout).await?;
+        }
+        let info = new.leaf()?;
+        state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+        state.last_error = None;
+        state.next_renewal = None;
+        enroll::write(&self.opts.out, &new, state)?;
+        if let Some(d) = &state.docker
+            && let Err(e) = crate::ca::report_engine(&addr, &new, &d.advertise).await
+        {
+            tracing::warn!(error = %e, "could not report the engine address to the CA");
+        }
+        Ok(info)
+    }
+
+    fn failed(&mut self, error: &ClientError, now: OffsetDateTime) {
+        self.state.last_error = Some(format!("{}: {error}", duration::timestamp(now)));
+        if let Err(e) = self.state.save(&self.opts.out) {
+            tracing::warn!(error = %e, "cannot record the failure");
+        }
+    }
 }
 
 /// The planned renewal of `leaf`: recorded when it is for this certificate, else drawn
@@ -266,36 +326,14 @@ fn planned(state: &mut ClientState, leaf: &CertInfo, out: &Path) -> OffsetDateTi
     at
 }
 
-/// The names the certificate should carry now, when they differ from what it carries
-/// (only for nodes that use the detected names).
-fn wanted_names(state: &ClientState, leaf: &CertInfo, refused: Option<&Sans>) -> Option<Sans> {
-    let is_node = leaf
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.role == dtca_pki::Role::Node);
-    if !state.default_sans || !is_node {
-        return None;
-    }
-    let wanted = Sans::collect(&state.extra_sans, true).ok()?;
-    differs(wanted, leaf, &net::Addresses::now().plumbing, refused)
+/// Why the agent woke up.
+enum Wake {
+    Due,
+    Addresses,
+    Stop,
 }
 
-/// `wanted` when it names something `leaf` does not (or the other way round), leaving out
-/// addresses on container and virtual-network interfaces (`ignored`), and the CA did not
-/// just refuse it.
-fn differs(
-    wanted: Sans,
-    leaf: &CertInfo,
-    ignored: &[IpAddr],
-    refused: Option<&Sans>,
-) -> Option<Sans> {
-    if wanted.same_as(&leaf.dns_names, &leaf.ip_addresses, ignored) || refused == Some(&wanted) {
-        return None;
-    }
-    Some(wanted)
-}
-
-/// Waits for the renewal to be due, the node's addresses to change, or a stop request.
+/// Waits `wait`, or until the node's addresses change, or a stop request.
 async fn sleep_or_wake<F: Future<Output = ()>>(
     wait: Duration,
     watch: &mut Option<AddressWatch>,
@@ -314,119 +352,14 @@ async fn sleep_or_wake<F: Future<Output = ()>>(
     }
 }
 
-/// The shutdown future, polled so that a stop request ends the agent's waits at once but
-/// its work (a renewal, a rotation of the engine) only after that work is done.
-struct Stop<'a, F> {
-    signal: Pin<&'a mut F>,
-    /// The signal has completed (an `async fn` must not be polled again after that).
-    seen: bool,
-}
-
-impl<'a, F: Future<Output = ()>> Stop<'a, F> {
-    fn new(signal: Pin<&'a mut F>) -> Self {
-        Stop {
-            signal,
-            seen: false,
-        }
-    }
-
-    /// Resolves once a stop is requested; at once when one was.
-    async fn requested(&mut self) {
-        if !self.seen {
-            self.signal.as_mut().await;
-            self.seen = true;
-        }
-    }
-
-    /// Whether a stop has been requested, without waiting.
-    fn requested_now(&mut self) -> bool {
-        if !self.seen {
-            let mut cx = Context::from_waker(Waker::noop());
-            self.seen = self.signal.as_mut().poll(&mut cx).is_ready();
-        }
-        self.seen
-    }
-
-    /// Runs `work` to its end. A stop requested meanwhile is logged (`what` is finishing)
-    /// and takes effect afterwards, at the agent's next wait.
-    async fn finish<T>(&mut self, what: &str, work: impl Future<Output = T>) -> T {
-        let mut work = std::pin::pin!(work);
-        if !self.seen {
-            tokio::select! {
-                out = &mut work => return out,
-                () = self.requested() => {
-                    tracing::info!("stop requested; finishing {what} before stopping");
-                }
-            }
-        }
-        work.await
-    }
-}
-
-/// Where the docker switch keeps its backups, inside the credential directory.
-pub fn backup_dir(out: &Path) -> PathBuf {
-    out.join("docker-backup")
-}
-
-/// Kernel notifications of address changes (rtnetlink), so the agent learns of a new
-/// address without polling. Only changes to the node's own addresses count: Docker
-/// creating a network (a `br-…` bridge, `veth` links) is not one.
-struct AddressWatch {
-    socket: netlink_sys::TokioSocket,
-    /// The node's addresses ([`net::addresses`]) when last reported.
-    seen: Vec<IpAddr>,
-}
-
-impl AddressWatch {
-    const RTMGRP_IPV4_IFADDR: u32 = 0x10;
-    const RTMGRP_IPV6_IFADDR: u32 = 0x100;
-
-    fn new() -> Option<Self> {
-        use netlink_sys::AsyncSocket;
-        let mut socket =
-            netlink_sys::TokioSocket::new(netlink_sys::protocols::NETLINK_ROUTE).ok()?;
-        socket
-            .socket_mut()
-            .bind(&netlink_sys::SocketAddr::new(
-                0,
-                Self::RTMGRP_IPV4_IFADDR | Self::RTMGRP_IPV6_IFADDR,
-            ))
-            .ok()?;
-        Some(AddressWatch {
-            socket,
-            seen: net::addresses(),
-        })
-    }
-
-    /// Resolves after the node's addresses changed, once the burst of notifications has
-    /// settled.
-    async fn changed(&mut self) {
-        use netlink_sys::AsyncSocketExt;
-        loop {
-            if self.socket.recv_from_full().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            // A change comes as several messages; let them settle, then drain them.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            while let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_millis(10), self.socket.recv_from_full()).await
-            {
-            }
-            let now = net::addresses();
-            if now != self.seen {
-                self.seen = now;
-                return;
-            }
-            tracing::debug!("address change on container or virtual-network interfaces only");
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod tests {
+    use std::collections::VecDeque;
 
-    fn node_leaf(ips: &[&str]) -> CertInfo {
+    use super::*;
+    use crate::error::Invalid;
+
+    pub(crate) fn node_leaf(ips: &[&str]) -> CertInfo {
         let now = OffsetDateTime::now_utc();
         CertInfo {
             serial: "0A0B".parse().unwrap(),
@@ -440,36 +373,117 @@ mod tests {
             issuer: String::new(),
             public_key_der: vec![],
             server_auth: true,
-            client_auth: true,
+            client_auth: false,
             subject_key_id: None,
             authority_key_id: None,
         }
     }
 
-    /// Regression: a new Docker network (or `docker0`'s address, in a certificate issued
-    /// before bridge addresses were left out) made the agent re-issue and restart the
-    /// engine.
-    #[test]
-    fn addresses_on_container_bridges_do_not_cause_a_re_issue() {
-        let wanted = Sans::collect(&["node-1.example".into(), "10.0.0.5".into()], false).unwrap();
-        let bridges: Vec<IpAddr> = vec!["172.17.0.1".parse().unwrap()];
-        let old = node_leaf(&["10.0.0.5", "172.17.0.1"]);
-        assert_eq!(differs(wanted.clone(), &old, &bridges, None), None);
-        assert_eq!(
-            differs(wanted.clone(), &node_leaf(&["10.0.0.5"]), &bridges, None),
-            None
+    /// A node whose renewals follow a script, recording when (in the paused clock) each
+    /// was attempted.
+    struct Scripted {
+        due: OffsetDateTime,
+        /// Each attempt's outcome: `Some(next due)` succeeds, `None` fails.
+        outcomes: VecDeque<Option<OffsetDateTime>>,
+        attempts: Vec<Duration>,
+        failures_recorded: usize,
+        start: Instant,
+    }
+
+    impl Renewable for Scripted {
+        fn look(&mut self, _refused: Option<&Sans>) -> Result<Look, ClientError> {
+            Ok(Look {
+                due: self.due,
+                wanted: None,
+            })
+        }
+
+        async fn renew(&mut self, _names: Option<Sans>) -> Result<CertInfo, ClientError> {
+            self.attempts.push(self.start.elapsed());
+            match self.outcomes.pop_front().flatten() {
+                Some(next_due) => {
+                    self.due = next_due;
+                    Ok(node_leaf(&[]))
+                }
+                None => Err(Invalid::NoIdentity.into()),
+            }
+        }
+
+        fn failed(&mut self, _error: &ClientError, _now: OffsetDateTime) {
+            self.failures_recorded += 1;
+        }
+    }
+
+    /// The loop on a paused clock: it waits for the planned point, retries a failing
+    /// renewal on its growing back-off (never in a tight loop), goes back to waiting
+    /// after a success, and a stop ends its wait at once.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_renews_when_due_backs_off_on_failure_and_stops_when_asked() {
+        let start = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        let at = |s: i64| wall + time::Duration::seconds(s);
+        let mut node = Scripted {
+            due: at(100),
+            outcomes: VecDeque::from([None, None, Some(at(100_000))]),
+            attempts: Vec::new(),
+            failures_recorded: 0,
+            start,
+        };
+        let timing = Timing {
+            retry_base: Duration::from_secs(10),
+            retry_cap: Duration::from_secs(600),
+        };
+        let shutdown = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5000)));
+        let mut stop = Stop::new(shutdown);
+        // The certificates' clock follows the paused one.
+        let clock = || wall + (Instant::now() - start);
+        drive(&mut node, timing, false, &mut None, &mut stop, clock)
+            .await
+            .unwrap();
+
+        let s = |d: Duration| d.as_secs_f64();
+        assert_eq!(node.attempts.len(), 3, "{:?}", node.attempts);
+        assert_eq!(node.failures_recorded, 2);
+        let (first, second, third) = (
+            s(node.attempts[0]),
+            s(node.attempts[1]),
+            s(node.attempts[2]),
         );
-        // A real change still re-issues, and the new names leave the bridge out.
-        let moved = node_leaf(&["10.0.0.6", "172.17.0.1"]);
-        assert_eq!(
-            differs(wanted.clone(), &moved, &bridges, None),
-            Some(wanted.clone())
+        assert!((100.0..101.0).contains(&first), "renewed when due: {first}");
+        // First back-off: 5-10 s; second: 10-20 s.
+        assert!((5.0..=10.0).contains(&(second - first)), "{first} {second}");
+        assert!(
+            (10.0..=20.0).contains(&(third - second)),
+            "{second} {third}"
         );
-        // Unless the CA just refused those names.
-        assert_eq!(
-            differs(wanted.clone(), &moved, &bridges, Some(&wanted)),
-            None
-        );
+        // After the success it waited for the next planned point, and the stop ended
+        // that wait when it came.
+        assert_eq!(start.elapsed().as_secs(), 5000);
+    }
+
+    /// `--renew-now` renews at once, and only once.
+    #[tokio::test(start_paused = true)]
+    async fn a_forced_renewal_happens_at_once_and_once() {
+        let start = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        let mut node = Scripted {
+            due: wall + time::Duration::hours(1),
+            outcomes: VecDeque::from([Some(wall + time::Duration::hours(2))]),
+            attempts: Vec::new(),
+            failures_recorded: 0,
+            start,
+        };
+        let timing = Timing {
+            retry_base: Duration::from_secs(10),
+            retry_cap: Duration::from_secs(600),
+        };
+        let shutdown = std::pin::pin!(tokio::time::sleep(Duration::from_secs(60)));
+        let mut stop = Stop::new(shutdown);
+        let clock = || wall + (Instant::now() - start);
+        drive(&mut node, timing, true, &mut None, &mut stop, clock)
+            .await
+            .unwrap();
+        assert_eq!(node.attempts, vec![Duration::ZERO]);
     }
 
     #[tokio::test]
@@ -490,41 +504,6 @@ mod tests {
         ));
     }
 
-    /// Regression: SIGTERM during a rotation ended the agent mid restart/verify, leaving
-    /// the engine on a certificate the node's files did not hold.
-    #[tokio::test]
-    async fn a_stop_during_work_lets_the_work_finish() {
-        let signal = std::pin::pin!(async {});
-        let mut stop = Stop::new(signal);
-        let started = std::time::Instant::now();
-        let out = stop
-            .finish("the test work", async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                42
-            })
-            .await;
-        assert_eq!(out, 42);
-        assert!(started.elapsed() >= Duration::from_millis(200));
-        assert!(stop.requested_now());
-    }
-
-    #[tokio::test]
-    async fn the_signal_is_armed_before_any_work() {
-        // `wait_for_signal` installs its handlers when first polled; until then SIGTERM
-        // would kill the process.
-        let armed = std::cell::Cell::new(false);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = std::pin::pin!(async {
-            armed.set(true);
-            let _ = rx.await;
-        });
-        let mut stop = Stop::new(signal);
-        assert!(!stop.requested_now());
-        assert!(armed.get());
-        tx.send(()).unwrap();
-        assert!(stop.requested_now());
-    }
-
     #[test]
     fn the_planned_renewal_is_kept_for_the_same_certificate() {
         let tmp = tempfile::tempdir().unwrap();
@@ -540,6 +519,7 @@ mod tests {
             last_error: None,
             next_renewal: None,
             docker: None,
+            failed_switch: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

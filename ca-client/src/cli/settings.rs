@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::config::{self, Problems};
+use dtca_common::endpoint::EngineAddr;
 use serde::Deserialize;
 
 use super::{DockerArgs, EnrollArgs, LogFormat, LoginArgs, OutArgs};
 use crate::docker::{self, DockerOptions, systemd};
 use crate::enroll::EnrollOptions;
-use crate::error::ClientError;
+use crate::error::{ClientError, ConfigProblem, Invalid};
 
 /// Default config file, read when it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/dtca/ca-client.toml";
@@ -54,7 +55,7 @@ pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ClientError> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    config::load(&path, required).map_err(|e| ClientError::Config(e.to_string()))
+    Ok(config::load(&path, required).map_err(ConfigProblem::Settings)?)
 }
 
 /// The credential directory.
@@ -112,9 +113,7 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
         .clone()
         .or_else(|| file.name.clone())
         .unwrap_or_else(dtca_common::net::hostname);
-    problems
-        .finish()
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    problems.finish().map_err(ConfigProblem::Settings)?;
     Ok(EnrollOptions {
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),
@@ -134,10 +133,11 @@ pub fn duration_or(
     arg: Option<&str>,
     file: Option<&str>,
     default: &str,
-    what: &str,
+    setting: &'static str,
 ) -> Result<std::time::Duration, ClientError> {
     let text = arg.or(file).unwrap_or(default);
-    dtca_pki::duration::parse(text).map_err(|e| ClientError::Config(format!("{what}: {e}")))
+    Ok(dtca_pki::duration::parse(text)
+        .map_err(|source| ConfigProblem::Duration { setting, source })?)
 }
 
 /// The docker switch settings, when `--docker` is on.
@@ -168,11 +168,13 @@ pub fn docker_options(
             .clone()
             .or_else(|| file.docker_tls_dir.clone())
             .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_TLS_DIR)),
-        listen: args
-            .docker_listen
-            .clone()
-            .or_else(|| file.docker_listen.clone())
-            .unwrap_or_else(|| docker::DEFAULT_LISTEN.into()),
+        listen: EngineAddr::parse(
+            args.docker_listen
+                .as_deref()
+                .or(file.docker_listen.as_deref())
+                .unwrap_or(docker::DEFAULT_LISTEN),
+        )
+        .map_err(Invalid::Listen)?,
         restart: args
             .docker_restart
             .clone()
@@ -181,8 +183,11 @@ pub fn docker_options(
         systemd_dirs,
         advertise: args
             .docker_advertise
-            .clone()
-            .or_else(|| file.docker_advertise.clone()),
+            .as_deref()
+            .or(file.docker_advertise.as_deref())
+            .map(EngineAddr::parse)
+            .transpose()
+            .map_err(Invalid::Advertise)?,
         timeout: duration_or(
             args.docker_timeout.as_deref(),
             file.docker_timeout.as_deref(),
@@ -232,9 +237,7 @@ pub fn login_options(
         .or_else(|| file.name.clone())
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "operator".into());
-    problems
-        .finish()
-        .map_err(|e| ClientError::Config(e.to_string()))?;
+    problems.finish().map_err(ConfigProblem::Settings)?;
     Ok(crate::operator::LoginOptions {
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),

@@ -5,10 +5,11 @@
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use dtca_common::endpoint::EngineAddr;
 use dtca_common::fs::{self as files, FileError, PRIVATE};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Invalid};
 
 /// Name of the manifest inside the backup directory.
 const MANIFEST: &str = "manifest.json";
@@ -49,7 +50,7 @@ pub struct Manifest {
     /// The engine's unix socket before the switch.
     pub socket: PathBuf,
     /// Plain TCP hosts the engine answered on before the switch.
-    pub plain_tcp: Vec<String>,
+    pub plain_tcp: Vec<EngineAddr>,
 }
 
 /// A backup on disk.
@@ -71,7 +72,7 @@ impl Backup {
         paths: &[PathBuf],
         restart: &str,
         socket: &Path,
-        plain_tcp: &[String],
+        plain_tcp: &[EngineAddr],
     ) -> Result<Backup, ClientError> {
         let _ = std::fs::remove_dir_all(dir);
         files::ensure_dir(dir, 0o700)?;
@@ -178,8 +179,10 @@ impl Backup {
     }
 
     fn write(&self) -> Result<(), ClientError> {
-        let text = serde_json::to_string_pretty(&self.manifest)
-            .map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.manifest).map_err(|e| Invalid::Encode {
+            what: "the backup manifest",
+            detail: e.to_string(),
+        })?;
         files::write_atomic(&self.dir.join(MANIFEST), text.as_bytes(), PRIVATE)?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use dtca_common::endpoint::EngineAddr;
 use serde_json::{Map, Value};
 
 /// Where dockerd's TLS files are.
@@ -24,7 +25,7 @@ pub struct Plan {
     /// The hosts it sets.
     pub hosts: Vec<String>,
     /// Plain TCP hosts that were removed (they must refuse connections afterwards).
-    pub removed_tcp: Vec<String>,
+    pub removed_tcp: Vec<EngineAddr>,
     /// The unix socket to reach the engine locally, when one is configured.
     pub socket: Option<PathBuf>,
     /// Whether it turns live-restore on.
@@ -75,7 +76,7 @@ pub fn plan(
     existing: Option<&str>,
     moved_hosts: &[String],
     tls: &TlsPaths,
-    listen: &str,
+    listen: &EngineAddr,
     swarm: bool,
 ) -> Result<Plan, PlanError> {
     let mut config = parse(existing)?;
@@ -98,17 +99,19 @@ pub fn plan(
     };
     before.extend(moved_hosts.iter().cloned());
 
-    let listen = normalize(listen);
     let mut hosts: Vec<String> = Vec::new();
     let mut removed_tcp = Vec::new();
     for host in before {
-        let host = normalize(&host);
-        if host.starts_with("tcp://") {
-            if host != listen {
-                removed_tcp.push(host);
+        let host = host.trim().to_string();
+        match tcp_host(&host) {
+            // A tcp:// host dockerd could not read is dropped with the others.
+            Some(tcp) => {
+                if let Some(addr) = tcp.filter(|a| a != listen && !removed_tcp.contains(a)) {
+                    removed_tcp.push(addr);
+                }
             }
-        } else if !hosts.contains(&host) {
-            hosts.push(host);
+            None if !hosts.contains(&host) => hosts.push(host),
+            None => {}
         }
     }
     if !hosts
@@ -117,7 +120,7 @@ pub fn plan(
     {
         hosts.insert(0, DEFAULT_SOCKET.to_string());
     }
-    hosts.push(listen.clone());
+    hosts.push(listen.to_string());
     let socket = hosts
         .iter()
         .find_map(|h| h.strip_prefix("unix://").map(PathBuf::from))
@@ -179,18 +182,17 @@ pub fn tlsverify_of(text: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `tcp://host:port` with a default port and no trailing slash; other schemes unchanged.
-pub fn normalize(host: &str) -> String {
-    let host = host.trim();
-    match host
-        .strip_prefix("tcp://")
-        .map(|rest| rest.trim_end_matches('/'))
-    {
-        Some("") => "tcp://127.0.0.1:2375".into(),
-        Some(rest) if !rest.contains(':') || rest.ends_with(']') => format!("tcp://{rest}:2375"),
-        Some(rest) => format!("tcp://{rest}"),
-        None => host.to_string(),
-    }
+/// The plain TCP addresses among a daemon.json's (or a unit's) hosts, read with dockerd's
+/// defaults.
+pub fn tcp_hosts(hosts: &[String]) -> Vec<EngineAddr> {
+    hosts.iter().filter_map(|h| tcp_host(h).flatten()).collect()
+}
+
+/// `None` for another scheme; `Some(None)` for a `tcp://` host dockerd could not read.
+fn tcp_host(host: &str) -> Option<Option<EngineAddr>> {
+    host.trim()
+        .starts_with("tcp://")
+        .then(|| EngineAddr::from_docker_host(host))
 }
 
 fn path_value(path: &Path) -> Value {
@@ -214,6 +216,10 @@ mod tests {
         }
     }
 
+    fn listen(text: &str) -> EngineAddr {
+        EngineAddr::parse(text).unwrap()
+    }
+
     fn parse(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
     }
@@ -235,7 +241,14 @@ mod tests {
     #[test]
     fn keeps_every_unrelated_key_and_replaces_plain_tcp() {
         let existing = r#"{"log-driver":"json-file","log-opts":{"max-size":"10m"},"hosts":["unix:///var/run/docker.sock","tcp://0.0.0.0:2375"],"data-root":"/srv/docker"}"#;
-        let plan = plan(Some(existing), &[], &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        let plan = plan(
+            Some(existing),
+            &[],
+            &tls(),
+            &listen("tcp://0.0.0.0:2376"),
+            false,
+        )
+        .unwrap();
         let v = parse(&plan.text);
         assert_eq!(v["log-driver"], "json-file");
         assert_eq!(v["log-opts"]["max-size"], "10m");
@@ -248,7 +261,7 @@ mod tests {
         assert_eq!(v["tlsverify"], true);
         assert_eq!(v["tlscert"], "/etc/docker/tls/server-cert.pem");
         assert_eq!(v["live-restore"], true);
-        assert_eq!(plan.removed_tcp, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(plan.removed_tcp, vec![listen("tcp://0.0.0.0:2375")]);
         assert_eq!(plan.socket, Some(PathBuf::from("/var/run/docker.sock")));
         // Keys keep their order; ours come after.
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
@@ -257,16 +270,23 @@ mod tests {
 
     #[test]
     fn absent_file_gets_the_default_socket() {
-        let plan = plan(None, &[], &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        let plan = plan(None, &[], &tls(), &listen("tcp://0.0.0.0:2376"), false).unwrap();
         assert_eq!(plan.hosts, vec![DEFAULT_SOCKET, "tcp://0.0.0.0:2376"]);
     }
 
     #[test]
     fn hosts_moved_from_the_unit_keep_socket_activation() {
         let moved = vec!["fd://".to_string(), "tcp://0.0.0.0:2375".to_string()];
-        let plan = plan(Some("{}"), &moved, &tls(), "tcp://0.0.0.0:2376", false).unwrap();
+        let plan = plan(
+            Some("{}"),
+            &moved,
+            &tls(),
+            &listen("tcp://0.0.0.0:2376"),
+            false,
+        )
+        .unwrap();
         assert_eq!(plan.hosts, vec!["fd://", "tcp://0.0.0.0:2376"]);
-        assert_eq!(plan.removed_tcp, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(plan.removed_tcp, vec![listen("tcp://0.0.0.0:2375")]);
         assert_eq!(plan.socket, Some(PathBuf::from("/var/run/docker.sock")));
     }
 
@@ -276,12 +296,13 @@ mod tests {
             Some(r#"{"live-restore":true}"#),
             &[],
             &tls(),
-            "tcp://0.0.0.0:2376",
+            &listen("tcp://0.0.0.0:2376"),
             true,
         )
         .unwrap();
         assert_eq!(parse(&plan.text)["live-restore"], false);
-        let plan = super::plan(Some("{}"), &[], &tls(), "tcp://0.0.0.0:2376", true).unwrap();
+        let plan =
+            super::plan(Some("{}"), &[], &tls(), &listen("tcp://0.0.0.0:2376"), true).unwrap();
         assert!(parse(&plan.text).get("live-restore").is_none());
     }
 
@@ -289,7 +310,7 @@ mod tests {
     fn refuses_files_it_cannot_edit_safely() {
         for bad in ["[1,2]", "{not json", r#"{"hosts": 5}"#, r#"{"hosts": [1]}"#] {
             assert!(
-                plan(Some(bad), &[], &tls(), "tcp://0.0.0.0:2376", false).is_err(),
+                plan(Some(bad), &[], &tls(), &listen("tcp://0.0.0.0:2376"), false).is_err(),
                 "{bad}"
             );
         }
@@ -301,22 +322,47 @@ mod tests {
             Some(r#"{"hosts":["unix:///run/d.sock","tcp://127.0.0.1:2375"]}"#),
             &[],
             &tls(),
-            "tcp://127.0.0.1:2376",
+            &listen("tcp://127.0.0.1:2376"),
             false,
         )
         .unwrap();
-        let twice = plan(Some(&once.text), &[], &tls(), "tcp://127.0.0.1:2376", false).unwrap();
+        let twice = plan(
+            Some(&once.text),
+            &[],
+            &tls(),
+            &listen("tcp://127.0.0.1:2376"),
+            false,
+        )
+        .unwrap();
         assert_eq!(once.text, twice.text);
         assert!(twice.removed_tcp.is_empty());
     }
 
     #[test]
-    fn normalizes_tcp_hosts() {
-        assert_eq!(normalize("tcp://10.0.0.1"), "tcp://10.0.0.1:2375");
-        assert_eq!(normalize("tcp://10.0.0.1:2376/"), "tcp://10.0.0.1:2376");
+    fn reads_tcp_hosts_with_dockerds_defaults() {
+        let hosts = [
+            "tcp://10.0.0.1".to_string(),
+            "tcp://10.0.0.1:2376/".to_string(),
+            "unix:///var/run/docker.sock".to_string(),
+            "fd://".to_string(),
+        ];
         assert_eq!(
-            normalize("unix:///var/run/docker.sock"),
-            "unix:///var/run/docker.sock"
+            tcp_hosts(&hosts),
+            vec![listen("tcp://10.0.0.1:2375"), listen("tcp://10.0.0.1:2376")]
         );
+    }
+
+    #[test]
+    fn the_same_plain_address_written_twice_is_removed_once() {
+        let existing = r#"{"hosts":["tcp://0.0.0.0:2375","tcp://0.0.0.0"]}"#;
+        let plan = plan(
+            Some(existing),
+            &[],
+            &tls(),
+            &listen("tcp://0.0.0.0:2376"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(plan.removed_tcp, vec![listen("tcp://0.0.0.0:2375")]);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dtca_common::endpoint::EngineAddr;
 use dtca_common::tls::{ClientIdentity, provider};
 use dtca_pki::Serial;
 use dtca_pki::inspect::CertInfo;
@@ -190,19 +191,19 @@ fn expect_ok((status, body): (u16, Vec<u8>)) -> Result<(), EngineError> {
     }
 }
 
-/// Where to dial for a `tcp://host:port` engine address: wildcards become loopback.
+/// Where to dial for an engine address: wildcards become loopback.
 ///
 /// # Errors
-/// [`EngineError`] when the address is not `tcp://HOST:PORT` or the host does not resolve.
-pub async fn dial_addr(url: &str) -> Result<SocketAddr, EngineError> {
-    let rest = url
-        .strip_prefix("tcp://")
-        .ok_or_else(|| EngineError(format!("{url:?} is not tcp://HOST:PORT")))?;
-    let found = tokio::net::lookup_host(rest)
-        .await
-        .map_err(|e| EngineError(format!("{url}: {e}")))?
-        .next()
-        .ok_or_else(|| EngineError(format!("{url}: no address")))?;
+/// [`EngineError`] when the host does not resolve.
+pub async fn dial_addr(addr: &EngineAddr) -> Result<SocketAddr, EngineError> {
+    let found = match addr.socket_addr() {
+        Some(ip) => ip,
+        None => tokio::net::lookup_host((addr.host(), addr.port()))
+            .await
+            .map_err(|e| EngineError(format!("{addr}: {e}")))?
+            .next()
+            .ok_or_else(|| EngineError(format!("{addr}: no address")))?,
+    };
     Ok(match found.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => {
             SocketAddr::from(([127, 0, 0, 1], found.port()))

@@ -23,7 +23,7 @@ use dtca_pki::Serial;
 use dtca_pki::inspect;
 
 use super::daemon_json::TlsPaths;
-use crate::error::ClientError;
+use crate::error::{ClientError, Invalid};
 
 /// dockerd's TLS directory.
 #[derive(Debug, Clone)]
@@ -83,10 +83,11 @@ impl TlsDir {
     pub fn activate(&self, serial: &Serial) -> Result<(), ClientError> {
         let target = PathBuf::from("pairs").join(serial.to_string());
         if !self.root.join(&target).is_dir() {
-            return Err(ClientError::Invalid(format!(
-                "pair {serial} is not installed in {}",
-                self.root.display()
-            )));
+            return Err(Invalid::PairNotInstalled {
+                serial: serial.clone(),
+                dir: self.root.clone(),
+            }
+            .into());
         }
         replace_link(&self.current_link(), &target)?;
         for name in [Layout::DOCKERD.cert, Layout::DOCKERD.key] {

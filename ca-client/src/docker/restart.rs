@@ -1,0 +1,209 @@
+//! Restarting the engine, proving what it serves afterwards, and putting it back as it
+//! was when that fails.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use dtca_common::bundle::Bundle;
+use dtca_common::endpoint::EngineAddr;
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::backup::Backup;
+use super::{engine, tls_name};
+use crate::error::{ClientError, EngineFailure};
+
+/// How long the restart command may run.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often the engine is asked again while it comes up.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Runs the restart command through `sh -c`.
+///
+/// # Errors
+/// The command's exit status and the end of its output.
+pub async fn restart(command: &str) -> Result<(), String> {
+    tracing::info!(command, "restarting the engine");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
+    let out = tokio::time::timeout(RESTART_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            format!(
+                "`{command}` did not finish within {}s",
+                RESTART_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("`{command}`: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let tail = last_chars(text.trim(), 300);
+    if tail.is_empty() {
+        Err(format!(
+            "`{command}` exited with {} and printed nothing",
+            out.status
+        ))
+    } else {
+        Err(format!("`{command}` exited with {}: {tail}", out.status))
+    }
+}
+
+/// The last `n` characters of `text`.
+fn last_chars(text: &str, n: usize) -> &str {
+    let start = text
+        .char_indices()
+        .rev()
+        .nth(n.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
+    &text[start..]
+}
+
+/// Waits until the engine serves `bundle`'s certificate over mutual TLS at `listen`, then
+/// checks that a client without a certificate is refused, that the removed plain
+/// addresses refuse connections, and that the unix socket answers.
+///
+/// # Errors
+/// What did not hold when `timeout` ran out.
+pub async fn verify(
+    listen: &EngineAddr,
+    removed_tcp: &[EngineAddr],
+    socket: &Path,
+    bundle: &Bundle,
+    timeout: Duration,
+) -> Result<(), String> {
+    let leaf = bundle.leaf().map_err(|e| e.to_string())?;
+    let name = tls_name(bundle).ok_or("the certificate has no DNS name or IP address to check")?;
+    let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;
+    let client = bundle.client_identity();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let problem = match engine::ping_tls(addr, &name, &bundle.root_der, Some(&client)).await {
+            Ok(served) if served == leaf.serial => break,
+            Ok(served) => format!(
+                "the engine serves certificate {served}, not the new {}",
+                leaf.serial
+            ),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no mutual-TLS answer at {listen} within {}s: {problem}",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    if engine::ping_tls(addr, &name, &bundle.root_der, None)
+        .await
+        .is_ok()
+    {
+        return Err(format!("{listen} answers clients without a certificate"));
+    }
+    for old in removed_tcp {
+        let old_addr = engine::dial_addr(old).await.map_err(|e| e.to_string())?;
+        if old_addr != addr && !engine::refuses(old_addr).await {
+            return Err(format!(
+                "the old plain address {old} still accepts connections"
+            ));
+        }
+    }
+    engine::ping_unix(socket)
+        .await
+        .map_err(|e| format!("the unix socket does not answer: {e}"))
+}
+
+/// Restores the backup, restarts if needed, and confirms the engine answers as before.
+/// Returns what it did, for the user.
+///
+/// # Errors
+/// What could not be restored, or how the engine fails to answer as before.
+pub(super) async fn roll_back(
+    backup: &Backup,
+    restarted: bool,
+    timeout: Duration,
+) -> Result<String, String> {
+    let failed = backup.restore();
+    if !failed.is_empty() {
+        return Err(format!("could not restore: {}", failed.join("; ")));
+    }
+    let m = &backup.manifest;
+    let answers_as_before = || async {
+        engine::ping_unix(&m.socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        for host in &m.plain_tcp {
+            let addr = engine::dial_addr(host).await.map_err(|e| e.to_string())?;
+            engine::ping_plain(addr)
+                .await
+                .map_err(|e| format!("{host}: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    if restarted && let Err(e) = restart(&m.restart).await {
+        tracing::warn!(error = %e, "restart during rollback failed");
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match answers_as_before().await {
+            Ok(()) => {
+                let mut places = vec![format!("unix://{}", m.socket.display())];
+                places.extend(m.plain_tcp.iter().map(ToString::to_string));
+                return Ok(format!(
+                    "restored the previous configuration; the engine answers again on {}",
+                    places.join(" and ")
+                ));
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "restored the previous files, but the engine does not answer as before: {e}; check `{}`",
+                    m.restart
+                ));
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Finishes or undoes a switch that was interrupted (the process was killed): restores
+/// the backup and restarts the engine. Returns what it did, if anything.
+///
+/// # Errors
+/// [`EngineFailure::InterruptedSwitch`] when the rollback could not bring the engine back.
+pub async fn recover_interrupted(
+    backup_dir: &Path,
+    timeout: Duration,
+) -> Result<Option<String>, ClientError> {
+    let Some(mut backup) = Backup::pending(backup_dir) else {
+        return Ok(None);
+    };
+    tracing::warn!(started = %backup.manifest.started, "an earlier docker switch was interrupted; rolling it back");
+    let how = roll_back(&backup, true, timeout)
+        .await
+        .map_err(EngineFailure::InterruptedSwitch)?;
+    backup.finish()?;
+    Ok(Some(how))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_long_output_is_kept_whole_characters() {
+        assert_eq!(last_chars("abcdef", 3), "def");
+        assert_eq!(last_chars("ab", 3), "ab");
+        assert_eq!(last_chars("", 3), "");
+        assert_eq!(last_chars("xé€", 2), "é€");
+    }
+}
