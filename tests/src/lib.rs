@@ -2,6 +2,7 @@
 //! processes that are always stopped by pid.
 //!
 //! - [`bins`]: the built `ca-server` and `ca-client` binaries.
+//! - [`cli`]: running them and reading what they printed (exit codes, one error line).
 //! - [`process`]: a child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 //! - [`ca`]: a CA served in-process through `ca_server::server::run` on 127.0.0.1:0.
 //! - [`serve`]: a `ca-server serve` process on a free port.
@@ -15,6 +16,7 @@
 
 pub mod bins;
 pub mod ca;
+pub mod cli;
 pub mod docker;
 pub mod openssl;
 pub mod postgres;

@@ -8,7 +8,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -71,7 +71,11 @@ impl Postgres {
             ])
             .output()
             .unwrap_or_else(|e| panic!("cannot run initdb from {}: {e}", pg.bin.display()));
-        assert!(init.status.success(), "initdb failed: {}", text(&init));
+        assert!(
+            init.status.success(),
+            "initdb failed: {}",
+            crate::cli::text(&init)
+        );
         let mut last = String::new();
         for _ in 0..3 {
             pg.port = free_port();
@@ -131,7 +135,11 @@ impl Postgres {
             ])
             .output()
             .expect("run createdb");
-        assert!(out.status.success(), "createdb {name}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "createdb {name}: {}",
+            crate::cli::text(&out)
+        );
         self.url(name)
     }
 
@@ -167,7 +175,11 @@ impl Postgres {
             ])
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql {sql:?}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            crate::cli::text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -197,7 +209,7 @@ impl Postgres {
             self.stop();
             Err(format!(
                 "pg_ctl start: {}\nserver log:\n{}",
-                text(&out),
+                crate::cli::text(&out),
                 self.log()
             ))
         }
@@ -261,12 +273,4 @@ fn free_port() -> u16 {
 
 fn alive(pid: Pid) -> bool {
     kill(pid, None).is_ok()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }

@@ -94,3 +94,14 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits until `t` is over. X.509 validity counts whole seconds, so a certificate is
+/// still valid during the second of its `not_after`: this waits a little past it.
+///
+/// # Panics
+/// When the clock does not get there within two minutes.
+pub fn wait_past(t: time::OffsetDateTime) {
+    assert!(wait_until(Duration::from_secs(120), || {
+        time::OffsetDateTime::now_utc() > t + time::Duration::milliseconds(1500)
+    }));
+}

@@ -11,22 +11,11 @@ use std::time::Duration;
 
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_tests::bins::bin;
+use dtca_tests::cli::token;
 use dtca_tests::docker::{Engine, free_port};
 use dtca_tests::process::{Proc, wait_until};
 use dtca_tests::serve::{ServeProcess, init_insecure};
 use nix::sys::signal::Signal;
-
-fn token(state: &Path, args: &[&str]) -> String {
-    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = Command::new(bin("ca-server")).args(&full).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn served_serial(creds: &Path) -> Option<String> {
     let out = Command::new(bin("ca-client"))

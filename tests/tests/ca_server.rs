@@ -22,6 +22,7 @@ use dtca_pki::token::{JoinToken, RootDigest};
 use dtca_proto::v1::{self, admin_client::AdminClient, ca_client::CaClient};
 use dtca_tests::ca::TestCa;
 use dtca_tests::openssl;
+use dtca_tests::process::wait_past;
 use tonic::Code;
 
 fn options(ca: &TestCa, token: &str, out: &std::path::Path) -> EnrollOptions {
@@ -361,7 +362,7 @@ async fn renewal_is_refused_for_revoked_expired_and_foreign_certificates() {
     let obtained = enroll::enroll(&options(&ca, &short, out2.path()))
         .await
         .unwrap();
-    wait_past(obtained.info.not_after).await;
+    wait_past_async(obtained.info.not_after).await;
     let err = enroll::renew(out2.path(), None).await.unwrap_err();
     assert_eq!(reason_of(&err), Reason::CertExpired, "{err}");
 
@@ -396,14 +397,6 @@ async fn renewal_is_refused_for_revoked_expired_and_foreign_certificates() {
     assert_eq!(status_reason(&s), Some(Reason::CertMissing));
 }
 
-/// Waits until `t` is past; X.509 validity counts whole seconds, so a certificate is
-/// still valid during the second of its `not_after`.
-async fn wait_past(t: time::OffsetDateTime) {
-    while time::OffsetDateTime::now_utc() <= t + time::Duration::milliseconds(1100) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_node_renews_within_a_configured_grace() {
     let ca = TestCa::start_with(Rules {
@@ -421,7 +414,7 @@ async fn expired_node_renews_within_a_configured_grace() {
     let obtained = enroll::enroll(&options(&ca, &short, out.path()))
         .await
         .unwrap();
-    wait_past(obtained.info.not_after).await;
+    wait_past_async(obtained.info.not_after).await;
     let renewed = enroll::renew(out.path(), None).await.unwrap();
     assert!(renewed.info.not_after > time::OffsetDateTime::now_utc());
 }
@@ -765,4 +758,11 @@ async fn health_reflection_and_the_server_certificate_are_right() {
         panic!("unexpected v1alpha reflection answer");
     };
     assert!(list.service.iter().any(|s| s.name == "dtca.v1.Ca"));
+}
+
+/// [`wait_past`] without holding up the runtime the in-process CA runs on.
+async fn wait_past_async(t: time::OffsetDateTime) {
+    tokio::task::spawn_blocking(move || wait_past(t))
+        .await
+        .unwrap();
 }

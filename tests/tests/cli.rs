@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use dtca_common::Reason;
 use dtca_tests::bins::bin;
+use dtca_tests::cli::{expect_exit, run, stderr, stdout, token};
 use dtca_tests::openssl;
 use dtca_tests::serve::{ServeProcess, init_insecure};
 use nix::sys::signal::Signal;
-
-fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(bin(name)).args(args).output().unwrap()
-}
 
 fn run_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin(name));
@@ -28,36 +25,6 @@ fn run_env(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Output {
 
 fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn expect_code(out: &Output, reason: Reason) {
-    assert_eq!(
-        code(out),
-        i32::from(reason.exit_code()),
-        "expected {reason} ({}), got {}: {}",
-        reason.exit_code(),
-        code(out),
-        stderr(out)
-    );
-    let err = stderr(out);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line: {}", stderr(out));
-}
-
-fn token(state: &Path, args: &[&str]) -> String {
-    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = run("ca-server", &full);
-    assert!(out.status.success(), "token create: {}", stderr(&out));
-    stdout(&out)
 }
 
 #[test]
@@ -92,7 +59,7 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
             pass.to_str().unwrap(),
         ],
     );
-    expect_code(&again, Reason::AlreadyInitialized);
+    expect_exit(&again, Reason::AlreadyInitialized);
     assert_eq!(std::fs::read(state.join("ca.pem")).unwrap(), before);
 
     let mut serve =
@@ -238,7 +205,7 @@ fn serve_refuses_a_wrong_or_missing_passphrase() {
         ],
         &[("DTCA_PASSPHRASE", "wrong")],
     );
-    expect_code(&wrong, Reason::WrongPassphrase);
+    expect_exit(&wrong, Reason::WrongPassphrase);
     let none = run(
         "ca-server",
         &[
@@ -249,7 +216,7 @@ fn serve_refuses_a_wrong_or_missing_passphrase() {
             state.to_str().unwrap(),
         ],
     );
-    expect_code(&none, Reason::Config);
+    expect_exit(&none, Reason::Config);
     assert!(stderr(&none).contains("passphrase"));
     // init without a passphrase refuses too.
     let other = dir.path().join("other");
@@ -257,7 +224,7 @@ fn serve_refuses_a_wrong_or_missing_passphrase() {
         "ca-server",
         &["init", "--state-dir", other.to_str().unwrap()],
     );
-    expect_code(&out, Reason::Config);
+    expect_exit(&out, Reason::Config);
     assert!(!other.join("ca.pem").exists());
 }
 
@@ -283,7 +250,7 @@ fn client_exit_codes_say_what_was_wrong() {
         run("ca-client", &args)
     };
 
-    expect_code(
+    expect_exit(
         &enroll("nonsense", &serve.addr, &["--san", "127.0.0.1"]),
         Reason::TokenMalformed,
     );
@@ -296,15 +263,15 @@ fn client_exit_codes_say_what_was_wrong() {
         "A"
     };
     foreign.replace_range(7..8, swap);
-    expect_code(
+    expect_exit(
         &enroll(&foreign, &serve.addr, &["--san", "127.0.0.1"]),
         Reason::RootMismatch,
     );
-    expect_code(
+    expect_exit(
         &enroll(&good, "127.0.0.1:1", &["--san", "127.0.0.1"]),
         Reason::Unreachable,
     );
-    expect_code(
+    expect_exit(
         &enroll(&good, &serve.addr, &["--san", "10.9.9.9"]),
         Reason::NameNotAllowed,
     );
@@ -328,11 +295,11 @@ fn client_exit_codes_say_what_was_wrong() {
             "127.0.0.1",
         ],
     );
-    expect_code(&out, Reason::LocalIo);
+    expect_exit(&out, Reason::LocalIo);
     assert!(stderr(&out).contains("blocker"), "{}", stderr(&out));
     let out = enroll(&good, &serve.addr, &["--san", "127.0.0.1"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    expect_code(
+    expect_exit(
         &enroll(&good, &serve.addr, &["--san", "127.0.0.1"]),
         Reason::TokenUsedUp,
     );
@@ -356,7 +323,7 @@ fn client_exit_codes_say_what_was_wrong() {
         .status
         .success()
     );
-    expect_code(
+    expect_exit(
         &enroll(&revoked, &serve.addr, &["--san", "127.0.0.1"]),
         Reason::TokenRevoked,
     );
@@ -373,7 +340,7 @@ fn client_exit_codes_say_what_was_wrong() {
             creds.to_str().unwrap(),
         ],
     );
-    expect_code(&denied, Reason::PermissionDenied);
+    expect_exit(&denied, Reason::PermissionDenied);
 
     // Revoked certificate: renew refused.
     let out = run(
@@ -388,12 +355,12 @@ fn client_exit_codes_say_what_was_wrong() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    expect_code(
+    expect_exit(
         &run("ca-client", &["renew", "--out", creds.to_str().unwrap()]),
         Reason::CertRevoked,
     );
     // Renew where nothing was enrolled.
-    expect_code(
+    expect_exit(
         &run(
             "ca-client",
             &["renew", "--out", dir.path().join("none").to_str().unwrap()],
@@ -429,7 +396,7 @@ fn a_malformed_daemon_json_is_a_config_error_before_anything_is_asked() {
             dir.path().join("none").to_str().unwrap(),
         ],
     );
-    expect_code(&out, Reason::Config);
+    expect_exit(&out, Reason::Config);
     assert!(stderr(&out).contains("not valid JSON"), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), broken);
 }
@@ -466,7 +433,7 @@ fn malformed_local_pem_is_reported_and_left_untouched() {
     ] {
         std::fs::write(creds.join("cert.pem"), garbage).unwrap();
         let out = run("ca-client", &["renew", "--out", creds.to_str().unwrap()]);
-        expect_code(&out, Reason::LocalIo);
+        expect_exit(&out, Reason::LocalIo);
         assert!(stderr(&out).contains("cert.pem"), "{}", stderr(&out));
         assert_eq!(std::fs::read(creds.join("key.pem")).unwrap(), key_before);
     }

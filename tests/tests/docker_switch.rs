@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use dtca_common::Reason;
 use dtca_tests::bins::bin;
+use dtca_tests::cli::{text, token};
 use dtca_tests::docker::{Engine, IMAGE, free_port};
 use dtca_tests::process::{Proc, wait_until};
 use dtca_tests::serve::{ServeProcess, init_insecure};
@@ -32,36 +33,11 @@ impl Ca {
             serve,
         }
     }
-
-    fn token(&self, args: &[&str]) -> String {
-        let mut full = vec![
-            "token",
-            "create",
-            "--state-dir",
-            self.state.to_str().unwrap(),
-        ];
-        full.extend_from_slice(args);
-        let out = Command::new(bin("ca-server")).args(&full).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `ca-client enroll --docker` for `engine`, switching to `listen`.
 fn switch(ca: &Ca, engine: &Engine, out: &Path, listen: &str, extra: &[&str]) -> Output {
-    let token = ca.token(&["--role", "node"]);
+    let token = token(&ca.state, &["--role", "node"]);
     let mut cmd = Command::new(bin("ca-client"));
     cmd.args([
         "enroll",
@@ -299,7 +275,7 @@ fn a_failing_restart_command_is_rolled_back() {
     let before = std::fs::read(&engine.config).unwrap();
     let creds = engine.dir.join("client");
     let listen = format!("tcp://127.0.0.1:{}", free_port("127.0.0.1"));
-    let token = ca.token(&["--role", "node"]);
+    let token = token(&ca.state, &["--role", "node"]);
     let out = Command::new(bin("ca-client"))
         .args([
             "enroll",

@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use dtca_common::Reason;
 use dtca_tests::bins::bin;
+use dtca_tests::cli::{text, token};
 use dtca_tests::docker::{Engine, free_port};
-use dtca_tests::process::wait_until;
+use dtca_tests::process::wait_past;
 use dtca_tests::serve::{ServeProcess, init_insecure};
 
 struct Fleet {
@@ -24,14 +24,6 @@ struct Fleet {
     /// The engine's mutual-TLS address.
     listen: String,
     docker_config: PathBuf,
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 impl Fleet {
@@ -54,7 +46,7 @@ impl Fleet {
             node,
             listen: listen.clone(),
         };
-        let token = f.token(&["--role", "node", "--name", &f.node]);
+        let token = token(&f.state, &["--role", "node", "--name", &f.node]);
         let out = Command::new(bin("ca-client"))
             .args([
                 "enroll",
@@ -75,19 +67,6 @@ impl Fleet {
         assert!(out.status.success(), "{}", text(&out));
         std::fs::create_dir_all(&f.docker_config).unwrap();
         f
-    }
-
-    fn token(&self, args: &[&str]) -> String {
-        let mut full = vec![
-            "token",
-            "create",
-            "--state-dir",
-            self.state.to_str().unwrap(),
-        ];
-        full.extend_from_slice(args);
-        let out = Command::new(bin("ca-server")).args(&full).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// `ca-client <args>` as the operator (their DOCKER_CONFIG).
@@ -158,7 +137,7 @@ fn login_gives_working_contexts_and_leaves_other_docker_config_alone() {
     let port = f.listen.rsplit_once(':').unwrap().1;
     let by_address = format!("127.0.0.1-{port}");
     let named = format!("direct={}", f.listen);
-    let token = f.token(&["--role", "operator"]);
+    let token = token(&f.state, &["--role", "operator"]);
     let out = f.client(&[
         "login",
         "--server",
@@ -274,7 +253,7 @@ fn login_gives_working_contexts_and_leaves_other_docker_config_alone() {
 fn a_short_login_stops_working_at_expiry_unless_renewed_before() {
     let f = Fleet::start();
     let out = f.login(
-        &f.token(&["--role", "operator", "--cert-ttl", "20s"]),
+        &token(&f.state, &["--role", "operator", "--cert-ttl", "20s"]),
         "bob",
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -317,7 +296,7 @@ fn a_short_login_stops_working_at_expiry_unless_renewed_before() {
 #[test]
 fn a_revoked_operator_cannot_renew() {
     let f = Fleet::start();
-    let out = f.login(&f.token(&["--role", "operator"]), "alice");
+    let out = f.login(&token(&f.state, &["--role", "operator"]), "alice");
     assert!(out.status.success(), "{}", text(&out));
     let revoke = Command::new(bin("ca-server"))
         .args([
@@ -355,7 +334,7 @@ fn a_revoked_operator_cannot_renew() {
 #[test]
 fn an_admin_login_drives_the_admin_commands_from_a_workstation() {
     let f = Fleet::start();
-    let out = f.login(&f.token(&["--role", "admin"]), "root");
+    let out = f.login(&token(&f.state, &["--role", "admin"]), "root");
     assert!(out.status.success(), "{}", text(&out));
     let admin_dir = f.docker_config.join("dtca/cli");
     // No state dir here: only the admin bundle and the server address.
@@ -384,7 +363,7 @@ fn an_admin_login_drives_the_admin_commands_from_a_workstation() {
     );
     // An operator login cannot.
     let f2 = Fleet::start();
-    let out = f2.login(&f2.token(&["--role", "operator"]), "carol");
+    let out = f2.login(&token(&f2.state, &["--role", "operator"]), "carol");
     assert!(out.status.success());
     let denied = Command::new(bin("ca-server"))
         .args(["token", "list", "--server", &f2.serve.addr, "--admin-dir"])
@@ -402,14 +381,6 @@ fn not_after(cert: &Path) -> time::OffsetDateTime {
     dtca_pki::inspect::CertInfo::from_der(&dtca_pki::inspect::certs_from_pem(&pem).unwrap()[0])
         .unwrap()
         .not_after
-}
-
-/// Waits until `t` is over (X.509 validity counts whole seconds).
-fn wait_past(t: time::OffsetDateTime) {
-    assert!(wait_until(
-        Duration::from_secs(120),
-        || time::OffsetDateTime::now_utc() > t + time::Duration::milliseconds(1500)
-    ));
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

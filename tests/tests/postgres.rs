@@ -27,6 +27,7 @@ use dtca_pki::csr;
 use dtca_pki::key::{KeyType, PrivateKey};
 use dtca_proto::v1::{self, admin_client::AdminClient, ca_client::CaClient};
 use dtca_tests::bins::bin;
+use dtca_tests::cli::{expect_exit, stderr};
 use dtca_tests::postgres::Postgres;
 use dtca_tests::serve::{ServeProcess, init_insecure};
 use nix::sys::signal::Signal;
@@ -53,25 +54,6 @@ async fn connect_store(url: &str) -> PostgresStore {
 
 fn ca_server(args: &[&str]) -> Output {
     Command::new(bin("ca-server")).args(args).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-fn expect_exit(out: &Output, reason: Reason) {
-    assert_eq!(
-        out.status.code(),
-        Some(i32::from(reason.exit_code())),
-        "expected {reason}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(out)
-    );
-    let lines = stderr(out)
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .count();
-    assert_eq!(lines, 1, "expected one error line: {}", stderr(out));
 }
 
 /// A CA made by `init`, copied into PostgreSQL, served by replicas on one database.

@@ -1,0 +1,59 @@
+//! Running the built binaries and reading what they printed: one copy of the helpers the
+//! end-to-end tests share.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use dtca_common::Reason;
+
+use crate::bins::bin;
+
+/// `NAME ARGS...` with one of the workspace binaries (`ca-server`, `ca-client`).
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name)).args(args).output().unwrap()
+}
+
+/// What it printed on stdout, trimmed.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What it printed on stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// stdout and stderr together, for assertion messages and searches.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts the exit code of `reason` and exactly one `error:` line on stderr.
+pub fn expect_exit(out: &Output, reason: Reason) {
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(reason.exit_code())),
+        "expected {reason} ({}): {}",
+        reason.exit_code(),
+        text(out)
+    );
+    let lines = stderr(out)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    assert_eq!(lines, 1, "expected one error line: {}", stderr(out));
+}
+
+/// `ca-server token create --state-dir STATE ARGS...` (on the CA's host, so it finds
+/// the running server): the token it printed.
+pub fn token(state: &Path, args: &[&str]) -> String {
+    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let out = run("ca-server", &full);
+    assert!(out.status.success(), "token create: {}", text(&out));
+    stdout(&out)
+}
