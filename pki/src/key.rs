@@ -9,7 +9,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use pkcs8::der::Decode;
-use pkcs8::der::pem::LineEnding;
 use pkcs8::pkcs5::{pbes2, scrypt};
 use pkcs8::{EncryptedPrivateKeyInfo, PrivateKeyInfo};
 use rcgen::{KeyPair, PublicKeyData};
@@ -144,10 +143,10 @@ impl PrivateKey {
         let doc = info
             .encrypt_with_params(pbes2, passphrase)
             .map_err(KeyError::crypto)?;
-        let text = doc
-            .to_pem(ENCRYPTED_PEM_LABEL, LineEnding::LF)
-            .map_err(KeyError::crypto)?;
-        Ok(text)
+        Ok(Zeroizing::new(pem::encode_config(
+            &pem::Pem::new(ENCRYPTED_PEM_LABEL, doc.as_bytes()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )))
     }
 
     /// Decrypts a key written by [`PrivateKey::to_encrypted_pem`].
