@@ -1,5 +1,6 @@
-//! Why the CA said no. Each refusal has a stable [`Reason`]; the gRPC layer maps
-//! refusals to statuses in one place (`service::status`).
+//! Why the CA said no. Each refusal has a stable [`Reason`], and the reason alone decides
+//! the gRPC code (`Reason::grpc_code`): the gRPC layer turns refusals into statuses in one
+//! place (`service::status`), and nothing here knows of gRPC.
 
 use dtca_common::Reason;
 use dtca_pki::Serial;
@@ -58,7 +59,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The stable reason word and exit code of this refusal.
+    /// The stable reason of this refusal: its word, exit code and gRPC code.
     pub fn reason(&self) -> Reason {
         match self {
             Refusal::TokenMalformed(_) => Reason::TokenMalformed,
