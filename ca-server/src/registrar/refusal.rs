@@ -83,3 +83,23 @@ impl Refusal {
         }
     }
 }
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TokenUnknown => Refusal::TokenUnknown,
+            StoreError::TokenExpired(at) => Refusal::TokenExpired { at },
+            StoreError::TokenRevoked => Refusal::TokenRevoked,
+            StoreError::TokenUsedUp => Refusal::TokenUsedUp,
+            StoreError::CertRevoked(s) => Refusal::CertRevoked(s),
+            StoreError::NotFound(what) => Refusal::NotFound(what),
+            other => Refusal::Store(other),
+        }
+    }
+}
+
+impl From<AuthorityError> for Refusal {
+    fn from(e: AuthorityError) -> Self {
+        Refusal::Authority(e)
+    }
+}
