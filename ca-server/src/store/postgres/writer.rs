@@ -2,7 +2,7 @@
 //!
 //! Issuances (the hot path, in [`super::issue`]) cost one round trip each; other writes
 //! run statement by statement in their savepoint. A refused or failed write is rolled
-//! back to its savepoint and the batch goes on.
+//! back to its savepoint and the batch goes on ([`super::failure`] says which).
 
 use std::sync::Arc;
 
@@ -10,13 +10,11 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Config;
-use tokio_postgres::error::SqlState;
 
 use super::conn::Conn;
+use super::failure::{BatchFail, WriteFail, broken};
 use super::issue::{Locked, issue};
-use super::{
-    MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, describe, parse_serial, secs, unavailable,
-};
+use super::{MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, parse_serial, secs, unavailable};
 use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
@@ -94,48 +92,6 @@ pub(super) enum Outcome {
 pub(super) struct Job {
     pub(super) write: Write,
     pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
-/// Why one write in a batch did not apply.
-pub(super) enum WriteFail {
-    /// A refusal or failure to report.
-    Store(StoreError),
-    /// A deadlock or serialization failure: apply it again in a later transaction.
-    Retry(String),
-}
-
-impl From<StoreError> for WriteFail {
-    fn from(e: StoreError) -> Self {
-        WriteFail::Store(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for WriteFail {
-    fn from(e: tokio_postgres::Error) -> Self {
-        match e.code() {
-            Some(c)
-                if *c == SqlState::T_R_DEADLOCK_DETECTED
-                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
-            {
-                WriteFail::Retry(describe(&e))
-            }
-            _ => WriteFail::Store(unavailable(e)),
-        }
-    }
-}
-
-/// A batch that failed as a whole; `begun` tells whether anything reached the database.
-pub(super) struct BatchFail {
-    begun: bool,
-    error: StoreError,
-}
-
-pub(super) fn broken(e: tokio_postgres::Error) -> BatchFail {
-    BatchFail {
-        begun: true,
-        error: unavailable(e),
-    }
 }
 
 pub(super) async fn writer_loop(

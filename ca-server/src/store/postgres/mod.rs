@@ -21,8 +21,8 @@
 //! connections are opened again on the next call, so the server recovers by itself when
 //! the database returns.
 //!
-//! Layout: this file (the store and its reads), [`write`] (the writer tasks), [`issue`]
-//! (issuances, the hot path), [`conn`]
+//! Layout: this file (the store and its reads), [`writer`] (the writer tasks), [`issue`]
+//! (issuances, the hot path), [`failure`] (how a write in a batch fails), [`conn`]
 //! (connections), [`rows`] (rows to records), [`schema`] (tables and migrations),
 //! [`import`] (copying another store in, for `ca-server store migrate`).
 //!
@@ -30,11 +30,12 @@
 //! or through a TLS tunnel), connection strings other than `postgres://` URLs.
 
 mod conn;
+mod failure;
 mod import;
 mod issue;
 mod rows;
 mod schema;
-mod write;
+mod writer;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub use import::{Counts, ImportError};
 
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
-use write::{Change, Job, Outcome, Write, writer_loop};
+use writer::{Change, Job, Outcome, Write, writer_loop};
 
 use super::columns;
 use super::{
