@@ -43,7 +43,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtca_pki::Serial;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_postgres::Config;
 use tokio_postgres::types::ToSql;
 
@@ -51,9 +51,10 @@ pub use import::{Counts, ImportError};
 
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
-use writer::{Change, Job, Outcome, Write, writer_loop};
+use writer::writer_loop;
 
-use super::columns;
+use super::columns::{self, parse_serial, secs};
+use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
     RevokeTarget, Store, StoreError, TokenRecord,
@@ -165,14 +166,7 @@ impl PostgresStore {
     }
 
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Job { write, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer tasks have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer tasks have stopped".into()))?
+        queue::submit(&self.writer, write, "the writer tasks have stopped").await
     }
 }
 
@@ -311,10 +305,7 @@ impl Store for PostgresStore {
                 actor: actor.to_string(),
             })))
             .await?;
-        match outcome {
-            Outcome::Serials(serials) => Ok(serials),
-            Outcome::Done => Ok(Vec::new()),
-        }
+        Ok(outcome.into_serials())
     }
 
     async fn revoked(
@@ -435,17 +426,8 @@ impl Store for PostgresStore {
     }
 }
 
-fn parse_serial(text: &str) -> Result<Serial, StoreError> {
-    text.parse()
-        .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
-}
-
 fn time_of(secs: i64) -> Result<OffsetDateTime, StoreError> {
     columns::time(secs).map_err(StoreError::Corrupt)
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn corrupt(e: tokio_postgres::Error) -> StoreError {

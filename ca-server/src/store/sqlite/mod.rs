@@ -23,12 +23,13 @@ use async_trait::async_trait;
 use dtca_pki::Serial;
 use rusqlite::Connection;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use reads::ReadPool;
 use schema::{migrate, open_connection};
-use writer::{Job, Outcome, Write, checkpoint_loop, writer_loop};
+use writer::{checkpoint_loop, writer_loop};
 
+use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
     RevokeTarget, Store, StoreError, TokenRecord,
@@ -82,14 +83,7 @@ impl SqliteStore {
     }
 
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Job { write, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+        queue::submit(&self.writer, write, "the writer thread has stopped").await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -132,7 +126,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
-        self.write(Write::Token(token, audit)).await.map(|_| ())
+        self.write(Write::Change(Box::new(Change::Token(token, audit))))
+            .await
+            .map(|_| ())
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
@@ -144,13 +140,16 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: &str, audit: AuditEntry) -> Result<(), StoreError> {
-        self.write(Write::RevokeToken(id.to_string(), audit))
-            .await
-            .map(|_| ())
+        self.write(Write::Change(Box::new(Change::RevokeToken(
+            id.to_string(),
+            audit,
+        ))))
+        .await
+        .map(|_| ())
     }
 
     async fn record_issuance(&self, issuance: Issuance) -> Result<(), StoreError> {
-        self.write(Write::Issuance(Box::new(issuance)))
+        self.write(Write::Issue(Box::new(issuance)))
             .await
             .map(|_| ())
     }
@@ -173,17 +172,14 @@ impl Store for SqliteStore {
         actor: &str,
     ) -> Result<Vec<Serial>, StoreError> {
         let outcome = self
-            .write(Write::Revoke {
+            .write(Write::Change(Box::new(Change::Revoke {
                 target: target.clone(),
                 at,
                 reason: reason.to_string(),
                 actor: actor.to_string(),
-            })
+            })))
             .await?;
-        match outcome {
-            Outcome::Serials(serials) => Ok(serials),
-            Outcome::Done => Ok(Vec::new()),
-        }
+        Ok(outcome.into_serials())
     }
 
     async fn revoked(
@@ -199,11 +195,11 @@ impl Store for SqliteStore {
         endpoint: &str,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
-        self.write(Write::Engine {
+        self.write(Write::Change(Box::new(Change::Engine {
             name: name.to_string(),
             endpoint: endpoint.to_string(),
             audit,
-        })
+        })))
         .await
         .map(|_| ())
     }
@@ -219,10 +215,6 @@ impl Store for SqliteStore {
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.read(move |c| reads::audit(c, limit)).await
     }
-}
-
-fn secs(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {

@@ -9,12 +9,10 @@ use dtca_pki::Serial;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
-use super::rows::{
-    SUMMARY_COLUMNS, parse_serial, record_from_row, summary_from_row, token_from_row,
-};
+use super::rows::{SUMMARY_COLUMNS, record_from_row, summary_from_row, token_from_row};
 use super::schema::open_connection;
-use super::{secs, unavailable};
-use crate::store::columns;
+use super::unavailable;
+use crate::store::columns::{self, parse_serial, secs};
 use crate::store::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord, StoreError,
     TokenRecord,

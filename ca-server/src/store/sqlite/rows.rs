@@ -1,12 +1,11 @@
 //! Rows to records. A row that reads but does not make a record (a bad serial, an
 //! unknown role) is [`StoreError::Corrupt`], returned inside the row's `Ok`.
 
-use dtca_pki::Serial;
 use dtca_pki::identity::Identity;
 use dtca_pki::policy::SanPolicy;
 use rusqlite::Row;
 
-use crate::store::columns;
+use crate::store::columns::{self, parse_serial};
 use crate::store::{CertRecord, CertSummary, StoreError, TokenRecord};
 
 pub(super) const SUMMARY_COLUMNS: &str =
@@ -96,9 +95,4 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertReco
             revocation_reason,
         })
     })())
-}
-
-pub(super) fn parse_serial(text: &str) -> Result<Serial, StoreError> {
-    text.parse()
-        .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
 }

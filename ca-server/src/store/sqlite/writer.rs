@@ -5,44 +5,17 @@
 use dtca_pki::Serial;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::rows::parse_serial;
-use super::{secs, unavailable};
-use crate::store::columns;
-use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::unavailable;
+use crate::store::columns::{self, parse_serial, secs};
+use crate::store::queue::{Change, Job, Outcome, Write};
+use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Shortest time between two WAL checkpoints.
 const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
-
-pub(super) enum Write {
-    Token(TokenRecord, AuditEntry),
-    RevokeToken(String, AuditEntry),
-    Issuance(Box<Issuance>),
-    Revoke {
-        target: RevokeTarget,
-        at: OffsetDateTime,
-        reason: String,
-        actor: String,
-    },
-    Engine {
-        name: String,
-        endpoint: String,
-        audit: AuditEntry,
-    },
-}
-
-pub(super) enum Outcome {
-    Done,
-    Serials(Vec<Serial>),
-}
-
-pub(super) struct Job {
-    pub(super) write: Write,
-    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
 
 pub(super) fn writer_loop(
     mut conn: Connection,
@@ -134,7 +107,14 @@ pub(super) fn checkpoint_loop(conn: Connection, wrote: std::sync::mpsc::Receiver
 
 fn apply(tx: &mut rusqlite::Savepoint<'_>, write: &Write) -> Result<Outcome, StoreError> {
     match write {
-        Write::Token(t, audit) => {
+        Write::Issue(issuance) => apply_issuance(tx, issuance).map(|()| Outcome::Done),
+        Write::Change(change) => apply_change(tx, change),
+    }
+}
+
+fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Outcome, StoreError> {
+    match change {
+        Change::Token(t, audit) => {
             let policy =
                 serde_json::to_string(&t.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let inserted = tx
@@ -161,7 +141,7 @@ fn apply(tx: &mut rusqlite::Savepoint<'_>, write: &Write) -> Result<Outcome, Sto
             }
             insert_audit(tx, audit)?;
         }
-        Write::RevokeToken(id, audit) => {
+        Change::RevokeToken(id, audit) => {
             let n = tx
                 .execute(
                     "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
@@ -173,14 +153,13 @@ fn apply(tx: &mut rusqlite::Savepoint<'_>, write: &Write) -> Result<Outcome, Sto
             }
             insert_audit(tx, audit)?;
         }
-        Write::Issuance(issuance) => apply_issuance(tx, issuance)?,
-        Write::Revoke {
+        Change::Revoke {
             target,
             at,
             reason,
             actor,
         } => return revoke(tx, target, *at, reason, actor).map(Outcome::Serials),
-        Write::Engine {
+        Change::Engine {
             name,
             endpoint,
             audit,
