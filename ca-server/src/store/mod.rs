@@ -6,6 +6,9 @@
 //! consumed in the same transaction that stores the certificate, so a refused or failed
 //! enrollment never burns a use, and a single-use token is spent once under any
 //! concurrency. A certificate is committed before it is returned to anyone.
+//!
+//! Both backends queue writes ([`queue`]) for writers that apply them in batches, one
+//! transaction per batch; [`conformance`] is the one suite both must pass.
 
 pub mod conformance;
 pub mod postgres;
