@@ -1,5 +1,9 @@
 //! Why a request was refused, as one stable word: the server sends it with the gRPC status
 //! (metadata `dtca-reason`), and the CLIs turn it into a distinct exit code.
+//!
+//! One table says everything about a reason: its exit code, its word, the gRPC code the
+//! server answers it with, and the line `--help` prints. The server goes refusal ->
+//! reason (one exhaustive match, in `ca-server`) -> code (this table), nothing else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +12,7 @@ use std::str::FromStr;
 pub const METADATA_KEY: &str = "dtca-reason";
 
 macro_rules! reasons {
-    ($($variant:ident = $code:literal, $name:literal, $doc:literal;)*) => {
+    ($($variant:ident = $exit:literal, $name:literal, $grpc:ident, $doc:literal;)*) => {
         /// Every refusal the tools can report. The exit code of each is distinct and stable.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
@@ -26,7 +30,14 @@ macro_rules! reasons {
 
             /// The process exit code for this refusal.
             pub fn exit_code(self) -> u8 {
-                match self { $(Reason::$variant => $code,)* }
+                match self { $(Reason::$variant => $exit,)* }
+            }
+
+            /// The gRPC status code the server answers a refusal of this reason with.
+            /// Reasons only the tools report (the server unreachable, a local file, Docker)
+            /// have the code nearest in meaning; no server sends them.
+            pub fn grpc_code(self) -> tonic::Code {
+                match self { $(Reason::$variant => tonic::Code::$grpc,)* }
             }
 
             /// One line for the exit-code table in `--help` and the README.
@@ -45,35 +56,35 @@ macro_rules! reasons {
 }
 
 reasons! {
-    Internal = 1, "internal", "unexpected failure (see the log)";
-    TokenUnknown = 10, "token-unknown", "the join token is not known to this CA";
-    TokenExpired = 11, "token-expired", "the join token has expired";
-    TokenRevoked = 12, "token-revoked", "the join token was revoked";
-    TokenUsedUp = 13, "token-used-up", "the join token has no uses left";
-    TokenMalformed = 14, "token-malformed", "the join token is not of the form DTCA-1-<digest>-<secret>";
-    CsrInvalid = 15, "csr-invalid", "the certificate request is malformed, mis-signed or of an unsupported key type";
-    NameNotAllowed = 16, "name-not-allowed", "a requested name or address is outside what the token or certificate allows";
-    CertExpired = 17, "cert-expired", "the client certificate has expired (re-enroll with a token)";
-    CertRevoked = 18, "cert-revoked", "the client certificate was revoked";
-    CertForeign = 19, "cert-foreign", "the client certificate was not issued by this CA";
-    CertMissing = 20, "cert-missing", "the call needs a client certificate (mutual TLS)";
-    CertUnknown = 21, "cert-unknown", "the client certificate is not in the CA's inventory";
-    PermissionDenied = 22, "permission-denied", "the caller's role may not make this call";
-    NotFound = 23, "not-found", "no such token or certificate";
-    InvalidArgument = 24, "invalid-argument", "an argument was malformed";
-    RootMismatch = 25, "root-mismatch", "the server's root CA does not match the digest in the token";
-    Unreachable = 26, "unreachable", "the server could not be reached";
-    ServerUntrusted = 27, "server-untrusted", "the server's TLS certificate was not accepted";
-    StoreUnavailable = 28, "store-unavailable", "the CA's database is unavailable; nothing was issued";
-    WrongPassphrase = 29, "wrong-passphrase", "the passphrase does not decrypt the CA keys";
-    LocalIo = 30, "local-io", "a local file or directory could not be read or written";
-    AlreadyInitialized = 31, "already-initialized", "the state directory already holds a CA";
-    NotInitialized = 32, "not-initialized", "the state or output directory holds no CA or enrollment";
-    Config = 33, "config", "the configuration is invalid";
-    TooLarge = 34, "too-large", "a message was larger than the server accepts";
-    DockerSwitch = 35, "docker-switch", "switching the Docker engine failed; the previous configuration was restored";
-    DockerUnavailable = 36, "docker-unavailable", "the Docker engine did not answer";
-    Usage = 64, "usage", "the command line was not understood";
+    Internal = 1, "internal", Internal, "unexpected failure (see the log)";
+    TokenUnknown = 10, "token-unknown", Unauthenticated, "the join token is not known to this CA";
+    TokenExpired = 11, "token-expired", Unauthenticated, "the join token has expired";
+    TokenRevoked = 12, "token-revoked", Unauthenticated, "the join token was revoked";
+    TokenUsedUp = 13, "token-used-up", ResourceExhausted, "the join token has no uses left";
+    TokenMalformed = 14, "token-malformed", InvalidArgument, "the join token is not of the form DTCA-1-<digest>-<secret>";
+    CsrInvalid = 15, "csr-invalid", InvalidArgument, "the certificate request is malformed, mis-signed or of an unsupported key type";
+    NameNotAllowed = 16, "name-not-allowed", PermissionDenied, "a requested name or address is outside what the token or certificate allows";
+    CertExpired = 17, "cert-expired", Unauthenticated, "the client certificate has expired (re-enroll with a token)";
+    CertRevoked = 18, "cert-revoked", PermissionDenied, "the client certificate was revoked";
+    CertForeign = 19, "cert-foreign", Unauthenticated, "the client certificate was not issued by this CA";
+    CertMissing = 20, "cert-missing", Unauthenticated, "the call needs a client certificate (mutual TLS)";
+    CertUnknown = 21, "cert-unknown", Unauthenticated, "the client certificate is not in the CA's inventory";
+    PermissionDenied = 22, "permission-denied", PermissionDenied, "the caller's role may not make this call";
+    NotFound = 23, "not-found", NotFound, "no such token or certificate";
+    InvalidArgument = 24, "invalid-argument", InvalidArgument, "an argument was malformed";
+    RootMismatch = 25, "root-mismatch", Unauthenticated, "the server's root CA does not match the digest in the token";
+    Unreachable = 26, "unreachable", Unavailable, "the server could not be reached";
+    ServerUntrusted = 27, "server-untrusted", Unauthenticated, "the server's TLS certificate was not accepted";
+    StoreUnavailable = 28, "store-unavailable", Unavailable, "the CA's database is unavailable; nothing was issued";
+    WrongPassphrase = 29, "wrong-passphrase", Unauthenticated, "the passphrase does not decrypt the CA keys";
+    LocalIo = 30, "local-io", Internal, "a local file or directory could not be read or written";
+    AlreadyInitialized = 31, "already-initialized", AlreadyExists, "the state directory already holds a CA";
+    NotInitialized = 32, "not-initialized", FailedPrecondition, "the state or output directory holds no CA or enrollment";
+    Config = 33, "config", InvalidArgument, "the configuration is invalid";
+    TooLarge = 34, "too-large", OutOfRange, "a message was larger than the server accepts";
+    DockerSwitch = 35, "docker-switch", Aborted, "switching the Docker engine failed; the previous configuration was restored";
+    DockerUnavailable = 36, "docker-unavailable", Unavailable, "the Docker engine did not answer";
+    Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 
 impl fmt::Display for Reason {
@@ -143,5 +154,45 @@ mod tests {
             of_status_or_code(&tonic::Status::out_of_range("big")),
             Reason::TooLarge
         );
+    }
+
+    #[test]
+    fn every_reason_comes_back_from_a_status_with_its_own_code() {
+        for &r in Reason::ALL {
+            let s = status(r.grpc_code(), r, "refused");
+            assert_eq!(s.code(), r.grpc_code(), "{r}");
+            assert_eq!(of_status(&s), Some(r), "{r}");
+            assert_eq!(of_status_or_code(&s), r, "{r}");
+        }
+    }
+
+    #[test]
+    fn a_status_that_lost_its_reason_falls_back_to_one_of_the_same_code() {
+        use tonic::Code;
+        // A proxy in between may drop the metadata: the code alone must still say what
+        // kind of refusal it was.
+        for &r in Reason::ALL {
+            let code = r.grpc_code();
+            let fallback = of_status_or_code(&tonic::Status::new(code, "no reason attached"));
+            if code == Code::ResourceExhausted {
+                // Size limits (tonic's, a proxy's) say ResourceExhausted too; the server's
+                // own (a used-up token) always carries its reason.
+                assert_eq!(fallback, Reason::TooLarge, "{r}");
+            } else if fallback == Reason::Internal {
+                // Codes no server refusal is sent with read as internal.
+                assert!(
+                    matches!(
+                        code,
+                        Code::Internal
+                            | Code::AlreadyExists
+                            | Code::FailedPrecondition
+                            | Code::Aborted
+                    ),
+                    "{r}: {code:?}"
+                );
+            } else {
+                assert_eq!(fallback.grpc_code(), code, "{r} came back as {fallback}");
+            }
+        }
     }
 }

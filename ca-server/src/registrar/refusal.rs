@@ -1,5 +1,6 @@
-//! Why the CA said no. Each refusal has a stable [`Reason`]; the gRPC layer maps
-//! refusals to statuses in one place (`service::status`).
+//! Why the CA said no. Each refusal has a stable [`Reason`], and the reason alone decides
+//! the gRPC code (`Reason::grpc_code`): the gRPC layer turns refusals into statuses in one
+//! place (`service::status`), and nothing here knows of gRPC.
 
 use dtca_common::Reason;
 use dtca_pki::Serial;
@@ -58,7 +59,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The stable reason word and exit code of this refusal.
+    /// The stable reason of this refusal: its word, exit code and gRPC code.
     pub fn reason(&self) -> Reason {
         match self {
             Refusal::TokenMalformed(_) => Reason::TokenMalformed,
@@ -80,5 +81,25 @@ impl Refusal {
             Refusal::Store(StoreError::Unavailable(_)) => Reason::StoreUnavailable,
             Refusal::Store(_) | Refusal::Authority(_) | Refusal::Internal(_) => Reason::Internal,
         }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TokenUnknown => Refusal::TokenUnknown,
+            StoreError::TokenExpired(at) => Refusal::TokenExpired { at },
+            StoreError::TokenRevoked => Refusal::TokenRevoked,
+            StoreError::TokenUsedUp => Refusal::TokenUsedUp,
+            StoreError::CertRevoked(s) => Refusal::CertRevoked(s),
+            StoreError::NotFound(what) => Refusal::NotFound(what),
+            other => Refusal::Store(other),
+        }
+    }
+}
+
+impl From<AuthorityError> for Refusal {
+    fn from(e: AuthorityError) -> Self {
+        Refusal::Authority(e)
     }
 }

@@ -1,5 +1,7 @@
-//! Refusals to gRPC statuses, in one exhaustive match. The status carries the stable
-//! reason word in metadata (`dtca-reason`); internal detail is logged, never sent.
+//! Refusals to gRPC statuses, in one place: a refusal's [`Reason`] (one exhaustive match,
+//! `Refusal::reason`) decides the code (the reason table in `dtca_common::reason`). The
+//! status carries the stable reason word in metadata (`dtca-reason`); internal detail is
+//! logged, never sent.
 
 use dtca_common::reason;
 use tonic::{Code, Status};
@@ -8,40 +10,87 @@ use crate::registrar::Refusal;
 
 /// The status a refusal is answered with.
 pub fn of(refusal: &Refusal) -> Status {
-    let code = match refusal {
-        Refusal::TokenMalformed(_) | Refusal::Csr(_) | Refusal::InvalidArgument(_) => {
-            Code::InvalidArgument
-        }
-        Refusal::TokenForeignCa
-        | Refusal::TokenUnknown
-        | Refusal::TokenExpired { .. }
-        | Refusal::TokenRevoked
-        | Refusal::CertMissing
-        | Refusal::CertForeign
-        | Refusal::CertExpired { .. }
-        | Refusal::CertInvalid(_)
-        | Refusal::CertUnknown(_) => Code::Unauthenticated,
-        Refusal::TokenUsedUp => Code::ResourceExhausted,
-        Refusal::NameNotAllowed(_) | Refusal::CertRevoked(_) | Refusal::RoleNotAllowed { .. } => {
-            Code::PermissionDenied
-        }
-        Refusal::NotFound(_) => Code::NotFound,
-        Refusal::Store(crate::store::StoreError::Unavailable(_)) => Code::Unavailable,
-        Refusal::Store(_) | Refusal::Authority(_) | Refusal::Internal(_) => Code::Internal,
-    };
+    let reason = refusal.reason();
+    let code = reason.grpc_code();
     let message = match code {
         Code::Internal => "internal error; see the CA server's log".to_string(),
         Code::Unavailable => "the CA cannot record certificates right now (database unavailable); nothing was issued, retry later".to_string(),
         _ => refusal.to_string(),
     };
-    reason::status(code, refusal.reason(), message)
+    reason::status(code, reason, message)
 }
 
 #[cfg(test)]
 mod tests {
+    use dtca_common::Reason;
+    use dtca_pki::Serial;
+    use dtca_pki::authority::AuthorityError;
+    use dtca_pki::csr::CsrError;
+    use dtca_pki::identity::Role;
+    use dtca_pki::policy::PolicyError;
+    use dtca_pki::token::TokenError;
+
     use super::*;
     use crate::store::StoreError;
-    use dtca_common::Reason;
+
+    /// Every refusal with the code it has always been answered with.
+    #[test]
+    fn each_refusal_keeps_its_status_code() {
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let serial = Serial::from_be_bytes(&[1, 2, 3]);
+        let table = [
+            (
+                Refusal::TokenMalformed(TokenError::Malformed("x")),
+                Code::InvalidArgument,
+            ),
+            (Refusal::TokenForeignCa, Code::Unauthenticated),
+            (Refusal::TokenUnknown, Code::Unauthenticated),
+            (Refusal::TokenExpired { at }, Code::Unauthenticated),
+            (Refusal::TokenRevoked, Code::Unauthenticated),
+            (Refusal::TokenUsedUp, Code::ResourceExhausted),
+            (Refusal::Csr(CsrError::BadSignature), Code::InvalidArgument),
+            (
+                Refusal::NameNotAllowed(PolicyError::BadDnsName("x".into())),
+                Code::PermissionDenied,
+            ),
+            (Refusal::CertMissing, Code::Unauthenticated),
+            (Refusal::CertForeign, Code::Unauthenticated),
+            (
+                Refusal::CertExpired { not_after: at },
+                Code::Unauthenticated,
+            ),
+            (Refusal::CertInvalid("x".into()), Code::Unauthenticated),
+            (Refusal::CertUnknown(serial.clone()), Code::Unauthenticated),
+            (Refusal::CertRevoked(serial), Code::PermissionDenied),
+            (
+                Refusal::RoleNotAllowed {
+                    role: Role::Node,
+                    action: "x",
+                },
+                Code::PermissionDenied,
+            ),
+            (Refusal::NotFound("x".into()), Code::NotFound),
+            (Refusal::InvalidArgument("x".into()), Code::InvalidArgument),
+            (
+                Refusal::Store(StoreError::Unavailable("x".into())),
+                Code::Unavailable,
+            ),
+            (
+                Refusal::Store(StoreError::Corrupt("x".into())),
+                Code::Internal,
+            ),
+            (
+                Refusal::Authority(AuthorityError::Signing("x".into())),
+                Code::Internal,
+            ),
+            (Refusal::Internal("x".into()), Code::Internal),
+        ];
+        for (refusal, code) in table {
+            let s = of(&refusal);
+            assert_eq!(s.code(), code, "{refusal:?}");
+            assert_eq!(reason::of_status(&s), Some(refusal.reason()), "{refusal:?}");
+        }
+    }
 
     #[test]
     fn internal_detail_is_not_sent() {

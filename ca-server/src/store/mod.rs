@@ -6,9 +6,13 @@
 //! consumed in the same transaction that stores the certificate, so a refused or failed
 //! enrollment never burns a use, and a single-use token is spent once under any
 //! concurrency. A certificate is committed before it is returned to anyone.
+//!
+//! Both backends queue writes ([`queue`]) for writers that apply them in batches, one
+//! transaction per batch; [`conformance`] is the one suite both must pass.
 
 pub mod conformance;
 pub mod postgres;
+mod queue;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -322,8 +326,12 @@ pub trait Store: Send + Sync + 'static {
 /// Helpers shared by the SQL backends: how lists and times are written in a column.
 pub(crate) mod columns {
     use std::net::IpAddr;
+    use std::time::Duration;
 
+    use dtca_pki::Serial;
     use time::OffsetDateTime;
+
+    use super::StoreError;
 
     /// Space-separated list (DNS names and IP addresses never contain spaces).
     pub fn join<T: ToString>(items: &[T]) -> String {
@@ -346,5 +354,16 @@ pub(crate) mod columns {
 
     pub fn time(secs: i64) -> Result<OffsetDateTime, String> {
         OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
+    }
+
+    /// A serial as stored (openssl's notation); anything else is a corrupt record.
+    pub fn parse_serial(text: &str) -> Result<Serial, StoreError> {
+        text.parse()
+            .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// A duration in whole seconds, as the columns hold it.
+    pub fn secs(d: Duration) -> i64 {
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
     }
 }

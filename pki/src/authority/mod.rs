@@ -141,8 +141,8 @@ impl Authority {
     /// # Errors
     /// [`AuthorityError::WrongCluster`] for an identity of another cluster,
     /// [`AuthorityError::IssuerExpired`] when the intermediate has expired,
-    /// [`AuthorityError::Signing`] or [`AuthorityError::Validation`] when signing went
-    /// wrong (never the caller's fault).
+    /// [`AuthorityError::Signing`] or [`AuthorityError::Validation`] (naming the field
+    /// that came out wrong) when signing went wrong (never the caller's fault).
     pub fn issue(
         &self,
         template: &LeafTemplate,
@@ -334,8 +334,9 @@ pub enum AuthorityError {
     IssuerExpired { not_after: OffsetDateTime },
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The signed leaf is not what was decided; it is never handed out.
     #[error("issued certificate failed validation: {0}")]
-    Validation(String),
+    Validation(validate::LeafMismatch),
 }
 
 #[cfg(test)]

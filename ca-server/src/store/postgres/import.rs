@@ -257,7 +257,7 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
 
     for chunk in audit.rchunks(CHUNK * 4) {
         let chunk: Vec<_> = chunk.iter().rev().cloned().collect();
-        super::write::insert_audit(conn, &chunk)
+        super::writer::insert_audit(conn, &chunk)
             .await
             .map_err(target)?;
     }

@@ -5,7 +5,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::conn::Conn;
-use super::write::{BatchFail, WriteFail, broken};
+use super::failure::{BatchFail, WriteFail, broken};
 use super::{columns, corrupt, parse_serial, time_of};
 use crate::store::{Issuance, StoreError};
 

@@ -2,139 +2,46 @@
 //!
 //! Issuances (the hot path, in [`super::issue`]) cost one round trip each; other writes
 //! run statement by statement in their savepoint. A refused or failed write is rolled
-//! back to its savepoint and the batch goes on.
+//! back to its savepoint and the batch goes on ([`super::failure`] says which).
 
 use std::sync::Arc;
 
 use dtca_pki::Serial;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_postgres::Config;
-use tokio_postgres::error::SqlState;
 
 use super::conn::Conn;
+use super::failure::{BatchFail, WriteFail, broken};
 use super::issue::{Locked, issue};
-use super::{
-    MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, describe, parse_serial, secs, unavailable,
-};
-use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::{MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, parse_serial, secs, unavailable};
+use crate::store::queue::{Change, Job, Outcome, Write};
+use crate::store::{AuditEntry, AuditKind, RevokeTarget, StoreError};
 
-/// What a caller asked to write.
-pub(super) enum Write {
-    /// A certificate with its token use or renewal link and audit entries.
-    Issue(Box<Issuance>),
-    /// Anything else.
-    Change(Box<Change>),
-}
-
-/// The writes other than issuances.
-pub(super) enum Change {
-    Token(TokenRecord, AuditEntry),
-    RevokeToken(String, AuditEntry),
-    Revoke {
-        target: RevokeTarget,
-        at: OffsetDateTime,
-        reason: String,
-        actor: String,
-    },
-    Engine {
-        name: String,
-        endpoint: String,
-        audit: AuditEntry,
-    },
-}
-
-impl Change {
-    /// The token this change writes, if any.
-    fn token_id(&self) -> Option<&str> {
-        match self {
-            Change::Token(t, _) => Some(&t.id),
-            Change::RevokeToken(id, _) => Some(id),
-            Change::Revoke { .. } | Change::Engine { .. } => None,
-        }
-    }
-}
-
-impl Write {
-    /// The row a write locks first, as (table rank, key): a batch is applied in this order
-    /// so that concurrent batches (other writers, other replicas) take row locks in the
-    /// same order and do not deadlock. Writes in one batch are concurrent requests, so
-    /// any order is a valid one.
-    pub(super) fn lock_key(&self) -> (u8, String) {
-        match self {
-            Write::Issue(i) => match (&i.token_id, &i.renewal_of) {
-                (Some(id), _) => (0, id.clone()),
-                (None, Some(old)) => (1, old.to_string()),
-                (None, None) => (1, i.cert.summary.serial.to_string()),
-            },
-            Write::Change(change) => match change.as_ref() {
-                Change::Token(t, _) => (0, t.id.clone()),
-                Change::RevokeToken(id, _) => (0, id.clone()),
-                Change::Revoke {
-                    target: RevokeTarget::Serial(s),
-                    ..
-                } => (1, s.to_string()),
-                Change::Revoke {
-                    target: RevokeTarget::Name { name, .. },
-                    ..
-                } => (2, name.clone()),
-                Change::Engine { name, .. } => (3, name.clone()),
-            },
-        }
-    }
-}
-
-/// What a write gives back.
-pub(super) enum Outcome {
-    Done,
-    Serials(Vec<Serial>),
-}
-
-/// A write and where its answer goes.
-pub(super) struct Job {
-    pub(super) write: Write,
-    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
-}
-
-/// Why one write in a batch did not apply.
-pub(super) enum WriteFail {
-    /// A refusal or failure to report.
-    Store(StoreError),
-    /// A deadlock or serialization failure: apply it again in a later transaction.
-    Retry(String),
-}
-
-impl From<StoreError> for WriteFail {
-    fn from(e: StoreError) -> Self {
-        WriteFail::Store(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for WriteFail {
-    fn from(e: tokio_postgres::Error) -> Self {
-        match e.code() {
-            Some(c)
-                if *c == SqlState::T_R_DEADLOCK_DETECTED
-                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
-            {
-                WriteFail::Retry(describe(&e))
-            }
-            _ => WriteFail::Store(unavailable(e)),
-        }
-    }
-}
-
-/// A batch that failed as a whole; `begun` tells whether anything reached the database.
-pub(super) struct BatchFail {
-    begun: bool,
-    error: StoreError,
-}
-
-pub(super) fn broken(e: tokio_postgres::Error) -> BatchFail {
-    BatchFail {
-        begun: true,
-        error: unavailable(e),
+/// The row a write locks first, as (table rank, key): a batch is applied in this order so
+/// that concurrent batches (other writers, other replicas) take row locks in the same
+/// order and do not deadlock. Writes in one batch are concurrent requests, so any order is
+/// a valid one.
+fn lock_key(write: &Write) -> (u8, String) {
+    match write {
+        Write::Issue(i) => match (&i.token_id, &i.renewal_of) {
+            (Some(id), _) => (0, id.clone()),
+            (None, Some(old)) => (1, old.to_string()),
+            (None, None) => (1, i.cert.summary.serial.to_string()),
+        },
+        Write::Change(change) => match change.as_ref() {
+            Change::Token(t, _) => (0, t.id.clone()),
+            Change::RevokeToken(id, _) => (0, id.clone()),
+            Change::Revoke {
+                target: RevokeTarget::Serial(s),
+                ..
+            } => (1, s.to_string()),
+            Change::Revoke {
+                target: RevokeTarget::Name { name, .. },
+                ..
+            } => (2, name.clone()),
+            Change::Engine { name, .. } => (3, name.clone()),
+        },
     }
 }
 
@@ -158,7 +65,7 @@ pub(super) async fn writer_loop(
             }
             batch
         };
-        batch.sort_by_cached_key(|j| j.write.lock_key());
+        batch.sort_by_cached_key(|j| lock_key(&j.write));
         let results = apply_with_retries(&config, &mut conn, &batch).await;
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
@@ -474,8 +381,8 @@ mod tests {
             revoke("b"),
             revoke("a"),
         ];
-        writes.sort_by_cached_key(Write::lock_key);
-        let keys: Vec<(u8, String)> = writes.iter().map(Write::lock_key).collect();
+        writes.sort_by_cached_key(lock_key);
+        let keys: Vec<(u8, String)> = writes.iter().map(lock_key).collect();
         assert_eq!(keys, [(0, "a".into()), (0, "b".into()), (3, "a".into())]);
     }
 }

@@ -21,20 +21,23 @@
 //! connections are opened again on the next call, so the server recovers by itself when
 //! the database returns.
 //!
-//! Layout: this file (the store and its reads), [`write`] (the writer tasks), [`issue`]
-//! (issuances, the hot path), [`conn`]
+//! Layout: this file (the store and its reads), [`writer`] (the writer tasks), [`issue`]
+//! (issuances, the hot path), [`failure`] (how a write in a batch fails), [`conn`]
 //! (connections), [`rows`] (rows to records), [`schema`] (tables and migrations),
-//! [`import`] (copying another store in, for `ca-server store migrate`).
+//! [`import`] (copying another store in, for `ca-server store migrate`), [`url`]
+//! (checking and redacting database URLs).
 //!
 //! Not done here: TLS to the database (run PostgreSQL on loopback or a trusted network,
 //! or through a TLS tunnel), connection strings other than `postgres://` URLs.
 
 mod conn;
+mod failure;
 mod import;
 mod issue;
 mod rows;
 mod schema;
-mod write;
+mod url;
+mod writer;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,17 +45,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dtca_pki::Serial;
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_postgres::Config;
 use tokio_postgres::types::ToSql;
 
 pub use import::{Counts, ImportError};
+pub use url::redact;
 
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
-use write::{Change, Job, Outcome, Write, writer_loop};
+use writer::writer_loop;
 
-use super::columns;
+use super::columns::{self, parse_serial, secs};
+use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
     RevokeTarget, Store, StoreError, TokenRecord,
@@ -66,8 +71,6 @@ const MAX_BATCH: usize = 512;
 const QUEUE: usize = 8192;
 /// Read connections open at most.
 const READERS: usize = 16;
-/// How long opening a connection may take, unless the URL says (`connect_timeout=`).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one read or one batch may take before the connection is given up.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(20);
 /// Rounds a batch is retried for writes that hit a deadlock or serialization failure.
@@ -86,30 +89,7 @@ impl PostgresStore {
     /// # Errors
     /// A message for the user (without the password) when it is not a usable URL.
     pub fn parse_url(url: &str) -> Result<Config, String> {
-        let redacted = redact(url);
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(format!(
-                "database {redacted:?}: use a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DBNAME (omit it for the embedded store)"
-            ));
-        }
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| format!("database {redacted:?}: {}", describe(&e)))?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(format!(
-                "database {redacted:?}: sslmode=require is not supported by this build; reach PostgreSQL over loopback, a trusted network or a TLS tunnel"
-            ));
-        }
-        if config.get_hosts().is_empty() {
-            return Err(format!("database {redacted:?}: the URL names no host"));
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("ca-server");
-        }
-        Ok(config)
+        url::parse(url)
     }
 
     /// Connects, applies the schema migrations, and starts the writer tasks (on the
@@ -164,14 +144,7 @@ impl PostgresStore {
     }
 
     async fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Job { write, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer tasks have stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer tasks have stopped".into()))?
+        queue::submit(&self.writer, write, "the writer tasks have stopped").await
     }
 }
 
@@ -310,10 +283,7 @@ impl Store for PostgresStore {
                 actor: actor.to_string(),
             })))
             .await?;
-        match outcome {
-            Outcome::Serials(serials) => Ok(serials),
-            Outcome::Done => Ok(Vec::new()),
-        }
+        Ok(outcome.into_serials())
     }
 
     async fn revoked(
@@ -434,17 +404,8 @@ impl Store for PostgresStore {
     }
 }
 
-fn parse_serial(text: &str) -> Result<Serial, StoreError> {
-    text.parse()
-        .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
-}
-
 fn time_of(secs: i64) -> Result<OffsetDateTime, StoreError> {
     columns::time(secs).map_err(StoreError::Corrupt)
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn corrupt(e: tokio_postgres::Error) -> StoreError {
@@ -466,75 +427,4 @@ fn describe(e: &tokio_postgres::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// A URL fit for messages: the password replaced.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{user}:***@{host}")
-            } else {
-                format!("{user}@{host}")
-            }
-        }
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<&str> = query
-                .split('&')
-                .map(|kv| {
-                    if kv.starts_with("password=") {
-                        "password=***"
-                    } else {
-                        kv
-                    }
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords_in_urls() {
-        assert_eq!(
-            redact("postgres://dtca:s3cret@db.example.com:5432/dtca"),
-            "postgres://dtca:***@db.example.com:5432/dtca"
-        );
-        assert_eq!(
-            redact("postgres://dtca@db/dtca?password=s3cret&connect_timeout=3"),
-            "postgres://dtca@db/dtca?password=***&connect_timeout=3"
-        );
-        assert_eq!(redact("postgres://db/dtca"), "postgres://db/dtca");
-    }
-
-    #[test]
-    fn accepts_postgres_urls_and_refuses_others_without_echoing_the_password() {
-        let config = PostgresStore::parse_url("postgres://u:pw@127.0.0.1:5433/dtca").unwrap();
-        assert_eq!(config.get_dbname(), Some("dtca"));
-        assert_eq!(config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
-        let err = PostgresStore::parse_url("mysql://u:pw@host/db").unwrap_err();
-        assert!(
-            err.contains("PostgreSQL URL") && !err.contains("pw"),
-            "{err}"
-        );
-        let err = PostgresStore::parse_url("postgres://u:pw@h/db?sslmode=require").unwrap_err();
-        assert!(err.contains("sslmode") && !err.contains(":pw"), "{err}");
-    }
 }

@@ -3,6 +3,10 @@
 //! Tests bind port 0 and pass a shutdown future; the binary passes SIGTERM/SIGINT.
 //! The server's own TLS certificate is issued by its CA at start and renewed in the
 //! background at 50-70 % of its life; handshakes pick the new one up at once.
+//!
+//! - [`health`]: what the gRPC Health service answers, and the loop that keeps it current.
+
+mod health;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -28,6 +32,7 @@ use crate::service::admin::AdminService;
 use crate::service::ca::CaService;
 use crate::service::{Context, MAX_MESSAGE_BYTES};
 use crate::tls::{CertSlot, TlsConn, server_config};
+use health::health_loop;
 
 /// How the server listens and presents itself.
 #[derive(Debug, Clone)]
@@ -263,36 +268,6 @@ async fn rotate_server_certificate(
                 tracing::error!(error = %e, "cannot renew the server certificate; retrying");
             }
         }
-    }
-}
-
-async fn health_loop(
-    registrar: Arc<Registrar>,
-    reporter: tonic_health::server::HealthReporter,
-    every: Duration,
-) {
-    const SERVICES: [&str; 3] = ["", "dtca.v1.Ca", "dtca.v1.Admin"];
-    let mut was_ok: Option<bool> = None;
-    loop {
-        let ok = match registrar.self_test(OffsetDateTime::now_utc()).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "health check failed: the CA cannot sign or store");
-                false
-            }
-        };
-        if was_ok != Some(ok) {
-            let status = if ok {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            for service in SERVICES {
-                reporter.set_service_status(service, status).await;
-            }
-            was_ok = Some(ok);
-        }
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -1,0 +1,107 @@
+//! Who is calling: a client certificate this CA issued, still valid, known and not
+//! revoked; and whether the caller's role may make a call.
+
+use std::time::Duration;
+
+use dtca_pki::Serial;
+use dtca_pki::chain::{self, ChainError, Usage};
+use dtca_pki::identity::{Identity, Role};
+use dtca_pki::inspect::CertInfo;
+use time::OffsetDateTime;
+
+use super::{Refusal, Registrar};
+use crate::store::CertRecord;
+
+/// Who is calling, proven by a certificate this CA issued and still honours.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// From the certificate's URI SAN.
+    pub identity: Identity,
+    /// The certificate's serial.
+    pub serial: Serial,
+    /// What the store knows of it.
+    pub record: CertRecord,
+}
+
+impl Registrar {
+    /// Authenticates a caller by the client chain it presented in the TLS handshake (the
+    /// handshake proved it holds the key). The chain must lead to this CA's root, be
+    /// valid now (or within the renewal grace, when `allow_grace`), be known to the store
+    /// and not revoked.
+    ///
+    /// # Errors
+    /// [`Refusal::CertMissing`], [`Refusal::CertForeign`], [`Refusal::CertExpired`],
+    /// [`Refusal::CertInvalid`], [`Refusal::CertUnknown`] or [`Refusal::CertRevoked`].
+    pub async fn authenticate(
+        &self,
+        chain: Option<&[Vec<u8>]>,
+        now: OffsetDateTime,
+        allow_grace: bool,
+    ) -> Result<Caller, Refusal> {
+        let chain = chain
+            .filter(|c| !c.is_empty())
+            .ok_or(Refusal::CertMissing)?;
+        let leaf = &chain[0];
+        // Whatever the client sent as intermediates, our own intermediate is the one that
+        // counts: put it first so path building needs nothing else.
+        let mut intermediates = vec![self.authority.intermediate_der().to_vec()];
+        intermediates.extend(chain[1..].iter().cloned());
+        let grace = if allow_grace {
+            self.rules.renew_grace
+        } else {
+            Duration::ZERO
+        };
+        chain::verify_with_grace(
+            leaf,
+            &intermediates,
+            self.authority.root_der(),
+            now,
+            Usage::Client,
+            grace,
+        )
+        .map_err(|e| match e {
+            ChainError::Expired { not_after } => Refusal::CertExpired { not_after },
+            ChainError::UnknownIssuer => Refusal::CertForeign,
+            other => Refusal::CertInvalid(other.to_string()),
+        })?;
+        let info = CertInfo::from_der(leaf).map_err(|e| Refusal::CertInvalid(e.to_string()))?;
+        let identity = info
+            .identity
+            .clone()
+            .filter(|i| i.cluster == self.authority.cluster())
+            .ok_or_else(|| {
+                Refusal::CertInvalid("no identity of this cluster in the certificate".into())
+            })?;
+        let record = self
+            .store
+            .certificate(&info.serial)
+            .await?
+            .ok_or_else(|| Refusal::CertUnknown(info.serial.clone()))?;
+        if record.der != *leaf {
+            return Err(Refusal::CertUnknown(info.serial));
+        }
+        if record.summary.revoked_at.is_some() {
+            return Err(Refusal::CertRevoked(info.serial));
+        }
+        Ok(Caller {
+            identity,
+            serial: info.serial,
+            record,
+        })
+    }
+}
+
+/// Requires a role the caller must have.
+///
+/// # Errors
+/// [`Refusal::RoleNotAllowed`] otherwise.
+pub fn require(caller: &Caller, allowed: &[Role], action: &'static str) -> Result<(), Refusal> {
+    if allowed.contains(&caller.identity.role) {
+        Ok(())
+    } else {
+        Err(Refusal::RoleNotAllowed {
+            role: caller.identity.role,
+            action,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! What the CA knows: certificates, enrolled nodes and the engine addresses they report,
+//! and the audit log.
+
+use std::net::IpAddr;
+
+use dtca_pki::Serial;
+use dtca_pki::identity::Role;
+use time::OffsetDateTime;
+
+use super::{Caller, Refusal, Registrar};
+use crate::store::{AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, NodeRecord};
+
+impl Registrar {
+    /// Certificates matching a query.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn certificates(&self, query: &CertQuery) -> Result<Vec<CertSummary>, Refusal> {
+        Ok(self.store.certificates(query).await?)
+    }
+
+    /// One certificate.
+    ///
+    /// # Errors
+    /// [`Refusal::NotFound`] when unknown.
+    pub async fn certificate(&self, serial: &Serial) -> Result<CertRecord, Refusal> {
+        self.store
+            .certificate(serial)
+            .await?
+            .ok_or_else(|| Refusal::NotFound(format!("certificate {serial}")))
+    }
+
+    /// Records where the calling node's engine listens.
+    ///
+    /// # Errors
+    /// [`Refusal::RoleNotAllowed`] for non-nodes, [`Refusal::InvalidArgument`] for a bad URL.
+    pub async fn report_engine(
+        &self,
+        caller: &Caller,
+        endpoint: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        if caller.identity.role != Role::Node {
+            return Err(Refusal::RoleNotAllowed {
+                role: caller.identity.role,
+                action: "report an engine address",
+            });
+        }
+        check_endpoint(endpoint, &caller.record.summary)?;
+        self.store
+            .set_engine(
+                &caller.identity.name,
+                endpoint,
+                AuditEntry::new(
+                    now,
+                    AuditKind::EngineReport,
+                    caller.identity.uri(),
+                    &caller.identity.name,
+                    endpoint,
+                ),
+            )
+            .await
+            .map_err(Refusal::from)
+    }
+
+    /// Enrolled nodes and their engines.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, Refusal> {
+        Ok(self.store.nodes(now).await?)
+    }
+
+    /// The newest audit entries.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, Refusal> {
+        Ok(self.store.audit(limit).await?)
+    }
+}
+
+/// A well-formed `tcp://HOST:PORT` whose host is one of the node certificate's names: the
+/// docker CLI of an operator checks the engine's certificate against that host, and a node
+/// must not point operators at someone else's engine.
+fn check_endpoint(endpoint: &str, cert: &CertSummary) -> Result<(), Refusal> {
+    let rest = endpoint.strip_prefix("tcp://").ok_or_else(|| {
+        Refusal::InvalidArgument(format!(
+            "engine address {endpoint:?} must be tcp://HOST:PORT"
+        ))
+    })?;
+    let ok = rest.len() <= 260
+        && rest
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        && !rest.contains('/')
+        && !rest.contains(char::is_whitespace);
+    if !ok {
+        return Err(Refusal::InvalidArgument(format!(
+            "engine address {endpoint:?} must be tcp://HOST:PORT"
+        )));
+    }
+    let host = rest
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+        .unwrap_or_default();
+    let named = match host.parse::<IpAddr>() {
+        Ok(ip) => cert.ip_addresses.contains(&ip),
+        Err(_) => cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(host)),
+    };
+    if named {
+        Ok(())
+    } else {
+        Err(Refusal::InvalidArgument(format!(
+            "engine address {endpoint:?}: {host} is not among this node's certificate names, so clients could not verify the engine"
+        )))
+    }
+}

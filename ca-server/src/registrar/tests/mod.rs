@@ -1,0 +1,108 @@
+//! The registrar against a real authority and an embedded store in a temp dir: a
+//! fixture with an admin caller, and the tests of each part beside it.
+
+mod authorize;
+mod issue;
+mod revoke;
+mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtca_pki::authority::hierarchy;
+use dtca_pki::csr;
+use dtca_pki::identity::{Identity, Role};
+use dtca_pki::key::{KeyType, PrivateKey};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::store::TokenRecord;
+use crate::store::sqlite::SqliteStore;
+
+struct Fixture {
+    registrar: Registrar,
+    admin: Caller,
+    _dir: tempfile::TempDir,
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn fixture_with(rules: Rules) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hierarchy::create("prod", KeyType::P256, now()).unwrap();
+    let authority =
+        Authority::new("prod", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+    let registrar = Registrar::new(authority, store, rules, Arc::new(Metrics::default()));
+    let (issued, _) = registrar
+        .issue_local(
+            Identity::new("prod", Role::Admin, "admin").unwrap(),
+            vec![],
+            vec![],
+            Duration::from_secs(3600),
+            now(),
+        )
+        .await
+        .unwrap();
+    let admin = registrar
+        .authenticate(Some(&[issued.leaf_der]), now(), false)
+        .await
+        .unwrap();
+    Fixture {
+        registrar,
+        admin,
+        _dir: dir,
+    }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(Rules::default()).await
+}
+
+fn spec(role: Role) -> TokenSpec {
+    TokenSpec {
+        role,
+        ttl: None,
+        uses: None,
+        name: None,
+        allow_dns: vec![],
+        allow_ip: vec![],
+        cert_ttl: None,
+    }
+}
+
+fn node_csr(key: &PrivateKey, dns: &[&str], ips: &[&str]) -> Vec<u8> {
+    let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+    let ips: Vec<IpAddr> = ips.iter().map(|s| s.parse().unwrap()).collect();
+    csr::build(key, "n", &dns, &ips).unwrap()
+}
+
+impl Fixture {
+    async fn token(&self, spec: TokenSpec) -> (String, TokenRecord) {
+        self.registrar
+            .create_token(&self.admin, spec, now())
+            .await
+            .unwrap()
+    }
+
+    async fn enroll_node(&self, token: &str, key: &PrivateKey) -> Result<Issued, Refusal> {
+        self.registrar
+            .enroll(
+                token,
+                &node_csr(key, &["web-1.example.com"], &["10.0.0.5"]),
+                "web-1",
+                now(),
+            )
+            .await
+    }
+
+    async fn caller_for(&self, issued: &Issued) -> Caller {
+        self.registrar
+            .authenticate(Some(std::slice::from_ref(&issued.leaf_der)), now(), false)
+            .await
+            .unwrap()
+    }
+}

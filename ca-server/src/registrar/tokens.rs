@@ -1,0 +1,159 @@
+//! Join tokens: making one (the spec checked against the limits), revoking one, listing
+//! them. Using one is enrollment, in [`super::issue`].
+
+use std::time::Duration;
+
+use dtca_pki::duration;
+use dtca_pki::identity::{Role, check_name};
+use dtca_pki::policy::SanPolicy;
+use dtca_pki::profile::Profile;
+use dtca_pki::token::JoinToken;
+use time::OffsetDateTime;
+
+use super::{Caller, Refusal, Registrar};
+use crate::store::{AuditEntry, AuditKind, TokenRecord};
+
+/// Longest a token may stay valid.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(365 * 86_400);
+
+/// Most enrollments one token may allow.
+pub const MAX_TOKEN_USES: u32 = 1_000_000;
+
+/// What a new token should allow.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    /// Role of the certificates it enrolls.
+    pub role: Role,
+    /// How long it stays valid (default 24 hours).
+    pub ttl: Option<Duration>,
+    /// How many enrollments (default 1).
+    pub uses: Option<u32>,
+    /// Fixed identity name, if any.
+    pub name: Option<String>,
+    /// DNS patterns allowed in node SANs.
+    pub allow_dns: Vec<String>,
+    /// IP networks allowed in node SANs.
+    pub allow_ip: Vec<String>,
+    /// Lifetime of the certificates it enrolls (default: the role's).
+    pub cert_ttl: Option<Duration>,
+}
+
+impl Registrar {
+    /// Creates a join token; returns its printed form (shown once) and its record.
+    ///
+    /// # Errors
+    /// [`Refusal::InvalidArgument`] for a bad spec.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        spec: TokenSpec,
+        now: OffsetDateTime,
+    ) -> Result<(String, TokenRecord), Refusal> {
+        let invalid = |m: String| Refusal::InvalidArgument(m);
+        if !spec.role.enrollable() {
+            return Err(invalid(format!("tokens cannot carry role {}", spec.role)));
+        }
+        let ttl = spec.ttl.unwrap_or(Duration::from_secs(86_400));
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(invalid(format!(
+                "token ttl {} is outside 1s..365d",
+                duration::format(ttl)
+            )));
+        }
+        let uses = spec.uses.unwrap_or(1);
+        if uses == 0 || uses > MAX_TOKEN_USES {
+            return Err(invalid(format!(
+                "token uses {uses} is outside 1..{MAX_TOKEN_USES}"
+            )));
+        }
+        if let Some(name) = &spec.name {
+            check_name(name).map_err(|e| invalid(e.to_string()))?;
+        }
+        let policy = SanPolicy::parse(&spec.allow_dns, &spec.allow_ip)
+            .map_err(|e| invalid(e.to_string()))?;
+        if spec.role != Role::Node && !policy.is_unrestricted() {
+            return Err(invalid(
+                "--allow-dns and --allow-ip apply to node tokens only".into(),
+            ));
+        }
+        let profile = Profile::of(spec.role);
+        if let Some(t) = spec.cert_ttl
+            && (t.is_zero() || t > profile.max_lifetime)
+        {
+            return Err(invalid(format!(
+                "certificate lifetime {} is outside 1s..{} for role {}",
+                duration::format(t),
+                duration::format(profile.max_lifetime),
+                spec.role
+            )));
+        }
+        let token =
+            JoinToken::generate(self.root_digest).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let hash = token.secret_hash();
+        let record = TokenRecord {
+            id: hash.id(),
+            secret_hash: hash.0.to_vec(),
+            role: spec.role,
+            name: spec.name,
+            max_uses: uses,
+            uses: 0,
+            created_at: now,
+            expires_at: now + ttl,
+            revoked_at: None,
+            policy,
+            cert_ttl: spec.cert_ttl,
+        };
+        let detail = format!(
+            "role {} uses {} expires {}{}",
+            record.role,
+            record.max_uses,
+            duration::timestamp(record.expires_at),
+            record
+                .name
+                .as_deref()
+                .map(|n| format!(" name {n}"))
+                .unwrap_or_default()
+        );
+        self.store
+            .insert_token(
+                record.clone(),
+                AuditEntry::new(
+                    now,
+                    AuditKind::TokenCreate,
+                    caller.identity.uri(),
+                    &record.id,
+                    detail,
+                ),
+            )
+            .await?;
+        Ok((token.expose(), record))
+    }
+
+    /// Revokes a token by id.
+    ///
+    /// # Errors
+    /// [`Refusal::NotFound`] for an unknown id.
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        let id = id.trim().to_ascii_lowercase();
+        self.store
+            .revoke_token(
+                &id,
+                AuditEntry::new(now, AuditKind::TokenRevoke, caller.identity.uri(), &id, ""),
+            )
+            .await
+            .map_err(Refusal::from)
+    }
+
+    /// Token records, newest first.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, Refusal> {
+        Ok(self.store.tokens().await?)
+    }
+}

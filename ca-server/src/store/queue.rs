@@ -1,0 +1,84 @@
+//! What goes on a store's write queue. Both backends apply writes on writers of their own
+//! (a thread for SQLite, tasks for PostgreSQL), whatever has queued up as one transaction:
+//! a caller queues a [`Job`] and waits for its [`Outcome`].
+
+use dtca_pki::Serial;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AuditEntry, Issuance, RevokeTarget, StoreError, TokenRecord};
+
+/// What a caller asked to write.
+pub(super) enum Write {
+    /// A certificate with its token use or renewal link and audit entries.
+    Issue(Box<Issuance>),
+    /// Anything else.
+    Change(Box<Change>),
+}
+
+/// The writes other than issuances.
+pub(super) enum Change {
+    Token(TokenRecord, AuditEntry),
+    RevokeToken(String, AuditEntry),
+    Revoke {
+        target: RevokeTarget,
+        at: OffsetDateTime,
+        reason: String,
+        actor: String,
+    },
+    Engine {
+        name: String,
+        endpoint: String,
+        audit: AuditEntry,
+    },
+}
+
+impl Change {
+    /// The token this change writes, if any.
+    pub(super) fn token_id(&self) -> Option<&str> {
+        match self {
+            Change::Token(t, _) => Some(&t.id),
+            Change::RevokeToken(id, _) => Some(id),
+            Change::Revoke { .. } | Change::Engine { .. } => None,
+        }
+    }
+}
+
+/// What a write gives back.
+pub(super) enum Outcome {
+    Done,
+    Serials(Vec<Serial>),
+}
+
+impl Outcome {
+    /// The serials a revocation revoked (none for other writes).
+    pub(super) fn into_serials(self) -> Vec<Serial> {
+        match self {
+            Outcome::Serials(serials) => serials,
+            Outcome::Done => Vec::new(),
+        }
+    }
+}
+
+/// A write and where its answer goes.
+pub(super) struct Job {
+    pub(super) write: Write,
+    pub(super) reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// Queues `write` and waits for the writer's answer; `stopped` is the error when the
+/// writer is gone.
+pub(super) async fn submit(
+    queue: &mpsc::Sender<Job>,
+    write: Write,
+    stopped: &str,
+) -> Result<Outcome, StoreError> {
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(Job { write, reply })
+        .await
+        .map_err(|_| StoreError::Unavailable(stopped.into()))?;
+    answer
+        .await
+        .map_err(|_| StoreError::Unavailable(stopped.into()))?
+}

@@ -1,0 +1,225 @@
+//! The reads: scans run on a small pool of connections (on the blocking thread pool),
+//! point lookups on the calling thread (see `SqliteStore::lookup`). A WAL reader never
+//! waits for the writer.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use dtca_pki::Serial;
+use rusqlite::{Connection, OptionalExtension, params};
+use time::OffsetDateTime;
+
+use super::rows::{SUMMARY_COLUMNS, record_from_row, summary_from_row, token_from_row};
+use super::schema::open_connection;
+use super::unavailable;
+use crate::store::columns::{self, parse_serial, secs};
+use crate::store::{
+    AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord, StoreError,
+    TokenRecord,
+};
+
+/// Read connections, opened on demand and kept (up to 16) for the next read.
+#[derive(Debug)]
+pub(super) struct ReadPool {
+    pub(super) path: PathBuf,
+    pub(super) idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub(super) fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path),
+        }
+    }
+
+    pub(super) fn put(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < 16
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
+    c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+}
+
+pub(super) fn token(c: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+    c.prepare_cached("SELECT * FROM tokens WHERE id = ?1")
+        .map_err(unavailable)?
+        .query_row([id], token_from_row)
+        .optional()
+        .map_err(unavailable)?
+        .transpose()
+}
+
+pub(super) fn tokens(c: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT * FROM tokens ORDER BY created_at DESC, rowid DESC")
+        .map_err(unavailable)?;
+    let rows = stmt.query_map([], token_from_row).map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
+}
+
+pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRecord>, StoreError> {
+    c.prepare_cached(&format!(
+        "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason
+         FROM certificates WHERE serial = ?1"
+    ))
+    .map_err(unavailable)?
+    .query_row([serial], record_from_row)
+    .optional()
+    .map_err(unavailable)?
+    .transpose()
+}
+
+pub(super) fn certificates(
+    c: &Connection,
+    query: &CertQuery,
+) -> Result<Vec<CertSummary>, StoreError> {
+    let now = query.now.unix_timestamp();
+    let limit = query.limit.map(i64::from).unwrap_or(-1);
+    let role = query.role.map(|r| r.as_str());
+    // ?1 now, ?2 expiry bound, ?3 role (NULL: any), ?4 limit (-1: none), ?5 name.
+    let filter = match query.expiring_within {
+        Some(_) => {
+            "revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1 AND not_after <= ?2"
+        }
+        None if query.include_inactive => "?1 IS NOT NULL AND ?2 IS NOT NULL",
+        None => "revoked_at IS NULL AND not_after > ?1 AND ?2 IS NOT NULL",
+    };
+    // Spelled out rather than `(?5 IS NULL OR ...)`, so a name uses its index.
+    let by_name = if query.name.is_some() {
+        "name = ?5"
+    } else {
+        "?5 IS NULL"
+    };
+    let bound = now.saturating_add(query.expiring_within.map(secs).unwrap_or(0));
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM certificates
+         WHERE {filter} AND {by_name} AND (?3 IS NULL OR role = ?3) ORDER BY not_after LIMIT ?4"
+    );
+    let mut stmt = c.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(
+            params![now, bound, role, limit, query.name],
+            summary_from_row,
+        )
+        .map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
+}
+
+pub(super) fn revoked(
+    c: &Connection,
+    now: OffsetDateTime,
+) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT serial, revoked_at FROM certificates
+             WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([now.unix_timestamp()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (serial, at) = r.map_err(unavailable)?;
+        Ok((
+            parse_serial(&serial)?,
+            columns::time(at).map_err(StoreError::Corrupt)?,
+        ))
+    })
+    .collect()
+}
+
+pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, name, (SELECT endpoint FROM nodes WHERE nodes.name = certificates.name)
+             FROM certificates
+             WHERE role = 'node' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
+             ORDER BY name, not_after DESC"
+        ))
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([now.unix_timestamp()], |row| {
+            Ok((
+                summary_from_row(row)?,
+                row.get::<_, String>(8)?,
+                row.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut out: Vec<NodeRecord> = Vec::new();
+    for row in rows {
+        let (summary, name, endpoint) = row.map_err(unavailable)?;
+        if out.last().is_some_and(|n| n.name == name) {
+            continue;
+        }
+        out.push(NodeRecord {
+            name,
+            endpoint,
+            cert: summary?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn engines(c: &Connection) -> Result<Vec<EngineRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT name, endpoint, updated_at FROM nodes ORDER BY name")
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (name, endpoint, at) = r.map_err(unavailable)?;
+        Ok(EngineRecord {
+            name,
+            endpoint,
+            updated_at: columns::time(at).map_err(StoreError::Corrupt)?,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn audit(c: &Connection, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT at, kind, actor, subject, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([i64::from(limit)], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                AuditEntry {
+                    at: OffsetDateTime::UNIX_EPOCH,
+                    kind: row.get(1)?,
+                    actor: row.get(2)?,
+                    subject: row.get(3)?,
+                    detail: row.get(4)?,
+                },
+            ))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (at, entry) = r.map_err(unavailable)?;
+        Ok(AuditEntry {
+            at: columns::time(at).map_err(StoreError::Corrupt)?,
+            ..entry
+        })
+    })
+    .collect()
+}

@@ -1,0 +1,93 @@
+//! The tables, and opening a connection to them: the schema is applied (and its version
+//! checked) once, when the store opens.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::unavailable;
+use crate::store::StoreError;
+
+/// Schema version kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    role TEXT NOT NULL,
+    name TEXT,
+    max_uses INTEGER NOT NULL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    policy TEXT NOT NULL,
+    cert_ttl INTEGER
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY,
+    identity TEXT NOT NULL,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    dns TEXT NOT NULL,
+    ips TEXT NOT NULL,
+    not_before INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    der BLOB NOT NULL,
+    token_id TEXT,
+    renewed_from TEXT,
+    renewed_by TEXT,
+    policy TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    revocation_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS certificates_current_expiry ON certificates (not_after)
+    WHERE revoked_at IS NULL AND renewed_by IS NULL;
+CREATE INDEX IF NOT EXISTS certificates_expiry ON certificates (not_after);
+CREATE INDEX IF NOT EXISTS certificates_name ON certificates (name);
+CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unavailable)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {version}, newer than this ca-server ({SCHEMA_VERSION}); upgrade ca-server"
+        )));
+    }
+    let tx = conn.transaction().map_err(unavailable)?;
+    tx.execute_batch(SCHEMA).map_err(unavailable)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)
+}
