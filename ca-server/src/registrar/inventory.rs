@@ -1,8 +1,7 @@
 //! What the CA knows: certificates, enrolled nodes and the engine addresses they report,
 //! and the audit log.
 
-use std::net::IpAddr;
-
+use dtca_common::endpoint::EngineAddr;
 use dtca_pki::Serial;
 use dtca_pki::identity::Role;
 use time::OffsetDateTime;
@@ -46,17 +45,17 @@ impl Registrar {
                 action: "report an engine address",
             });
         }
-        check_endpoint(endpoint, &caller.record.summary)?;
+        let endpoint = check_endpoint(endpoint, &caller.record.summary)?.to_string();
         self.store
             .set_engine(
                 &caller.identity.name,
-                endpoint,
+                &endpoint,
                 AuditEntry::new(
                     now,
                     AuditKind::EngineReport,
                     caller.identity.uri(),
                     &caller.identity.name,
-                    endpoint,
+                    &endpoint,
                 ),
             )
             .await
@@ -82,37 +81,23 @@ impl Registrar {
 
 /// A well-formed `tcp://HOST:PORT` whose host is one of the node certificate's names: the
 /// docker CLI of an operator checks the engine's certificate against that host, and a node
-/// must not point operators at someone else's engine.
-fn check_endpoint(endpoint: &str, cert: &CertSummary) -> Result<(), Refusal> {
-    let rest = endpoint.strip_prefix("tcp://").ok_or_else(|| {
-        Refusal::InvalidArgument(format!(
-            "engine address {endpoint:?} must be tcp://HOST:PORT"
-        ))
-    })?;
-    let ok = rest.len() <= 260
-        && rest
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        && !rest.contains('/')
-        && !rest.contains(char::is_whitespace);
-    if !ok {
-        return Err(Refusal::InvalidArgument(format!(
-            "engine address {endpoint:?} must be tcp://HOST:PORT"
-        )));
-    }
-    let host = rest
-        .rsplit_once(':')
-        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-        .unwrap_or_default();
-    let named = match host.parse::<IpAddr>() {
-        Ok(ip) => cert.ip_addresses.contains(&ip),
-        Err(_) => cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(host)),
+/// must not point operators at someone else's engine. Returns it written canonically.
+fn check_endpoint(endpoint: &str, cert: &CertSummary) -> Result<EngineAddr, Refusal> {
+    let addr = EngineAddr::parse(endpoint)
+        .map_err(|e| Refusal::InvalidArgument(format!("engine address {e}")))?;
+    let named = match addr.ip() {
+        Some(ip) => cert.ip_addresses.contains(&ip),
+        None => cert
+            .dns_names
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(addr.host())),
     };
     if named {
-        Ok(())
+        Ok(addr)
     } else {
         Err(Refusal::InvalidArgument(format!(
-            "engine address {endpoint:?}: {host} is not among this node's certificate names, so clients could not verify the engine"
+            "engine address {endpoint:?}: {} is not among this node's certificate names, so clients could not verify the engine",
+            addr.host()
         )))
     }
 }
