@@ -1,5 +1,8 @@
 //! `dtca-bench`: parse flags, run the benchmark, write BENCHMARKS.md.
 
+// A benchmark measures wall-clock time of real processes, not a testable clock.
+#![allow(clippy::disallowed_types)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

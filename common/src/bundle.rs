@@ -187,6 +187,10 @@ pub enum BundleError {
 /// When the CA or the leaf cannot be made, which is a bug.
 #[cfg(any(test, feature = "testing"))]
 #[must_use]
+#[allow(
+    clippy::expect_used,
+    reason = "a test fixture: failing is a bug in the test set-up"
+)]
 pub fn sample(cluster: &str, role: dtca_pki::Role, name: &str, dns_names: &[&str]) -> Bundle {
     use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
     let now = time::OffsetDateTime::now_utc();

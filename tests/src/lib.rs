@@ -13,6 +13,8 @@
 //! Tests talk only to loopback and to network namespaces they create.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+// The harness waits on real processes from plain threads, where no tokio clock runs.
+#![allow(clippy::disallowed_types)]
 
 pub mod bins;
 pub mod ca;

@@ -6,6 +6,8 @@
 //! `ca-server store migrate`. Clients talk gRPC over mutual TLS to both.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Measures real processes from plain threads, where no tokio clock runs.
+#![allow(clippy::disallowed_types)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -12,9 +12,9 @@ use crate::enroll::EnrollOptions;
 use crate::error::{ClientError, ConfigProblem, Invalid};
 
 /// Default config file, read when it exists.
-pub const DEFAULT_CONFIG: &str = "/etc/dtca/ca-client.toml";
+pub(super) const DEFAULT_CONFIG: &str = "/etc/dtca/ca-client.toml";
 /// Default credential directory.
-pub const DEFAULT_OUT: &str = "/var/lib/dtca-client";
+pub(super) const DEFAULT_OUT: &str = "/var/lib/dtca-client";
 
 /// `ca-client.toml`: the same settings as the long flags (with `_` for `-`).
 #[derive(Debug, Default, Deserialize)]
@@ -50,7 +50,7 @@ pub struct FileConfig {
 ///
 /// # Errors
 /// [`ClientError::Config`].
-pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ClientError> {
+pub(super) fn load_file(path: Option<&Path>) -> Result<FileConfig, ClientError> {
     let (path, required) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -59,7 +59,7 @@ pub fn load_file(path: Option<&Path>) -> Result<FileConfig, ClientError> {
 }
 
 /// The credential directory.
-pub fn out_dir(args: &OutArgs, file: &FileConfig) -> PathBuf {
+pub(super) fn out_dir(args: &OutArgs, file: &FileConfig) -> PathBuf {
     args.out
         .clone()
         .or_else(|| file.out.clone())
@@ -70,7 +70,10 @@ pub fn out_dir(args: &OutArgs, file: &FileConfig) -> PathBuf {
 ///
 /// # Errors
 /// [`ClientError::Config`] listing the problems.
-pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOptions, ClientError> {
+pub(super) fn enroll_options(
+    args: &EnrollArgs,
+    file: &FileConfig,
+) -> Result<EnrollOptions, ClientError> {
     let mut problems = Problems::default();
     // `enroll --docker` on a node that is already enrolled needs no token: it switches
     // with its current certificate (see `node::enroll_docker`).
@@ -129,7 +132,7 @@ pub fn enroll_options(args: &EnrollArgs, file: &FileConfig) -> Result<EnrollOpti
 ///
 /// # Errors
 /// [`ClientError::Config`] naming the setting.
-pub fn duration_or(
+pub(super) fn duration_or(
     arg: Option<&str>,
     file: Option<&str>,
     default: &str,
@@ -144,7 +147,7 @@ pub fn duration_or(
 ///
 /// # Errors
 /// [`ClientError::Config`] for a bad setting.
-pub fn docker_options(
+pub(super) fn docker_options(
     args: &DockerArgs,
     file: &FileConfig,
 ) -> Result<Option<DockerOptions>, ClientError> {
@@ -201,7 +204,7 @@ pub fn docker_options(
 ///
 /// # Errors
 /// [`ClientError::Config`] listing the problems.
-pub fn login_options(
+pub(super) fn login_options(
     args: &LoginArgs,
     file: &FileConfig,
     docker_config: PathBuf,

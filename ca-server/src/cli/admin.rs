@@ -16,7 +16,7 @@ use super::settings::{self, FileConfig};
 use super::{AdminArgs, AuditArgs, CertCommand, CliError, TokenCommand, TokenCreateArgs};
 use crate::state::StateDir;
 
-pub async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
     match cmd {
         TokenCommand::Create(args) => create_token(args, file).await,
         TokenCommand::List(admin) => {
@@ -154,7 +154,7 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
     Ok(())
 }
 
-pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
     match cmd {
         CertCommand::List {
             expiring_within,
@@ -290,7 +290,7 @@ pub async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
     }
 }
 
-pub async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut client = connect(&args.admin, file).await?;
     let events = client
         .list_audit(v1::ListAuditRequest {

@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::store::postgres::{PostgresStore, redact};
 use crate::store::sqlite::SqliteStore;
 
-pub async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut problems = Problems::default();
     let dir = StateDir::new(settings::state_dir(&args.state, file));
     let cluster = args
@@ -67,7 +67,7 @@ pub async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut problems = Problems::default();
     let dir = StateDir::new(settings::state_dir(&args.state, file));
     let passphrase = settings::passphrase(&args.passphrase, file, &mut problems);
@@ -210,7 +210,7 @@ async fn open_postgres(
     Ok(store)
 }
 
-pub fn state_error(e: StateError) -> CliError {
+pub(super) fn state_error(e: StateError) -> CliError {
     let reason = match &e {
         StateError::AlreadyInitialized(_) => Reason::AlreadyInitialized,
         StateError::NotInitialized(_) => Reason::NotInitialized,

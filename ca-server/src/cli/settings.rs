@@ -15,13 +15,13 @@ use super::{CliError, LogFormat, PassphraseArgs, StateArgs};
 use crate::state::Passphrase;
 
 /// Default config file, read when it exists.
-pub const DEFAULT_CONFIG: &str = "/etc/dtca/ca-server.toml";
+pub(super) const DEFAULT_CONFIG: &str = "/etc/dtca/ca-server.toml";
 /// Default state directory.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/dtca";
+pub(super) const DEFAULT_STATE_DIR: &str = "/var/lib/dtca";
 /// Default listen address.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+pub(super) const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 /// Environment variable holding the passphrase itself.
-pub const PASSPHRASE_ENV: &str = "DTCA_PASSPHRASE";
+pub(super) const PASSPHRASE_ENV: &str = "DTCA_PASSPHRASE";
 
 /// `ca-server.toml`: the same settings as the long flags (with `_` for `-`).
 #[derive(Debug, Default, Deserialize)]
@@ -59,7 +59,7 @@ pub struct FileConfig {
 ///
 /// # Errors
 /// [`CliError`] with [`Reason::Config`].
-pub fn load_file(path: Option<&Path>) -> Result<FileConfig, CliError> {
+pub(super) fn load_file(path: Option<&Path>) -> Result<FileConfig, CliError> {
     let (path, required) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -68,7 +68,7 @@ pub fn load_file(path: Option<&Path>) -> Result<FileConfig, CliError> {
 }
 
 /// The state directory from flag, env, file or default.
-pub fn state_dir(args: &StateArgs, file: &FileConfig) -> PathBuf {
+pub(super) fn state_dir(args: &StateArgs, file: &FileConfig) -> PathBuf {
     args.state_dir
         .clone()
         .or_else(|| file.state_dir.clone())
@@ -77,7 +77,7 @@ pub fn state_dir(args: &StateArgs, file: &FileConfig) -> PathBuf {
 
 /// Reads the passphrase from `--passphrase-file`, `DTCA_PASSPHRASE`, or accepts none with
 /// `--insecure-no-passphrase`.
-pub fn passphrase(
+pub(super) fn passphrase(
     args: &PassphraseArgs,
     file: &FileConfig,
     problems: &mut Problems,
@@ -135,7 +135,7 @@ pub fn passphrase(
 }
 
 /// Parses a socket address setting.
-pub fn socket_addr(what: &str, text: &str, problems: &mut Problems) -> Option<SocketAddr> {
+pub(super) fn socket_addr(what: &str, text: &str, problems: &mut Problems) -> Option<SocketAddr> {
     problems.check(
         text.parse::<SocketAddr>().map_err(|_| {
             format!("invalid {what} address {text:?}: use IP:PORT, like 0.0.0.0:8443")
@@ -144,7 +144,7 @@ pub fn socket_addr(what: &str, text: &str, problems: &mut Problems) -> Option<So
 }
 
 /// Parses a duration setting.
-pub fn duration_of(what: &str, text: &str, problems: &mut Problems) -> Option<Duration> {
+pub(super) fn duration_of(what: &str, text: &str, problems: &mut Problems) -> Option<Duration> {
     problems.check(duration::parse(text).map_err(|e| format!("{what}: {e}")))
 }
 
@@ -152,7 +152,7 @@ pub fn duration_of(what: &str, text: &str, problems: &mut Problems) -> Option<Du
 ///
 /// # Errors
 /// [`CliError`] with [`Reason::Config`] listing every problem.
-pub fn finish(problems: Problems) -> Result<(), CliError> {
+pub(super) fn finish(problems: Problems) -> Result<(), CliError> {
     problems
         .finish()
         .map_err(|e| CliError::new(Reason::Config, e.to_string()))

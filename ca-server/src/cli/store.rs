@@ -10,7 +10,7 @@ use crate::state::{StateDir, StateError};
 use crate::store::postgres::{ImportError, PostgresStore, redact};
 use crate::store::sqlite::SqliteStore;
 
-pub async fn migrate(args: MigrateArgs, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn migrate(args: MigrateArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut problems = Problems::default();
     let dir = StateDir::new(settings::state_dir(&args.state, file));
     let url = args.database.or_else(|| file.database.clone());

@@ -10,7 +10,7 @@ pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use dtca_pki::identity::Role;
 use dtca_proto::v1;

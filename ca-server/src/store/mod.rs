@@ -334,7 +334,7 @@ pub(crate) mod columns {
     use super::StoreError;
 
     /// Space-separated list (DNS names and IP addresses never contain spaces).
-    pub fn join<T: ToString>(items: &[T]) -> String {
+    pub(crate) fn join<T: ToString>(items: &[T]) -> String {
         items
             .iter()
             .map(ToString::to_string)
@@ -342,28 +342,28 @@ pub(crate) mod columns {
             .join(" ")
     }
 
-    pub fn dns(text: &str) -> Vec<String> {
+    pub(crate) fn dns(text: &str) -> Vec<String> {
         text.split_whitespace().map(str::to_string).collect()
     }
 
-    pub fn ips(text: &str) -> Result<Vec<IpAddr>, String> {
+    pub(crate) fn ips(text: &str) -> Result<Vec<IpAddr>, String> {
         text.split_whitespace()
             .map(|s| s.parse().map_err(|_| format!("bad IP {s:?}")))
             .collect()
     }
 
-    pub fn time(secs: i64) -> Result<OffsetDateTime, String> {
+    pub(crate) fn time(secs: i64) -> Result<OffsetDateTime, String> {
         OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
     }
 
     /// A serial as stored (openssl's notation); anything else is a corrupt record.
-    pub fn parse_serial(text: &str) -> Result<Serial, StoreError> {
+    pub(crate) fn parse_serial(text: &str) -> Result<Serial, StoreError> {
         text.parse()
             .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
     }
 
     /// A duration in whole seconds, as the columns hold it.
-    pub fn secs(d: Duration) -> i64 {
+    pub(crate) fn secs(d: Duration) -> i64 {
         i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
     }
 }
