@@ -139,17 +139,26 @@ impl Engine {
     /// The restart script: stops the running dockerd by its pidfile, waits for it to go,
     /// and starts `start` in the background (dockerd writes the new pidfile).
     fn write_restart(&self, start: &str) {
+        // One restart at a time (a restart run by a killed agent may still be going when
+        // the next one starts), and each returns only once the new dockerd has written
+        // its pid, so the next one finds it and stops it first.
         let script = format!(
             "#!/bin/sh\n\
              pidfile={pidfile}\n\
+             exec 9>{lock}\n\
+             flock 9\n\
              if [ -f \"$pidfile\" ]; then\n\
                pid=$(cat \"$pidfile\")\n\
                kill \"$pid\" 2>/dev/null\n\
                i=0; while kill -0 \"$pid\" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+               kill -0 \"$pid\" 2>/dev/null || rm -f \"$pidfile\"\n\
              fi\n\
-             ( {start} ) >>{log} 2>&1 </dev/null &\n\
+             ( {start} ) 9>&- >>{log} 2>&1 </dev/null &\n\
+             child=$!\n\
+             i=0; while [ ! -s \"$pidfile\" ] && kill -0 $child 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
              exit 0\n",
             pidfile = self.pidfile.display(),
+            lock = self.dir.join("restart.lock").display(),
             log = self.log.display(),
         );
         std::fs::write(&self.restart, script).unwrap();
