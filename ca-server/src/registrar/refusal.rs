@@ -79,6 +79,8 @@ impl Refusal {
             Refusal::NotFound(_) => Reason::NotFound,
             Refusal::InvalidArgument(_) => Reason::InvalidArgument,
             Refusal::Store(StoreError::Unavailable(_)) => Reason::StoreUnavailable,
+            Refusal::Store(StoreError::Full(_)) => Reason::StoreFull,
+            Refusal::Store(StoreError::Corrupt(_)) => Reason::StoreCorrupt,
             Refusal::Store(_) | Refusal::Authority(_) | Refusal::Internal(_) => Reason::Internal,
         }
     }

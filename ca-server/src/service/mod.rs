@@ -59,7 +59,10 @@ impl Context {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             match reason {
-                dtca_common::Reason::Internal | dtca_common::Reason::StoreUnavailable => {
+                dtca_common::Reason::Internal
+                | dtca_common::Reason::StoreUnavailable
+                | dtca_common::Reason::StoreFull
+                | dtca_common::Reason::StoreCorrupt => {
                     tracing::error!(method, %remote, %reason, error = %refusal, "request failed");
                 }
                 _ => tracing::info!(method, %remote, %reason, error = %refusal, "request refused"),

@@ -3,7 +3,7 @@
 //! status carries the stable reason word in metadata (`dtca-reason`); internal detail is
 //! logged, never sent.
 
-use dtca_common::reason;
+use dtca_common::{Reason, reason};
 use tonic::{Code, Status};
 
 use crate::registrar::Refusal;
@@ -12,9 +12,13 @@ use crate::registrar::Refusal;
 pub fn of(refusal: &Refusal) -> Status {
     let reason = refusal.reason();
     let code = reason.grpc_code();
-    let message = match code {
-        Code::Internal => "internal error; see the CA server's log".to_string(),
-        Code::Unavailable => "the CA cannot record certificates right now (database unavailable); nothing was issued, retry later".to_string(),
+    // What the store said names files and hosts: it is logged, and the caller gets what
+    // the reason means.
+    let message = match reason {
+        Reason::StoreUnavailable => "the CA cannot record certificates right now (database unavailable); nothing was issued, retry later".to_string(),
+        Reason::StoreFull => "the CA's disk is full; nothing was issued: retry after the CA's operator has freed space".to_string(),
+        Reason::StoreCorrupt => "the CA's database is damaged; nothing was issued: the CA's operator must restore it from a backup".to_string(),
+        _ if code == Code::Internal => "internal error; see the CA server's log".to_string(),
         _ => refusal.to_string(),
     };
     reason::status(code, reason, message)
@@ -22,7 +26,6 @@ pub fn of(refusal: &Refusal) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use dtca_common::Reason;
     use dtca_pki::Serial;
     use dtca_pki::authority::AuthorityError;
     use dtca_pki::csr::CsrError;
@@ -76,8 +79,12 @@ mod tests {
                 Code::Unavailable,
             ),
             (
+                Refusal::Store(StoreError::Full("x".into())),
+                Code::Unavailable,
+            ),
+            (
                 Refusal::Store(StoreError::Corrupt("x".into())),
-                Code::Internal,
+                Code::DataLoss,
             ),
             (
                 Refusal::Authority(AuthorityError::Signing("x".into())),
@@ -103,6 +110,34 @@ mod tests {
         assert_eq!(s.code(), Code::Unavailable);
         assert!(!s.message().contains("10.0.0.1"));
         assert_eq!(reason::of_status(&s), Some(Reason::StoreUnavailable));
+    }
+
+    /// Regression: a full disk and a damaged file were both answered "database
+    /// unavailable, retry later", and corruption even as an internal error.
+    #[test]
+    fn a_full_disk_and_a_damaged_store_are_told_apart_from_an_outage() {
+        let full = of(&Refusal::Store(StoreError::Full(
+            "/var/lib/dtca has 1 MiB free".into(),
+        )));
+        assert_eq!(reason::of_status(&full), Some(Reason::StoreFull));
+        assert!(
+            full.message().contains("disk is full"),
+            "{}",
+            full.message()
+        );
+        assert!(!full.message().contains("/var/lib/dtca"));
+        let damaged = of(&Refusal::Store(StoreError::Corrupt(
+            "page 7 of /var/lib/dtca/store.db".into(),
+        )));
+        assert_eq!(damaged.code(), Code::DataLoss);
+        assert_eq!(reason::of_status(&damaged), Some(Reason::StoreCorrupt));
+        assert!(damaged.message().contains("restore it from a backup"));
+        assert!(
+            !damaged.message().contains("retry"),
+            "{}",
+            damaged.message()
+        );
+        assert!(!damaged.message().contains("store.db"));
     }
 
     #[test]

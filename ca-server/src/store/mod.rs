@@ -267,15 +267,44 @@ pub enum StoreError {
     Conflict(String),
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
-    #[error("the database holds an unreadable record: {0}")]
+    /// The file system holding the database has no room for the write; nothing was
+    /// written. Cleared by the store itself once space returns.
+    #[error("the database's disk is full: {0}")]
+    Full(String),
+    /// The database file is damaged, or holds a record that does not read: nothing
+    /// written now can be trusted to land in a sound file.
+    #[error("the database is damaged: {0}")]
     Corrupt(String),
+}
+
+/// How an embedded store's files are doing, for metrics and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Size of the WAL file now.
+    pub wal_bytes: u64,
+    /// Bytes appended to the WAL since the store opened (frames with their headers).
+    pub wal_written_bytes: u64,
+    /// Times the WAL started over from its beginning since the store opened.
+    pub wal_resets: u64,
+    /// Free space on the database's file system, when it can be read.
+    pub free_bytes: Option<u64>,
 }
 
 /// The CA's storage. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// A cheap round trip, for health checks.
+    /// A cheap round trip, for health checks: also fails when the store would refuse
+    /// writes (a full disk, a damaged file), with that reason.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How the store's files are doing; `None` when it has none of its own.
+    fn stats(&self) -> Option<StoreStats> {
+        None
+    }
+
+    /// Leaves the store tidy before the process exits (the embedded store empties its
+    /// WAL). Calls after it still work.
+    async fn close(&self) {}
 
     /// Stores a new token.
     async fn insert_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError>;

@@ -412,8 +412,18 @@ fn corrupt(e: tokio_postgres::Error) -> StoreError {
     StoreError::Corrupt(describe(&e))
 }
 
+/// A failed statement: a full disk and a damaged database are reasons of their own;
+/// anything else is an outage to retry.
 fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(format!("PostgreSQL: {}", describe(&e)))
+    use tokio_postgres::error::SqlState;
+    let text = format!("PostgreSQL: {}", describe(&e));
+    match e.code() {
+        Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(text),
+        Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+            StoreError::Corrupt(text)
+        }
+        _ => StoreError::Unavailable(text),
+    }
 }
 
 /// The error with its causes: tokio-postgres puts the useful part ("connection refused",
