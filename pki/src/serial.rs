@@ -1,4 +1,5 @@
-//! Certificate serial numbers: random, and written the way `openssl x509 -serial` does.
+//! Certificate serial numbers: random (leaves: the second of issue, then random bits),
+//! and written the way `openssl x509 -serial` does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +25,32 @@ impl Serial {
         rng.fill(&mut bytes).map_err(|_| SerialError::Random)?;
         bytes[0] = (bytes[0] & 0x7f) | 0x40;
         Ok(Serial(bytes))
+    }
+
+    /// A new serial for a certificate issued at `now`: the 16 bytes of [`Serial::random`]
+    /// with bits 125..94 holding the Unix second of `now`, so 94 bits stay random (the
+    /// CA/Browser Forum asks for 64) and serials issued later sort after earlier ones.
+    ///
+    /// A store indexes certificates by serial: with wholly random serials every new
+    /// certificate lands on a random page of that index, a page written to disk for
+    /// each certificate; in issue order they land on the same few pages at its end.
+    ///
+    /// # Errors
+    /// [`SerialError::Random`] when the system's random source fails.
+    pub fn in_issue_order(
+        rng: &SystemRandom,
+        now: time::OffsetDateTime,
+    ) -> Result<Self, SerialError> {
+        let mut serial = Self::random(rng)?;
+        let second = u32::try_from(now.unix_timestamp().max(0)).unwrap_or(u32::MAX);
+        // The top two bits stay 0 (positive) and 1 (always 16 bytes); the next 32 are
+        // the second, the remaining 94 random.
+        let mut top =
+            u128::from_be_bytes(serial.0[..16].try_into().map_err(|_| SerialError::Random)?);
+        top &= !(u128::from(u32::MAX) << 94);
+        top |= u128::from(second) << 94;
+        serial.0 = top.to_be_bytes().to_vec();
+        Ok(serial)
     }
 
     /// From the big-endian magnitude (leading zero bytes are dropped).
@@ -105,6 +132,27 @@ mod tests {
         assert_eq!(a.as_bytes().len(), 16);
         assert_eq!(a.as_bytes()[0] & 0x80, 0);
         assert_ne!(a.as_bytes()[0], 0);
+    }
+
+    #[test]
+    fn serials_in_issue_order_sort_by_their_second_and_keep_94_random_bits() {
+        let rng = SystemRandom::new();
+        let t = time::macros::datetime!(2026-11-27 10:00:00 UTC);
+        let a = Serial::in_issue_order(&rng, t).unwrap();
+        let b = Serial::in_issue_order(&rng, t).unwrap();
+        let later = Serial::in_issue_order(&rng, t + time::Duration::seconds(1)).unwrap();
+        assert_ne!(a, b, "the random part differs within a second");
+        for s in [&a, &b, &later] {
+            assert_eq!(s.as_bytes().len(), 16);
+            assert_eq!(s.as_bytes()[0] & 0xc0, 0x40, "positive, always 16 bytes");
+            let bits = u128::from_be_bytes(s.as_bytes().try_into().unwrap());
+            let second = u64::try_from((bits >> 94) & u128::from(u32::MAX)).unwrap();
+            assert!(second == 1_795_773_600 || second == 1_795_773_601, "{s}");
+        }
+        assert!(a.to_string() < later.to_string() && b.to_string() < later.to_string());
+        // Far in the future the second still fits (until 2106) and the serial stays valid.
+        let far = Serial::in_issue_order(&rng, time::macros::datetime!(2100-01-01 0:00 UTC));
+        assert_eq!(far.unwrap().as_bytes()[0] & 0xc0, 0x40);
     }
 
     #[test]

@@ -165,8 +165,8 @@ impl Authority {
                 not_after: self.intermediate.not_after,
             });
         }
-        let serial =
-            Serial::random(&self.rng).map_err(|e| AuthorityError::Signing(e.to_string()))?;
+        let serial = Serial::in_issue_order(&self.rng, now)
+            .map_err(|e| AuthorityError::Signing(e.to_string()))?;
         let params = leaf_params(template, &profile, &serial, not_before, not_after)?;
         let public_key = SubjectPublicKeyInfo::from_der(&template.public_key_der)
             .map_err(|e| AuthorityError::Signing(format!("public key: {e}")))?;
