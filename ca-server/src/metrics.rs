@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use crate::store::{CertQuery, Store};
+use crate::store::{CertQuery, Store, StoreStats};
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -200,6 +200,43 @@ impl Metrics {
     }
 }
 
+/// The embedded store's files in the Prometheus text format.
+pub fn render_store(stats: &StoreStats) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    metric(
+        "dtca_store_wal_bytes",
+        "gauge",
+        "Size of the embedded store's WAL file.",
+        stats.wal_bytes,
+    );
+    metric(
+        "dtca_store_wal_written_bytes_total",
+        "counter",
+        "Bytes appended to the embedded store's WAL since the server started.",
+        stats.wal_written_bytes,
+    );
+    metric(
+        "dtca_store_wal_resets_total",
+        "counter",
+        "Times the embedded store's WAL started over from its beginning.",
+        stats.wal_resets,
+    );
+    if let Some(free) = stats.free_bytes {
+        metric(
+            "dtca_store_free_bytes",
+            "gauge",
+            "Free space on the embedded store's file system.",
+            free,
+        );
+    }
+    out
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -252,7 +289,11 @@ async fn answer(
         .await
         .ok()
         .and_then(|certs| certs.first().map(|c| c.not_after));
-    *response.body_mut() = Full::new(Bytes::from(metrics.render(now, earliest)));
+    let mut text = metrics.render(now, earliest);
+    if let Some(stats) = store.stats() {
+        text.push_str(&render_store(&stats));
+    }
+    *response.body_mut() = Full::new(Bytes::from(text));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -107,15 +107,37 @@ pub struct ServeArgs {
     /// How long after expiry a node may still renew with its old certificate. [default: 0s, never]
     #[arg(long, env = "DTCA_RENEW_GRACE")]
     pub renew_grace: Option<String>,
+    /// Space the embedded store keeps for itself on its file system: a file of this size
+    /// (DIR/store.db.reserve) it gives back to finish a checkpoint when the disk fills;
+    /// writes are refused ("store-full") while less than a quarter of it is free, and
+    /// resume by themselves once there is room. 0 keeps none. [default: 64MiB]
+    #[arg(long, env = "DTCA_STORE_RESERVE")]
+    pub store_reserve: Option<String>,
 }
 
 /// `store` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
+    /// Copy the embedded store to a new file while `serve` keeps running: one consistent
+    /// snapshot, checked with SQLite's integrity check, 0600, written under a temporary
+    /// name and renamed into place only when complete. To restore: stop `serve`, remove
+    /// DIR/store.db-wal and DIR/store.db-shm, copy the backup to DIR/store.db (0600),
+    /// start `serve` (it checks the file before serving).
+    Backup(BackupArgs),
     /// Copy the embedded store of a state dir (tokens, certificates with their revocations
     /// and renewals, node engines, audit log) into an empty PostgreSQL database, in one
     /// transaction, and print what was copied. Stop `serve` on that state dir first.
     Migrate(MigrateArgs),
+}
+
+/// `store backup` flags.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The backup file to write; it must not exist. Required.
+    #[arg(long, env = "DTCA_BACKUP_OUT")]
+    pub out: Option<PathBuf>,
 }
 
 /// `store migrate` flags.
@@ -293,5 +315,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cert(cmd) => admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
+        Command::Store(StoreCommand::Backup(args)) => store::backup(args, &file),
     }
 }

@@ -17,9 +17,9 @@ use crate::metrics::Metrics;
 use crate::registrar::{Registrar, Rules};
 use crate::server::{self, ServerOptions};
 use crate::state::{StateDir, StateError};
-use crate::store::Store;
 use crate::store::postgres::{PostgresStore, redact};
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{DEFAULT_RESERVE, SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
 
 pub(super) async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut problems = Problems::default();
@@ -80,6 +80,10 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .metrics_listen
         .or_else(|| file.metrics_listen.clone())
         .and_then(|m| settings::socket_addr("metrics", &m, &mut problems));
+    let store_reserve = match args.store_reserve.or_else(|| file.store_reserve.clone()) {
+        Some(text) => settings::size_of("--store-reserve", &text, &mut problems),
+        None => Some(DEFAULT_RESERVE),
+    };
     let renew_grace = match args.renew_grace.or_else(|| file.renew_grace.clone()) {
         Some(text) if text.trim() == "0" || text.trim() == "0s" => Some(std::time::Duration::ZERO),
         Some(text) => settings::duration_of("renew-grace", &text, &mut problems),
@@ -104,7 +108,8 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .as_deref()
         .and_then(|url| problems.check(PostgresStore::parse_url(url)));
     settings::finish(problems)?;
-    let (Some(passphrase), Some(listen), Some(renew_grace)) = (passphrase, listen, renew_grace)
+    let (Some(passphrase), Some(listen), Some(renew_grace), Some(store_reserve)) =
+        (passphrase, listen, renew_grace, store_reserve)
     else {
         return Err(CliError::new(Reason::Config, "invalid configuration"));
     };
@@ -118,10 +123,7 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
     }
     let store: Arc<dyn Store> = match (database, postgres) {
         (Some(url), Some(config)) => Arc::new(open_postgres(&url, config, &dir).await?),
-        _ => Arc::new(
-            SqliteStore::open(&dir.store_path())
-                .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?,
-        ),
+        _ => Arc::new(open_embedded(&dir, store_reserve)?),
     };
     let metrics = Arc::new(Metrics::default());
     let registrar = Arc::new(Registrar::new(
@@ -148,9 +150,14 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         })?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
         let mut stop = stop_rx.clone();
-        tokio::spawn(crate::metrics::serve(l, metrics, store, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(crate::metrics::serve(
+            l,
+            metrics,
+            store.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
     }
     tracing::info!(addr = %local, cluster = %cluster.cluster, "ca-server listening");
     let shutdown = async move {
@@ -167,9 +174,37 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
     .await
     .map_err(|e| CliError::new(Reason::Internal, e.to_string()));
     dir.forget_server_addr(recorded);
+    store.close().await;
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the embedded store, checked (SQLite's quick check), keeping `reserve` bytes free
+/// for it; the check's cost is logged.
+fn open_embedded(dir: &StateDir, reserve: u64) -> Result<SqliteStore, CliError> {
+    let started = tokio::time::Instant::now();
+    let options = SqliteOptions {
+        reserve: Some(reserve),
+        check: true,
+    };
+    let store = SqliteStore::open_with(&dir.store_path(), &options).map_err(store_error)?;
+    tracing::info!(
+        path = %dir.store_path().display(),
+        checked_ms = started.elapsed().as_millis(),
+        "store opened and checked"
+    );
+    Ok(store)
+}
+
+/// A store that would not open: damage and a full disk are reasons of their own.
+pub(super) fn store_error(e: StoreError) -> CliError {
+    match e {
+        // It names the file and says what to do.
+        StoreError::Corrupt(what) => CliError::new(Reason::StoreCorrupt, what),
+        StoreError::Full(_) => CliError::new(Reason::StoreFull, e.to_string()),
+        _ => CliError::new(Reason::StoreUnavailable, e.to_string()),
+    }
 }
 
 /// Connects to the shared database and checks that it holds this CA's records: a replica

@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     pub san: Option<Vec<String>>,
     pub renew_grace: Option<String>,
+    pub store_reserve: Option<String>,
     pub server: Option<String>,
     pub admin_dir: Option<PathBuf>,
     pub json: Option<bool>,
@@ -148,6 +149,31 @@ pub(super) fn duration_of(what: &str, text: &str, problems: &mut Problems) -> Op
     problems.check(duration::parse(text).map_err(|e| format!("{what}: {e}")))
 }
 
+/// Parses a size setting: a whole number of bytes, or with a unit (`K`, `M`, `G`, with
+/// or without `iB`, all powers of 1024), like `64M` or `512MiB`.
+pub(super) fn size_of(what: &str, text: &str, problems: &mut Problems) -> Option<u64> {
+    problems.check(parse_size(text).ok_or_else(|| {
+        format!("{what} {text:?}: write a size like 64M, 512MiB or 1G (0 for none)")
+    }))
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
 /// Turns collected problems into a config error.
 ///
 /// # Errors
@@ -156,4 +182,29 @@ pub(super) fn finish(problems: Problems) -> Result<(), CliError> {
     problems
         .finish()
         .map_err(|e| CliError::new(Reason::Config, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sizes_in_powers_of_1024() {
+        assert_eq!(parse_size("0"), Some(0));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size(" 1g "), Some(1 << 30));
+        assert_eq!(parse_size("8k"), Some(8 << 10));
+        for bad in [
+            "",
+            "M",
+            "-1M",
+            "1.5G",
+            "12 parsecs",
+            "99999999999999999999G",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
 }

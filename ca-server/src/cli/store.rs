@@ -1,14 +1,51 @@
-//! `ca-server store migrate`: copy the embedded store of a state dir into PostgreSQL.
+//! `ca-server store migrate` (copy the embedded store of a state dir into PostgreSQL)
+//! and `ca-server store backup` (an online copy of the embedded store).
 
 use dtca_common::Reason;
 use dtca_common::config::Problems;
 
-use super::serve::state_error;
+use super::serve::{state_error, store_error};
 use super::settings::{self, FileConfig};
-use super::{CliError, MigrateArgs};
+use super::{BackupArgs, CliError, MigrateArgs};
 use crate::state::{StateDir, StateError};
 use crate::store::postgres::{ImportError, PostgresStore, redact};
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::backup::{self, BackupError};
+
+pub(super) fn backup(args: BackupArgs, file: &FileConfig) -> Result<(), CliError> {
+    let dir = StateDir::new(settings::state_dir(&args.state, file));
+    let Some(out) = args.out else {
+        return Err(CliError::new(
+            Reason::Config,
+            "--out is required: the new file to write the backup to",
+        ));
+    };
+    let db = dir.store_path();
+    let report = backup::backup(&db, &out).map_err(|e| {
+        let reason = match &e {
+            BackupError::Missing(_) => Reason::NotInitialized,
+            BackupError::Damaged { .. } => Reason::StoreCorrupt,
+            BackupError::Source { .. } => Reason::StoreUnavailable,
+            BackupError::Exists(_) | BackupError::Destination { .. } => Reason::LocalIo,
+        };
+        CliError::new(reason, e.to_string())
+    })?;
+    println!(
+        "Backed up {} to {} ({:.1} MiB, SQLite's integrity check: ok):",
+        db.display(),
+        out.display(),
+        report.bytes as f64 / f64::from(1 << 20)
+    );
+    println!("  certificates    {:>9}", report.certificates);
+    println!("  tokens          {:>9}", report.tokens);
+    println!("  audit entries   {:>9}", report.audit);
+    println!(
+        "To restore: stop ca-server, then: rm -f {0}-wal {0}-shm && install -m 0600 {1} {0}",
+        db.display(),
+        out.display()
+    );
+    Ok(())
+}
 
 pub(super) async fn migrate(args: MigrateArgs, file: &FileConfig) -> Result<(), CliError> {
     let mut problems = Problems::default();
@@ -44,8 +81,7 @@ pub(super) async fn migrate(args: MigrateArgs, file: &FileConfig) -> Result<(), 
         ));
     }
     let target_name = redact(&url);
-    let source = SqliteStore::open(&path)
-        .map_err(|e| CliError::new(Reason::StoreUnavailable, format!("{}: {e}", path.display())))?;
+    let source = SqliteStore::open(&path).map_err(store_error)?;
     let target = PostgresStore::connect(config)
         .await
         .map_err(|e| CliError::new(Reason::StoreUnavailable, format!("{target_name}: {e}")))?;

@@ -115,7 +115,11 @@ pub async fn run(
     let slot = CertSlot::new(&chain, &key)?;
     let tls = server_config(slot.clone(), registrar.authority().root_der())?;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    let why = health::Why::default();
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        health::ReasonedHealth::new(&health_reporter, why.clone()),
+    );
     // Both reflection versions: older grpcurl and evans only speak v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -134,6 +138,7 @@ pub async fn run(
     tasks.push(tokio::spawn(health_loop(
         registrar.clone(),
         health_reporter,
+        why,
         options.health_interval,
     )));
     tasks.push(tokio::spawn(rotate_server_certificate(

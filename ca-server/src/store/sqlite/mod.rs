@@ -3,20 +3,28 @@
 //! Writes go to one writer thread that applies whatever has queued up as one transaction
 //! (each write in its own savepoint, so one refused write does not undo the others) and
 //! then commits once: concurrent issuances share an fsync instead of paying one each.
-//! WAL checkpoints run on a thread of their own, so no commit waits for one. Point
-//! lookups (a token, a certificate by serial) run on the calling thread; scans use a
-//! small pool of connections on the blocking thread pool.
+//! WAL checkpoints run on a maintenance thread of their own, so no commit waits for one,
+//! and the WAL stays bounded ([`wal`]). Point lookups (a token, a certificate by serial)
+//! run on the calling thread; scans use a small pool of connections on the blocking
+//! thread pool. The file is checked when the store opens; a full disk or a damaged file
+//! stops writes with reasons of their own ([`condition`]).
 //!
 //! Layout: this file (the store, and the trait calls as reads or queued writes),
-//! [`writer`] (the writer and checkpoint threads), [`reads`] (queries and the read
-//! connections), [`rows`] (rows to records), [`schema`] (tables, opening a connection).
+//! [`writer`] (the writer thread), [`wal`] (checkpoints and the WAL's bounds),
+//! [`condition`] (full disk, damage, the reserve), [`reads`] (queries and the read
+//! connections), [`rows`] (rows to records), [`schema`] (tables, migrations, the check at
+//! open), [`backup`] (an online copy of the file).
 
+pub mod backup;
+mod condition;
 mod reads;
 mod rows;
 mod schema;
+mod wal;
 mod writer;
 
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -25,60 +33,129 @@ use rusqlite::Connection;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
+use condition::Condition;
+pub use condition::DEFAULT_RESERVE;
 use reads::ReadPool;
-use schema::{migrate, open_connection};
-use writer::{checkpoint_loop, writer_loop};
+use schema::{check, migrate, open_connection};
+use wal::{Poke, Wal, maintenance_loop};
+use writer::writer_loop;
 
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
-    RevokeTarget, Store, StoreError, TokenRecord,
+    RevokeTarget, Store, StoreError, StoreStats, TokenRecord,
 };
 
 /// Writes that may wait for the writer before callers are held back.
 const QUEUE: usize = 8192;
+
+/// How the embedded store opens.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Space kept for the store on its file system (see [`condition`]): `None` leaves
+    /// whatever reserve is there alone (tools that open the store for a moment), `Some(0)`
+    /// keeps none.
+    pub reserve: Option<u64>,
+    /// Check the file with SQLite's quick check before using it.
+    pub check: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            reserve: None,
+            check: true,
+        }
+    }
+}
 
 /// The embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
+    wal: Arc<Wal>,
+    condition: Arc<Condition>,
+    maintenance: SyncSender<Poke>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    /// Opens (creating if needed) the database at `path`, checked, with no reserve of its
+    /// own, and starts its threads.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when the file cannot be opened or the schema applied.
+    /// See [`SqliteStore::open_with`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, &SqliteOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path` and starts its writer and
+    /// maintenance threads.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the file is damaged (naming it and what to do),
+    /// [`StoreError::Full`] when the schema cannot be written for want of space,
+    /// [`StoreError::Unavailable`] when the file cannot be opened or is of a newer version.
+    pub fn open_with(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
+        Self::start(path, options).map_err(|e| match e {
+            StoreError::Corrupt(finding) if !finding.contains("ca-server will not use it") => {
+                schema::damaged(path, &finding)
+            }
+            other => other,
+        })
+    }
+
+    fn start(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
         let mut conn = open_connection(path)?;
+        if options.check {
+            check(&conn, path)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         migrate(&mut conn)?;
-        // Checkpoints run on their own thread (see `checkpoint_loop`), not inside a commit.
+        // Checkpoints run on their own thread (see `wal`), not inside a commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(unavailable)?;
-        let checkpointer = open_connection(path)?;
-        let (wrote, written) = std::sync::mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, written))
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
-            })?;
+            .map_err(db_error)?;
+        conn.pragma_update(None, "journal_size_limit", wal::SIZE_LIMIT as i64)
+            .map_err(db_error)?;
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(db_error)?;
+        let wal = Arc::new(Wal::new(path, u64::try_from(page_size).unwrap_or(4096)));
+        wal.watch(&mut conn)?;
+        let condition = Arc::new(Condition::new(path, options.reserve));
+        let maintainer = open_connection(path)?;
+        let (pokes, poked) = sync_channel(1);
+        {
+            let (wal, condition) = (wal.clone(), condition.clone());
+            std::thread::Builder::new()
+                .name("sqlite-maintenance".into())
+                .spawn(move || maintenance_loop(maintainer, poked, wal, condition))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the maintenance thread: {e}"))
+                })?;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, wrote))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        {
+            let (wal, condition, pokes) = (wal.clone(), condition.clone(), pokes.clone());
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, rx, wal, condition, pokes))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the writer thread: {e}"))
+                })?;
+        }
         Ok(SqliteStore {
             writer: tx,
             readers: Arc::new(ReadPool {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
             }),
+            wal,
+            condition,
+            maintenance: pokes,
         })
     }
 
@@ -92,14 +169,15 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
             let result = f(&conn);
             pool.put(conn);
             result
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?;
+        self.noted(result)
     }
 
     /// Runs a point lookup (one row by primary key) on the calling thread.
@@ -115,6 +193,14 @@ impl SqliteStore {
         let conn = self.readers.take()?;
         let result = f(&conn);
         self.readers.put(conn);
+        self.noted(result)
+    }
+
+    /// A read that found the file damaged stops writes too.
+    fn noted<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.condition.note(e);
+        }
         result
     }
 }
@@ -122,7 +208,23 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.condition.check_space()?;
         self.read(reads::ping).await
+    }
+
+    fn stats(&self) -> Option<StoreStats> {
+        Some(self.wal.stats(&self.condition))
+    }
+
+    async fn close(&self) {
+        let (done, closed) = sync_channel(1);
+        let pokes = self.maintenance.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if pokes.send(Poke::Close(done)).is_ok() {
+                let _ = closed.recv();
+            }
+        })
+        .await;
     }
 
     async fn insert_token(&self, token: TokenRecord, audit: AuditEntry) -> Result<(), StoreError> {
@@ -217,8 +319,20 @@ impl Store for SqliteStore {
     }
 }
 
-fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// An SQLite error as the store reports it: a full disk and a damaged file are reasons
+/// of their own; anything else is an outage to retry.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull => StoreError::Full(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        },
+        _ => StoreError::Unavailable(e.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +435,191 @@ mod tests {
             name: None,
         };
         assert_eq!(store.certificates(&query).await.unwrap().len(), 200);
+    }
+
+    fn issuance(name: &str) -> Issuance {
+        let later = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        Issuance {
+            cert: super::super::conformance::cert(dtca_pki::Role::Node, name, later),
+            token_id: None,
+            renewal_of: None,
+            audit: vec![AuditEntry::new(
+                OffsetDateTime::now_utc(),
+                AuditKind::Issue,
+                "test",
+                name,
+                "a detail about as long as the real ones, with names and an expiry",
+            )],
+            at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn file_size(p: &Path) -> u64 {
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Regression: the WAL never started over under continuous writes (4 GB in 60 s),
+    /// because only passive checkpoints ran and the writer never paused for one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_continuous_writes_and_is_emptied_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let wal_file = dir.path().join("store.db-wal");
+        let mut largest = 0;
+        let mut n = 0;
+        // Writers that never pause, until the WAL has started over twice.
+        while store.stats().unwrap().wal_resets < 2 {
+            assert!(
+                n < 200_000,
+                "no reset after {n} writes: {:?}",
+                store.stats()
+            );
+            let writes: Vec<_> = (0..64)
+                .map(|i| {
+                    let store = store.clone();
+                    let name = format!("n{n}-{i}");
+                    tokio::spawn(async move { store.record_issuance(issuance(&name)).await })
+                })
+                .collect();
+            for w in writes {
+                w.await.unwrap().unwrap();
+            }
+            n += 64;
+            largest = largest.max(file_size(&wal_file));
+        }
+        let stats = store.stats().unwrap();
+        assert!(
+            stats.wal_written_bytes > wal::REWIND_AT,
+            "{stats:?} after {n} writes"
+        );
+        assert!(
+            largest < wal::HARD_LIMIT,
+            "the WAL file reached {largest} bytes"
+        );
+        store.close().await;
+        assert_eq!(file_size(&wal_file), 0, "close left a WAL behind");
+        // Calls after close still work, and everything written is there.
+        let query = CertQuery {
+            now: OffsetDateTime::now_utc(),
+            expiring_within: None,
+            include_inactive: true,
+            limit: None,
+            role: None,
+            name: None,
+        };
+        assert_eq!(store.certificates(&query).await.unwrap().len(), n);
+    }
+
+    /// Regression: `serve` started on a damaged file and called corruption an outage.
+    #[test]
+    fn refuses_a_damaged_file_naming_it_and_how_to_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            schema::migrate(&mut Connection::open(&path).unwrap()).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE filler (x BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+                 INSERT INTO filler SELECT randomblob(500) FROM n;",
+            )
+            .unwrap();
+        }
+        // Page 3 onwards belong to the tables: overwrite one with noise.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096 * 4;
+        for (i, b) in bytes[page..page + 4096].iter_mut().enumerate() {
+            *b = u8::try_from((i * 7919 + 13) % 251).unwrap();
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let Err(StoreError::Corrupt(why)) = SqliteStore::open(&path) else {
+            panic!("a damaged file was opened");
+        };
+        assert!(why.contains(&path.display().to_string()), "{why}");
+        assert!(why.contains("store backup"), "{why}");
+        // Not a database at all.
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let Err(StoreError::Corrupt(why)) = SqliteStore::open(&path) else {
+            panic!("noise was opened as a database");
+        };
+        assert!(why.contains(&path.display().to_string()), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_writes_with_its_own_reason_and_records_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let options = SqliteOptions {
+            reserve: Some(u64::MAX / 4),
+            check: true,
+        };
+        let store = SqliteStore::open_with(&path, &options).unwrap();
+        let i = issuance("n");
+        let serial = i.cert.summary.serial.clone();
+        assert!(matches!(
+            store.record_issuance(i).await,
+            Err(StoreError::Full(_))
+        ));
+        assert!(matches!(store.ping().await, Err(StoreError::Full(_))));
+        assert!(store.certificate(&serial).await.unwrap().is_none());
+        assert!(store.audit(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backs_up_while_writing_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap());
+        for i in 0..50 {
+            store
+                .record_issuance(issuance(&format!("b{i}")))
+                .await
+                .unwrap();
+        }
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    store
+                        .record_issuance(issuance(&format!("w{i}")))
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let out = dir.path().join("backup.db");
+        let (db, copy) = (dir.path().join("store.db"), out.clone());
+        let report = tokio::task::spawn_blocking(move || backup::backup(&db, &copy))
+            .await
+            .unwrap()
+            .unwrap();
+        writer.await.unwrap();
+        assert!((50..=250).contains(&report.certificates), "{report:?}");
+        assert_eq!(report.audit, report.certificates);
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&out).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), report.bytes);
+        assert!(!dir.path().join("backup.db-wal").exists());
+        // The backup opens as a store holding what it reported.
+        let restored = SqliteStore::open(&out).unwrap();
+        let query = CertQuery {
+            now: OffsetDateTime::now_utc(),
+            expiring_within: None,
+            include_inactive: true,
+            limit: None,
+            role: None,
+            name: None,
+        };
+        let n = restored.certificates(&query).await.unwrap().len();
+        assert_eq!(u64::try_from(n).unwrap(), report.certificates);
+        assert!(matches!(
+            backup::backup(&dir.path().join("store.db"), &out),
+            Err(backup::BackupError::Exists(_))
+        ));
+        assert!(matches!(
+            backup::backup(&dir.path().join("none.db"), &dir.path().join("b2.db")),
+            Err(backup::BackupError::Missing(_))
+        ));
     }
 
     #[test]

@@ -9,9 +9,9 @@ use dtca_pki::Serial;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
+use super::db_error;
 use super::rows::{SUMMARY_COLUMNS, record_from_row, summary_from_row, token_from_row};
 use super::schema::open_connection;
-use super::unavailable;
 use crate::store::columns::{self, parse_serial, secs};
 use crate::store::{
     AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord, StoreError,
@@ -44,24 +44,24 @@ impl ReadPool {
 }
 
 pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
-    c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+    c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)
 }
 
 pub(super) fn token(c: &Connection, id: &str) -> Result<Option<TokenRecord>, StoreError> {
     c.prepare_cached("SELECT * FROM tokens WHERE id = ?1")
-        .map_err(unavailable)?
+        .map_err(db_error)?
         .query_row([id], token_from_row)
         .optional()
-        .map_err(unavailable)?
+        .map_err(db_error)?
         .transpose()
 }
 
 pub(super) fn tokens(c: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
     let mut stmt = c
         .prepare_cached("SELECT * FROM tokens ORDER BY created_at DESC, rowid DESC")
-        .map_err(unavailable)?;
-    let rows = stmt.query_map([], token_from_row).map_err(unavailable)?;
-    rows.map(|r| r.map_err(unavailable)?).collect()
+        .map_err(db_error)?;
+    let rows = stmt.query_map([], token_from_row).map_err(db_error)?;
+    rows.map(|r| r.map_err(db_error)?).collect()
 }
 
 pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRecord>, StoreError> {
@@ -69,10 +69,10 @@ pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRec
         "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason
          FROM certificates WHERE serial = ?1"
     ))
-    .map_err(unavailable)?
+    .map_err(db_error)?
     .query_row([serial], record_from_row)
     .optional()
-    .map_err(unavailable)?
+    .map_err(db_error)?
     .transpose()
 }
 
@@ -102,14 +102,14 @@ pub(super) fn certificates(
         "SELECT {SUMMARY_COLUMNS} FROM certificates
          WHERE {filter} AND {by_name} AND (?3 IS NULL OR role = ?3) ORDER BY not_after LIMIT ?4"
     );
-    let mut stmt = c.prepare_cached(&sql).map_err(unavailable)?;
+    let mut stmt = c.prepare_cached(&sql).map_err(db_error)?;
     let rows = stmt
         .query_map(
             params![now, bound, role, limit, query.name],
             summary_from_row,
         )
-        .map_err(unavailable)?;
-    rows.map(|r| r.map_err(unavailable)?).collect()
+        .map_err(db_error)?;
+    rows.map(|r| r.map_err(db_error)?).collect()
 }
 
 pub(super) fn revoked(
@@ -121,14 +121,14 @@ pub(super) fn revoked(
             "SELECT serial, revoked_at FROM certificates
              WHERE revoked_at IS NOT NULL AND not_after > ?1 ORDER BY revoked_at",
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([now.unix_timestamp()], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     rows.map(|r| {
-        let (serial, at) = r.map_err(unavailable)?;
+        let (serial, at) = r.map_err(db_error)?;
         Ok((
             parse_serial(&serial)?,
             columns::time(at).map_err(StoreError::Corrupt)?,
@@ -145,7 +145,7 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
              WHERE role = 'node' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
              ORDER BY name, not_after DESC"
         ))
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([now.unix_timestamp()], |row| {
             Ok((
@@ -154,10 +154,10 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
                 row.get::<_, Option<String>>(9)?,
             ))
         })
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let mut out: Vec<NodeRecord> = Vec::new();
     for row in rows {
-        let (summary, name, endpoint) = row.map_err(unavailable)?;
+        let (summary, name, endpoint) = row.map_err(db_error)?;
         if out.last().is_some_and(|n| n.name == name) {
             continue;
         }
@@ -173,7 +173,7 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
 pub(super) fn engines(c: &Connection) -> Result<Vec<EngineRecord>, StoreError> {
     let mut stmt = c
         .prepare_cached("SELECT name, endpoint, updated_at FROM nodes ORDER BY name")
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([], |row| {
             Ok((
@@ -182,9 +182,9 @@ pub(super) fn engines(c: &Connection) -> Result<Vec<EngineRecord>, StoreError> {
                 row.get::<_, i64>(2)?,
             ))
         })
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     rows.map(|r| {
-        let (name, endpoint, at) = r.map_err(unavailable)?;
+        let (name, endpoint, at) = r.map_err(db_error)?;
         Ok(EngineRecord {
             name,
             endpoint,
@@ -199,7 +199,7 @@ pub(super) fn audit(c: &Connection, limit: u32) -> Result<Vec<AuditEntry>, Store
         .prepare_cached(
             "SELECT at, kind, actor, subject, detail FROM audit ORDER BY id DESC LIMIT ?1",
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([i64::from(limit)], |row| {
             Ok((
@@ -213,9 +213,9 @@ pub(super) fn audit(c: &Connection, limit: u32) -> Result<Vec<AuditEntry>, Store
                 },
             ))
         })
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     rows.map(|r| {
-        let (at, entry) = r.map_err(unavailable)?;
+        let (at, entry) = r.map_err(db_error)?;
         Ok(AuditEntry {
             at: columns::time(at).map_err(StoreError::Corrupt)?,
             ..entry

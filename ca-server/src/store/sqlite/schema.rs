@@ -1,17 +1,19 @@
-//! The tables, and opening a connection to them: the schema is applied (and its version
-//! checked) once, when the store opens.
+//! The tables, and opening a connection to them: the file is checked and the schema
+//! applied (and its version checked) once, when the store opens.
+//!
+//! Each version of the schema is one step in [`STEPS`], applied in order inside one
+//! transaction from whatever version the file is at: version 1 made the tables, later
+//! steps change them. A new step goes at the end; steps never change once released.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, Transaction};
 
-use super::unavailable;
+use super::db_error;
 use crate::store::StoreError;
 
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
+/// Version 1: the tables as first released.
+const V1_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     secret_hash BLOB NOT NULL,
@@ -63,6 +65,33 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
+/// Version 2: the audit log without AUTOINCREMENT.
+///
+/// AUTOINCREMENT keeps the highest id in `sqlite_sequence`, one more page rewritten by
+/// every transaction that audits anything (every issuance). Audit rows are never
+/// deleted, so a plain `INTEGER PRIMARY KEY` (the largest id plus one) gives the same
+/// ever-growing ids, and `ORDER BY id` the same order. The table is copied as it is.
+const V2_AUDIT_WITHOUT_AUTOINCREMENT: &str = "
+CREATE TABLE audit_v2 (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+INSERT INTO audit_v2 (id, at, kind, actor, subject, detail)
+    SELECT id, at, kind, actor, subject, detail FROM audit ORDER BY id;
+DROP TABLE audit;
+ALTER TABLE audit_v2 RENAME TO audit;
+";
+
+/// The steps, in order: step `i` brings the file to version `i + 1`.
+const STEPS: &[&str] = &[V1_TABLES, V2_AUDIT_WITHOUT_AUTOINCREMENT];
+
+/// Schema version kept in `PRAGMA user_version`: the number of steps applied.
+const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -70,24 +99,157 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    .map_err(|e| match db_error(e) {
+        StoreError::Unavailable(why) => {
+            StoreError::Unavailable(format!("cannot open {}: {why}", path.display()))
+        }
+        other => other,
+    })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     Ok(conn)
 }
 
+/// Checks the file with SQLite's `quick_check` (every page of every table and index is
+/// read and its structure checked; index contents are not compared with their tables):
+/// a damaged file is refused before anything is written to it.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the file, with SQLite's first findings, when it is
+/// damaged or not a database at all.
+pub(super) fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |finding: String| damaged(path, &finding);
+    let findings = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| match db_error(e) {
+            StoreError::Corrupt(why) => damaged(why),
+            other => other,
+        })?;
+    if findings.len() == 1 && findings[0] == "ok" {
+        Ok(())
+    } else {
+        Err(damaged(format!(
+            "SQLite's quick check: {}",
+            findings.join("; ")
+        )))
+    }
+}
+
+/// The file at `path` is damaged: what was found, and what to do.
+pub(super) fn damaged(path: &Path, finding: &str) -> StoreError {
+    let p = path.display();
+    StoreError::Corrupt(format!(
+        "{p} is damaged ({finding}). ca-server will not use it: move it aside for inspection and restore the last backup made with `ca-server store backup` (rm -f {p}-wal {p}-shm && install -m 0600 BACKUP {p})"
+    ))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Unavailable(format!(
             "the database has schema version {version}, newer than this ca-server ({SCHEMA_VERSION}); upgrade ca-server"
         )));
     }
-    let tx = conn.transaction().map_err(unavailable)?;
-    tx.execute_batch(SCHEMA).map_err(unavailable)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(db_error)?;
+    apply_steps(&tx, version)?;
+    tx.commit().map_err(db_error)
+}
+
+fn apply_steps(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
+    let done = usize::try_from(from).unwrap_or(0);
+    for (i, step) in STEPS.iter().enumerate().skip(done) {
+        tx.execute_batch(step).map_err(db_error)?;
+        if from > 0 {
+            tracing::info!(version = i + 1, "store schema upgraded");
+        }
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)
+        .map_err(db_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(conn: &Connection) -> String {
+        conn.query_row(
+            "SELECT group_concat(sql, ';') FROM sqlite_master WHERE name = 'audit'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_store_gets_the_audit_log_without_autoincrement() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert!(
+            !tables(&conn).contains("AUTOINCREMENT"),
+            "{}",
+            tables(&conn)
+        );
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_store_keeps_its_audit_log_and_ids_when_upgraded() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1_TABLES).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (i, kind) in ["issue", "token-use", "revoke"].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO audit (at, kind, actor, subject, detail) VALUES (?1, ?2, 'a', 's', 'd')",
+                rusqlite::params![i64::try_from(i).unwrap(), kind],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        assert!(!tables(&conn).contains("AUTOINCREMENT"));
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT id, kind FROM audit ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, "issue".into()),
+                (2, "token-use".into()),
+                (3, "revoke".into())
+            ]
+        );
+        let sequences: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_sequence WHERE name = 'audit'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sequences, 0);
+        conn.execute(
+            "INSERT INTO audit (at, kind, actor, subject, detail) VALUES (9, 'issue', 'a', 's', 'd')",
+            [],
+        )
+        .unwrap();
+        let newest: i64 = conn
+            .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(newest, 4);
+    }
 }

@@ -1,38 +1,55 @@
 //! The writer thread: writes queue up, and whatever has queued is applied as one
-//! transaction (each write in its own savepoint) with one commit; and the checkpoint
-//! thread that moves committed pages from the WAL into the database file.
+//! transaction (each write in its own savepoint) with one commit. Before each batch it
+//! asks the store's [`Condition`] whether it may write at all (not with a full disk or a
+//! damaged file); after each commit it lets the [`Wal`] start over when it is due.
+
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 use dtca_pki::Serial;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::unavailable;
+use super::condition::Condition;
+use super::db_error;
+use super::wal::{Poke, Wal};
 use crate::store::columns::{self, parse_serial, secs};
 use crate::store::queue::{Change, Job, Outcome, Write};
 use crate::store::{AuditEntry, AuditKind, Issuance, RevokeTarget, StoreError};
 
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Shortest time between two WAL checkpoints.
-const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub(super) fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Job>,
-    wrote: std::sync::mpsc::SyncSender<()>,
+    wal: Arc<Wal>,
+    condition: Arc<Condition>,
+    pokes: SyncSender<Poke>,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        let results = apply_batch(&mut conn, &mut batch, &mut rx);
+        let results = match condition.check_space() {
+            Ok(()) => apply_batch(&mut conn, &mut batch, &mut rx),
+            Err(refused) => {
+                // Nothing is begun: every write waiting now gets the same answer.
+                drain(&mut batch, &mut rx);
+                batch.iter().map(|_| Err(refused.clone())).collect()
+            }
+        };
         let committed = results.iter().any(Result::is_ok);
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            condition.note(e);
+        }
         for (job, result) in batch.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
         if committed {
-            // Full (a checkpoint is already due) or closed: either way nothing to do.
-            let _ = wrote.try_send(());
+            wal.after_commit(&conn);
         }
+        // Full (a poke is already waiting) or closed: either way nothing to do.
+        let _ = pokes.try_send(Poke::Wrote);
     }
 }
 
@@ -48,21 +65,21 @@ fn apply_batch(
     let fail_all = |n: usize, e: StoreError| (0..n).map(|_| Err(e.clone())).collect();
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return fail_all(batch.len(), unavailable(e)),
+        Err(e) => return fail_all(batch.len(), db_error(e)),
     };
     let mut results = Vec::with_capacity(batch.len());
     loop {
         for job in &batch[results.len()..] {
             let result = match tx.savepoint() {
                 Ok(mut sp) => match apply(&mut sp, &job.write) {
-                    Ok(outcome) => sp.commit().map(|()| outcome).map_err(unavailable),
+                    Ok(outcome) => sp.commit().map(|()| outcome).map_err(db_error),
                     Err(e) => {
                         // Dropping the savepoint rolls this write back; the batch goes on.
                         drop(sp);
                         Err(e)
                     }
                 },
-                Err(e) => Err(unavailable(e)),
+                Err(e) => Err(db_error(e)),
             };
             results.push(result);
         }
@@ -72,7 +89,7 @@ fn apply_batch(
     }
     match tx.commit() {
         Ok(()) => results,
-        Err(e) => fail_all(batch.len(), unavailable(e)),
+        Err(e) => fail_all(batch.len(), db_error(e)),
     }
 }
 
@@ -86,23 +103,6 @@ fn drain(batch: &mut Vec<Job>, rx: &mut mpsc::Receiver<Job>) -> bool {
         }
     }
     batch.len() > before
-}
-
-/// Copies committed pages from the WAL into the database file, off the commit path.
-///
-/// With SQLite's automatic checkpoints, the commit that crosses the WAL size limit copies
-/// a thousand pages and syncs the database file before it returns, and every issuance
-/// waiting behind it waits that long too (the p99 of issuance latency). Here the writer
-/// only signals that it committed; this thread runs a passive checkpoint (which never
-/// blocks the writer or readers) and then pauses, so under load it checkpoints a few
-/// times a second, and an idle server does nothing at all.
-pub(super) fn checkpoint_loop(conn: Connection, wrote: std::sync::mpsc::Receiver<()>) {
-    while wrote.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit");
-        }
-        std::thread::sleep(CHECKPOINT_PAUSE);
-    }
 }
 
 fn apply(tx: &mut rusqlite::Savepoint<'_>, write: &Write) -> Result<Outcome, StoreError> {
@@ -122,7 +122,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                     "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10) ON CONFLICT (id) DO NOTHING",
                 )
-                .map_err(unavailable)?
+                .map_err(db_error)?
                 .execute(params![
                     t.id,
                     t.secret_hash,
@@ -135,7 +135,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                     policy,
                     t.cert_ttl.map(secs),
                 ])
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             if inserted == 0 {
                 return Err(StoreError::Conflict(format!("token {}", t.id)));
             }
@@ -147,7 +147,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                     "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                     params![id, audit.at.unix_timestamp()],
                 )
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("token {id}")));
             }
@@ -169,7 +169,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                  ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint, updated_at = excluded.updated_at",
                 params![name, endpoint, audit.at.unix_timestamp()],
             )
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
             insert_audit(tx, audit)?;
         }
     }
@@ -183,10 +183,10 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
             .prepare_cached(
                 "SELECT uses, max_uses, expires_at, revoked_at FROM tokens WHERE id = ?1",
             )
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         let (uses, max_uses, expires_at, revoked_at) = row.ok_or(StoreError::TokenUnknown)?;
         if revoked_at.is_some() {
             return Err(StoreError::TokenRevoked);
@@ -200,9 +200,9 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
             return Err(StoreError::TokenUsedUp);
         }
         tx.prepare_cached("UPDATE tokens SET uses = uses + 1 WHERE id = ?1")
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .execute([id])
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
     }
     let c = &issuance.cert;
     let serial = c.summary.serial.to_string();
@@ -210,19 +210,19 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
         let old = old.to_string();
         let revoked: Option<Option<i64>> = tx
             .prepare_cached("SELECT revoked_at FROM certificates WHERE serial = ?1")
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .query_row([&old], |r| r.get(0))
             .optional()
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         match revoked {
             None => return Err(StoreError::NotFound(format!("certificate {old}"))),
             Some(Some(_)) => return Err(StoreError::CertRevoked(parse_serial(&old)?)),
             Some(None) => {}
         }
         tx.prepare_cached("UPDATE certificates SET renewed_by = ?2 WHERE serial = ?1")
-            .map_err(unavailable)?
+            .map_err(db_error)?
             .execute([&old, &serial])
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
     }
     let policy =
         serde_json::to_string(&c.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -232,7 +232,7 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
                                    token_id, renewed_from, renewed_by, policy, issued_at, revoked_at, revocation_reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?13, NULL, NULL)",
     )
-    .map_err(unavailable)?
+    .map_err(db_error)?
     .execute(params![
         serial,
         id.uri(),
@@ -252,7 +252,7 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             StoreError::Conflict(format!("certificate {serial}"))
         }
-        other => unavailable(other),
+        other => db_error(other),
     })?;
     for entry in &issuance.audit {
         insert_audit(tx, entry)?;
@@ -278,7 +278,7 @@ fn revoke(
                     |r| r.get(0),
                 )
                 .optional()
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             match exists {
                 None => return Err(StoreError::NotFound(format!("certificate {serial}"))),
                 Some(Some(_)) => Vec::new(),
@@ -287,7 +287,7 @@ fn revoke(
                         "UPDATE certificates SET revoked_at = ?2, revocation_reason = ?3 WHERE serial = ?1",
                         params![serial, at_secs, reason],
                     )
-                    .map_err(unavailable)?;
+                    .map_err(db_error)?;
                     vec![serial]
                 }
             }
@@ -299,14 +299,14 @@ fn revoke(
                      WHERE name = ?1 AND role != 'ca' AND (?4 IS NULL OR role = ?4)
                        AND revoked_at IS NULL AND not_after > ?2 RETURNING serial",
                 )
-                .map_err(unavailable)?;
+                .map_err(db_error)?;
             let role = role.map(|r| r.as_str());
             let rows = stmt
                 .query_map(params![name, at_secs, reason, role], |r| {
                     r.get::<_, String>(0)
                 })
-                .map_err(unavailable)?;
-            rows.collect::<Result<_, _>>().map_err(unavailable)?
+                .map_err(db_error)?;
+            rows.collect::<Result<_, _>>().map_err(db_error)?
         }
     };
     let mut out = Vec::with_capacity(serials.len());
@@ -330,7 +330,7 @@ fn insert_audit(tx: &rusqlite::Savepoint<'_>, entry: &AuditEntry) -> Result<(), 
     tx.prepare_cached(
         "INSERT INTO audit (at, kind, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
-    .map_err(unavailable)?
+    .map_err(db_error)?
     .execute(params![
         entry.at.unix_timestamp(),
         entry.kind,
@@ -338,6 +338,6 @@ fn insert_audit(tx: &rusqlite::Savepoint<'_>, entry: &AuditEntry) -> Result<(), 
         entry.subject,
         entry.detail
     ])
-    .map_err(unavailable)?;
+    .map_err(db_error)?;
     Ok(())
 }
