@@ -301,13 +301,19 @@ impl StateDir {
         let cluster = self.cluster()?;
         let root = read_cert(&self.ca_pem())?;
         let intermediate = read_cert(&self.intermediate_pem())?;
-        let key_text = Zeroizing::new(files::read_to_string(&self.intermediate_key())?);
+        let key_path = self.intermediate_key();
+        let key_text = Zeroizing::new(files::read_to_string(&key_path)?);
+        // Which file a key problem is about: a truncated key is not a wrong passphrase.
+        let named = |e: KeyError| match e {
+            KeyError::WrongPassphrase => StateError::WrongPassphrase,
+            other => StateError::Invalid(format!("{}: {other}", key_path.display())),
+        };
         let key = match (cluster.encrypted, passphrase) {
             (true, Passphrase::Secret(secret)) => {
-                PrivateKey::from_encrypted_pem(&key_text, secret)?
+                PrivateKey::from_encrypted_pem(&key_text, secret).map_err(named)?
             }
             (true, Passphrase::InsecureNone) => return Err(StateError::PassphraseRequired),
-            (false, Passphrase::InsecureNone) => PrivateKey::from_pem(&key_text)?,
+            (false, Passphrase::InsecureNone) => PrivateKey::from_pem(&key_text).map_err(named)?,
             (false, Passphrase::Secret(_)) => {
                 return Err(StateError::Invalid(
                     "the CA keys were created without a passphrase; start with --insecure-no-passphrase".into(),
@@ -436,6 +442,25 @@ mod tests {
             Err(StateError::AlreadyInitialized(_))
         ));
         assert_eq!(std::fs::read(state.ca_pem()).unwrap(), before);
+    }
+
+    /// Regression: a truncated key file said "not a PEM private key of the expected
+    /// kind" without saying which file.
+    #[tokio::test]
+    async fn a_damaged_key_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        state
+            .init("c", KeyType::P256, &secret("pw"), OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let key = dir.path().join("intermediate-key.pem");
+        let text = std::fs::read_to_string(&key).unwrap();
+        std::fs::write(&key, &text[..text.len() / 2]).unwrap();
+        let Err(StateError::Invalid(why)) = state.load_authority(&secret("pw")) else {
+            panic!("a truncated key was loaded");
+        };
+        assert!(why.contains(&key.display().to_string()), "{why}");
     }
 
     #[tokio::test]
