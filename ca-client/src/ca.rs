@@ -15,6 +15,7 @@ use dtca_proto::v1::{self, ca_client::CaClient};
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 
+use crate::clock::{self, CaClock};
 use crate::error::{BadAnswer, ClientError, Invalid};
 use crate::sans::Sans;
 
@@ -43,6 +44,7 @@ pub async fn first_contact(
         .trust_bundle(v1::TrustBundleRequest {})
         .await?
         .into_inner();
+    let received = OffsetDateTime::now_utc();
     let root_der = inspect::certs_from_pem(&bundle.root_pem)
         .map_err(BadAnswer::TrustBundle)?
         .into_iter()
@@ -52,6 +54,8 @@ pub async fn first_contact(
     if !pin.matches(&root_der) {
         return Err(tls::ConnectError::RootMismatch.into());
     }
+    // Before the token is spent: would this clock accept what the CA issues now?
+    check_clock(&bundle, received)?;
     Ok((
         client,
         Trusted {
@@ -132,6 +136,13 @@ pub async fn renew(
 ) -> Result<Bundle, ClientError> {
     let leaf = current.leaf()?;
     let identity = leaf.identity.clone().ok_or(Invalid::NoIdentity)?;
+    // A renewal spends no token, but the CA would mark the current certificate renewed
+    // for a new one this clock refuses: ask the CA's time first.
+    let bundle = client
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await?
+        .into_inner();
+    check_clock(&bundle, OffsetDateTime::now_utc())?;
     let key = PrivateKey::generate(key_type).map_err(Invalid::Key)?;
     let csr = csr::build(&key, &identity.name, &sans.dns, &sans.ips).map_err(Invalid::Csr)?;
     let issued = client
@@ -145,6 +156,47 @@ pub async fn renew(
         &identity.cluster,
         Some(&identity),
     )
+}
+
+/// Refuses, before anything is spent, when this machine's clock (at `received`, when the
+/// trust bundle arrived) would not accept a certificate the CA issues now or its CA
+/// certificates. A server too old to send its time is not judged.
+///
+/// # Errors
+/// [`ClientError::Clock`], or [`BadAnswer::TrustBundle`] for a bundle that does not parse.
+fn check_clock(
+    bundle: &v1::TrustBundleResponse,
+    received: OffsetDateTime,
+) -> Result<(), ClientError> {
+    if bundle.server_time_unix_ms == 0 {
+        return Ok(());
+    }
+    let at = OffsetDateTime::from_unix_timestamp_nanos(
+        i128::from(bundle.server_time_unix_ms) * 1_000_000,
+    )
+    .map_err(|e| BadAnswer::Clock(e.to_string()))?;
+    let ca = CaClock {
+        at,
+        backdate: std::time::Duration::from_secs(
+            u64::try_from(bundle.leaf_backdate_seconds).unwrap_or(0),
+        ),
+    };
+    let first = |pem: &str| -> Result<CertInfo, ClientError> {
+        let der = inspect::certs_from_pem(pem)
+            .map_err(BadAnswer::TrustBundle)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Ok(CertInfo::from_der(&der).map_err(BadAnswer::TrustBundle)?)
+    };
+    let root = first(&bundle.root_pem)?;
+    let intermediate = first(&bundle.intermediate_pem)?;
+    clock::judge(
+        ca,
+        received,
+        &[("root", &root), ("intermediate", &intermediate)],
+    )?;
+    Ok(())
 }
 
 /// Checks an issued certificate before it may be written: it chains to the trusted root,

@@ -16,11 +16,12 @@ use dtca_common::tls::ConnectError;
 use dtca_pki::Serial;
 use dtca_pki::chain::ChainError;
 use dtca_pki::csr::CsrError;
-use dtca_pki::duration::DurationError;
+use dtca_pki::duration::{self, DurationError};
 use dtca_pki::inspect::InspectError;
 use dtca_pki::key::KeyError;
 use dtca_pki::token::TokenError;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 /// A client failure: one line for the user and a reason.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub enum ClientError {
     Engine(#[from] EngineFailure),
     #[error(transparent)]
     Switch(#[from] SwitchFailure),
+    #[error(transparent)]
+    Clock(#[from] ClockSkew),
 }
 
 impl ClientError {
@@ -65,6 +68,7 @@ impl ClientError {
             ClientError::Config(_) => Reason::Config,
             ClientError::Engine(_) => Reason::DockerUnavailable,
             ClientError::Switch(_) => Reason::DockerSwitch,
+            ClientError::Clock(_) => Reason::ClockSkew,
         }
     }
 }
@@ -147,6 +151,8 @@ pub enum NotEnrolled {
 pub enum BadAnswer {
     #[error("trust bundle: {0}")]
     TrustBundle(InspectError),
+    #[error("the CA's time is not a time: {0}")]
+    Clock(String),
     #[error("{0}")]
     Certificate(InspectError),
     #[error("the certificate does not verify against the pinned root: {0}")]
@@ -157,6 +163,36 @@ pub enum BadAnswer {
     NoIdentity,
     #[error("unexpected identity {uri}")]
     UnexpectedIdentity { uri: String },
+}
+
+/// This machine's clock would refuse what the CA issues now: found before anything is
+/// spent (from the CA's clock, sent with its trust bundle).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClockSkew {
+    #[error(
+        "this machine's clock is {} behind the CA's (here {}, at the CA {}): a certificate issued now would only be valid here from {} on (the CA starts a certificate's validity {} before it issues it). Set this machine's clock right (NTP) and try again; nothing was spent",
+        duration::human(*behind_secs), duration::timestamp(*local), duration::timestamp(*ca),
+        duration::timestamp(*valid_from), duration::human(*backdate_secs)
+    )]
+    Behind {
+        behind_secs: i64,
+        local: OffsetDateTime,
+        ca: OffsetDateTime,
+        valid_from: OffsetDateTime,
+        backdate_secs: i64,
+    },
+    #[error(
+        "by this machine's clock ({}; the CA's says {}) the CA's {what} certificate is not valid: it is valid from {} to {}. Set this machine's clock right (NTP) and try again; nothing was spent",
+        duration::timestamp(*local), duration::timestamp(*ca), duration::timestamp(*not_before),
+        duration::timestamp(*not_after)
+    )]
+    CaCertificate {
+        what: &'static str,
+        local: OffsetDateTime,
+        ca: OffsetDateTime,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    },
 }
 
 /// Settings or local files that do not make sense.

@@ -9,6 +9,8 @@
 //! - [`operator`]: `login` (operator and admin certificates, docker contexts) and `env`.
 //! - [`contexts`]: docker contexts in the CLI's own store.
 //! - [`ca`]: talking to the CA: root pinning by token digest, checking what comes back.
+//! - [`clock`]: whether this clock would accept what the CA issues, before anything is
+//!   spent.
 //! - [`sans`]: the names a node asks for.
 //! - [`state`]: `client.toml`, what a client remembers about its enrollment.
 //! - [`error`]: failures and their exit codes.
@@ -19,6 +21,7 @@
 pub mod agent;
 pub mod ca;
 pub mod cli;
+pub mod clock;
 pub mod contexts;
 pub mod docker;
 pub mod enroll;

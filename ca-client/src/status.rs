@@ -22,7 +22,9 @@ pub enum Health {
     Ok,
     /// Valid, but expires within the warning window.
     Expiring,
-    /// Expired or not yet valid.
+    /// Its validity starts in this machine's future: this clock is behind the CA's.
+    NotYetValid,
+    /// Expired.
     Expired,
     /// Unusable: the key does not belong to the certificate, a file does not parse or
     /// cannot be read.
@@ -38,7 +40,7 @@ impl Health {
         ExitCode::from(match self {
             Health::Ok => 0,
             Health::Expiring => 1,
-            Health::Expired | Health::Broken => 2,
+            Health::NotYetValid | Health::Expired | Health::Broken => 2,
             Health::Missing => 3,
         })
     }
@@ -47,6 +49,7 @@ impl Health {
         match self {
             Health::Ok => "OK",
             Health::Expiring => "EXPIRING",
+            Health::NotYetValid => "NOT YET VALID",
             Health::Expired => "EXPIRED",
             Health::Broken => "BROKEN",
             Health::Missing => "MISSING",
@@ -56,7 +59,9 @@ impl Health {
 
 /// Judges one certificate at `now` with a warning window.
 pub fn judge(leaf: &CertInfo, now: OffsetDateTime, warn_within: Duration) -> Health {
-    if leaf.not_after <= now || leaf.not_before > now {
+    if leaf.not_before > now {
+        Health::NotYetValid
+    } else if leaf.not_after <= now {
         Health::Expired
     } else if leaf.not_after - now <= warn_within {
         Health::Expiring
@@ -108,14 +113,30 @@ fn check_one(
     };
     let h = judge(&leaf, now, warn_within);
     let line = format!(
-        "{} {what} {} serial {} expires {} ({})",
+        "{} {what} {} serial {} {}",
         h.word(),
         leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
         leaf.serial,
-        duration::timestamp(leaf.not_after),
-        describe_left(leaf.seconds_left(now))
+        describe_validity(&leaf, now)
     );
     (h, line)
+}
+
+/// When the certificate is valid, as seen from `now`.
+fn describe_validity(leaf: &CertInfo, now: OffsetDateTime) -> String {
+    if leaf.not_before > now {
+        return format!(
+            "valid from {} (in {} by this machine's clock: is it behind?) until {}",
+            duration::timestamp(leaf.not_before),
+            duration::human((leaf.not_before - now).whole_seconds()),
+            duration::timestamp(leaf.not_after)
+        );
+    }
+    format!(
+        "expires {} ({})",
+        duration::timestamp(leaf.not_after),
+        describe_left(leaf.seconds_left(now))
+    )
 }
 
 fn describe_left(seconds: i64) -> String {
@@ -144,8 +165,14 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
             "server": state.server,
             "serial": leaf.serial.to_string(),
             "names": names,
+            "not_before": duration::timestamp(leaf.not_before),
             "not_after": duration::timestamp(leaf.not_after),
             "seconds_left": leaf.seconds_left(now),
+            "validity": match judge(&leaf, now, Duration::ZERO) {
+                Health::NotYetValid => "not-yet-valid",
+                Health::Expired => "expired",
+                _ => "valid",
+            },
             "last_renewal": state.last_renewal,
             "next_renewal": state.next_renewal.as_ref().map(|p| p.at.clone()),
             "last_error": state.last_error,
@@ -171,6 +198,13 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
             names.join(" ")
         }
     );
+    if leaf.not_before > now {
+        println!(
+            "not before:   {} (NOT YET VALID: starts in {} by this machine's clock; is it behind?)",
+            duration::timestamp(leaf.not_before),
+            duration::human((leaf.not_before - now).whole_seconds())
+        );
+    }
     println!(
         "not after:    {} ({})",
         duration::timestamp(leaf.not_after),
@@ -344,11 +378,28 @@ mod tests {
             judge(&leaf(now - day * 2, now - day), now, week),
             Health::Expired
         );
-        assert_eq!(
-            judge(&leaf(now + day, now + day * 2), now, week),
-            Health::Expired
-        );
         assert!(Health::Missing > Health::Expired && Health::Expired > Health::Expiring);
+    }
+
+    /// Regression: `check` called a certificate whose validity starts in the future (a
+    /// clock behind the CA's) EXPIRED.
+    #[test]
+    fn a_certificate_from_the_future_is_not_yet_valid_not_expired() {
+        let now = OffsetDateTime::now_utc();
+        let week = Duration::from_secs(7 * 86_400);
+        let early = leaf(
+            now + time::Duration::minutes(5),
+            now + time::Duration::days(30),
+        );
+        assert_eq!(judge(&early, now, week), Health::NotYetValid);
+        assert_eq!(Health::NotYetValid.word(), "NOT YET VALID");
+        assert_eq!(Health::NotYetValid.exit_code(), ExitCode::from(2));
+        let text = describe_validity(&early, now);
+        assert!(
+            text.contains("in 5m 00s") || text.contains("in 4m 59s"),
+            "{text}"
+        );
+        assert!(!text.contains("expired"), "{text}");
     }
 
     /// Regression: `check` printed "EXPIRED" for a key that does not belong to its

@@ -347,8 +347,80 @@ fn classify_tls(addr: &ServerAddr, err: std::io::Error) -> ConnectError {
         };
     }
     match tls {
-        rustls::Error::InvalidCertificate(e) => ConnectError::Untrusted(format!("{e:?}")),
-        other => ConnectError::Tls(other.to_string()),
+        rustls::Error::InvalidCertificate(e) => certificate_refused(e),
+        rustls::Error::AlertReceived(alert) => ConnectError::Tls(format!(
+            "the CA ended the handshake: {}",
+            alert_words(*alert)
+        )),
+        _ => ConnectError::Tls("the TLS handshake with the CA failed".into()),
+    }
+}
+
+/// Why the CA's certificate was refused, in words (rustls says most of it only in its
+/// debug text): a certificate not valid by this clock is a clock problem of its own.
+fn certificate_refused(e: &CertificateError) -> ConnectError {
+    let from_unix = |t: &UnixTime| {
+        time::OffsetDateTime::from_unix_timestamp(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
+            .map(dtca_pki::duration::timestamp)
+            .unwrap_or_default()
+    };
+    let why = match e {
+        CertificateError::NotValidYetContext { time, not_before } => {
+            return ConnectError::ClockSkew(format!(
+                "the CA's TLS certificate is valid from {}, but this machine's clock says {}: this clock is behind; set it right (NTP) and try again",
+                from_unix(not_before),
+                from_unix(time)
+            ));
+        }
+        CertificateError::NotValidYet => {
+            return ConnectError::ClockSkew(
+                "the CA's TLS certificate is not valid yet by this machine's clock: this clock is behind; set it right (NTP) and try again".into(),
+            );
+        }
+        CertificateError::ExpiredContext { time, not_after } => {
+            return ConnectError::ClockSkew(format!(
+                "the CA's TLS certificate expired at {}, and this machine's clock says {}: if this clock is ahead, set it right (NTP); otherwise the CA's certificate has not been renewed",
+                from_unix(not_after),
+                from_unix(time)
+            ));
+        }
+        CertificateError::Expired => {
+            return ConnectError::ClockSkew(
+                "the CA's TLS certificate has expired by this machine's clock: if this clock is ahead, set it right (NTP)".into(),
+            );
+        }
+        CertificateError::UnknownIssuer => "it is not issued by the trusted root",
+        CertificateError::BadSignature => "a signature in its chain does not verify",
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            "it is not valid for the name the CA was reached by (add that name with `ca-server serve --san`)"
+        }
+        CertificateError::Revoked => "it is revoked",
+        CertificateError::BadEncoding => "it is not a well-formed certificate",
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "it is not a TLS server certificate"
+        }
+        _ => "it does not verify",
+    };
+    ConnectError::Untrusted(why.into())
+}
+
+/// A TLS alert from the CA in words.
+fn alert_words(alert: rustls::AlertDescription) -> &'static str {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::BadCertificate | A::UnsupportedCertificate => {
+            "it did not accept this client's certificate"
+        }
+        A::CertificateExpired => {
+            "it says this client's certificate has expired (or a clock is wrong)"
+        }
+        A::CertificateRevoked => "it says this client's certificate is revoked",
+        A::CertificateRequired => "it wants a client certificate",
+        A::UnknownCA => "it does not know the issuer of this client's certificate",
+        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity => {
+            "no TLS version or cipher suite in common"
+        }
+        _ => "a TLS alert",
     }
 }
 
@@ -365,6 +437,8 @@ pub enum ConnectError {
     RootMismatch,
     #[error("the CA server's certificate was not accepted: {0}")]
     Untrusted(String),
+    #[error("{0}")]
+    ClockSkew(String),
     #[error("TLS failure talking to the CA: {0}")]
     Tls(String),
 }
@@ -377,6 +451,7 @@ impl ConnectError {
             ConnectError::Unreachable { .. } => Reason::Unreachable,
             ConnectError::RootMismatch => Reason::RootMismatch,
             ConnectError::Untrusted(_) | ConnectError::Tls(_) => Reason::ServerUntrusted,
+            ConnectError::ClockSkew(_) => Reason::ClockSkew,
         }
     }
 }
@@ -384,6 +459,36 @@ impl ConnectError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a client whose clock was behind the CA's saw rustls's debug text
+    /// (`NotValidYetContext { time: UnixTime(..), .. }`).
+    #[test]
+    fn a_certificate_not_valid_by_this_clock_is_a_clock_problem_in_words() {
+        let e = certificate_refused(&CertificateError::NotValidYetContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_795_773_000)),
+            not_before: UnixTime::since_unix_epoch(Duration::from_secs(1_795_773_300)),
+        });
+        assert_eq!(e.reason(), Reason::ClockSkew);
+        let text = e.to_string();
+        assert!(text.contains("2026-11-27 09:55:00Z"), "{text}");
+        assert!(text.contains("clock is behind"), "{text}");
+        for e in [
+            CertificateError::UnknownIssuer,
+            CertificateError::NotValidForName,
+            CertificateError::BadEncoding,
+            CertificateError::Expired,
+            CertificateError::ApplicationVerificationFailure,
+        ] {
+            let text = certificate_refused(&e).to_string();
+            assert!(
+                !text.contains("UnknownIssuer")
+                    && !text.contains("NotValid")
+                    && !text.contains("Application")
+                    && !text.contains('{'),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn parses_server_addresses() {

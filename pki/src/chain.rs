@@ -136,7 +136,28 @@ impl ChainError {
                 ChainError::UnknownIssuer
             }
             webpki::Error::RequiredEkuNotFoundContext(_) => ChainError::WrongUsage,
-            other => ChainError::Invalid(format!("{other:?}")),
+            // webpki says the rest only in its debug text: say it in words.
+            webpki::Error::BadDer | webpki::Error::BadDerTime | webpki::Error::TrailingData(_) => {
+                ChainError::Invalid("a certificate in the chain is not well-formed DER".into())
+            }
+            webpki::Error::CaUsedAsEndEntity | webpki::Error::EndEntityUsedAsCa => {
+                ChainError::Invalid(
+                    "a CA certificate stands where a leaf belongs, or the reverse".into(),
+                )
+            }
+            webpki::Error::InvalidCertValidity => {
+                ChainError::Invalid("a certificate's validity ends before it starts".into())
+            }
+            webpki::Error::UnsupportedCriticalExtension => ChainError::Invalid(
+                "a certificate carries a critical extension this client does not know".into(),
+            ),
+            webpki::Error::PathLenConstraintViolated
+            | webpki::Error::NameConstraintViolation
+            | webpki::Error::MaximumPathDepthExceeded => ChainError::Invalid(
+                "the chain breaks a constraint of its CA certificates (path length or names)"
+                    .into(),
+            ),
+            _ => ChainError::Invalid("the certificate chain does not verify".into()),
         }
     }
 }

@@ -41,10 +41,14 @@ impl ca_server::Ca for CaService {
         _: Request<v1::TrustBundleRequest>,
     ) -> Result<Response<v1::TrustBundleResponse>, Status> {
         let (root_pem, intermediate_pem) = self.cx.registrar.trust_bundle();
+        let now = OffsetDateTime::now_utc();
         Ok(Response::new(v1::TrustBundleResponse {
             cluster: self.cx.registrar.authority().cluster().to_string(),
             root_pem,
             intermediate_pem,
+            server_time_unix_ms: i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+            leaf_backdate_seconds: i64::try_from(dtca_pki::profile::BACKDATE.as_secs())
+                .unwrap_or(0),
         }))
     }
 
