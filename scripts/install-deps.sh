@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the demo and the tests use from Debian's packages:
 # dockerd (docker.io), busybox-static (a tiny image for containers), openssl, iproute2,
-# PostgreSQL. The docker CLI already on the machine is used when present.
+# PostgreSQL, faketime (a client whose clock is wrong). The docker CLI already on the
+# machine is used when present.
 # Run as root. Idempotent; prints only what it installs.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ "${DTCA_WITH_CFSSL:-0}" = 1 ]; then
   command -v cfssl >/dev/null 2>&1 || need+=(golang-cfssl)
 fi

@@ -5,7 +5,8 @@
 //! - [`cli`]: running them and reading what they printed (exit codes, one error line).
 //! - [`process`]: a child process that is stopped (SIGTERM, then SIGKILL) when dropped.
 //! - [`ca`]: a CA served in-process through `ca_server::server::run` on 127.0.0.1:0.
-//! - [`serve`]: a `ca-server serve` process on a free port.
+//! - [`serve`]: a `ca-server serve` process on a free port, and its health.
+//! - [`load`]: enrollment load against a running CA, remembering what it delivered.
 //! - [`docker`]: real dockerd engines, plain at first, stopped by pid.
 //! - [`openssl`]: `openssl verify` of issued chains.
 //! - [`postgres`]: a private PostgreSQL server in a temp dir, stopped by pid.
@@ -20,6 +21,7 @@ pub mod bins;
 pub mod ca;
 pub mod cli;
 pub mod docker;
+pub mod load;
 pub mod openssl;
 pub mod postgres;
 pub mod process;

@@ -52,9 +52,20 @@ impl ServeProcess {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> ServeProcess {
+        Self::start_logged(state, &state.join("serve.log"), listen, extra, envs)
+    }
+
+    /// The same, logging to `log` (outside a state dir that is meant to fill up).
+    pub fn start_logged(
+        state: &Path,
+        log: &Path,
+        listen: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServeProcess {
         let addr_file = state.join("server.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let log = state.join("serve.log");
+        let log = log.to_path_buf();
         let mut cmd = Command::new(bin("ca-server"));
         cmd.args(["serve", "--listen", listen, "--state-dir"])
             .arg(state)
@@ -86,4 +97,37 @@ impl ServeProcess {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// What the gRPC Health service of the CA at `addr` (whose root is `state/ca.pem`) says of
+/// the whole server: serving or not, and the reason it gives (`dtca-reason`); `None` when
+/// it cannot be asked.
+///
+/// # Panics
+/// When `state/ca.pem` cannot be read.
+pub async fn health(addr: &str, state: &Path) -> Option<(bool, Option<dtca_common::Reason>)> {
+    use dtca_common::tls::{self, ServerAddr, Trust};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let pem = std::fs::read_to_string(state.join("ca.pem")).unwrap();
+    let root = dtca_pki::inspect::certs_from_pem(&pem).unwrap().remove(0);
+    let config = tls::client_config(Trust::Root(root), None).ok()?;
+    let channel = tls::connect(&ServerAddr::parse(addr).ok()?, config)
+        .await
+        .ok()?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    let why = answer
+        .metadata()
+        .get(dtca_common::reason::METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Some((
+        answer.into_inner().status == ServingStatus::Serving as i32,
+        why,
+    ))
 }

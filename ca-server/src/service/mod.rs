@@ -59,11 +59,13 @@ impl Context {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             match reason {
-                dtca_common::Reason::Internal
-                | dtca_common::Reason::StoreUnavailable
-                | dtca_common::Reason::StoreFull
-                | dtca_common::Reason::StoreCorrupt => {
+                dtca_common::Reason::Internal | dtca_common::Reason::StoreUnavailable => {
                     tracing::error!(method, %remote, %reason, error = %refusal, "request failed");
+                }
+                // The store logs these once, when its disk fills or its file is found
+                // damaged: a line per refused request could fill that disk further.
+                dtca_common::Reason::StoreFull | dtca_common::Reason::StoreCorrupt => {
+                    tracing::debug!(method, %remote, %reason, error = %refusal, "request failed");
                 }
                 _ => tracing::info!(method, %remote, %reason, error = %refusal, "request refused"),
             }
