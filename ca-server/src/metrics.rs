@@ -226,6 +226,12 @@ pub fn render_store(stats: &StoreStats) -> String {
         "Times the embedded store's WAL started over from its beginning.",
         stats.wal_resets,
     );
+    metric(
+        "dtca_store_commits_total",
+        "counter",
+        "Transactions the embedded store committed (each a batch of writes).",
+        stats.commits,
+    );
     if let Some(free) = stats.free_bytes {
         metric(
             "dtca_store_free_bytes",

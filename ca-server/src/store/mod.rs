@@ -286,6 +286,8 @@ pub struct StoreStats {
     pub wal_written_bytes: u64,
     /// Times the WAL started over from its beginning since the store opened.
     pub wal_resets: u64,
+    /// Transactions committed since the store opened (each holds a batch of writes).
+    pub commits: u64,
     /// Free space on the database's file system, when it can be read.
     pub free_bytes: Option<u64>,
 }

@@ -71,6 +71,8 @@ pub(super) struct Wal {
     written: AtomicU64,
     /// Times the WAL started over.
     resets: AtomicU64,
+    /// Commits seen by the hook.
+    commits: AtomicU64,
     /// The maintenance thread copied nearly everything: the writer should finish it.
     rewind_due: AtomicBool,
     /// One checkpoint at a time: SQLite refuses a second one rather than waiting.
@@ -89,6 +91,7 @@ impl Wal {
             frames: AtomicU64::new(0),
             written: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
             rewind_due: AtomicBool::new(false),
             checkpoint: Mutex::new(()),
             warned: AtomicBool::new(false),
@@ -107,6 +110,7 @@ impl Wal {
     }
 
     fn committed(&self, frames: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
         let before = self.frames.swap(frames, Ordering::Relaxed);
         let added = if frames >= before {
             frames - before
@@ -165,6 +169,7 @@ impl Wal {
             wal_bytes: std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0),
             wal_written_bytes: self.written.load(Ordering::Relaxed) * self.frame_bytes,
             wal_resets: self.resets.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
             free_bytes: condition.free_bytes(),
         }
     }
