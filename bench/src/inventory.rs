@@ -144,10 +144,12 @@ fn record(
 ) -> anyhow::Result<Issuance> {
     let name = format!("fleet-{node:06}");
     let identity = Identity::new(cluster, Role::Node, &name)?;
-    let serial = Serial::random(rng).map_err(|e| anyhow::anyhow!("serial: {e}"))?;
     let not_before = OffsetDateTime::from_unix_timestamp(not_after - 30 * DAY)?;
     let not_after = OffsetDateTime::from_unix_timestamp(not_after)?;
     let issued_at = not_before + time::Duration::minutes(5);
+    // As the CA makes them: the second of issue, then random bits.
+    let serial =
+        Serial::in_issue_order(rng, issued_at).map_err(|e| anyhow::anyhow!("serial: {e}"))?;
     let dns = format!("{name}.fleet.internal");
     let ip = std::net::IpAddr::from([10, (node >> 16) as u8, (node >> 8) as u8, node as u8]);
     let audit = AuditEntry::new(

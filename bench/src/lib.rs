@@ -9,6 +9,7 @@
 //! - [`load`]: the closed-loop driver (in flight, window, latency, CPU).
 //! - [`storm`]: a fleet enrolling at once over fresh connections.
 //! - [`inventory`]: a million certificates in the store, then the real CLI.
+//! - [`storecost`]: the WAL bytes each part of a stored certificate costs.
 //! - [`footprint`]: idle RSS, CPU and wake-ups; peak RSS of one-shot commands; sizes.
 //! - [`profile`]: `perf record` of the server under load, grouped.
 //! - [`report`]: the markdown.
@@ -33,4 +34,5 @@ pub mod profile;
 pub mod raw;
 pub mod report;
 pub mod run;
+pub mod storecost;
 pub mod storm;

@@ -60,6 +60,31 @@ struct Flags {
     /// How the run was started, for the report.
     #[arg(long, default_value = "scripts/bench.sh")]
     command: String,
+    /// Seconds of sustained Enroll load on the embedded store (WAL size sampled); 0 skips it.
+    #[arg(long, default_value_t = 60.0)]
+    sustain: f64,
+    /// A previous build's ca-server, measured under the same sustained load beside this one.
+    #[arg(long)]
+    baseline_server: Option<PathBuf>,
+}
+
+/// `dtca-bench wal`: the embedded store under sustained Enroll load only (WAL size
+/// sampled, WAL bytes per certificate), printed; this build and, when given, a baseline.
+#[derive(Debug, Parser)]
+#[command(name = "dtca-bench wal")]
+struct Wal {
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Distinct CSRs.
+    #[arg(long, default_value_t = 20_000)]
+    csrs: usize,
+    /// A previous build's ca-server, measured first under the same load.
+    #[arg(long)]
+    baseline_server: Option<PathBuf>,
 }
 
 /// `dtca-bench drive`: Enroll load against a ca-server that is already running, for
@@ -95,6 +120,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("exec-maxrss") => return footprint::exec_maxrss(&args[2..]),
+        Some("wal") => {
+            let wal = Wal::parse_from(args.iter().skip(1));
+            return block_on(run::wal(
+                Duration::from_secs_f64(wal.seconds),
+                wal.in_flight,
+                wal.csrs,
+                wal.baseline_server,
+            ));
+        }
         Some("drive") => {
             let drive = Drive::parse_from(args.iter().skip(1));
             return block_on(run::drive(
@@ -159,6 +193,9 @@ async fn main_async(flags: Flags) -> anyhow::Result<()> {
         min_issued: flags.min_issued,
         work_dir: temp.path().to_path_buf(),
         criterion_dir: flags.criterion_dir.clone(),
+        sustain: Duration::from_secs_f64(flags.sustain),
+        baseline_server: flags.baseline_server.clone(),
+        previous: run::store::previous_rate(&flags.out),
     };
     let interrupted = async {
         use tokio::signal::unix::{SignalKind, signal};

@@ -3,9 +3,11 @@
 //!
 //! - [`load`]: issuance side by side, PostgreSQL, raw crypto, the profile.
 //! - [`fleet`]: the storm, footprint, inventory at scale, the pure core.
+//! - [`store`]: the embedded store under sustained load, WAL bytes per certificate.
 
 mod fleet;
 mod load;
+mod store;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub fn markdown(r: &Results, command: &str) -> String {
     fleet::footprint(w, r);
     fleet::inventory(w, r);
     fleet::criterion(w, r);
+    store::sustained(w, r);
     method(w, r, command);
     md
 }
@@ -172,6 +175,36 @@ fn targets(r: &Results) -> Vec<Target> {
         ),
         met: Some(list <= Duration::from_millis(100)),
     });
+    if let Some(s) = r.sustained.iter().find(|s| s.build == "this build") {
+        out.push(Target {
+            what: format!(
+                "WAL never above 256 MiB under {} s of full-speed issuance",
+                r.plan.sustain.as_secs()
+            ),
+            result: format!("largest {:.1} MiB", s.wal_max as f64 / f64::from(1 << 20)),
+            met: Some(s.wal_max <= 256 << 20),
+        });
+        out.push(Target {
+            what: "WAL under 64 MiB within 10 s after the load stops".into(),
+            result: s
+                .under_64
+                .map_or("not within 15 s".into(), |d| format!("after {}", dur_ms(d))),
+            met: Some(s.under_64.is_some_and(|d| d <= Duration::from_secs(10))),
+        });
+        if let Some(base) = r.sustained.iter().find(|s| s.build == "baseline") {
+            let share = s.outcome.rate() / base.outcome.rate().max(1e-9);
+            out.push(Target {
+                what: "issuance with the bounded WAL >= 90 % of the baseline build's".into(),
+                result: format!(
+                    "{}/s vs {}/s: {:.0} %",
+                    int(s.outcome.rate()),
+                    int(base.outcome.rate()),
+                    share * 100.0
+                ),
+                met: Some(share >= 0.9),
+            });
+        }
+    }
     out
 }
 

@@ -122,6 +122,13 @@ pub(super) async fn inventory_at_scale(
     let started = Instant::now();
     let mut server = Server::start(bins, s2).await?;
     let server_start = started.elapsed();
+    // serve logs how long SQLite's quick check of the store took when it opened it.
+    let check_ms = server.child.log_text().lines().find_map(|l| {
+        l.split("checked_ms=")
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    });
     let (list, rows, list_peak_kib) = cli_list(bins, &s2.dir, 5)?;
     let token = server.token(bins, 1)?;
     let dir = s2.dir.with_extension("client");
@@ -139,6 +146,7 @@ pub(super) async fn inventory_at_scale(
         filled,
         db_bytes,
         server_start,
+        check_ms,
         list,
         rows,
         list_peak_kib,

@@ -4,10 +4,13 @@
 //! storm, memory after the load, inventory at scale.
 //!
 //! - [`issuance`]: the load rows (dtca, PostgreSQL, cfssl), the profile, `drive`.
+//! - [`store`]: the embedded store under sustained load (WAL size, bytes per certificate),
+//!   this build and a baseline build side by side.
 //! - [`commands`]: the real CLIs (one-shot commands, the agent, inventory), criterion.
 
 mod commands;
 mod issuance;
+pub mod store;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -54,6 +57,12 @@ pub struct Plan {
     pub work_dir: PathBuf,
     /// Criterion's output directory (for the pure-core table).
     pub criterion_dir: PathBuf,
+    /// How long the sustained load runs; zero skips it.
+    pub sustain: Duration,
+    /// A previous build's `ca-server`, measured under the same sustained load.
+    pub baseline_server: Option<PathBuf>,
+    /// The rate at 64 in flight of the report this run replaces, and its date.
+    pub previous: Option<(f64, String)>,
 }
 
 /// Everything measured.
@@ -106,6 +115,10 @@ pub struct Results {
     pub postgres_version: String,
     /// 4 KiB write + fsync in the state dir's file system.
     pub fsync: crate::load::Latency,
+    /// The store under sustained load: the baseline build first (when given), then this one.
+    pub sustained: Vec<store::Sustained>,
+    /// WAL bytes of each part of a stored certificate, or why they were not measured.
+    pub costs: Result<Vec<crate::storecost::Cost>, String>,
 }
 
 /// Inventory at scale.
@@ -117,6 +130,8 @@ pub struct Inventory {
     pub db_bytes: u64,
     /// How long `ca-server serve` took to listen on it.
     pub server_start: Duration,
+    /// Of that, SQLite's quick check of the store (ms), as serve logged it.
+    pub check_ms: Option<u64>,
     /// `cert list --expiring-within 7d` wall times.
     pub list: Vec<Duration>,
     /// Rows it printed.
@@ -282,6 +297,28 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
         storm.total.as_secs_f64()
     );
 
+    let mut sustained = Vec::new();
+    if !plan.sustain.is_zero() {
+        let top_pool = pool.clone();
+        if let Some(baseline) = &plan.baseline_server {
+            let old = Bins {
+                server: baseline.clone(),
+                client: bins.client.clone(),
+            };
+            match store::sustained("baseline", &old, &work, &top_pool, top, plan.sustain).await {
+                Ok(run) => sustained.push(run),
+                Err(e) => println!("  the baseline run failed: {e:#}"),
+            }
+        }
+        sustained.push(
+            store::sustained("this build", &bins, &work, &top_pool, top, plan.sustain).await?,
+        );
+    }
+    step("what each part of a stored certificate costs in WAL bytes");
+    let costs = crate::storecost::measure(&work, &node.leaf_der)
+        .await
+        .map_err(|e| format!("{e:#}"));
+
     while issued < plan.min_issued {
         step("more issuance until the memory reading");
         let more = Window {
@@ -333,7 +370,44 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
         postgres,
         postgres_version,
         fsync,
+        sustained,
+        costs,
     })
+}
+
+/// `dtca-bench wal`: the sustained-load measurement alone, printed.
+///
+/// # Errors
+/// When a server cannot be started or reached.
+pub async fn wal(
+    seconds: Duration,
+    in_flight: usize,
+    csrs: usize,
+    baseline: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bins = Bins::beside_me()?;
+    let work = tempfile::Builder::new()
+        .prefix("dtca-bench-wal-")
+        .tempdir()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = tokio::task::spawn_blocking(move || csrs::generate(csrs, cores)).await??;
+    if let Some(server) = baseline {
+        let old = Bins {
+            server,
+            client: bins.client.clone(),
+        };
+        store::sustained("baseline", &old, work.path(), &pool, in_flight, seconds).await?;
+    }
+    store::sustained("this build", &bins, work.path(), &pool, in_flight, seconds).await?;
+    step("what each part of a stored certificate costs in WAL bytes");
+    let der = pool.first().map(|c| c.der.clone()).unwrap_or_default();
+    for c in crate::storecost::measure(work.path(), &der).await? {
+        println!(
+            "  {:<46} one at a time {:>7.0} B/cert   64 writers {:>7.0} B/cert ({:.1} per commit)",
+            c.what, c.one, c.batched, c.per_commit
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn step(what: &str) {
