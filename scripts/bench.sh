@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks, in one command; writes BENCHMARKS.md at the repository root.
 #
-#   scripts/bench.sh                 # the full run: about 4-5 minutes on 2 cores after the build
+#   scripts/bench.sh                 # the full run: about 8 minutes on 2 cores after the build
+#   scripts/bench.sh --baseline-server OLD/ca-server   # the store under load beside a previous build
 #   scripts/bench.sh --measure 2 --storm 1000 --inventory 20000 --idle 5   # a quick look
 #
 # Installs what it measures against or with when missing (Debian packages): cfssl

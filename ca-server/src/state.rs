@@ -7,7 +7,8 @@
 //! DIR/intermediate.pem        online intermediate certificate
 //! DIR/intermediate-key.pem    intermediate key, encrypted PKCS#8, 0600
 //! DIR/cluster.toml            cluster name, key type, whether keys are encrypted (written last)
-//! DIR/store.db                embedded database (when no --database is given)
+//! DIR/store.db                embedded database (when no --database is given), with its
+//!                             -wal and -shm files and store.db.reserve (`serve --store-reserve`)
 //! DIR/admin/{ca,cert,key}.pem admin client bundle for the admin subcommands
 //! DIR/server.addr             address the running server listens on (for admin commands)
 //! ```

@@ -545,6 +545,51 @@ mod tests {
         assert!(why.contains(&path.display().to_string()), "{why}");
     }
 
+    /// Regression: corruption met at run time was answered "unavailable, retry later".
+    #[tokio::test]
+    async fn damage_met_at_run_time_stops_writes_and_fails_the_health_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let serials: Vec<Serial> = {
+            let store = SqliteStore::open(&path).unwrap();
+            let mut serials = Vec::new();
+            for i in 0..300 {
+                let i = issuance(&format!("d{i}"));
+                serials.push(i.cert.summary.serial.clone());
+                store.record_issuance(i).await.unwrap();
+            }
+            store.close().await;
+            serials
+        };
+        let root: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'sqlite_autoindex_certificates_1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = usize::try_from((root - 1) * 4096).unwrap();
+        bytes[at..at + 4096].fill(0x5a);
+        std::fs::write(&path, bytes).unwrap();
+        // Opened without the check `serve` makes: the damage is met by a lookup.
+        let options = SqliteOptions {
+            reserve: None,
+            check: false,
+        };
+        let store = SqliteStore::open_with(&path, &options).unwrap();
+        assert!(store.ping().await.is_ok());
+        let Err(StoreError::Corrupt(_)) = store.certificate(&serials[7]).await else {
+            panic!("a damaged index page read as an answer");
+        };
+        assert!(matches!(store.ping().await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            store.record_issuance(issuance("after")).await,
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
     #[tokio::test]
     async fn a_full_disk_refuses_writes_with_its_own_reason_and_records_nothing() {
         let dir = tempfile::tempdir().unwrap();
