@@ -63,9 +63,13 @@ struct Flags {
     /// Seconds of sustained Enroll load on the embedded store (WAL size sampled); 0 skips it.
     #[arg(long, default_value_t = 60.0)]
     sustain: f64,
-    /// A previous build's ca-server, measured under the same sustained load beside this one.
+    /// A previous build's ca-server, measured beside this one (see --compare).
     #[arg(long)]
     baseline_server: Option<PathBuf>,
+    /// Seconds the baseline and this build each run side by side (with --baseline-server):
+    /// the baseline's WAL grows without bound, about a gigabyte every 30 s at full speed.
+    #[arg(long, default_value_t = 20.0)]
+    compare: f64,
 }
 
 /// `dtca-bench wal`: the embedded store under sustained Enroll load only (WAL size
@@ -195,6 +199,7 @@ async fn main_async(flags: Flags) -> anyhow::Result<()> {
         criterion_dir: flags.criterion_dir.clone(),
         sustain: Duration::from_secs_f64(flags.sustain),
         baseline_server: flags.baseline_server.clone(),
+        compare: Duration::from_secs_f64(flags.compare),
         previous: run::store::previous_rate(&flags.out),
     };
     let interrupted = async {

@@ -82,6 +82,9 @@ pub async fn measure(work: &Path, der: &[u8]) -> anyhow::Result<Vec<Cost>> {
         let db = work.join(format!("cost-{i}")).join("store.db");
         std::fs::create_dir_all(db.parent().context("no parent")?)?;
         out.push(one_variant(&db, variant, der).await?);
+        if let Some(dir) = db.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     Ok(out)
 }

@@ -61,6 +61,8 @@ pub struct Plan {
     pub sustain: Duration,
     /// A previous build's `ca-server`, measured under the same sustained load.
     pub baseline_server: Option<PathBuf>,
+    /// How long the baseline and this build each run side by side (with a baseline).
+    pub compare: Duration,
     /// The rate at 64 in flight of the report this run replaces, and its date.
     pub previous: Option<(f64, String)>,
 }
@@ -298,21 +300,30 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     );
 
     let mut sustained = Vec::new();
-    if !plan.sustain.is_zero() {
-        let top_pool = pool.clone();
-        if let Some(baseline) = &plan.baseline_server {
-            let old = Bins {
-                server: baseline.clone(),
-                client: bins.client.clone(),
-            };
-            match store::sustained("baseline", &old, &work, &top_pool, top, plan.sustain).await {
-                Ok(run) => sustained.push(run),
-                Err(e) => println!("  the baseline run failed: {e:#}"),
-            }
-        }
-        sustained.push(
-            store::sustained("this build", &bins, &work, &top_pool, top, plan.sustain).await?,
+    if let Some(baseline) = &plan.baseline_server
+        && !plan.compare.is_zero()
+    {
+        // Side by side, the same way, one after the other: the rate and the WAL bytes.
+        let old = Bins {
+            server: baseline.clone(),
+            client: bins.client.clone(),
+        };
+        let secs = plan.compare.as_secs();
+        let (base, ours) = (
+            format!("baseline, {secs} s"),
+            format!("this build, {secs} s"),
         );
+        match store::sustained(&base, &old, &work, &pool, top, plan.compare, true).await {
+            Ok(run) => sustained.push(run),
+            Err(e) => println!("  the baseline run failed: {e:#}"),
+        }
+        sustained
+            .push(store::sustained(&ours, &bins, &work, &pool, top, plan.compare, true).await?);
+    }
+    if !plan.sustain.is_zero() {
+        let label = format!("this build, {} s", plan.sustain.as_secs());
+        sustained
+            .push(store::sustained(&label, &bins, &work, &pool, top, plan.sustain, false).await?);
     }
     step("what each part of a stored certificate costs in WAL bytes");
     let costs = crate::storecost::measure(&work, &node.leaf_der)
@@ -396,9 +407,27 @@ pub async fn wal(
             server,
             client: bins.client.clone(),
         };
-        store::sustained("baseline", &old, work.path(), &pool, in_flight, seconds).await?;
+        store::sustained(
+            "baseline",
+            &old,
+            work.path(),
+            &pool,
+            in_flight,
+            seconds,
+            true,
+        )
+        .await?;
     }
-    store::sustained("this build", &bins, work.path(), &pool, in_flight, seconds).await?;
+    store::sustained(
+        "this build",
+        &bins,
+        work.path(),
+        &pool,
+        in_flight,
+        seconds,
+        true,
+    )
+    .await?;
     step("what each part of a stored certificate costs in WAL bytes");
     let der = pool.first().map(|c| c.der.clone()).unwrap_or_default();
     for c in crate::storecost::measure(work.path(), &der).await? {

@@ -46,6 +46,16 @@ pub struct Sustained {
 }
 
 impl Sustained {
+    /// The previous build's run.
+    pub fn is_baseline(&self) -> bool {
+        self.build.starts_with("baseline")
+    }
+
+    /// This build's run side by side with the baseline (it has the one-in-flight row).
+    pub fn is_paired(&self) -> bool {
+        !self.is_baseline() && self.single.is_some()
+    }
+
     /// WAL bytes written per certificate issued under the sustained load.
     pub fn bytes_per_cert(&self) -> Option<f64> {
         let (bytes, _) = self.written?;
@@ -59,8 +69,9 @@ impl Sustained {
     }
 }
 
-/// Runs `build` (its `ca-server`) for `seconds` at `in_flight`, then a short run at one
-/// request in flight on a fresh state dir.
+/// Runs `build` (its `ca-server`) for `seconds` at `in_flight`, then, with `single`, a
+/// short run at one request in flight on a fresh state dir. Each state dir is removed
+/// when measured: a build whose WAL grows without bound fills a disk in minutes.
 ///
 /// # Errors
 /// When the server cannot be started or reached.
@@ -71,12 +82,13 @@ pub async fn sustained(
     pool: &Arc<Vec<csrs::Csr>>,
     in_flight: usize,
     seconds: Duration,
+    single: bool,
 ) -> anyhow::Result<Sustained> {
     step(&format!(
         "sustained Enroll load, {build}: {} s at {in_flight} in flight, WAL sampled",
         seconds.as_secs()
     ));
-    let slug = build.replace(' ', "-");
+    let slug = build.replace([' ', ','], "-");
     let state = State::init(bins, &work.join(format!("sustained-{slug}")))?;
     let port = free_port()?;
     let metrics = format!("127.0.0.1:{port}");
@@ -149,6 +161,7 @@ pub async fn sustained(
     }
     server.stop();
     let after_stop = size(&wal);
+    remove(&state);
     println!(
         "  WAL: largest {:.1} MiB, {:.0} bytes per certificate, {} commits, under 64 MiB {:?} and empty {:?} after the load, {} bytes after a clean stop",
         wal_max as f64 / f64::from(1 << 20),
@@ -158,7 +171,11 @@ pub async fn sustained(
         emptied,
         after_stop
     );
-    let single = single_in_flight(build, bins, work, pool).await.ok();
+    let single = if single {
+        single_in_flight(build, bins, work, pool).await.ok()
+    } else {
+        None
+    };
     if let Some((o, Some(bytes))) = &single {
         println!(
             "  one in flight: {:.0} WAL bytes per certificate",
@@ -187,7 +204,7 @@ async fn single_in_flight(
     work: &Path,
     pool: &Arc<Vec<csrs::Csr>>,
 ) -> anyhow::Result<(Outcome, Option<u64>)> {
-    let slug = build.replace(' ', "-");
+    let slug = build.replace([' ', ','], "-");
     let state = State::init(bins, &work.join(format!("single-{slug}")))?;
     let port = free_port()?;
     let metrics = format!("127.0.0.1:{port}");
@@ -208,6 +225,7 @@ async fn single_in_flight(
         None => Some(size(&wal).saturating_sub(wal_before.max(WAL_HEADER))),
     };
     server.stop();
+    remove(&state);
     say_run(&format!("{build}, 1"), &outcome);
     Ok((outcome, written))
 }
@@ -233,6 +251,12 @@ pub fn wal_frames(wal: &Path) -> Option<(u64, u64)> {
         at += 24 + page;
     }
     Some((frames, commits))
+}
+
+/// Removes a measured state dir and its passphrase file.
+fn remove(state: &State) {
+    let _ = std::fs::remove_dir_all(&state.dir);
+    let _ = std::fs::remove_file(&state.passphrase);
 }
 
 fn size(p: &PathBuf) -> u64 {

@@ -172,7 +172,15 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         shutdown,
     )
     .await
-    .map_err(|e| CliError::new(Reason::Internal, e.to_string()));
+    .map_err(|e| {
+        // The server's own certificate is stored like any other: a full disk or a damaged
+        // store at start keeps the reason it has.
+        let reason = match &e {
+            server::ServeError::Certificate(refusal) => refusal.reason(),
+            _ => Reason::Internal,
+        };
+        CliError::new(reason, e.to_string())
+    });
     dir.forget_server_addr(recorded);
     store.close().await;
     result?;
