@@ -84,6 +84,8 @@ reasons! {
     TooLarge = 34, "too-large", OutOfRange, "a message was larger than the server accepts";
     DockerSwitch = 35, "docker-switch", Aborted, "switching the Docker engine failed; the previous configuration was restored";
     DockerUnavailable = 36, "docker-unavailable", Unavailable, "the Docker engine did not answer";
+    NameTaken = 37, "name-taken", AlreadyExists, "the name, or a DNS name asked for, belongs to another enrolled identity";
+    CertSuperseded = 38, "cert-superseded", PermissionDenied, "the client certificate was renewed, and its successor is in use";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

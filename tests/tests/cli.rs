@@ -116,10 +116,13 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
         "IP Address:127.0.0.1",
         "URI:dtca://prod/node/web-1",
         "TLS Web Server Authentication",
-        "TLS Web Client Authentication",
     ] {
         assert!(text.contains(want), "{want} missing from {text}");
     }
+    assert!(
+        !text.contains("TLS Web Client Authentication"),
+        "a node certificate is a client certificate: {text}"
+    );
     let first_serial = openssl::serial(&creds.join("cert.pem"));
     let first_key = std::fs::read(creds.join("key.pem")).unwrap();
 

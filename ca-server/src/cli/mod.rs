@@ -191,6 +191,12 @@ pub struct TokenCreateArgs {
     /// Lifetime of the certificates it enrolls. [default: the role's: node 30d, operator and admin 12h]
     #[arg(long, env = "DTCA_CERT_TTL")]
     pub cert_ttl: Option<String>,
+    /// With --name: enrolling takes the name from the identity that holds it and revokes
+    /// every certificate of that identity (a node that lost its disk, a stolen key).
+    /// Without it, a name held by a live certificate is refused. Command line only: it
+    /// revokes.
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub admin: AdminArgs,
 }

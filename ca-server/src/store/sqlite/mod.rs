@@ -8,9 +8,12 @@
 //! small pool of connections on the blocking thread pool.
 //!
 //! Layout: this file (the store, and the trait calls as reads or queued writes),
-//! [`writer`] (the writer and checkpoint threads), [`reads`] (queries and the read
-//! connections), [`rows`] (rows to records), [`schema`] (tables, opening a connection).
+//! [`writer`] (the writer and checkpoint threads), [`apply`] (the statements of each
+//! write: issuances with their name claims, revocations, the rest), [`reads`] (queries
+//! and the read connections), [`rows`] (rows to records), [`schema`] (tables, opening a
+//! connection).
 
+mod apply;
 mod reads;
 mod rows;
 mod schema;
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use dtca_pki::Serial;
+use dtca_pki::identity::Role;
 use rusqlite::Connection;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -189,15 +193,34 @@ impl Store for SqliteStore {
         self.read(move |c| reads::revoked(c, now)).await
     }
 
+    async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.write(Write::Change(Box::new(Change::MarkUsed {
+            serial: serial.clone(),
+            at,
+        })))
+        .await
+        .map(|_| ())
+    }
+
+    async fn holders(
+        &self,
+        identities: &[(Role, String)],
+    ) -> Result<Vec<(Role, String, Serial)>, StoreError> {
+        let identities = identities.to_vec();
+        self.read(move |c| reads::holders(c, &identities)).await
+    }
+
     async fn set_engine(
         &self,
         name: &str,
         endpoint: &str,
+        serial: &Serial,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         self.write(Write::Change(Box::new(Change::Engine {
             name: name.to_string(),
             endpoint: endpoint.to_string(),
+            serial: serial.clone(),
             audit,
         })))
         .await
@@ -261,6 +284,7 @@ mod tests {
                     cert: c,
                     token_id: Some("t".into()),
                     renewal_of: None,
+                    replace: false,
                     audit: vec![],
                     at: OffsetDateTime::now_utc(),
                 })
@@ -295,6 +319,7 @@ mod tests {
                             cert: c,
                             token_id: None,
                             renewal_of: None,
+                            replace: false,
                             audit: vec![],
                             at: OffsetDateTime::now_utc(),
                         })

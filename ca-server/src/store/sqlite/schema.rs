@@ -8,10 +8,13 @@ use rusqlite::{Connection, OpenFlags};
 use super::unavailable;
 use crate::store::StoreError;
 
-/// Schema version kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
+const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
+/// Each version's changes, applied in order from the database's version on.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY,
     secret_hash BLOB NOT NULL,
@@ -63,6 +66,42 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
+/// One holder per name: `identities` records the certificate each identity's name
+/// belongs to (until its end), `host_names` the identity whose live certificate carries
+/// each DNS name; certificates remember their first use (a renewed certificate may renew
+/// again only while its successor is unused), engine addresses the certificate that
+/// reported them. Filled from the certificates already stored: the newest current one of
+/// each identity holds its name and DNS names.
+const IDENTITIES_V2: &str = "
+ALTER TABLE certificates ADD COLUMN first_used_at INTEGER;
+ALTER TABLE nodes ADD COLUMN serial TEXT;
+ALTER TABLE tokens ADD COLUMN replaces INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE identities (
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after INTEGER NOT NULL,
+    PRIMARY KEY (role, name)
+) WITHOUT ROWID;
+CREATE TABLE host_names (
+    dns TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX host_names_identity ON host_names (role, name);
+INSERT OR REPLACE INTO identities (role, name, serial, not_after)
+    SELECT role, name, serial, not_after FROM certificates
+    WHERE role != 'ca' AND revoked_at IS NULL AND renewed_by IS NULL
+    ORDER BY not_after;
+INSERT OR REPLACE INTO host_names (dns, role, name, serial, not_after)
+    SELECT j.value, c.role, c.name, c.serial, c.not_after
+    FROM certificates c, json_each('[\"' || replace(c.dns, ' ', '\",\"') || '\"]') j
+    WHERE c.role = 'node' AND c.dns != '' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
+    ORDER BY c.not_after;
+";
+
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
@@ -86,7 +125,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     let tx = conn.transaction().map_err(unavailable)?;
-    tx.execute_batch(SCHEMA).map_err(unavailable)?;
+    let from = usize::try_from(version).unwrap_or(0);
+    for migration in MIGRATIONS.iter().skip(from) {
+        tx.execute_batch(migration).map_err(unavailable)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(unavailable)?;
     tx.commit().map_err(unavailable)
