@@ -67,6 +67,10 @@ pub struct PassphraseArgs {
     /// Keep the CA keys unencrypted. Only for tests and throwaway CAs.
     #[arg(long, env = "DTCA_INSECURE_NO_PASSPHRASE")]
     pub insecure_no_passphrase: bool,
+    /// Accept a passphrase file that group or others can read or write (refused
+    /// otherwise, as ssh refuses a loose key).
+    #[arg(long, env = "DTCA_INSECURE_PASSPHRASE_FILE_PERMISSIONS")]
+    pub insecure_passphrase_file_permissions: bool,
 }
 
 /// `init` flags.

@@ -109,6 +109,9 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         return Err(CliError::new(Reason::Config, "invalid configuration"));
     };
 
+    for what in dir.secure().map_err(state_error)? {
+        tracing::warn!(%what, "tightened the permissions of the CA's state");
+    }
     let (authority, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
     drop(passphrase);
     if !cluster.encrypted {

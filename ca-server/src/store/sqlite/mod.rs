@@ -19,6 +19,7 @@ mod rows;
 mod schema;
 mod writer;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +56,17 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when the file cannot be opened or the schema applied.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Made here, 0600, so SQLite gives its WAL and shared-memory files the same mode.
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(dtca_common::fs::PRIVATE)
+                .open(path)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+                })?;
+        }
         let mut conn = open_connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
