@@ -171,14 +171,19 @@ impl TestCa {
             HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
         };
         let mut health = HealthClient::new(self.channel_with(None).await);
+        // The health loop reports the server first, then each service: wait for all.
         for _ in 0..250 {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().status);
-            if status.ok() == Some(ServingStatus::Serving as i32) {
+            let mut serving = true;
+            for service in ["", "dtca.v1.Ca", "dtca.v1.Admin"] {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status);
+                serving &= status.ok() == Some(ServingStatus::Serving as i32);
+            }
+            if serving {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
