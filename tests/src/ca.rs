@@ -44,6 +44,14 @@ impl TestCa {
 
     /// The same with operator rules (renewal grace).
     pub async fn start_with(rules: Rules) -> TestCa {
+        Self::start_configured(rules, |_| {}).await
+    }
+
+    /// The same with server options changed by `configure` (connection limits).
+    pub async fn start_configured(
+        rules: Rules,
+        configure: impl FnOnce(&mut ServerOptions),
+    ) -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("ca"));
         state
@@ -71,10 +79,12 @@ impl TestCa {
             dns_names: vec!["localhost".into()],
             ip_addresses: vec!["127.0.0.1".parse().unwrap()],
             name: "test-ca".into(),
-            max_connections: 10_000,
             handshake_timeout: Duration::from_secs(5),
             health_interval: Duration::from_millis(200),
+            ..ServerOptions::default()
         };
+        let mut options = options;
+        configure(&mut options);
         let r = registrar.clone();
         let task = tokio::spawn(async move {
             server::run(listener, r, options, async {
