@@ -19,6 +19,7 @@ use dtca_common::tls::{self, ClientIdentity, Trust};
 use dtca_pki::key::KeyType;
 use dtca_proto::v1::{self, ca_client::CaClient};
 use dtca_tests::ca::TestCa;
+use dtca_tests::serve::{ServeProcess, init_insecure};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -136,6 +137,118 @@ async fn wait_for_metric(ca: &TestCa, series: &str, at_least: u64) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The scenario, on the real binary with a real open-file limit: with the old
+/// accept loop, 260 idle TLS connections from one address used up the 256 descriptors
+/// and every other client hung.
+#[test]
+fn twice_the_per_address_limit_of_idle_connections_leaves_an_enrollment_from_another_address_working()
+ {
+    const OPEN_FILES: u64 = 256;
+    const PER_ADDRESS: usize = 130;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ca");
+    init_insecure(&state);
+    // By environment, so that the same test also runs against a server without the flag.
+    let serve = ServeProcess::start_under_ulimit(
+        &state,
+        &format!("-n {OPEN_FILES}"),
+        &["--insecure-no-passphrase"],
+        &[(
+            "DTCA_MAX_UNAUTHENTICATED_PER_ADDRESS",
+            &PER_ADDRESS.to_string(),
+        )],
+    );
+    let server: SocketAddr = serve.addr.parse().unwrap();
+    let token = dtca_tests::cli::token(&state, &["--role", "node", "--uses", "2"]);
+    let root = std::fs::read_to_string(state.join("ca.pem")).unwrap();
+    let root = dtca_pki::inspect::certs_from_pem(&root).unwrap().remove(0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let enroll_once = |name: &str| {
+        let out = dir.path().join(name);
+        let options = EnrollOptions {
+            server: serve.addr.clone(),
+            token: token.clone(),
+            name: name.into(),
+            extra_sans: vec![format!("{name}.example.com")],
+            default_sans: false,
+            key_type: KeyType::P256,
+            out,
+        };
+        runtime.block_on(async {
+            let started = Instant::now();
+            let result =
+                tokio::time::timeout(Duration::from_secs(15), enroll::enroll(&options)).await;
+            (result, started.elapsed())
+        })
+    };
+
+    // How long an enrollment takes on this machine right now, with no one else around.
+    let (quiet, quiet_time) = enroll_once("before");
+    quiet.expect("enrollment timed out").unwrap();
+
+    let attack = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..2 * PER_ADDRESS {
+            let root = root.clone();
+            tasks.push(tokio::spawn(async move {
+                idle_tls(ip(ATTACKER), server, &root, None).await
+            }));
+        }
+        let mut held = Vec::new();
+        for task in tasks {
+            if let Ok(stream) = task.await.unwrap() {
+                held.push(stream);
+            }
+        }
+        held
+    });
+
+    let (under_attack, attacked_time) = enroll_once("during");
+    let log = serve.log_text();
+    under_attack
+        .unwrap_or_else(|_| panic!("enrollment hung behind idle connections; log:\n{log}"))
+        .unwrap();
+    // The enrollment is judged against the same one on the same machine a moment before:
+    // within a second, or within four times the quiet one when the machine is so busy
+    // that the quiet one already took a quarter of a second.
+    let allowed = Duration::from_secs(1).max(quiet_time * 4);
+    assert!(
+        attacked_time < allowed,
+        "enrollment took {attacked_time:?} under attack ({quiet_time:?} without)"
+    );
+
+    // Exactly the limit was served; the rest were closed at once.
+    let mut attack = attack;
+    assert_eq!(attack.len(), PER_ADDRESS, "handshakes served; log:\n{log}");
+    let still_open = runtime.block_on(async {
+        let mut open = 0;
+        for stream in &mut attack {
+            if !closed_within(stream, Duration::from_millis(1)).await {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert_eq!(still_open, PER_ADDRESS, "log:\n{log}");
+    assert!(!log.contains("accept failed"), "accept errors:\n{log}");
+    let refusal_lines = log.matches("refused").count();
+    assert!(
+        (1..=5).contains(&refusal_lines),
+        "{refusal_lines} refusal lines for {PER_ADDRESS} refusals:\n{log}"
+    );
+    eprintln!(
+        "enrollment: {quiet_time:?} alone, {attacked_time:?} with {} idle connections held and {} refused",
+        still_open,
+        2 * PER_ADDRESS - still_open
+    );
+    drop(attack);
+    drop(serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,4 +419,115 @@ async fn a_connection_with_nothing_in_flight_is_closed_after_the_idle_timeout_an
     wait_for_metric(&ca, "dtca_connections_ended_total{reason=\"idle\"}", 1).await;
     // The close was a GOAWAY: the client's channel dials again for the next call.
     health(channel).await.unwrap();
+}
+
+#[test]
+fn serve_raises_its_soft_open_file_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ca");
+    init_insecure(&state);
+    let serve =
+        ServeProcess::start_under_ulimit(&state, "-S -n 300", &["--insecure-no-passphrase"], &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", serve.proc.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+    assert!(
+        serve.log_text().contains("raised the open-file limit"),
+        "{}",
+        serve.log_text()
+    );
+}
+
+#[test]
+fn serve_refuses_zero_limits_and_malformed_timeouts_naming_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ca");
+    init_insecure(&state);
+    let out = dtca_tests::cli::run(
+        "ca-server",
+        &[
+            "serve",
+            "--insecure-no-passphrase",
+            "--listen",
+            "127.0.0.1:0",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--max-connections",
+            "0",
+            "--max-unauthenticated-per-address",
+            "0",
+            "--handshake-timeout",
+            "5x",
+            "--idle-timeout",
+            "0s",
+        ],
+    );
+    dtca_tests::cli::expect_exit(&out, dtca_common::Reason::Config);
+    let text = dtca_tests::cli::text(&out);
+    for name in [
+        "--max-connections",
+        "--max-unauthenticated-per-address",
+        "handshake-timeout",
+        "idle-timeout",
+    ] {
+        assert!(text.contains(name), "{name} not named: {text}");
+    }
+}
+
+#[test]
+fn serve_accepts_the_connection_limits_as_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(
+        &state,
+        &[
+            "--insecure-no-passphrase",
+            "--max-connections",
+            "500",
+            "--max-unauthenticated-per-address",
+            "50",
+            "--handshake-timeout",
+            "5s",
+            "--idle-timeout",
+            "10m",
+        ],
+        &[],
+    );
+    // A client gets its answer through the limits.
+    let token = dtca_tests::cli::token(&state, &["--role", "node"]);
+    assert!(token.starts_with("DTCA-1-"), "{}", serve.log_text());
+}
+
+#[test]
+fn the_shipped_units_set_an_open_file_limit_with_room_for_the_default_connections() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("dist/systemd");
+    for unit in [
+        "ca-server.service",
+        "dtca-agent.service",
+        "dtca-enroll.service",
+    ] {
+        let text = std::fs::read_to_string(dir.join(unit)).unwrap();
+        let limit: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("LimitNOFILE="))
+            .unwrap_or_else(|| panic!("{unit} sets no LimitNOFILE="))
+            .trim()
+            .parse()
+            .unwrap();
+        if unit == "ca-server.service" {
+            let default = ca_server::server::ServerOptions::default().max_connections;
+            assert!(
+                ca_server::server::fd_limit::room_for_connections(limit) >= default,
+                "LimitNOFILE={limit} leaves no room for {default} connections"
+            );
+        }
+    }
 }
