@@ -70,9 +70,9 @@ impl Scan {
 
 /// Reads `docker.service` and its drop-ins from `dirs` (highest priority first).
 pub fn scan(dirs: &[PathBuf]) -> Scan {
-    let mut scan = Scan::default();
+    let mut files = Vec::new();
     if let Some(unit) = dirs.iter().map(|d| d.join(UNIT)).find(|p| p.is_file()) {
-        scan.files.push(unit);
+        files.push(unit);
     }
     // Drop-ins from every directory, by file name; a name in a higher-priority
     // directory masks the same name further down.
@@ -89,13 +89,23 @@ pub fn scan(dirs: &[PathBuf]) -> Scan {
         }
     }
     dropins.sort();
-    scan.files.extend(dropins.into_iter().map(|(_, p)| p));
+    files.extend(dropins.into_iter().map(|(_, p)| p));
+    read_units(files, |path| std::fs::read_to_string(path).ok())
+}
 
+/// Reads the unit `files` (the unit first, then its drop-ins, in the order systemd applies
+/// them) through `read`, which also reads the `EnvironmentFile=`s they name. [`scan`]
+/// reads from the disk; tests and the fuzzer hand in text.
+pub fn read_units(files: Vec<PathBuf>, read: impl Fn(&Path) -> Option<String>) -> Scan {
+    let mut scan = Scan {
+        files,
+        ..Scan::default()
+    };
     let mut exec: Option<String> = None;
     let mut environment: Vec<(String, String)> = Vec::new();
     let mut from_files: Vec<(String, String)> = Vec::new();
     for file in &scan.files {
-        let Ok(text) = std::fs::read_to_string(file) else {
+        let Some(text) = read(file) else {
             continue;
         };
         let values = service_values(&text, "ExecStart");
@@ -125,7 +135,7 @@ pub fn scan(dirs: &[PathBuf]) -> Scan {
         }
         for value in service_values(&text, "EnvironmentFile") {
             let path = value.trim().trim_start_matches('-');
-            if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(text) = read(Path::new(path)) {
                 from_files.extend(env_file(&text));
             }
         }
