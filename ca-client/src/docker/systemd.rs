@@ -39,7 +39,9 @@ pub struct Scan {
 
 impl Scan {
     /// The command line without the `-H` flags, when there were any. A `$VAR` word whose
-    /// value carries `-H` is replaced by its value without them; other words stay as written.
+    /// value carries `-H` is replaced by its value without them (a `$` in the value
+    /// written as `$$`, so that systemd passes it on as it did); other words stay as
+    /// written.
     pub fn without_hosts(&self) -> Option<Vec<String>> {
         let args = self.exec_start.as_ref()?;
         if self.hosts.is_empty() {
@@ -49,7 +51,7 @@ impl Scan {
         for (i, word) in args.iter().enumerate() {
             match expand(word, &self.env) {
                 Some(values) if i > 0 && !strip_hosts(&values, false).1.is_empty() => {
-                    inlined.extend(values);
+                    inlined.extend(values.into_iter().map(|v| v.replace('$', "$$")));
                 }
                 _ => inlined.push(word.clone()),
             }
@@ -57,12 +59,13 @@ impl Scan {
         Some(strip_hosts(&inlined, true).0)
     }
 
-    /// The command line with `$VAR` words replaced by their values, as dockerd sees it.
+    /// The command line as dockerd sees it: `$VAR` words replaced by their values, and
+    /// `$$` by `$`.
     pub fn expanded(&self) -> Option<Vec<String>> {
         let args = self.exec_start.as_ref()?;
         Some(
             args.iter()
-                .flat_map(|w| expand(w, &self.env).unwrap_or_else(|| vec![w.clone()]))
+                .flat_map(|w| expand(w, &self.env).unwrap_or_else(|| vec![w.replace("$$", "$")]))
                 .collect(),
         )
     }
@@ -483,6 +486,33 @@ mod tests {
                 "$DOCKER_OPTS",
                 "--containerd=/run/c.sock"
             ]
+        );
+    }
+
+    /// Found by the systemd fuzz target: a `$VAR` in the value of a variable that carried
+    /// `-H` was inlined into our drop-in as it stood, where systemd expanded it again (and
+    /// brought the `-H` back). systemd expands once; `$$` is its literal dollar.
+    #[test]
+    fn a_dollar_inside_an_inlined_value_stays_literal() {
+        let files = vec![PathBuf::from("/lib/systemd/system/docker.service")];
+        let unit = "[Service]\nEnvironment=\"OPTS=-H tcp://0.0.0.0:2375 --label=$OPTS\"\nExecStart=/usr/bin/dockerd $OPTS\n";
+        let scan = read_units(files.clone(), |_| Some(unit.to_string()));
+        assert_eq!(scan.hosts, vec!["tcp://0.0.0.0:2375"]);
+        let args = scan.without_hosts().unwrap();
+        assert_eq!(args, vec!["/usr/bin/dockerd", "--label=$$OPTS"]);
+        let ours = PathBuf::from("/etc/systemd/system/docker.service.d").join(DROPIN);
+        let dropin = dropin_text(&args);
+        let after = read_units(vec![files[0].clone(), ours.clone()], |p| {
+            Some(if p == ours {
+                dropin.clone()
+            } else {
+                unit.to_string()
+            })
+        });
+        assert!(after.hosts.is_empty(), "{after:?}");
+        assert_eq!(
+            after.expanded().unwrap(),
+            vec!["/usr/bin/dockerd", "--label=$OPTS"]
         );
     }
 
