@@ -50,7 +50,9 @@ impl Scan {
         let mut inlined = Vec::new();
         for (i, word) in args.iter().enumerate() {
             match expand(word, &self.env) {
-                Some(values) if i > 0 && !strip_hosts(&values, false).1.is_empty() => {
+                // Any -H in the value, even a last one that takes the next word of the
+                // command line as its address.
+                Some(values) if i > 0 && strip_hosts(&values, false).0.len() != values.len() => {
                     inlined.extend(values.into_iter().map(|v| v.replace('$', "$$")));
                 }
                 _ => inlined.push(word.clone()),
@@ -513,6 +515,21 @@ mod tests {
         assert_eq!(
             after.expanded().unwrap(),
             vec!["/usr/bin/dockerd", "--label=$OPTS"]
+        );
+    }
+
+    /// Found by the systemd fuzz target: `OPTS=... -H` with the address as the next word
+    /// of ExecStart was not inlined (its value alone held no address), so dockerd still got
+    /// a -H after our drop-in.
+    #[test]
+    fn a_variable_ending_in_h_is_inlined_with_the_address_after_it() {
+        let files = vec![PathBuf::from("/lib/systemd/system/docker.service")];
+        let unit = "[Service]\nEnvironment=\"OPTS=--debug -H\"\nExecStart=/usr/bin/dockerd $OPTS tcp://0.0.0.0:2375 --iptables=false\n";
+        let scan = read_units(files, |_| Some(unit.to_string()));
+        assert_eq!(scan.hosts, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(
+            scan.without_hosts().unwrap(),
+            vec!["/usr/bin/dockerd", "--debug", "--iptables=false"]
         );
     }
 
