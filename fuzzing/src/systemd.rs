@@ -42,6 +42,15 @@ pub fn run(data: &[u8]) {
     };
     let scan = systemd::read_units(files.clone(), read(None));
     check_scan(&scan);
+    // systemd refuses a variable as the program itself ("not an absolute path").
+    if scan
+        .exec_start
+        .as_ref()
+        .and_then(|w| w.first())
+        .is_some_and(|p| p.starts_with('$'))
+    {
+        return;
+    }
     let Some(args) = scan.without_hosts() else {
         assert!(scan.hosts.is_empty(), "hosts found but nothing to rewrite");
         return;
