@@ -30,7 +30,8 @@ impl SanPolicy {
     pub fn parse(allow_dns: &[String], allow_ip: &[String]) -> Result<Self, PolicyError> {
         let mut dns = Vec::with_capacity(allow_dns.len());
         for pattern in allow_dns {
-            let lower = pattern.trim().to_ascii_lowercase();
+            // Names reach the policy lower-case and without a trailing dot; so do patterns.
+            let lower = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
             let base = lower.strip_prefix("*.").unwrap_or(&lower);
             if check_dns_name(base).is_err() {
                 return Err(PolicyError::BadPattern(pattern.clone()));
@@ -221,6 +222,17 @@ mod tests {
                 .check(&[], &["192.0.2.8".parse().unwrap()])
                 .is_err()
         );
+    }
+
+    /// Regression (found by the policy fuzzer): `--allow-dns example.com.` kept its dot and
+    /// then matched nothing.
+    #[test]
+    fn a_pattern_with_a_trailing_dot_matches_its_names() {
+        let policy =
+            SanPolicy::parse(&["Node-1.Example.com.".into(), "*.b.example.".into()], &[]).unwrap();
+        policy
+            .check(&["node-1.example.com".into(), "x.b.example".into()], &[])
+            .unwrap();
     }
 
     #[test]

@@ -111,6 +111,24 @@ pub struct ServeArgs {
     /// How long after expiry a node may still renew with its old certificate. [default: 0s, never]
     #[arg(long, env = "DTCA_RENEW_GRACE")]
     pub renew_grace: Option<String>,
+    /// Most client connections open at once; more wait in the kernel's backlog. Lowered at
+    /// start to what the open-file limit leaves room for. [default: 20000]
+    #[arg(long, env = "DTCA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one address (an IPv6 /64) that have not authenticated yet:
+    /// in the TLS handshake, without a client certificate of this CA, or before their
+    /// first request; more are closed at once. Agents holding their channel do not count.
+    /// [default: 256]
+    #[arg(long, env = "DTCA_MAX_UNAUTHENTICATED_PER_ADDRESS")]
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// How long a client may take for the TLS handshake, and again from there to its
+    /// first request. [default: 10s]
+    #[arg(long, env = "DTCA_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
+    /// How long a connection with a client certificate may stay with no call in flight
+    /// before it is closed (clients reconnect when they need to). [default: 5m]
+    #[arg(long, env = "DTCA_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
 }
 
 /// `store` subcommands.

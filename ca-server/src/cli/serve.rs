@@ -99,6 +99,42 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             ));
         }
     }
+    let mut options = ServerOptions::for_this_host(&sans);
+    let count = |what: &str, value: Option<usize>, problems: &mut Problems| match value {
+        Some(0) => {
+            problems.push(format!("--{what} must be at least 1"));
+            None
+        }
+        other => other,
+    };
+    if let Some(n) = count(
+        "max-connections",
+        args.max_connections.or(file.max_connections),
+        &mut problems,
+    ) {
+        options.max_connections = n;
+    }
+    if let Some(n) = count(
+        "max-unauthenticated-per-address",
+        args.max_unauthenticated_per_address
+            .or(file.max_unauthenticated_per_address),
+        &mut problems,
+    ) {
+        options.max_unauthenticated_per_address = n;
+    }
+    if let Some(text) = args
+        .handshake_timeout
+        .or_else(|| file.handshake_timeout.clone())
+        && let Some(d) = settings::duration_of("handshake-timeout", &text, &mut problems)
+    {
+        options.handshake_timeout = d;
+        options.first_request_timeout = d;
+    }
+    if let Some(text) = args.idle_timeout.or_else(|| file.idle_timeout.clone())
+        && let Some(d) = settings::duration_of("idle-timeout", &text, &mut problems)
+    {
+        options.idle_timeout = d;
+    }
     let database = args.database.or_else(|| file.database.clone());
     let postgres = database
         .as_deref()
@@ -112,6 +148,7 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
     for what in dir.secure().map_err(state_error)? {
         tracing::warn!(%what, "tightened the permissions of the CA's state");
     }
+    raise_open_files();
     let (authority, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
     drop(passphrase);
     if !cluster.encrypted {
@@ -161,18 +198,27 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    let result = server::run(
-        listener,
-        registrar,
-        ServerOptions::for_this_host(&sans),
-        shutdown,
-    )
-    .await
-    .map_err(|e| CliError::new(Reason::Internal, e.to_string()));
+    let result = server::run(listener, registrar, options, shutdown)
+        .await
+        .map_err(|e| CliError::new(Reason::Internal, e.to_string()));
     dir.forget_server_addr(recorded);
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every client connection is a file descriptor: take all the hard limit allows (the
+/// soft limit is often 1024, about 500 idle clients' worth).
+fn raise_open_files() {
+    match server::fd_limit::raise() {
+        Ok(limits) if limits.soft > limits.before => tracing::info!(
+            from = limits.before,
+            to = limits.soft,
+            "raised the open-file limit"
+        ),
+        Ok(limits) => tracing::info!(open_files = limits.soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 /// Connects to the shared database and checks that it holds this CA's records: a replica
