@@ -24,6 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 printf 'example-passphrase\n' > "$work/passphrase"
+chmod 600 "$work/passphrase"
 "$server" init --state-dir "$here/ca" --cluster example --passphrase-file "$work/passphrase" >/dev/null
 "$server" serve --state-dir "$here/ca" --passphrase-file "$work/passphrase" --listen 127.0.0.1:0 2>"$work/serve.log" &
 serve_pid=$!

@@ -181,9 +181,11 @@ fn record(
             policy: SanPolicy::default(),
             issued_at,
             revocation_reason: None,
+            first_used_at: None,
         },
         token_id: None,
         renewal_of: renewal_of.clone(),
+        replace: false,
         audit: vec![audit],
         at: issued_at,
     })

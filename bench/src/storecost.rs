@@ -118,6 +118,7 @@ async fn one_variant(db: &Path, variant: Variant, der: &[u8]) -> anyhow::Result<
                 revoked_at: None,
                 policy: SanPolicy::default(),
                 cert_ttl: None,
+                replace: false,
             },
             AuditEntry::new(now, AuditKind::TokenCreate, "bench", "bench", ""),
         )
@@ -225,9 +226,11 @@ fn issuance(variant: Variant, n: u64, der: &[u8]) -> anyhow::Result<Issuance> {
             policy: SanPolicy::default(),
             issued_at: now,
             revocation_reason: None,
+            first_used_at: None,
         },
         token_id: token,
         renewal_of: None,
+        replace: false,
         audit,
         at: now,
     })

@@ -7,7 +7,7 @@ use dtca_common::endpoint::EngineAddr;
 use dtca_common::tls::{self, ServerAddr, Trust};
 use dtca_pki::chain::{self, Usage};
 use dtca_pki::csr;
-use dtca_pki::identity::Identity;
+use dtca_pki::identity::{Identity, Role};
 use dtca_pki::inspect::{self, CertInfo};
 use dtca_pki::key::{KeyType, PrivateKey};
 use dtca_pki::token::{JoinToken, RootDigest};
@@ -210,12 +210,18 @@ fn accept(
 ) -> Result<Bundle, ClientError> {
     let info = CertInfo::from_der(&issued.leaf_der).map_err(BadAnswer::Certificate)?;
     let intermediates = vec![issued.intermediate_der.clone()];
+    // A node's certificate is a server's (it is never a docker client); the others are
+    // clients'.
+    let usage = match info.identity.as_ref().map(|i| i.role) {
+        Some(Role::Node) => Usage::Server,
+        _ => Usage::Client,
+    };
     chain::verify(
         &issued.leaf_der,
         &intermediates,
         root_der,
         OffsetDateTime::now_utc(),
-        Usage::Client,
+        usage,
     )
     .map_err(BadAnswer::Chain)?;
     if info.public_key_der != key.public_key_der() {

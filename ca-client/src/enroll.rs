@@ -65,7 +65,8 @@ pub async fn obtain(opts: &EnrollOptions) -> Result<Obtained, ClientError> {
     let addr = ServerAddr::parse(&opts.server)?;
     let sans = Sans::collect(&opts.extra_sans, opts.default_sans)?;
     // A certificate that could not be stored would still spend a token use.
-    dtca_common::fs::ensure_writable_dir(&opts.out, 0o755)?;
+    private_out(&opts.out)?;
+    dtca_common::fs::ensure_writable_dir(&opts.out, 0o700)?;
     let (mut client, trusted) = ca::first_contact(&addr, token.root).await?;
     let bundle = ca::enroll(
         &mut client,
@@ -116,6 +117,7 @@ pub fn write(out: &Path, bundle: &Bundle, state: &ClientState) -> Result<(), Cli
 /// (expired, revoked); nothing is written then.
 pub async fn renew(out: &Path, server: Option<&str>) -> Result<Obtained, ClientError> {
     let mut state = ClientState::load(out)?;
+    private_out(out)?;
     let current = Bundle::load(out, Layout::CLIENT)?;
     let leaf = current.leaf()?;
     let sans = Sans {
@@ -134,6 +136,19 @@ pub async fn renew(out: &Path, server: Option<&str>) -> Result<Obtained, ClientE
         info,
         state,
     })
+}
+
+/// Makes the credential directory its owner's alone (0700): it holds the node's key, and
+/// its state. An existing one open to others (made by hand, or by an earlier version) is
+/// tightened, and the log says so.
+///
+/// # Errors
+/// [`ClientError::File`] when its permissions cannot be changed.
+pub fn private_out(out: &Path) -> Result<(), ClientError> {
+    if let Some(mode) = dtca_common::fs::ensure_private_dir(out)? {
+        tracing::warn!(dir = %out.display(), from = %format!("{mode:04o}"), "tightened the credential directory to 0700");
+    }
+    Ok(())
 }
 
 /// One renewal round trip, writing nothing.

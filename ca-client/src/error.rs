@@ -91,6 +91,10 @@ impl From<tonic::Status> for ClientError {
 pub enum Invalid {
     #[error("--san {entry:?} is neither an IP address nor a DNS name")]
     San { entry: String },
+    #[error(
+        "--san {entry:?} names no host (localhost, or an address written as a name): give the address itself, or a name of this host"
+    )]
+    SanNotAHost { entry: String },
     #[error("--docker-listen {0}")]
     Listen(EngineAddrError),
     #[error("--docker-advertise {0}")]

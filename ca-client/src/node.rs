@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::tls::ServerAddr;
 use dtca_pki::duration;
+use dtca_pki::policy::check_host_name;
 use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -50,8 +51,11 @@ pub async fn enroll_docker(
     // The certificate must name the address operators will use, or their docker CLI
     // refuses the engine.
     let mut opts = opts.clone();
+    // (Not `localhost`: no node certificate names it, and the engine's own checks dial
+    // the address, not the name.)
     for addr in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
         if let Some(host) = addr.named_host()
+            && (addr.ip().is_some() || check_host_name(host).is_ok())
             && !opts.extra_sans.iter().any(|s| s == host)
         {
             opts.extra_sans.push(host.to_string());

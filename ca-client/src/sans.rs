@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use dtca_common::net;
-use dtca_pki::policy::check_dns_name;
+use dtca_pki::policy::{PolicyError, check_host_name};
 
 use crate::error::{ClientError, Invalid};
 
@@ -45,7 +45,7 @@ impl Sans {
     fn add_detected(&mut self) {
         let host = net::hostname();
         for name in std::iter::once(host).chain(net::fqdn()) {
-            if check_dns_name(&name).is_ok() && name != "localhost" {
+            if check_host_name(&name).is_ok() {
                 self.push_dns(name);
             }
         }
@@ -64,8 +64,13 @@ impl Sans {
             self.push_ip(ip);
             return Ok(());
         }
-        check_dns_name(entry).map_err(|_| Invalid::San {
-            entry: entry.to_string(),
+        check_host_name(entry).map_err(|e| match e {
+            PolicyError::NotAHostName(_) => Invalid::SanNotAHost {
+                entry: entry.to_string(),
+            },
+            _ => Invalid::San {
+                entry: entry.to_string(),
+            },
         })?;
         self.push_dns(entry.trim_end_matches('.').to_ascii_lowercase());
         Ok(())
@@ -132,9 +137,30 @@ mod tests {
     }
 
     #[test]
+    fn refuses_localhost_and_addresses_written_as_names() {
+        for odd in ["localhost", "0x7f.1", "10.0.0.256"] {
+            assert!(
+                matches!(
+                    Sans::collect(&[odd.into()], false),
+                    Err(ClientError::Invalid(Invalid::SanNotAHost { .. }))
+                ),
+                "{odd}"
+            );
+        }
+        // An address stays an address.
+        assert_eq!(
+            Sans::collect(&["10.0.0.1".into()], false)
+                .unwrap()
+                .ips
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn detected_names_include_the_host_name() {
         let sans = Sans::collect(&[], true).unwrap();
-        assert!(sans.dns.contains(&net::hostname()) || check_dns_name(&net::hostname()).is_err());
+        assert!(sans.dns.contains(&net::hostname()) || check_host_name(&net::hostname()).is_err());
         assert!(sans.ips.iter().all(|ip| !ip.is_loopback()));
     }
 

@@ -279,15 +279,16 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
     let current = tls.load_current().ok();
     let served = match (&current, engine::dial_addr(&d.listen).await) {
         (Some(bundle), Ok(addr)) => match docker::tls_name(bundle) {
-            Some(name) => engine::ping_tls(
-                addr,
-                &name,
-                &bundle.root_der,
-                Some(&bundle.client_identity()),
-            )
-            .await
-            .map(|s| s.to_string())
-            .map_err(|e| e.to_string()),
+            Some(name) => match engine::probe_tls(addr, &name, &bundle.root_der, None).await {
+                Ok(probe) => match probe.served {
+                    Some(serial) => Ok(serial.to_string()),
+                    None => Err(probe
+                        .answered
+                        .err()
+                        .map_or_else(|| "no certificate served".to_string(), |e| e.to_string())),
+                },
+                Err(e) => Err(e.to_string()),
+            },
             None => Err("no name in the certificate".into()),
         },
         (None, _) => Err(format!(

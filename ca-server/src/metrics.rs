@@ -1,5 +1,6 @@
 //! Prometheus metrics: issued, renewed and revoked certificates, refusals by reason,
-//! request latency, and days until the earliest node certificate expires.
+//! request latency, days until the earliest node certificate expires, and connections
+//! (open, refused or closed by the server and why, accept errors).
 //!
 //! Counters are plain atomics (no locks on the issuance path); `render` writes the
 //! Prometheus text format, and [`serve`] answers `GET /metrics` on its own listener.
@@ -52,6 +53,50 @@ impl Rpc {
     }
 }
 
+/// Why the server refused or closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// Refused at accept: its source address has its limit of unauthenticated connections.
+    AddressLimit,
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout,
+    /// The TLS handshake failed.
+    HandshakeFailed,
+    /// No request arrived in time after the handshake.
+    NoRequest,
+    /// No open stream for too long.
+    Idle,
+}
+
+impl ConnectionEnd {
+    const ALL: [ConnectionEnd; 5] = [
+        ConnectionEnd::AddressLimit,
+        ConnectionEnd::HandshakeTimeout,
+        ConnectionEnd::HandshakeFailed,
+        ConnectionEnd::NoRequest,
+        ConnectionEnd::Idle,
+    ];
+
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionEnd::AddressLimit => "address-limit",
+            ConnectionEnd::HandshakeTimeout => "handshake-timeout",
+            ConnectionEnd::HandshakeFailed => "handshake-failed",
+            ConnectionEnd::NoRequest => "no-request",
+            ConnectionEnd::Idle => "idle",
+        }
+    }
+}
+
+/// Connection counters.
+#[derive(Debug, Default)]
+struct Connections {
+    open: AtomicU64,
+    ended: [AtomicU64; ConnectionEnd::ALL.len()],
+    accept_errors: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -67,6 +112,7 @@ pub struct Metrics {
     revoked: AtomicU64,
     refused: Vec<AtomicU64>,
     latency: [Histogram; 4],
+    connections: Connections,
 }
 
 impl Default for Metrics {
@@ -77,6 +123,7 @@ impl Default for Metrics {
             revoked: AtomicU64::new(0),
             refused: Reason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
+            connections: Connections::default(),
         }
     }
 }
@@ -106,6 +153,33 @@ impl Metrics {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.refused[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an accepted connection as open.
+    pub fn connection_opened(&self) {
+        self.connections.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an open connection as closed.
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// Counts a connection the server refused or closed, by why.
+    pub fn connection_ended(&self, end: ConnectionEnd) {
+        if let Some(i) = ConnectionEnd::ALL.iter().position(|e| *e == end) {
+            self.connections.ended[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failed `accept`.
+    pub fn accept_error(&self) {
+        self.connections
+            .accept_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long a call took.
@@ -188,6 +262,34 @@ impl Metrics {
                 "dtca_request_duration_seconds_count{{rpc=\"{rpc}\"}} {count}"
             ));
         }
+        let c = &self.connections;
+        line("# HELP dtca_connections_open Client connections open now.".into());
+        line("# TYPE dtca_connections_open gauge".into());
+        line(format!(
+            "dtca_connections_open {}",
+            c.open.load(Ordering::Relaxed)
+        ));
+        line(
+            "# HELP dtca_connections_ended_total Connections the server refused or closed, by why."
+                .into(),
+        );
+        line("# TYPE dtca_connections_ended_total counter".into());
+        for (i, end) in ConnectionEnd::ALL.iter().enumerate() {
+            line(format!(
+                "dtca_connections_ended_total{{reason=\"{}\"}} {}",
+                end.as_str(),
+                c.ended[i].load(Ordering::Relaxed)
+            ));
+        }
+        line(
+            "# HELP dtca_accept_errors_total Failed accepts (out of descriptors and the like)."
+                .into(),
+        );
+        line("# TYPE dtca_accept_errors_total counter".into());
+        line(format!(
+            "dtca_accept_errors_total {}",
+            c.accept_errors.load(Ordering::Relaxed)
+        ));
         if let Some(expiry) = earliest_node_expiry {
             line("# HELP dtca_node_cert_earliest_expiry_days Days until the earliest current node certificate expires.".into());
             line("# TYPE dtca_node_cert_earliest_expiry_days gauge".into());
@@ -330,5 +432,23 @@ mod tests {
             text.contains("dtca_request_duration_seconds_bucket{rpc=\"enroll\",le=\"0.005\"} 1")
         );
         assert!(text.contains("dtca_node_cert_earliest_expiry_days 2.000"));
+    }
+
+    #[test]
+    fn renders_connection_counters() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.connection_opened();
+        m.connection_closed();
+        m.connection_ended(ConnectionEnd::AddressLimit);
+        m.connection_ended(ConnectionEnd::Idle);
+        m.connection_ended(ConnectionEnd::Idle);
+        m.accept_error();
+        let text = m.render(OffsetDateTime::now_utc(), None);
+        assert!(text.contains("dtca_connections_open 1\n"), "{text}");
+        assert!(text.contains("dtca_connections_ended_total{reason=\"address-limit\"} 1"));
+        assert!(text.contains("dtca_connections_ended_total{reason=\"idle\"} 2"));
+        assert!(text.contains("dtca_connections_ended_total{reason=\"no-request\"} 0"));
+        assert!(text.contains("dtca_accept_errors_total 1"));
     }
 }

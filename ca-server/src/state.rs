@@ -290,6 +290,34 @@ impl StateDir {
         })
     }
 
+    /// Makes the state directory, its admin bundle and the embedded store its owner's
+    /// alone (0700 directories, 0600 store files), tightening what an earlier version or a
+    /// hand-made directory left open. Returns what it tightened, for the log.
+    ///
+    /// # Errors
+    /// [`StateError::Io`] when a permission cannot be changed (another user's directory).
+    pub fn secure(&self) -> Result<Vec<String>, StateError> {
+        let mut tightened = Vec::new();
+        for dir in [self.root.clone(), self.admin_dir()] {
+            if dir.is_dir()
+                && let Some(mode) = files::ensure_private_dir(&dir)?
+            {
+                tightened.push(format!("{} from {mode:04o} to 0700", dir.display()));
+            }
+        }
+        let store = self.store_path();
+        for path in [
+            store.clone(),
+            store.with_extension("db-wal"),
+            store.with_extension("db-shm"),
+        ] {
+            if let Some(mode) = files::make_private(&path)? {
+                tightened.push(format!("{} from {mode:04o} to 0600", path.display()));
+            }
+        }
+        Ok(tightened)
+    }
+
     /// Loads the signing authority, decrypting the intermediate key.
     ///
     /// # Errors

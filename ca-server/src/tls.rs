@@ -8,9 +8,7 @@
 //! replica. Calls that need no certificate (trust bundle, enrollment) work without one.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 
 use dtca_common::tls::provider;
 use dtca_pki::key::PrivateKey;
@@ -21,10 +19,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
-use tonic::transport::server::Connected;
 
 /// The server certificate in use; replaced when the server's own certificate is renewed.
 #[derive(Debug)]
@@ -170,79 +165,15 @@ pub struct PeerInfo {
     pub chain: Option<Arc<Vec<Vec<u8>>>>,
 }
 
-/// An accepted TLS connection; holds its slot in the connection limit until it closes.
-#[derive(Debug)]
-pub struct TlsConn {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
-    info: PeerInfo,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl TlsConn {
-    /// Wraps a finished handshake.
-    pub fn new(
-        inner: tokio_rustls::server::TlsStream<TcpStream>,
-        permit: OwnedSemaphorePermit,
-    ) -> Self {
-        let (tcp, session) = inner.get_ref();
-        let info = PeerInfo {
+impl PeerInfo {
+    /// The caller of a connection whose handshake has finished.
+    pub fn of(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        let (tcp, session) = tls.get_ref();
+        PeerInfo {
             remote: tcp.peer_addr().ok(),
             chain: session
                 .peer_certificates()
                 .map(|certs| Arc::new(certs.iter().map(|c| c.to_vec()).collect())),
-        };
-        TlsConn {
-            inner,
-            info,
-            _permit: permit,
         }
-    }
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = PeerInfo;
-
-    fn connect_info(&self) -> PeerInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }

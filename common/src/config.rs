@@ -9,7 +9,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 /// Reads a TOML config file. A missing file is an empty config when `required` is false
-/// (the default path need not exist); unknown keys are refused so typos are caught.
+/// (the default path need not exist); unknown keys are refused (when `T` says
+/// `deny_unknown_fields`, as every config struct of ours does) so typos are caught.
 ///
 /// # Errors
 /// [`ConfigError`] naming the file and the problem.
@@ -19,7 +20,16 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path, required: bool) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(T::default()),
         Err(e) => return Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
     };
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.message())))
+    parse(&text, path)
+}
+
+/// Reads the TOML `text` of the config file at `path` (named in errors), refusing unknown
+/// keys as [`load`] does.
+///
+/// # Errors
+/// [`ConfigError`] naming the file and the problem.
+pub fn parse<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.message())))
 }
 
 /// A config problem (or several, one per line).

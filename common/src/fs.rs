@@ -83,6 +83,48 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FileError> {
         .map_err(|e| FileError::new(dir, "set permissions of", e))
 }
 
+/// Makes `dir` its owner's alone (0700): created so when missing, an existing one open to
+/// group or others tightened. Returns the mode it had when it tightened one, so the
+/// caller can say so.
+///
+/// # Errors
+/// [`FileError`] naming the directory (one this user does not own cannot be tightened).
+pub fn ensure_private_dir(dir: &Path) -> Result<Option<u32>, FileError> {
+    if !dir.is_dir() {
+        ensure_dir(dir, 0o700)?;
+        return Ok(None);
+    }
+    let mode = fs::metadata(dir)
+        .map_err(|e| FileError::new(dir, "read the permissions of", e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7700))
+        .map_err(|e| FileError::new(dir, "tighten the permissions of", e))?;
+    Ok(Some(mode))
+}
+
+/// Takes group and other permissions off `path` when it exists. Returns the mode it had
+/// when it changed it.
+///
+/// # Errors
+/// [`FileError`] naming the file.
+pub fn make_private(path: &Path) -> Result<Option<u32>, FileError> {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Ok(None);
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_file() || mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7700))
+        .map_err(|e| FileError::new(path, "tighten the permissions of", e))?;
+    Ok(Some(mode))
+}
+
 /// Creates `dir` like [`ensure_dir`] and proves that files can be created in it, so a
 /// caller can refuse before it asks the CA for something it could not store.
 ///
@@ -151,6 +193,35 @@ impl FileError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_directory_and_file_are_made_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(ensure_private_dir(&dir).unwrap(), Some(0o755));
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(ensure_private_dir(&dir).unwrap(), None);
+        let file = dir.join("store.db");
+        fs::write(&file, b"x").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(make_private(&file).unwrap(), Some(0o644));
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(make_private(&dir.join("absent")).unwrap(), None);
+        let fresh = tmp.path().join("fresh");
+        assert_eq!(ensure_private_dir(&fresh).unwrap(), None);
+        assert_eq!(
+            fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
 
     #[test]
     fn writable_dir_is_created_and_a_file_in_the_way_is_refused() {

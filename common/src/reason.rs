@@ -84,9 +84,11 @@ reasons! {
     TooLarge = 34, "too-large", OutOfRange, "a message was larger than the server accepts";
     DockerSwitch = 35, "docker-switch", Aborted, "switching the Docker engine failed; the previous configuration was restored";
     DockerUnavailable = 36, "docker-unavailable", Unavailable, "the Docker engine did not answer";
-    StoreFull = 37, "store-full", Unavailable, "the disk holding the CA's database is full; nothing was issued (the CA's operator must free space)";
-    StoreCorrupt = 38, "store-corrupt", DataLoss, "the CA's database is damaged; nothing was issued (the CA's operator must restore it from a backup)";
-    ClockSkew = 39, "clock-skew", FailedPrecondition, "this machine's clock and the CA's disagree too much for a certificate to be valid here; nothing was spent";
+    NameTaken = 37, "name-taken", AlreadyExists, "the name, or a DNS name asked for, belongs to another enrolled identity";
+    CertSuperseded = 38, "cert-superseded", PermissionDenied, "the client certificate was renewed, and its successor is in use";
+    StoreFull = 39, "store-full", Unavailable, "the disk holding the CA's database is full; nothing was issued (the CA's operator must free space)";
+    StoreCorrupt = 40, "store-corrupt", DataLoss, "the CA's database is damaged; nothing was issued (the CA's operator must restore it from a backup)";
+    ClockSkew = 41, "clock-skew", FailedPrecondition, "this machine's clock and the CA's disagree too much for a certificate to be valid here; nothing was spent";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

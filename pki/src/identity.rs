@@ -12,7 +12,8 @@ pub const SCHEME: &str = "dtca://";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// A Docker engine: serverAuth (dockerd's TLS) and clientAuth (renewal, swarm tools).
+    /// A Docker engine: serverAuth only (dockerd's TLS). It is never a docker client; the
+    /// CA accepts it for the node's own calls (renewal, reports) by its own chain check.
     Node,
     /// A person running the docker CLI against engines: clientAuth only.
     Operator,

@@ -33,10 +33,14 @@ impl Profile {
         const HOUR: u64 = 3600;
         const DAY: u64 = 24 * HOUR;
         match role {
+            // serverAuth only: dockerd accepts any clientAuth certificate under its CA file
+            // as a docker client, so a node's key (root on one node, a node token left in
+            // cloud-init) would otherwise open every engine. The CA accepts node
+            // certificates for its own node calls by its own chain check.
             Role::Node => Profile {
                 role,
                 server_auth: true,
-                client_auth: true,
+                client_auth: false,
                 default_lifetime: Duration::from_secs(30 * DAY),
                 max_lifetime: Duration::from_secs(365 * DAY),
             },
@@ -84,6 +88,15 @@ mod tests {
         assert!(!Profile::of(Role::Operator).server_auth);
         assert!(!Profile::of(Role::Admin).server_auth);
         assert!(!Profile::of(Role::Ca).client_auth);
+    }
+
+    /// Regression: node certificates carried clientAuth, so dockerd took any node's key
+    /// as a docker client of every engine.
+    #[test]
+    fn a_node_certificate_is_never_a_client() {
+        assert!(!Profile::of(Role::Node).client_auth);
+        assert!(Profile::of(Role::Operator).client_auth);
+        assert!(Profile::of(Role::Admin).client_auth);
     }
 
     #[test]

@@ -44,6 +44,14 @@ impl TestCa {
 
     /// The same with operator rules (renewal grace).
     pub async fn start_with(rules: Rules) -> TestCa {
+        Self::start_configured(rules, |_| {}).await
+    }
+
+    /// The same with server options changed by `configure` (connection limits).
+    pub async fn start_configured(
+        rules: Rules,
+        configure: impl FnOnce(&mut ServerOptions),
+    ) -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path().join("ca"));
         state
@@ -71,10 +79,12 @@ impl TestCa {
             dns_names: vec!["localhost".into()],
             ip_addresses: vec!["127.0.0.1".parse().unwrap()],
             name: "test-ca".into(),
-            max_connections: 10_000,
             handshake_timeout: Duration::from_secs(5),
             health_interval: Duration::from_millis(200),
+            ..ServerOptions::default()
         };
+        let mut options = options;
+        configure(&mut options);
         let r = registrar.clone();
         let task = tokio::spawn(async move {
             server::run(listener, r, options, async {
@@ -171,14 +181,19 @@ impl TestCa {
             HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
         };
         let mut health = HealthClient::new(self.channel_with(None).await);
+        // The health loop reports the server first, then each service: wait for all.
         for _ in 0..250 {
-            let status = health
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(|r| r.into_inner().status);
-            if status.ok() == Some(ServingStatus::Serving as i32) {
+            let mut serving = true;
+            for service in ["", "dtca.v1.Ca", "dtca.v1.Admin"] {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status);
+                serving &= status.ok() == Some(ServingStatus::Serving as i32);
+            }
+            if serving {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

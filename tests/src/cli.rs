@@ -57,3 +57,29 @@ pub fn token(state: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "token create: {}", text(&out));
     stdout(&out)
 }
+
+/// An operator's client bundle (`ca.pem`, `cert.pem`, `key.pem`) from the CA whose state
+/// is `state` and which listens at `server`, enrolled into `dir` under a name of its own.
+pub fn operator(state: &Path, server: &str, dir: &Path) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("op-{}-{n}", std::process::id());
+    let t = token(state, &["--role", "operator"]);
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            server,
+            "--token",
+            &t,
+            "--name",
+            &name,
+            "--no-default-sans",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "operator enroll: {}", text(&out));
+    dir.to_path_buf()
+}

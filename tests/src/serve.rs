@@ -63,13 +63,35 @@ impl ServeProcess {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> ServeProcess {
-        let addr_file = state.join("server.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = log.to_path_buf();
         let mut cmd = Command::new(bin("ca-server"));
         cmd.args(["serve", "--listen", listen, "--state-dir"])
             .arg(state)
             .args(extra);
+        Self::spawn(cmd, state, log, envs)
+    }
+
+    /// The same on 127.0.0.1:0 under bash's `ulimit <limits>` (`-n 256`: at most 256
+    /// file descriptors, soft and hard, as a service manager would set them).
+    pub fn start_under_ulimit(
+        state: &Path,
+        limits: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServeProcess {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("ulimit {limits} && exec \"$0\" \"$@\""))
+            .arg(bin("ca-server"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .args(extra);
+        Self::spawn(cmd, state, &state.join("serve.log"), envs)
+    }
+
+    fn spawn(mut cmd: Command, state: &Path, log: &Path, envs: &[(&str, &str)]) -> ServeProcess {
+        let addr_file = state.join("server.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = log.to_path_buf();
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -63,7 +63,8 @@ async fn enrolled_chain_passes_openssl_verify_with_the_asked_sans_and_ekus() {
         info.ip_addresses,
         vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]
     );
-    assert!(info.server_auth && info.client_auth && !info.is_ca);
+    // serverAuth only: a node's certificate is never a docker client.
+    assert!(info.server_auth && !info.client_auth && !info.is_ca);
     assert_eq!(
         info.identity.as_ref().unwrap().uri(),
         "dtca://test/node/node-1"
@@ -214,6 +215,7 @@ async fn token_refusals_each_have_their_own_reason_and_burn_nothing() {
     assert_eq!(reason_of(&err), Reason::NameNotAllowed, "{err}");
     assert!(err.to_string().contains("node-1.example.com"), "{err}");
     let mut inside = options(&ca, &limited.token, out.path());
+    inside.name = "node-2".into();
     inside.extra_sans = vec!["a.nodes.example.com".into(), "10.1.2.3".into()];
     enroll::enroll(&inside).await.unwrap();
 
@@ -265,7 +267,7 @@ async fn malformed_and_mis_signed_csrs_are_refused_and_requested_extensions_neve
     let info = CertInfo::from_der(&issued.leaf_der).unwrap();
     assert!(!info.is_ca);
     assert_eq!(info.identity.unwrap().uri(), "dtca://test/node/n1");
-    assert!(info.server_auth && info.client_auth);
+    assert!(info.server_auth && !info.client_auth);
     let text = x509_text(&issued.leaf_der);
     assert!(!text.contains("Certificate Sign"), "{text}");
     assert!(!text.contains("admin"), "{text}");

@@ -28,7 +28,7 @@ fn every_sample_bundle_parses_and_chains_to_the_sample_root() {
     let intermediate = read("ca/intermediate.pem").remove(0);
     chain::verify_ca_signature(&intermediate, &root).unwrap();
     for (sub, role, usages) in [
-        ("node", Role::Node, vec![Usage::Server, Usage::Client]),
+        ("node", Role::Node, vec![Usage::Server]),
         ("operator", Role::Operator, vec![Usage::Client]),
         ("ca/admin", Role::Admin, vec![Usage::Client]),
     ] {
@@ -47,6 +47,19 @@ fn every_sample_bundle_parses_and_chains_to_the_sample_root() {
         for usage in usages {
             chain::verify(&bundle.chain[0], &bundle.chain[1..], &root, at, usage)
                 .unwrap_or_else(|e| panic!("{sub}: {e}"));
+        }
+        if role == Role::Node {
+            assert!(
+                chain::verify(
+                    &bundle.chain[0],
+                    &bundle.chain[1..],
+                    &root,
+                    at,
+                    Usage::Client
+                )
+                .is_err(),
+                "the sample node certificate is a client certificate"
+            );
         }
         let cert = dir().join(sub).join("cert.pem");
         let ok = openssl_verify_at(&dir().join("ca/ca.pem"), &cert, at.unix_timestamp());

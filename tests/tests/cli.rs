@@ -33,6 +33,7 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
     let state = dir.path().join("state");
     let pass = dir.path().join("pass");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    set_mode(&pass, 0o600);
     let out = run(
         "ca-server",
         &[
@@ -47,6 +48,19 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("root digest"));
+    // The keys are encrypted at a cost openssl still reads (its scrypt memory limit).
+    let key = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(state.join("intermediate-key.pem"))
+        .arg("-passin")
+        .arg(format!("file:{}", pass.display()))
+        .output()
+        .unwrap();
+    assert!(
+        key.status.success(),
+        "openssl cannot read the encrypted key: {}",
+        String::from_utf8_lossy(&key.stderr)
+    );
     // A second init refuses and leaves the CA alone.
     let before = std::fs::read(state.join("ca.pem")).unwrap();
     let again = run(
@@ -116,10 +130,13 @@ fn init_serve_token_enroll_renew_and_stop_with_the_real_binaries() {
         "IP Address:127.0.0.1",
         "URI:dtca://prod/node/web-1",
         "TLS Web Server Authentication",
-        "TLS Web Client Authentication",
     ] {
         assert!(text.contains(want), "{want} missing from {text}");
     }
+    assert!(
+        !text.contains("TLS Web Client Authentication"),
+        "a node certificate is a client certificate: {text}"
+    );
     let first_serial = openssl::serial(&creds.join("cert.pem"));
     let first_key = std::fs::read(creds.join("key.pem")).unwrap();
 
@@ -498,4 +515,85 @@ fn check_reports_missing_credentials_with_its_own_code() {
         ],
     );
     assert_eq!(code(&out), 2, "{}", stdout(&out));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Regression: a passphrase file anyone could read was only warned about, and state and
+/// credential directories kept whatever mode they were made with.
+#[test]
+fn loose_secrets_are_refused_and_open_directories_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pass = dir.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    set_mode(&pass, 0o644);
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run("ca-server", &args)
+    };
+    let refused = init(&[]);
+    expect_exit(&refused, Reason::Config);
+    assert!(
+        stderr(&refused).contains("chmod 600"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!state.join("ca.pem").exists(), "refused, but a CA was made");
+    let accepted = init(&["--insecure-passphrase-file-permissions"]);
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    assert!(
+        stderr(&accepted).contains("warning"),
+        "{}",
+        stderr(&accepted)
+    );
+    set_mode(&pass, 0o600);
+
+    // A state directory left open is tightened when the CA starts, store files too.
+    set_mode(&state, 0o755);
+    let serve = ServeProcess::start(&state, &["--passphrase-file", pass.to_str().unwrap()], &[]);
+    assert_eq!(mode_of(&state), 0o700);
+    assert_eq!(mode_of(&state.join("store.db")), 0o600);
+    assert_eq!(mode_of(&state.join("admin")), 0o700);
+
+    // So is a credential directory a client enrolls into.
+    let creds = dir.path().join("node");
+    std::fs::create_dir(&creds).unwrap();
+    set_mode(&creds, 0o755);
+    let t = token(&state, &["--role", "node"]);
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            &serve.addr,
+            "--token",
+            &t,
+            "--out",
+            creds.to_str().unwrap(),
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+            "--name",
+            "tight-1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode_of(&creds), 0o700);
+    assert_eq!(mode_of(&creds.join("key.pem")), 0o600);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use dtca_common::Reason;
 use dtca_tests::bins::bin;
-use dtca_tests::cli::{text, token};
+use dtca_tests::cli::{operator, text, token};
 use dtca_tests::docker::{Engine, IMAGE, free_port};
 use dtca_tests::process::{Proc, wait_until};
 use dtca_tests::serve::{ServeProcess, init_insecure};
@@ -78,15 +78,20 @@ fn plain_ping(addr: &str) -> bool {
     std::net::TcpStream::connect_timeout(&hostport.parse().unwrap(), Duration::from_secs(2)).is_ok()
 }
 
-fn assert_mtls_only(engine: &Engine, creds: &Path, listen: &str) {
+/// The engine at `listen` serves mutual TLS only: an operator of `ca` gets in; the node's
+/// own certificate (`creds`, and the same pair as dockerd's TLS directory holds it), a
+/// client without a certificate and one from another CA do not; the old plain address
+/// is closed.
+fn assert_mtls_only(ca: &Ca, engine: &Engine, creds: &Path, listen: &str) {
+    let operator = operator(&ca.state, &ca.serve.addr, &engine.dir.join("operator"));
     let version = engine.docker_tls(
         listen,
-        creds,
+        &operator,
         &["version", "--format", "{{.Server.Version}}"],
     );
     assert!(
         version.status.success(),
-        "docker --tlsverify version: {}",
+        "docker --tlsverify version as an operator: {}",
         text(&version)
     );
     assert!(
@@ -94,6 +99,7 @@ fn assert_mtls_only(engine: &Engine, creds: &Path, listen: &str) {
         "the old plain address {} still accepts connections",
         engine.plain
     );
+    assert_refused_as_client(engine, listen, creds);
     // No client certificate: refused.
     let no_cert = Command::new("docker")
         .args(["--tls", "-H", listen, "--tlscacert"])
@@ -114,6 +120,43 @@ fn assert_mtls_only(engine: &Engine, creds: &Path, listen: &str) {
         "a foreign-CA certificate got in: {}",
         text(&out)
     );
+}
+
+/// Regression: node certificates carried clientAuth, so a node's key (root on one node, a
+/// token left in cloud-init) was a docker client of every engine. The node's pair, as
+/// `enroll` wrote it and as dockerd's TLS directory holds it, is refused by the engine at
+/// `listen` (its own, or another).
+fn assert_refused_as_client(engine: &Engine, listen: &str, node_creds: &Path) {
+    let tls = node_creds
+        .parent()
+        .map(|d| d.join("tls"))
+        .filter(|d| d.join("server-cert.pem").exists());
+    let mut pairs = vec![node_creds.to_path_buf()];
+    if let Some(tls) = tls {
+        // dockerd's own files under the names the docker CLI reads.
+        let as_client = engine
+            .dir
+            .join(format!("as-client-{}", listen.replace([':', '/'], "-")));
+        std::fs::create_dir_all(&as_client).unwrap();
+        std::fs::copy(tls.join("ca.pem"), as_client.join("ca.pem")).unwrap();
+        std::fs::copy(tls.join("server-cert.pem"), as_client.join("cert.pem")).unwrap();
+        std::fs::copy(tls.join("server-key.pem"), as_client.join("key.pem")).unwrap();
+        pairs.push(as_client);
+    }
+    for pair in pairs {
+        let out = engine.docker_tls(listen, &pair, &["version"]);
+        assert!(
+            !out.status.success(),
+            "the node's own certificate ({}) is a docker client of {listen}: {}",
+            pair.display(),
+            text(&out)
+        );
+        assert!(
+            text(&out).contains("bad certificate"),
+            "refused for another reason: {}",
+            text(&out)
+        );
+    }
 }
 
 /// A client bundle from a CA the engine does not trust, with the engine's own ca.pem so
@@ -170,7 +213,7 @@ fn switches_a_plain_engine_to_mutual_tls_and_refuses_everyone_else() {
         engine.log_text()
     );
 
-    assert_mtls_only(&engine, &creds, &listen);
+    assert_mtls_only(&ca, &engine, &creds, &listen);
     let after = json(&engine.config);
     for key in [
         "data-root",
@@ -244,7 +287,7 @@ fn switches_an_engine_whose_systemd_unit_passes_hosts_with_h() {
         text(&out),
         engine.log_text()
     );
-    assert_mtls_only(&engine, &creds, &listen);
+    assert_mtls_only(&ca, &engine, &creds, &listen);
     assert_eq!(
         inspect(&engine, "{{.State.Running}} {{.State.StartedAt}}"),
         format!("true {started}"),
@@ -360,7 +403,7 @@ fn a_failing_restart_command_is_rolled_back() {
         first_serial,
         "not switched with a renewal"
     );
-    assert_mtls_only(&engine, &creds, &listen);
+    assert_mtls_only(&ca, &engine, &creds, &listen);
 }
 
 /// The serial of the client certificate in `dir`.
@@ -478,6 +521,7 @@ fn the_agent_rotates_keeps_the_old_pair_while_the_ca_is_down_and_containers_surv
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let operator = operator(&state, &ca_addr, &engine.dir.join("operator"));
     let run = engine.docker(&["run", "-d", "--name", "keeper", IMAGE, "/bin/sleep", "3600"]);
     assert!(run.status.success(), "{}", text(&run));
     let started = inspect(&engine, "{{.State.StartedAt}}");
@@ -540,7 +584,7 @@ fn the_agent_rotates_keeps_the_old_pair_while_the_ca_is_down_and_containers_surv
     assert_eq!(served().as_deref(), Some(second.as_str()));
     assert!(
         engine
-            .docker_tls(&listen, &creds, &["version"])
+            .docker_tls(&listen, &operator, &["version"])
             .status
             .success()
     );
@@ -606,9 +650,10 @@ fn a_swarm_engine_is_switched_without_live_restore_and_stays_in_the_swarm() {
     );
     let config = json(&engine.config);
     assert_ne!(config["live-restore"], true, "live-restore in swarm mode");
+    let operator = operator(&ca.state, &ca.serve.addr, &engine.dir.join("operator"));
     let state = engine.docker_tls(
         &listen,
-        &creds,
+        &operator,
         &[
             "info",
             "--format",
@@ -670,7 +715,7 @@ fn three_engines_on_their_own_loopback_addresses_are_all_switched() {
             text(out),
             engine.log_text()
         );
-        assert_mtls_only(engine, &engine.dir.join("client"), listen);
+        assert_mtls_only(&ca, engine, &engine.dir.join("client"), listen);
         let cert = std::fs::read_to_string(engine.dir.join("client/cert.pem")).unwrap();
         let leaf = dtca_pki::inspect::CertInfo::from_der(
             &dtca_pki::inspect::certs_from_pem(&cert).unwrap()[0],
@@ -680,5 +725,10 @@ fn three_engines_on_their_own_loopback_addresses_are_all_switched() {
             leaf.ip_addresses,
             vec![engine.ip.parse::<std::net::IpAddr>().unwrap()]
         );
+    }
+    // Root on one node opens no other engine: each node's pair is refused by the next.
+    for (i, engine) in engines.iter().enumerate() {
+        let next = (i + 1) % engines.len();
+        assert_refused_as_client(&engines[next], &listens[next], &engine.dir.join("client"));
     }
 }

@@ -263,7 +263,7 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
     for s in starts {
         stores.push(s.await.unwrap());
     }
-    assert_eq!(pg.sql("contract", "SELECT version FROM dtca_schema"), "1");
+    assert_eq!(pg.sql("contract", "SELECT version FROM dtca_schema"), "3");
     conformance::run_all(Arc::new(stores[0].clone())).await;
 
     // A shared token under concurrency (uses counted per batch while its row is
@@ -296,6 +296,7 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
                     cert,
                     token_id: Some("t-fleet".into()),
                     renewal_of: None,
+                    replace: false,
                     audit: vec![],
                     at: OffsetDateTime::now_utc(),
                 })

@@ -15,6 +15,7 @@ const CRATES: &[&str] = &[
     "proto",
     "bench",
     "tests",
+    "fuzzing",
 ];
 
 /// Past this many lines (tests at the end not counted) a module becomes a folder.

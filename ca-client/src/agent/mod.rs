@@ -92,6 +92,7 @@ pub async fn run(
         return Ok(());
     }
     let state = ClientState::load(&opts.out)?;
+    enroll::private_out(&opts.out)?;
     Bundle::load(&opts.out, Layout::CLIENT)?;
     tracing::info!(out = %opts.out.display(), identity = %state.identity, "agent started");
 

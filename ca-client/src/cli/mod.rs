@@ -363,9 +363,7 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
                 d.listen, d.advertise
             );
             println!(
-                "  try:       docker --tlsverify -H {} --tlscacert {out}/ca.pem --tlscert {out}/cert.pem --tlskey {out}/key.pem version",
-                d.advertise,
-                out = opts.out.display()
+                "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
             );
         }
         return Ok(ExitCode::SUCCESS);

@@ -224,6 +224,31 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
+    /// Found by the daemon_json fuzz target: serde_json's default float parser came back
+    /// with 1.9999999999999997e50 for 2.0e50, so the switch changed a user's number.
+    #[test]
+    fn a_number_in_the_users_file_keeps_its_exact_value() {
+        let existing = r#"{"x":2.0e50,"y":0.1,"z":123456789012345678901234567890}"#;
+        let written = plan(
+            Some(existing),
+            &[],
+            &tls(),
+            &listen("tcp://0.0.0.0:2376"),
+            false,
+        )
+        .unwrap()
+        .text;
+        let (before, after) = (parse(existing), parse(&written));
+        for key in ["x", "y", "z"] {
+            assert_eq!(
+                before[key].as_f64().map(f64::to_bits),
+                after[key].as_f64().map(f64::to_bits),
+                "{key}: {written}"
+            );
+        }
+        assert_eq!(after["x"].as_f64(), Some(2.0e50));
+    }
+
     #[test]
     fn live_restore_alone_changes_nothing_else() {
         let existing = r#"{"hosts":["tcp://0.0.0.0:2375"],"debug":true}"#;

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dtca_common::endpoint::EngineAddr;
@@ -14,7 +14,10 @@ use dtca_pki::inspect::CertInfo;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -85,26 +88,49 @@ pub async fn refuses(addr: SocketAddr) -> bool {
     )
 }
 
+/// What an engine's TLS endpoint did with one `GET /_ping`.
+#[derive(Debug)]
+pub struct TlsProbe {
+    /// The serial of the certificate it served, when that certificate verified against
+    /// the root for the name (also when the engine then refused the client).
+    pub served: Option<Serial>,
+    /// Whether the call was answered `OK`, or why not.
+    pub answered: Result<(), EngineError>,
+    /// The issuers (subject DER) whose client certificates the engine asked for: the CA
+    /// file it verifies clients with. Only recorded when the probe has no certificate.
+    pub asked_for: Vec<Vec<u8>>,
+}
+
 /// `GET /_ping` over TLS to `addr`, checking the server certificate against `root_der`
-/// for `name`, optionally presenting a client certificate. Returns the serial of the
-/// certificate the engine served.
+/// for `name`, optionally presenting a client certificate. The certificate served is
+/// recorded as it is verified, so a probe without a client certificate (which dockerd
+/// with `--tlsverify` refuses) still learns which certificate the engine serves: a node
+/// has no certificate a docker engine accepts as a client.
 ///
 /// # Errors
-/// [`EngineError`] when the handshake or the call fails or the answer is not `OK`.
-pub async fn ping_tls(
+/// [`EngineError`] when the root or the client certificate cannot be used.
+pub async fn probe_tls(
     addr: SocketAddr,
     name: &str,
     root_der: &[u8],
     client: Option<&ClientIdentity>,
-) -> Result<Serial, EngineError> {
+) -> Result<TlsProbe, EngineError> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from(root_der.to_vec()))
         .map_err(|e| EngineError(format!("root certificate: {e}")))?;
+    let verifier = Arc::new(Recording {
+        inner: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| EngineError(format!("root certificate: {e}")))?,
+        served: Mutex::new(None),
+    });
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| EngineError(e.to_string()))?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone());
+    let hints = Arc::new(Hints::default());
     let config = match client {
         Some(id) => builder
             .with_client_auth_cert(
@@ -115,31 +141,114 @@ pub async fn ping_tls(
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.clone())),
             )
             .map_err(|e| EngineError(format!("client certificate: {e}")))?,
-        None => builder.with_no_client_auth(),
+        None => builder.with_client_cert_resolver(hints.clone()),
     };
     let server_name = ServerName::try_from(name.to_string())
         .map_err(|_| EngineError(format!("bad server name {name:?}")))?;
-    let tcp = tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(addr))
+    let answered = async {
+        let tcp = tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| EngineError(format!("{addr}: connect timed out")))?
+            .map_err(|e| EngineError(format!("{addr}: {e}")))?;
+        let tls = tokio::time::timeout(
+            CALL_TIMEOUT,
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+        )
         .await
-        .map_err(|_| EngineError(format!("{addr}: connect timed out")))?
-        .map_err(|e| EngineError(format!("{addr}: {e}")))?;
-    let tls = tokio::time::timeout(
-        CALL_TIMEOUT,
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
-    )
-    .await
-    .map_err(|_| EngineError(format!("{addr}: TLS handshake timed out")))?
-    .map_err(|e| EngineError(format!("{addr}: TLS handshake failed: {e}")))?;
-    let served = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| CertInfo::from_der(c).ok())
-        .map(|i| i.serial)
-        .ok_or_else(|| EngineError(format!("{addr}: no server certificate")))?;
-    expect_ok(get(tls, "/_ping").await?)?;
-    Ok(served)
+        .map_err(|_| EngineError(format!("{addr}: TLS handshake timed out")))?
+        .map_err(|e| EngineError(format!("{addr}: TLS handshake failed: {e}")))?;
+        expect_ok(get(tls, "/_ping").await?)
+    }
+    .await;
+    let served = verifier
+        .served
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .and_then(|der| CertInfo::from_der(&der).ok())
+        .map(|i| i.serial);
+    let asked_for = hints.asked.lock().map(|a| a.clone()).unwrap_or_default();
+    Ok(TlsProbe {
+        served,
+        answered,
+        asked_for,
+    })
+}
+
+/// Sends no client certificate, and remembers which issuers the server asked for.
+#[derive(Debug, Default)]
+struct Hints {
+    asked: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ResolvesClientCert for Hints {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        if let Ok(mut asked) = self.asked.lock() {
+            *asked = root_hint_subjects.iter().map(|s| s.to_vec()).collect();
+        }
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The usual verification of the engine's certificate, remembering the certificate it
+/// accepted.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<WebPkiServerVerifier>,
+    served: Mutex<Option<Vec<u8>>>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        if let Ok(mut served) = self.served.lock() {
+            *served = Some(end_entity.to_vec());
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 async fn get<S>(io: S, path: &str) -> Result<(u16, Vec<u8>), EngineError>

@@ -69,9 +69,12 @@ fn last_chars(text: &str, n: usize) -> &str {
     &text[start..]
 }
 
-/// Waits until the engine serves `bundle`'s certificate over mutual TLS at `listen`, then
-/// checks that a client without a certificate is refused, that the removed plain
-/// addresses refuse connections, and that the unix socket answers.
+/// Waits until the engine serves `bundle`'s certificate over TLS at `listen`, then
+/// checks what proves mutual TLS without a client certificate of its own (a node has
+/// none a docker engine accepts): the engine asks for client certificates issued under
+/// the cluster's root (its CA file is ours), refuses a client without one, and refuses
+/// the node's own certificate as a client; then that the removed plain addresses refuse
+/// connections and that the unix socket answers.
 ///
 /// # Errors
 /// What did not hold when `timeout` ran out.
@@ -85,30 +88,50 @@ pub async fn verify(
     let leaf = bundle.leaf().map_err(|e| e.to_string())?;
     let name = tls_name(bundle).ok_or("the certificate has no DNS name or IP address to check")?;
     let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;
-    let client = bundle.client_identity();
     let deadline = Instant::now() + timeout;
-    loop {
-        let problem = match engine::ping_tls(addr, &name, &bundle.root_der, Some(&client)).await {
-            Ok(served) if served == leaf.serial => break,
-            Ok(served) => format!(
+    let probe = loop {
+        let probe = engine::probe_tls(addr, &name, &bundle.root_der, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let problem = match (&probe.served, &probe.answered) {
+            (Some(served), _) if *served == leaf.serial => break probe,
+            (Some(served), _) => format!(
                 "the engine serves certificate {served}, not the new {}",
                 leaf.serial
             ),
-            Err(e) => e.to_string(),
+            (None, Err(e)) => e.to_string(),
+            (None, Ok(())) => "the engine served no certificate".to_string(),
         };
         if Instant::now() >= deadline {
             return Err(format!(
-                "no mutual-TLS answer at {listen} within {}s: {problem}",
+                "no TLS answer with the new certificate at {listen} within {}s: {problem}",
                 timeout.as_secs()
             ));
         }
         tokio::time::sleep(POLL).await;
-    }
-    if engine::ping_tls(addr, &name, &bundle.root_der, None)
-        .await
-        .is_ok()
-    {
+    };
+    if probe.answered.is_ok() {
         return Err(format!("{listen} answers clients without a certificate"));
+    }
+    let root_subject = dtca_pki::inspect::subject_der(&bundle.root_der).unwrap_or_default();
+    if !probe.asked_for.contains(&root_subject) {
+        return Err(format!(
+            "{listen} does not ask for client certificates of this cluster's CA (its CA file is not the cluster's root)"
+        ));
+    }
+    if !leaf.client_auth
+        && engine::probe_tls(
+            addr,
+            &name,
+            &bundle.root_der,
+            Some(&bundle.client_identity()),
+        )
+        .await
+        .is_ok_and(|own| own.answered.is_ok())
+    {
+        return Err(format!(
+            "{listen} accepts the node's own certificate as a docker client"
+        ));
     }
     for old in removed_tcp {
         let old_addr = engine::dial_addr(old).await.map_err(|e| e.to_string())?;

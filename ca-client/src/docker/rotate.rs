@@ -86,14 +86,9 @@ pub async fn reconcile(docker: &DockerState, timeout: Duration) -> Result<(), Cl
     let addr = engine::dial_addr(&docker.listen)
         .await
         .map_err(|e| EngineFailure::Address(e.to_string()))?;
-    if let Ok(served) = engine::ping_tls(
-        addr,
-        &name,
-        &current.root_der,
-        Some(&current.client_identity()),
-    )
-    .await
-        && served == serial
+    if engine::probe_tls(addr, &name, &current.root_der, None)
+        .await
+        .is_ok_and(|probe| probe.served.as_ref() == Some(&serial))
     {
         return Ok(());
     }

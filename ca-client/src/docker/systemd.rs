@@ -39,7 +39,9 @@ pub struct Scan {
 
 impl Scan {
     /// The command line without the `-H` flags, when there were any. A `$VAR` word whose
-    /// value carries `-H` is replaced by its value without them; other words stay as written.
+    /// value carries `-H` is replaced by its value without them (a `$` in the value
+    /// written as `$$`, so that systemd passes it on as it did); other words stay as
+    /// written.
     pub fn without_hosts(&self) -> Option<Vec<String>> {
         let args = self.exec_start.as_ref()?;
         if self.hosts.is_empty() {
@@ -48,8 +50,10 @@ impl Scan {
         let mut inlined = Vec::new();
         for (i, word) in args.iter().enumerate() {
             match expand(word, &self.env) {
-                Some(values) if i > 0 && !strip_hosts(&values, false).1.is_empty() => {
-                    inlined.extend(values);
+                // Any -H in the value, even a last one that takes the next word of the
+                // command line as its address.
+                Some(values) if i > 0 && strip_hosts(&values, false).0.len() != values.len() => {
+                    inlined.extend(values.into_iter().map(|v| v.replace('$', "$$")));
                 }
                 _ => inlined.push(word.clone()),
             }
@@ -57,12 +61,13 @@ impl Scan {
         Some(strip_hosts(&inlined, true).0)
     }
 
-    /// The command line with `$VAR` words replaced by their values, as dockerd sees it.
+    /// The command line as dockerd sees it: `$VAR` words replaced by their values, and
+    /// `$$` by `$`.
     pub fn expanded(&self) -> Option<Vec<String>> {
         let args = self.exec_start.as_ref()?;
         Some(
             args.iter()
-                .flat_map(|w| expand(w, &self.env).unwrap_or_else(|| vec![w.clone()]))
+                .flat_map(|w| expand(w, &self.env).unwrap_or_else(|| vec![w.replace("$$", "$")]))
                 .collect(),
         )
     }
@@ -70,9 +75,9 @@ impl Scan {
 
 /// Reads `docker.service` and its drop-ins from `dirs` (highest priority first).
 pub fn scan(dirs: &[PathBuf]) -> Scan {
-    let mut scan = Scan::default();
+    let mut files = Vec::new();
     if let Some(unit) = dirs.iter().map(|d| d.join(UNIT)).find(|p| p.is_file()) {
-        scan.files.push(unit);
+        files.push(unit);
     }
     // Drop-ins from every directory, by file name; a name in a higher-priority
     // directory masks the same name further down.
@@ -89,13 +94,23 @@ pub fn scan(dirs: &[PathBuf]) -> Scan {
         }
     }
     dropins.sort();
-    scan.files.extend(dropins.into_iter().map(|(_, p)| p));
+    files.extend(dropins.into_iter().map(|(_, p)| p));
+    read_units(files, |path| std::fs::read_to_string(path).ok())
+}
 
+/// Reads the unit `files` (the unit first, then its drop-ins, in the order systemd applies
+/// them) through `read`, which also reads the `EnvironmentFile=`s they name. [`scan`]
+/// reads from the disk; tests and the fuzzer hand in text.
+pub fn read_units(files: Vec<PathBuf>, read: impl Fn(&Path) -> Option<String>) -> Scan {
+    let mut scan = Scan {
+        files,
+        ..Scan::default()
+    };
     let mut exec: Option<String> = None;
     let mut environment: Vec<(String, String)> = Vec::new();
     let mut from_files: Vec<(String, String)> = Vec::new();
     for file in &scan.files {
-        let Ok(text) = std::fs::read_to_string(file) else {
+        let Some(text) = read(file) else {
             continue;
         };
         let values = service_values(&text, "ExecStart");
@@ -125,7 +140,7 @@ pub fn scan(dirs: &[PathBuf]) -> Scan {
         }
         for value in service_values(&text, "EnvironmentFile") {
             let path = value.trim().trim_start_matches('-');
-            if let Ok(text) = std::fs::read_to_string(path) {
+            if let Some(text) = read(Path::new(path)) {
                 from_files.extend(env_file(&text));
             }
         }
@@ -473,6 +488,48 @@ mod tests {
                 "$DOCKER_OPTS",
                 "--containerd=/run/c.sock"
             ]
+        );
+    }
+
+    /// Found by the systemd fuzz target: a `$VAR` in the value of a variable that carried
+    /// `-H` was inlined into our drop-in as it stood, where systemd expanded it again (and
+    /// brought the `-H` back). systemd expands once; `$$` is its literal dollar.
+    #[test]
+    fn a_dollar_inside_an_inlined_value_stays_literal() {
+        let files = vec![PathBuf::from("/lib/systemd/system/docker.service")];
+        let unit = "[Service]\nEnvironment=\"OPTS=-H tcp://0.0.0.0:2375 --label=$OPTS\"\nExecStart=/usr/bin/dockerd $OPTS\n";
+        let scan = read_units(files.clone(), |_| Some(unit.to_string()));
+        assert_eq!(scan.hosts, vec!["tcp://0.0.0.0:2375"]);
+        let args = scan.without_hosts().unwrap();
+        assert_eq!(args, vec!["/usr/bin/dockerd", "--label=$$OPTS"]);
+        let ours = PathBuf::from("/etc/systemd/system/docker.service.d").join(DROPIN);
+        let dropin = dropin_text(&args);
+        let after = read_units(vec![files[0].clone(), ours.clone()], |p| {
+            Some(if p == ours {
+                dropin.clone()
+            } else {
+                unit.to_string()
+            })
+        });
+        assert!(after.hosts.is_empty(), "{after:?}");
+        assert_eq!(
+            after.expanded().unwrap(),
+            vec!["/usr/bin/dockerd", "--label=$OPTS"]
+        );
+    }
+
+    /// Found by the systemd fuzz target: `OPTS=... -H` with the address as the next word
+    /// of ExecStart was not inlined (its value alone held no address), so dockerd still got
+    /// a -H after our drop-in.
+    #[test]
+    fn a_variable_ending_in_h_is_inlined_with_the_address_after_it() {
+        let files = vec![PathBuf::from("/lib/systemd/system/docker.service")];
+        let unit = "[Service]\nEnvironment=\"OPTS=--debug -H\"\nExecStart=/usr/bin/dockerd $OPTS tcp://0.0.0.0:2375 --iptables=false\n";
+        let scan = read_units(files, |_| Some(unit.to_string()));
+        assert_eq!(scan.hosts, vec!["tcp://0.0.0.0:2375"]);
+        assert_eq!(
+            scan.without_hosts().unwrap(),
+            vec!["/usr/bin/dockerd", "--debug", "--iptables=false"]
         );
     }
 

@@ -119,6 +119,7 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
         allow_dns: or_file(&args.allow_dns, &file.allow_dns),
         allow_ip: or_file(&args.allow_ip, &file.allow_ip),
         cert_ttl_seconds: seconds("cert-ttl", &cert_ttl)?,
+        replace: args.replace,
     };
     if uses == Some(0) {
         return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
@@ -143,11 +144,19 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
         println!("{}", response.token);
         if let Some(info) = &response.info {
             eprintln!(
-                "token {} for role {}: {} use(s), expires {}",
+                "token {} for role {}: {} use(s), expires {}{}",
                 info.id,
                 role_name(info.role),
                 info.max_uses,
-                timestamp(info.expires_unix)
+                timestamp(info.expires_unix),
+                if info.replace {
+                    format!(
+                        "; replaces {}: enrolling revokes every certificate of that identity",
+                        info.name
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -202,8 +211,13 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
                         role_name(c.role),
                         c.name,
                         timestamp(c.not_after_unix),
-                        c.status,
+                        if c.forked { "FORKED" } else { &c.status },
                         duration::human(c.not_after_unix - now)
+                    );
+                }
+                if certs.iter().any(|c| c.forked) {
+                    eprintln!(
+                        "FORKED: the identity has more than one valid certificate; the name belongs to another one (cert show, audit): revoke the one not in use"
                     );
                 }
                 if certs.is_empty() {
@@ -390,6 +404,7 @@ fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
         "expires": timestamp(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
+        "replace": t.replace,
     })
 }
 
@@ -398,6 +413,7 @@ fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
         "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
         "not_before": timestamp(c.not_before_unix), "not_after": timestamp(c.not_after_unix),
         "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
+        "forked": c.forked,
     })
 }
 

@@ -67,6 +67,10 @@ pub struct PassphraseArgs {
     /// Keep the CA keys unencrypted. Only for tests and throwaway CAs.
     #[arg(long, env = "DTCA_INSECURE_NO_PASSPHRASE")]
     pub insecure_no_passphrase: bool,
+    /// Accept a passphrase file that group or others can read or write (refused
+    /// otherwise, as ssh refuses a loose key).
+    #[arg(long, env = "DTCA_INSECURE_PASSPHRASE_FILE_PERMISSIONS")]
+    pub insecure_passphrase_file_permissions: bool,
 }
 
 /// `init` flags.
@@ -107,6 +111,24 @@ pub struct ServeArgs {
     /// How long after expiry a node may still renew with its old certificate. [default: 0s, never]
     #[arg(long, env = "DTCA_RENEW_GRACE")]
     pub renew_grace: Option<String>,
+    /// Most client connections open at once; more wait in the kernel's backlog. Lowered at
+    /// start to what the open-file limit leaves room for. [default: 20000]
+    #[arg(long, env = "DTCA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections from one address (an IPv6 /64) that have not authenticated yet:
+    /// in the TLS handshake, without a client certificate of this CA, or before their
+    /// first request; more are closed at once. Agents holding their channel do not count.
+    /// [default: 256]
+    #[arg(long, env = "DTCA_MAX_UNAUTHENTICATED_PER_ADDRESS")]
+    pub max_unauthenticated_per_address: Option<usize>,
+    /// How long a client may take for the TLS handshake, and again from there to its
+    /// first request. [default: 10s]
+    #[arg(long, env = "DTCA_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Option<String>,
+    /// How long a connection with a client certificate may stay with no call in flight
+    /// before it is closed (clients reconnect when they need to). [default: 5m]
+    #[arg(long, env = "DTCA_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
     /// Space the embedded store keeps for itself on its file system: a file of this size
     /// (DIR/store.db.reserve) it gives back to finish a checkpoint when the disk fills;
     /// writes are refused ("store-full") while less than a quarter of it is free, and
@@ -213,6 +235,12 @@ pub struct TokenCreateArgs {
     /// Lifetime of the certificates it enrolls. [default: the role's: node 30d, operator and admin 12h]
     #[arg(long, env = "DTCA_CERT_TTL")]
     pub cert_ttl: Option<String>,
+    /// With --name: enrolling takes the name from the identity that holds it and revokes
+    /// every certificate of that identity (a node that lost its disk, a stolen key).
+    /// Without it, a name held by a live certificate is refused. Command line only: it
+    /// revokes.
+    #[arg(long)]
+    pub replace: bool,
     #[command(flatten)]
     pub admin: AdminArgs,
 }

@@ -103,6 +103,42 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             ));
         }
     }
+    let mut options = ServerOptions::for_this_host(&sans);
+    let count = |what: &str, value: Option<usize>, problems: &mut Problems| match value {
+        Some(0) => {
+            problems.push(format!("--{what} must be at least 1"));
+            None
+        }
+        other => other,
+    };
+    if let Some(n) = count(
+        "max-connections",
+        args.max_connections.or(file.max_connections),
+        &mut problems,
+    ) {
+        options.max_connections = n;
+    }
+    if let Some(n) = count(
+        "max-unauthenticated-per-address",
+        args.max_unauthenticated_per_address
+            .or(file.max_unauthenticated_per_address),
+        &mut problems,
+    ) {
+        options.max_unauthenticated_per_address = n;
+    }
+    if let Some(text) = args
+        .handshake_timeout
+        .or_else(|| file.handshake_timeout.clone())
+        && let Some(d) = settings::duration_of("handshake-timeout", &text, &mut problems)
+    {
+        options.handshake_timeout = d;
+        options.first_request_timeout = d;
+    }
+    if let Some(text) = args.idle_timeout.or_else(|| file.idle_timeout.clone())
+        && let Some(d) = settings::duration_of("idle-timeout", &text, &mut problems)
+    {
+        options.idle_timeout = d;
+    }
     let database = args.database.or_else(|| file.database.clone());
     let postgres = database
         .as_deref()
@@ -114,6 +150,10 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         return Err(CliError::new(Reason::Config, "invalid configuration"));
     };
 
+    for what in dir.secure().map_err(state_error)? {
+        tracing::warn!(%what, "tightened the permissions of the CA's state");
+    }
+    raise_open_files();
     let (authority, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
     drop(passphrase);
     if !cluster.encrypted {
@@ -165,22 +205,17 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     };
-    let result = server::run(
-        listener,
-        registrar,
-        ServerOptions::for_this_host(&sans),
-        shutdown,
-    )
-    .await
-    .map_err(|e| {
-        // The server's own certificate is stored like any other: a full disk or a damaged
-        // store at start keeps the reason it has.
-        let reason = match &e {
-            server::ServeError::Certificate(refusal) => refusal.reason(),
-            _ => Reason::Internal,
-        };
-        CliError::new(reason, e.to_string())
-    });
+    let result = server::run(listener, registrar, options, shutdown)
+        .await
+        .map_err(|e| {
+            // The server's own certificate is stored like any other: a full disk or a
+            // damaged store at start keeps the reason it has.
+            let reason = match &e {
+                server::ServeError::Certificate(refusal) => refusal.reason(),
+                _ => Reason::Internal,
+            };
+            CliError::new(reason, e.to_string())
+        });
     dir.forget_server_addr(recorded);
     store.close().await;
     result?;
@@ -212,6 +247,20 @@ pub(super) fn store_error(e: StoreError) -> CliError {
         StoreError::Corrupt(what) => CliError::new(Reason::StoreCorrupt, what),
         StoreError::Full(_) => CliError::new(Reason::StoreFull, e.to_string()),
         _ => CliError::new(Reason::StoreUnavailable, e.to_string()),
+    }
+}
+
+/// Every client connection is a file descriptor: take all the hard limit allows (the
+/// soft limit is often 1024, about 500 idle clients' worth).
+fn raise_open_files() {
+    match server::fd_limit::raise() {
+        Ok(limits) if limits.soft > limits.before => tracing::info!(
+            from = limits.before,
+            to = limits.soft,
+            "raised the open-file limit"
+        ),
+        Ok(limits) => tracing::info!(open_files = limits.soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

@@ -33,11 +33,16 @@ pub struct FileConfig {
     pub key_type: Option<String>,
     pub passphrase_file: Option<PathBuf>,
     pub insecure_no_passphrase: Option<bool>,
+    pub insecure_passphrase_file_permissions: Option<bool>,
     pub listen: Option<String>,
     pub database: Option<String>,
     pub metrics_listen: Option<String>,
     pub san: Option<Vec<String>>,
     pub renew_grace: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_unauthenticated_per_address: Option<usize>,
+    pub handshake_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub store_reserve: Option<String>,
     pub server: Option<String>,
     pub admin_dir: Option<PathBuf>,
@@ -84,6 +89,8 @@ pub(super) fn passphrase(
     problems: &mut Problems,
 ) -> Option<Passphrase> {
     let insecure = args.insecure_no_passphrase || file.insecure_no_passphrase.unwrap_or(false);
+    let loose_ok = args.insecure_passphrase_file_permissions
+        || file.insecure_passphrase_file_permissions.unwrap_or(false);
     let from_file = args
         .passphrase_file
         .clone()
@@ -92,9 +99,17 @@ pub(super) fn passphrase(
         Some(path) => match std::fs::read(&path) {
             Ok(mut bytes) => {
                 use std::os::unix::fs::PermissionsExt;
-                if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode() & 0o777);
+                if mode & 0o077 != 0 {
+                    if !loose_ok {
+                        problems.push(format!(
+                            "the passphrase file {} is open to group or others (mode {mode:04o}): chmod 600 it (or pass --insecure-passphrase-file-permissions)",
+                            path.display()
+                        ));
+                        return None;
+                    }
                     eprintln!(
-                        "warning: {} can be read by other users; chmod 600 it",
+                        "warning: {} can be read by other users (mode {mode:04o}); chmod 600 it",
                         path.display()
                     );
                 }

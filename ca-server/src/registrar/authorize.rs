@@ -26,12 +26,17 @@ pub struct Caller {
 impl Registrar {
     /// Authenticates a caller by the client chain it presented in the TLS handshake (the
     /// handshake proved it holds the key). The chain must lead to this CA's root, be
-    /// valid now (or within the renewal grace, when `allow_grace`), be known to the store
-    /// and not revoked.
+    /// valid now (or within the renewal grace, when `allow_grace`), be known to the store,
+    /// not revoked, and not superseded by a successor that is in use. A node's
+    /// certificate is checked as the server certificate it is (it carries no clientAuth,
+    /// so that no engine takes it as a docker client); every other as a client's. The
+    /// first call a certificate makes is recorded: from then on, its predecessor cannot
+    /// renew again.
     ///
     /// # Errors
     /// [`Refusal::CertMissing`], [`Refusal::CertForeign`], [`Refusal::CertExpired`],
-    /// [`Refusal::CertInvalid`], [`Refusal::CertUnknown`] or [`Refusal::CertRevoked`].
+    /// [`Refusal::CertInvalid`], [`Refusal::CertUnknown`], [`Refusal::CertRevoked`] or
+    /// [`Refusal::CertSuperseded`].
     pub async fn authenticate(
         &self,
         chain: Option<&[Vec<u8>]>,
@@ -51,12 +56,17 @@ impl Registrar {
         } else {
             Duration::ZERO
         };
+        let info = CertInfo::from_der(leaf).map_err(|e| Refusal::CertInvalid(e.to_string()))?;
+        let usage = match info.identity.as_ref().map(|i| i.role) {
+            Some(Role::Node) => Usage::Server,
+            _ => Usage::Client,
+        };
         chain::verify_with_grace(
             leaf,
             &intermediates,
             self.authority.root_der(),
             now,
-            Usage::Client,
+            usage,
             grace,
         )
         .map_err(|e| match e {
@@ -64,7 +74,6 @@ impl Registrar {
             ChainError::UnknownIssuer => Refusal::CertForeign,
             other => Refusal::CertInvalid(other.to_string()),
         })?;
-        let info = CertInfo::from_der(leaf).map_err(|e| Refusal::CertInvalid(e.to_string()))?;
         let identity = info
             .identity
             .clone()
@@ -82,6 +91,21 @@ impl Registrar {
         }
         if record.summary.revoked_at.is_some() {
             return Err(Refusal::CertRevoked(info.serial));
+        }
+        if let Some(successor) = &record.summary.renewed_by
+            && self
+                .store
+                .certificate(successor)
+                .await?
+                .is_some_and(|s| s.first_used_at.is_some())
+        {
+            return Err(Refusal::CertSuperseded {
+                serial: info.serial,
+                successor: successor.clone(),
+            });
+        }
+        if record.first_used_at.is_none() {
+            self.store.mark_used(&info.serial, now).await?;
         }
         Ok(Caller {
             identity,

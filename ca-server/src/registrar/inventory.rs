@@ -18,6 +18,42 @@ impl Registrar {
         Ok(self.store.certificates(query).await?)
     }
 
+    /// The certificates among `certs` that are valid and current (not renewed) at `now`
+    /// but not the one their identity's name belongs to: their identity has more than one
+    /// valid certificate (left from before names had one holder, or a fork to look into).
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn forks(
+        &self,
+        certs: &[CertSummary],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Serial>, Refusal> {
+        let current: Vec<&CertSummary> = certs
+            .iter()
+            .filter(|c| c.status(now) == "valid" && c.identity.role != Role::Ca)
+            .collect();
+        let mut identities: Vec<(Role, String)> = current
+            .iter()
+            .map(|c| (c.identity.role, c.identity.name.clone()))
+            .collect();
+        identities.sort();
+        identities.dedup();
+        if identities.is_empty() {
+            return Ok(Vec::new());
+        }
+        let holders = self.store.holders(&identities).await?;
+        Ok(current
+            .into_iter()
+            .filter(|c| {
+                holders.iter().any(|(role, name, holder)| {
+                    *role == c.identity.role && *name == c.identity.name && *holder != c.serial
+                })
+            })
+            .map(|c| c.serial.clone())
+            .collect())
+    }
+
     /// One certificate.
     ///
     /// # Errors
@@ -50,12 +86,13 @@ impl Registrar {
             .set_engine(
                 &caller.identity.name,
                 &endpoint,
+                &caller.serial,
                 AuditEntry::new(
                     now,
                     AuditKind::EngineReport,
                     caller.identity.uri(),
                     &caller.identity.name,
-                    &endpoint,
+                    format!("{endpoint} reported by {}", caller.serial),
                 ),
             )
             .await

@@ -10,7 +10,7 @@ use dtca_pki::csr::VerifiedCsr;
 use dtca_pki::identity::{Identity, Role, check_name};
 use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::{KeyType, PrivateKey};
-use dtca_pki::policy::SanPolicy;
+use dtca_pki::policy::{SanPolicy, check_host_name};
 use dtca_pki::profile::{BACKDATE, Profile};
 use dtca_pki::token::JoinToken;
 use dtca_pki::{Serial, duration};
@@ -95,7 +95,17 @@ impl Registrar {
                 AuditKind::TokenUse,
                 format!("token:{}", record.id),
                 template.identity.uri(),
-                format!("use {} of {}", record.uses + 1, record.max_uses),
+                format!(
+                    "use {} of {} for serial {}{}",
+                    record.uses + 1,
+                    record.max_uses,
+                    leaf.info.serial,
+                    if record.replace {
+                        " (replaces the identity's certificates)"
+                    } else {
+                        ""
+                    }
+                ),
             ),
             issue_audit(
                 AuditKind::Issue,
@@ -109,6 +119,7 @@ impl Registrar {
             &leaf.info,
             Some(record.id.clone()),
             None,
+            record.replace,
             record.policy.clone(),
             audit,
             now,
@@ -193,6 +204,7 @@ impl Registrar {
             &leaf.info,
             None,
             Some(caller.serial.clone()),
+            false,
             caller.record.policy.clone(),
             audit,
             now,
@@ -234,6 +246,7 @@ impl Registrar {
             &leaf.info,
             None,
             None,
+            false,
             SanPolicy::default(),
             audit,
             now,
@@ -255,6 +268,7 @@ impl Registrar {
         info: &CertInfo,
         token_id: Option<String>,
         renewal_of: Option<Serial>,
+        replace: bool,
         policy: SanPolicy,
         audit: Vec<AuditEntry>,
         now: OffsetDateTime,
@@ -280,12 +294,14 @@ impl Registrar {
             policy,
             issued_at: now,
             revocation_reason: None,
+            first_used_at: None,
         };
         self.store
             .record_issuance(Issuance {
                 cert,
                 token_id,
                 renewal_of,
+                replace,
                 audit,
                 at: now,
             })
@@ -295,8 +311,9 @@ impl Registrar {
 }
 
 /// Which requested host names a role's certificate keeps: nodes need at least one (a
-/// server certificate nobody can match is useless); operators and admins are clients and
-/// get none (the client cannot know its token's role, so it may have asked).
+/// server certificate nobody can match is useless), and each DNS name must name a host
+/// (not `localhost`, not an address written as a name); operators and admins are clients
+/// and get none (the client cannot know its token's role, so it may have asked).
 fn names_for_role(role: Role, csr: &mut VerifiedCsr) -> Result<(), Refusal> {
     match role {
         Role::Node | Role::Ca if csr.dns_names.is_empty() && csr.ip_addresses.is_empty() => {
@@ -304,7 +321,13 @@ fn names_for_role(role: Role, csr: &mut VerifiedCsr) -> Result<(), Refusal> {
                 "a node certificate needs at least one DNS name or IP address".into(),
             ))
         }
-        Role::Node | Role::Ca => Ok(()),
+        Role::Node => {
+            for name in &csr.dns_names {
+                check_host_name(name).map_err(Refusal::NameNotAllowed)?;
+            }
+            Ok(())
+        }
+        Role::Ca => Ok(()),
         Role::Operator | Role::Admin => {
             csr.ignored += csr.dns_names.len() + csr.ip_addresses.len();
             csr.dns_names.clear();

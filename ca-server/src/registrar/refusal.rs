@@ -44,6 +44,29 @@ pub enum Refusal {
     CertUnknown(Serial),
     #[error("the client certificate {0} was revoked: ask an admin for a new join token")]
     CertRevoked(Serial),
+    #[error(
+        "the name {identity} belongs to certificate {holder} (valid until {}): renew from its holder, or ask an admin for a token that replaces it (ca-server token create --name NAME --replace)",
+        dtca_pki::duration::timestamp(*until)
+    )]
+    NameTaken {
+        identity: String,
+        holder: Serial,
+        until: OffsetDateTime,
+    },
+    #[error(
+        "the DNS name {dns} belongs to {identity} (certificate {holder}, valid until {}): leave it out, or revoke that identity first",
+        dtca_pki::duration::timestamp(*until)
+    )]
+    HostNameTaken {
+        dns: String,
+        identity: String,
+        holder: Serial,
+        until: OffsetDateTime,
+    },
+    #[error(
+        "the client certificate {serial} was renewed by {successor}, which is in use: an old copy of a certificate cannot be used (re-enroll with a token if this node lost its current certificate)"
+    )]
+    CertSuperseded { serial: Serial, successor: Serial },
     #[error("a certificate of role {role} may not {action}")]
     RoleNotAllowed { role: Role, action: &'static str },
     #[error("not found: {0}")]
@@ -75,6 +98,8 @@ impl Refusal {
             Refusal::CertInvalid(_) => Reason::CertForeign,
             Refusal::CertUnknown(_) => Reason::CertUnknown,
             Refusal::CertRevoked(_) => Reason::CertRevoked,
+            Refusal::NameTaken { .. } | Refusal::HostNameTaken { .. } => Reason::NameTaken,
+            Refusal::CertSuperseded { .. } => Reason::CertSuperseded,
             Refusal::RoleNotAllowed { .. } => Reason::PermissionDenied,
             Refusal::NotFound(_) => Reason::NotFound,
             Refusal::InvalidArgument(_) => Reason::InvalidArgument,
@@ -95,6 +120,29 @@ impl From<StoreError> for Refusal {
             StoreError::TokenUsedUp => Refusal::TokenUsedUp,
             StoreError::CertRevoked(s) => Refusal::CertRevoked(s),
             StoreError::NotFound(what) => Refusal::NotFound(what),
+            StoreError::NameTaken {
+                identity,
+                holder,
+                until,
+            } => Refusal::NameTaken {
+                identity,
+                holder,
+                until,
+            },
+            StoreError::HostNameTaken {
+                dns,
+                identity,
+                holder,
+                until,
+            } => Refusal::HostNameTaken {
+                dns,
+                identity,
+                holder,
+                until,
+            },
+            StoreError::Superseded { serial, successor } => {
+                Refusal::CertSuperseded { serial, successor }
+            }
             other => Refusal::Store(other),
         }
     }

@@ -14,7 +14,8 @@ use crate::store::{CertQuery, CertSummary, RevokeTarget};
 pub const CRL_VALIDITY: Duration = Duration::from_secs(86_400);
 
 impl Registrar {
-    /// Revokes one certificate or every current certificate of a name (of one role).
+    /// Revokes one certificate, or every unrevoked certificate of a name (of one role),
+    /// expired ones too: an expired copy must not renew within a renewal grace.
     ///
     /// # Errors
     /// [`Refusal::NotFound`] when nothing matches a name; [`Refusal::InvalidArgument`]
@@ -41,14 +42,14 @@ impl Registrar {
                     .certificates(&CertQuery {
                         now,
                         expiring_within: None,
-                        include_inactive: false,
+                        include_inactive: true,
                         limit: None,
                         role,
                         name: Some(name.clone()),
                     })
                     .await?
                     .into_iter()
-                    .filter(|c| c.identity.role != Role::Ca)
+                    .filter(|c| c.identity.role != Role::Ca && c.revoked_at.is_none())
                     .collect();
                 let mut roles: Vec<Role> = current.iter().map(|c| c.identity.role).collect();
                 roles.sort_by_key(|r| r.as_str());
@@ -56,7 +57,7 @@ impl Registrar {
                 let role = match roles.as_slice() {
                     [] => {
                         return Err(Refusal::NotFound(format!(
-                            "a current certificate named {name:?}{} (none, or all revoked or expired)",
+                            "an unrevoked certificate named {name:?}{} (none, or all revoked)",
                             role.map(|r| format!(" of role {r}")).unwrap_or_default()
                         )));
                     }

@@ -36,6 +36,9 @@ pub struct TokenSpec {
     pub allow_ip: Vec<String>,
     /// Lifetime of the certificates it enrolls (default: the role's).
     pub cert_ttl: Option<Duration>,
+    /// Takes the fixed name from the identity holding it (revoking every certificate of
+    /// that identity) instead of being refused.
+    pub replace: bool,
 }
 
 impl Registrar {
@@ -68,6 +71,11 @@ impl Registrar {
         }
         if let Some(name) = &spec.name {
             check_name(name).map_err(|e| invalid(e.to_string()))?;
+        }
+        if spec.replace && spec.name.is_none() {
+            return Err(invalid(
+                "--replace takes a name from its holder: say which with --name".into(),
+            ));
         }
         let policy = SanPolicy::parse(&spec.allow_dns, &spec.allow_ip)
             .map_err(|e| invalid(e.to_string()))?;
@@ -102,9 +110,10 @@ impl Registrar {
             revoked_at: None,
             policy,
             cert_ttl: spec.cert_ttl,
+            replace: spec.replace,
         };
         let detail = format!(
-            "role {} uses {} expires {}{}",
+            "role {} uses {} expires {}{}{}",
             record.role,
             record.max_uses,
             duration::timestamp(record.expires_at),
@@ -112,7 +121,8 @@ impl Registrar {
                 .name
                 .as_deref()
                 .map(|n| format!(" name {n}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if record.replace { " replace" } else { "" }
         );
         self.store
             .insert_token(

@@ -140,6 +140,7 @@ mod tests {
     use async_trait::async_trait;
     use dtca_pki::Serial;
     use dtca_pki::authority::{Authority, hierarchy};
+    use dtca_pki::identity::Role;
     use dtca_pki::key::KeyType;
     use tonic_health::pb::health_check_response::ServingStatus as Wire;
 
@@ -201,7 +202,22 @@ mod tests {
         ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
             down()
         }
-        async fn set_engine(&self, _: &str, _: &str, _: AuditEntry) -> Result<(), StoreError> {
+        async fn mark_used(&self, _: &Serial, _: OffsetDateTime) -> Result<(), StoreError> {
+            down()
+        }
+        async fn holders(
+            &self,
+            _: &[(Role, String)],
+        ) -> Result<Vec<(Role, String, Serial)>, StoreError> {
+            down()
+        }
+        async fn set_engine(
+            &self,
+            _: &str,
+            _: &str,
+            _: &Serial,
+            _: AuditEntry,
+        ) -> Result<(), StoreError> {
             down()
         }
         async fn nodes(&self, _: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError> {

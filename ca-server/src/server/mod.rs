@@ -4,34 +4,47 @@
 //! The server's own TLS certificate is issued by its CA at start and renewed in the
 //! background at 50-70 % of its life; handshakes pick the new one up at once.
 //!
+//! - [`accept`]: the accept loop: connection limits, rate-limited accept errors, drain.
+//! - [`budget`]: connections not yet authenticated, counted per source address.
+//! - [`conn`]: one connection: handshake and first-request deadlines, idle timeout.
+//! - [`activity`]: a connection's open streams, for the idle timeout and the budget.
+//! - [`request`]: a connection's requests: caller info, deadline, stream tracking.
+//! - [`fd_limit`]: the open-file limit, raised at start and never planned past.
 //! - [`health`]: what the gRPC Health service answers, and the loop that keeps it current.
 
+mod accept;
+mod activity;
+mod budget;
+mod conn;
+pub mod fd_limit;
 mod health;
+mod request;
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dtca_common::reason::{self, Reason};
 use dtca_pki::identity::{Identity, Role, check_name};
 use dtca_pki::profile::Profile;
 use dtca_pki::renewal;
 use dtca_proto::v1::admin_server::AdminServer;
 use dtca_proto::v1::ca_server::CaServer;
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::Routes;
 
-use crate::metrics::Metrics;
 use crate::registrar::{Refusal, Registrar};
 use crate::service::admin::AdminService;
 use crate::service::ca::CaService;
 use crate::service::{Context, MAX_MESSAGE_BYTES};
-use crate::tls::{CertSlot, TlsConn, server_config};
+use crate::tls::{CertSlot, server_config};
+use accept::Admission;
+use conn::{Limits, Shared};
 use health::health_loop;
 
 /// How the server listens and presents itself.
@@ -43,12 +56,42 @@ pub struct ServerOptions {
     pub ip_addresses: Vec<IpAddr>,
     /// Name in the server's identity URI.
     pub name: String,
-    /// Open connections at most; more wait in the kernel's backlog.
+    /// Open connections at most; more wait in the kernel's backlog. Lowered at start to
+    /// what the open-file limit leaves room for.
     pub max_connections: usize,
+    /// Connections from one source address (an IPv6 /64) that have not authenticated
+    /// yet: still in the handshake, with no verified client certificate, or with no
+    /// request yet. More are closed at once. Agents with their certificate leave this
+    /// count at their first request, so any number of them may share a NAT address.
+    pub max_unauthenticated_per_address: usize,
     /// How long a client may take to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// How long a client may take from the handshake to its first request (the HTTP/2
+    /// preface and the request's headers); also how long a connection that has not
+    /// authenticated may stay with nothing in flight.
+    pub first_request_timeout: Duration,
+    /// How long an authenticated connection may stay with no open stream before it is
+    /// closed (with a GOAWAY). A running call, however long, keeps it open.
+    pub idle_timeout: Duration,
     /// How often the health status is re-checked (a test signature and a store round trip).
     pub health_interval: Duration,
+}
+
+impl Default for ServerOptions {
+    /// Production limits; no names (see [`ServerOptions::for_this_host`]).
+    fn default() -> Self {
+        ServerOptions {
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            name: "ca-server".into(),
+            max_connections: 20_000,
+            max_unauthenticated_per_address: 256,
+            handshake_timeout: Duration::from_secs(10),
+            first_request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            health_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 impl ServerOptions {
@@ -75,17 +118,16 @@ impl ServerOptions {
                 Err(_) => {}
             }
         }
+        let defaults = ServerOptions::default();
         ServerOptions {
             dns_names,
             ip_addresses,
             name: if check_name(&host).is_ok() {
                 host
             } else {
-                "ca-server".into()
+                defaults.name.clone()
             },
-            max_connections: 20_000,
-            handshake_timeout: Duration::from_secs(10),
-            health_interval: Duration::from_secs(10),
+            ..defaults
         }
     }
 }
@@ -97,8 +139,6 @@ pub enum ServeError {
     Certificate(Refusal),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 /// Serves the CA on `listener` until `shutdown` completes, then drains open calls.
@@ -134,69 +174,79 @@ pub async fn run(
         .build_v1alpha()
         .map_err(reflection_error)?;
 
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    tasks.push(tokio::spawn(health_loop(
-        registrar.clone(),
-        health_reporter,
-        why,
-        options.health_interval,
-    )));
-    tasks.push(tokio::spawn(rotate_server_certificate(
-        registrar.clone(),
-        options.clone(),
-        slot,
-        not_before,
-        not_after,
-    )));
-    let (conns, incoming) = mpsc::channel::<Result<TlsConn, std::io::Error>>(256);
-    tasks.push(tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(tls),
-        conns,
-        options.clone(),
-    )));
-
-    let cx = Context::new(registrar.clone());
-    let metrics = registrar.metrics().clone();
-    let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .timeout(Duration::from_secs(30))
-        .layer(tower::util::MapResponseLayer::new(move |response| {
-            tag_too_large(&metrics, response)
-        }))
-        .add_service(health_service)
+    let tasks: Vec<JoinHandle<()>> = vec![
+        tokio::spawn(health_loop(
+            registrar.clone(),
+            health_reporter,
+            why,
+            options.health_interval,
+        )),
+        tokio::spawn(rotate_server_certificate(
+            registrar.clone(),
+            options.clone(),
+            slot,
+            not_before,
+            not_after,
+        )),
+    ];
+    let routes = Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
-            CaServer::new(CaService::new(cx.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            CaServer::new(CaService::new(Context::new(registrar.clone())))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AdminServer::new(AdminService::new(cx)).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            AdminServer::new(AdminService::new(Context::new(registrar.clone())))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
-        .await;
+        .prepare();
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        routes,
+        registrar,
+        limits: Limits {
+            handshake: options.handshake_timeout,
+            first_request: options.first_request_timeout,
+            idle: options.idle_timeout,
+        },
+        h2,
+    });
+    accept::run(listener, shared, admission(&options), shutdown).await;
     for task in tasks {
         task.abort();
     }
-    result.map_err(ServeError::from)
+    Ok(())
 }
 
-/// Requests over the size limit are refused by tonic itself (`OUT_OF_RANGE`), before any
-/// handler runs: give them the reason header and the metric every other refusal gets.
-fn tag_too_large<B>(metrics: &Metrics, mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|s| s.as_bytes() == b"11");
-    if out_of_range && !headers.contains_key(reason::METADATA_KEY) {
-        headers.insert(
-            reason::METADATA_KEY,
-            http::HeaderValue::from_static(Reason::TooLarge.as_str()),
+/// The connection limits in force: `max_connections` lowered to what the open-file limit
+/// leaves room for (running out of descriptors would turn every accept into an error).
+fn admission(options: &ServerOptions) -> Admission {
+    let room = fd_limit::connection_room().unwrap_or(usize::MAX);
+    let max_connections = options.max_connections.min(room).max(1);
+    if max_connections < options.max_connections {
+        tracing::warn!(
+            max_connections,
+            asked = options.max_connections,
+            "the open-file limit leaves room for fewer connections than asked: raise LimitNOFILE"
         );
-        metrics.refused(Reason::TooLarge);
     }
-    response
+    let per_address = options.max_unauthenticated_per_address.max(1);
+    if per_address >= max_connections {
+        tracing::warn!(
+            per_address,
+            max_connections,
+            "one address may take every connection: lower --max-unauthenticated-per-address"
+        );
+    }
+    Admission {
+        max_connections,
+        per_address,
+    }
 }
 
 async fn server_certificate(
@@ -273,52 +323,5 @@ async fn rotate_server_certificate(
                 tracing::error!(error = %e, "cannot renew the server certificate; retrying");
             }
         }
-    }
-}
-
-/// Connections the kernel may queue before `accept` (capped by `net.core.somaxconn`).
-const LISTEN_BACKLOG: i32 = 4096;
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    conns: mpsc::Sender<Result<TlsConn, std::io::Error>>,
-    options: ServerOptions,
-) {
-    // A fleet that boots together connects together. tokio's `bind` listens with a
-    // backlog of 128; while both cores are busy with handshakes and issuances the accept
-    // queue overflows, the kernel drops SYNs and those nodes retry a whole second later
-    // (measured: ~1 % of a 10,000-node enrollment storm waited 1-1.3 s). Calling listen()
-    // again on a listening socket only raises its queue.
-    if let Err(e) = socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG) {
-        tracing::warn!(error = %e, "cannot raise the listen backlog; keeping the default");
-    }
-    let limit = Arc::new(Semaphore::new(options.max_connections));
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let conns = conns.clone();
-        let timeout = options.handshake_timeout;
-        tokio::spawn(async move {
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = conns.send(Ok(TlsConn::new(tls, permit))).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-            }
-        });
     }
 }

@@ -63,6 +63,7 @@ fn token_info(t: &TokenRecord) -> v1::TokenInfo {
             .cert_ttl
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0),
+        replace: t.replace,
     }
 }
 
@@ -77,6 +78,7 @@ fn summary(c: &CertSummary, now: OffsetDateTime) -> v1::CertificateSummary {
         dns_names: c.dns_names.clone(),
         ip_addresses: c.ip_addresses.iter().map(ToString::to_string).collect(),
         identity: c.identity.uri(),
+        forked: false,
     }
 }
 
@@ -113,6 +115,7 @@ impl admin_server::Admin for AdminService {
                     allow_dns: req.allow_dns,
                     allow_ip: req.allow_ip,
                     cert_ttl: seconds(req.cert_ttl_seconds, "certificate ttl")?,
+                    replace: req.replace,
                 };
                 self.cx
                     .registrar
@@ -181,11 +184,20 @@ impl admin_server::Admin for AdminService {
                     role: None,
                     name: None,
                 };
-                self.cx.registrar.certificates(&query).await
+                let certs = self.cx.registrar.certificates(&query).await?;
+                let forks = self.cx.registrar.forks(&certs, now).await?;
+                Ok((certs, forks))
             })
             .await?;
+        let (certs, forks) = certs;
         Ok(Response::new(v1::ListCertificatesResponse {
-            certificates: certs.iter().map(|c| summary(c, now)).collect(),
+            certificates: certs
+                .iter()
+                .map(|c| v1::CertificateSummary {
+                    forked: forks.contains(&c.serial),
+                    ..summary(c, now)
+                })
+                .collect(),
         }))
     }
 

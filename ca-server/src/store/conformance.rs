@@ -28,6 +28,10 @@ pub async fn run_all(store: Arc<dyn Store>) {
     lists_and_revocation_by_name(&*store).await;
     nodes_and_engines(&*store).await;
     audit_is_newest_first(&*store).await;
+    a_name_has_one_holder_unless_a_token_replaces_it(&*store).await;
+    a_dns_name_belongs_to_one_identity(&*store).await;
+    a_renewed_certificate_renews_again_only_while_its_successor_is_unused(&*store).await;
+    an_engine_address_reported_by_a_revoked_certificate_is_not_shown(&*store).await;
 }
 
 fn now() -> OffsetDateTime {
@@ -49,6 +53,7 @@ pub fn token(id: &str, max_uses: u32, expires_at: OffsetDateTime) -> TokenRecord
         revoked_at: None,
         policy: SanPolicy::default(),
         cert_ttl: Some(Duration::from_secs(600)),
+        replace: false,
     }
 }
 
@@ -81,6 +86,7 @@ pub fn cert(role: Role, name: &str, not_after: OffsetDateTime) -> CertRecord {
         policy: SanPolicy::default(),
         issued_at: now(),
         revocation_reason: None,
+        first_used_at: None,
     }
 }
 
@@ -96,6 +102,20 @@ fn enrollment(cert: CertRecord, token_id: &str) -> Issuance {
         cert,
         token_id: Some(token_id.to_string()),
         renewal_of: None,
+        replace: false,
+        at: now(),
+    }
+}
+
+/// A renewal of `old` by `cert`.
+fn renewal(mut cert: CertRecord, old: &Serial) -> Issuance {
+    cert.renewed_from = Some(old.clone());
+    Issuance {
+        audit: vec![audit(AuditKind::Renew, &cert.summary.serial.to_string())],
+        cert,
+        token_id: None,
+        renewal_of: Some(old.clone()),
+        replace: false,
         at: now(),
     }
 }
@@ -156,13 +176,13 @@ async fn enrollment_consumes_exactly_the_uses_allowed(store: &dyn Store) {
         )
         .await
         .unwrap();
-    for _ in 0..2 {
-        let c = cert(Role::Node, "n-two", later);
+    for i in 0..2 {
+        let c = cert(Role::Node, &format!("n-two-{i}"), later);
         let serial = c.summary.serial.clone();
         store.record_issuance(enrollment(c, "t-two")).await.unwrap();
         assert!(store.certificate(&serial).await.unwrap().is_some());
     }
-    let refused = cert(Role::Node, "n-two", later);
+    let refused = cert(Role::Node, "n-two-2", later);
     let serial = refused.summary.serial.clone();
     assert_eq!(
         store.record_issuance(enrollment(refused, "t-two")).await,
@@ -273,6 +293,7 @@ async fn renewal_supersedes_and_revocation_blocks_it(store: &dyn Store) {
             cert: second,
             token_id: None,
             renewal_of: Some(first_serial.clone()),
+            replace: false,
             audit: vec![audit(AuditKind::Renew, "x")],
             at: now(),
         })
@@ -316,6 +337,7 @@ async fn renewal_supersedes_and_revocation_blocks_it(store: &dyn Store) {
                 cert: third,
                 token_id: None,
                 renewal_of: Some(second_serial.clone()),
+                replace: false,
                 audit: vec![],
                 at: now(),
             })
@@ -355,12 +377,17 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
     let far = cert(Role::Operator, "alice", now() + time::Duration::days(20));
     let expired = cert(Role::Operator, "bob", now() - time::Duration::days(1));
     let expired_serial = expired.summary.serial.clone();
-    for c in [soon, far, expired] {
+    for c in [soon, expired] {
         store
             .record_issuance(enrollment(c, "t-list"))
             .await
             .unwrap();
     }
+    // alice's second certificate renews her first (one name, one holder).
+    store
+        .record_issuance(renewal(far, &soon_serial))
+        .await
+        .unwrap();
     let q = |within: Option<u64>, inactive: bool| CertQuery {
         now: now(),
         expiring_within: within.map(|d| Duration::from_secs(d * 86_400)),
@@ -370,7 +397,10 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
         name: None,
     };
     let expiring = store.certificates(&q(Some(7), false)).await.unwrap();
-    assert!(expiring.iter().any(|c| c.serial == soon_serial));
+    assert!(
+        expiring.iter().all(|c| c.serial != soon_serial),
+        "a renewed certificate is listed as expiring"
+    );
     assert!(
         expiring
             .iter()
@@ -456,6 +486,15 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
         expiring.iter().all(|c| c.serial != soon_serial),
         "revoked certificate still listed as expiring"
     );
+    assert!(
+        store
+            .revoked(now())
+            .await
+            .unwrap()
+            .iter()
+            .any(|(s, _)| *s == soon_serial),
+        "the renewed certificate of a revoked name is not in the CRL"
+    );
     let nodes_only = store
         .certificates(&CertQuery {
             role: Some(Role::Node),
@@ -464,8 +503,10 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
         .await
         .unwrap();
     assert!(nodes_only.iter().all(|c| c.identity.role == Role::Node));
-    // The expired one is not revoked (it no longer matters) and not in the CRL.
-    assert!(
+    // Regression: an expired certificate was left unrevoked by a revocation of its name,
+    // and could still renew within a renewal grace. It is revoked too (and, expired, it
+    // stays out of the CRL).
+    assert_eq!(
         store
             .revoke(
                 &RevokeTarget::Name {
@@ -477,8 +518,18 @@ async fn lists_and_revocation_by_name(store: &dyn Store) {
                 "admin"
             )
             .await
+            .unwrap(),
+        vec![expired_serial.clone()]
+    );
+    let bob = store.certificate(&expired_serial).await.unwrap().unwrap();
+    assert!(bob.summary.revoked_at.is_some());
+    assert!(
+        store
+            .revoked(now())
+            .await
             .unwrap()
-            .is_empty()
+            .iter()
+            .all(|(s, _)| *s != expired_serial)
     );
 }
 
@@ -491,6 +542,7 @@ async fn nodes_and_engines(store: &dyn Store) {
         .await
         .unwrap();
     let older = cert(Role::Node, "engine-1", now() + time::Duration::days(1));
+    let older_serial = older.summary.serial.clone();
     let newer = cert(Role::Node, "engine-1", now() + time::Duration::days(2));
     let newer_serial = newer.summary.serial.clone();
     store
@@ -498,21 +550,23 @@ async fn nodes_and_engines(store: &dyn Store) {
         .await
         .unwrap();
     store
-        .record_issuance(enrollment(newer, "t-nodes"))
-        .await
-        .unwrap();
-    store
         .set_engine(
             "engine-1",
             "tcp://192.0.2.1:2376",
+            &older_serial,
             audit(AuditKind::EngineReport, "engine-1"),
         )
+        .await
+        .unwrap();
+    store
+        .record_issuance(renewal(newer, &older_serial))
         .await
         .unwrap();
     store
         .set_engine(
             "engine-1",
             "tcp://192.0.2.9:2376",
+            &newer_serial,
             audit(AuditKind::EngineReport, "engine-1"),
         )
         .await
@@ -528,6 +582,7 @@ async fn nodes_and_engines(store: &dyn Store) {
         .set_engine(
             "engine-gone",
             "tcp://192.0.2.7:2376",
+            &newer_serial,
             audit(AuditKind::EngineReport, "engine-gone"),
         )
         .await
@@ -551,4 +606,238 @@ async fn audit_is_newest_first(store: &dyn Store) {
     assert_eq!(entries.len(), 5);
     assert_eq!(entries[0].subject, "last-one");
     assert_eq!(entries[0].kind, "token-create");
+}
+
+/// Enrolls `c` with a fresh token (of `role`, replacing when `replace`); the result.
+async fn enroll_fresh(store: &dyn Store, c: CertRecord, replace: bool) -> Result<(), StoreError> {
+    let id = format!("t-{}", c.summary.serial);
+    store
+        .insert_token(
+            TokenRecord {
+                role: c.summary.identity.role,
+                replace,
+                ..token(&id, 1, now() + time::Duration::hours(1))
+            },
+            audit(AuditKind::TokenCreate, &id),
+        )
+        .await
+        .unwrap();
+    let mut issuance = enrollment(c, &id);
+    issuance.replace = replace;
+    store.record_issuance(issuance).await
+}
+
+async fn a_name_has_one_holder_unless_a_token_replaces_it(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let holder = cert(Role::Node, "holder", later);
+    let holder_serial = holder.summary.serial.clone();
+    enroll_fresh(store, holder, false).await.unwrap();
+
+    // Regression: any node token could enroll a name a live node holds.
+    let thief = cert(Role::Node, "holder", later);
+    let thief_serial = thief.summary.serial.clone();
+    let id = format!("t-{thief_serial}");
+    match enroll_fresh(store, thief, false).await {
+        Err(StoreError::NameTaken { holder, until, .. }) => {
+            assert_eq!(holder, holder_serial);
+            assert_eq!(until, later);
+        }
+        other => panic!("a held name was enrolled again: {other:?}"),
+    }
+    assert_eq!(store.certificate(&thief_serial).await.unwrap(), None);
+    assert_eq!(
+        store.token(&id).await.unwrap().unwrap().uses,
+        0,
+        "a refused enrollment spent its token"
+    );
+    assert_eq!(
+        store
+            .holders(&[(Role::Node, "holder".into())])
+            .await
+            .unwrap(),
+        vec![(Role::Node, "holder".to_string(), holder_serial.clone())]
+    );
+    // The same name in another role is another identity.
+    enroll_fresh(store, cert(Role::Operator, "holder", later), false)
+        .await
+        .unwrap();
+
+    // A replacing token takes the name and revokes the holder in the same transaction.
+    let heir = cert(Role::Node, "holder", later);
+    let heir_serial = heir.summary.serial.clone();
+    enroll_fresh(store, heir, true).await.unwrap();
+    let old = store.certificate(&holder_serial).await.unwrap().unwrap();
+    assert!(
+        old.summary.revoked_at.is_some(),
+        "the replaced holder is valid"
+    );
+    assert_eq!(old.revocation_reason.as_deref(), Some(super::REPLACED));
+    assert!(
+        store
+            .audit(50)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == "revoke" && e.subject == holder_serial.to_string()),
+        "the replacement's revocation is not audited"
+    );
+    assert_eq!(
+        store
+            .holders(&[(Role::Node, "holder".into())])
+            .await
+            .unwrap(),
+        vec![(Role::Node, "holder".to_string(), heir_serial.clone())]
+    );
+
+    // A revoked or expired holder leaves the name free.
+    store
+        .revoke(&RevokeTarget::Serial(heir_serial), now(), "gone", "admin")
+        .await
+        .unwrap();
+    enroll_fresh(store, cert(Role::Node, "holder", later), false)
+        .await
+        .unwrap();
+    enroll_fresh(
+        store,
+        cert(Role::Admin, "lapsed", now() - time::Duration::seconds(1)),
+        false,
+    )
+    .await
+    .unwrap();
+    enroll_fresh(store, cert(Role::Admin, "lapsed", later), false)
+        .await
+        .unwrap();
+}
+
+async fn a_dns_name_belongs_to_one_identity(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let mut a = cert(Role::Node, "dns-a", later);
+    a.summary.dns_names = vec!["shared.example".into(), "a.example".into()];
+    let a_serial = a.summary.serial.clone();
+    enroll_fresh(store, a, false).await.unwrap();
+    let mut b = cert(Role::Node, "dns-b", later);
+    b.summary.dns_names = vec!["b.example".into(), "shared.example".into()];
+    let b_serial = b.summary.serial.clone();
+    match enroll_fresh(store, b.clone(), false).await {
+        Err(StoreError::HostNameTaken { dns, holder, .. }) => {
+            assert_eq!(dns, "shared.example");
+            assert_eq!(holder, a_serial);
+        }
+        other => panic!("another identity's DNS name was issued: {other:?}"),
+    }
+    assert_eq!(store.certificate(&b_serial).await.unwrap(), None);
+    // A renewal of `a` that drops the name releases it.
+    let mut a2 = cert(Role::Node, "dns-a", later);
+    a2.summary.dns_names = vec!["a.example".into()];
+    store.record_issuance(renewal(a2, &a_serial)).await.unwrap();
+    b.summary.serial = cert(Role::Node, "x", later).summary.serial;
+    enroll_fresh(store, b, false).await.unwrap();
+    // Operators carry no DNS names to claim; the CA's own certificates claim nothing.
+    let mut ca = cert(Role::Ca, "dns-b", later);
+    ca.summary.dns_names = vec!["shared.example".into()];
+    store
+        .record_issuance(Issuance {
+            token_id: None,
+            ..enrollment(ca, "unused")
+        })
+        .await
+        .unwrap();
+}
+
+async fn a_renewed_certificate_renews_again_only_while_its_successor_is_unused(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let first = cert(Role::Node, "forker", later);
+    let first_serial = first.summary.serial.clone();
+    enroll_fresh(store, first, false).await.unwrap();
+    let second = cert(Role::Node, "forker", later);
+    let second_serial = second.summary.serial.clone();
+    store
+        .record_issuance(renewal(second, &first_serial))
+        .await
+        .unwrap();
+    // Crash recovery: the successor was never used, so the old one renews again and the
+    // unused successor is revoked (one current certificate per identity).
+    let third = cert(Role::Node, "forker", later);
+    let third_serial = third.summary.serial.clone();
+    store
+        .record_issuance(renewal(third, &first_serial))
+        .await
+        .unwrap();
+    let orphan = store.certificate(&second_serial).await.unwrap().unwrap();
+    assert!(orphan.summary.revoked_at.is_some(), "two current siblings");
+    assert_eq!(
+        orphan.revocation_reason.as_deref(),
+        Some(super::SUPERSEDED_UNUSED)
+    );
+    assert_eq!(
+        store
+            .certificate(&first_serial)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .renewed_by,
+        Some(third_serial.clone())
+    );
+    // Once the successor has been used, the old copy cannot renew.
+    let at = now();
+    store.mark_used(&third_serial, at).await.unwrap();
+    store
+        .mark_used(&third_serial, at + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .certificate(&third_serial)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_used_at,
+        Some(at),
+        "the first use was overwritten"
+    );
+    let fourth = cert(Role::Node, "forker", later);
+    let fourth_serial = fourth.summary.serial.clone();
+    assert_eq!(
+        store.record_issuance(renewal(fourth, &first_serial)).await,
+        Err(StoreError::Superseded {
+            serial: first_serial.clone(),
+            successor: third_serial.clone(),
+        })
+    );
+    assert_eq!(store.certificate(&fourth_serial).await.unwrap(), None);
+    assert!(
+        store
+            .certificate(&third_serial)
+            .await
+            .unwrap()
+            .unwrap()
+            .summary
+            .revoked_at
+            .is_none()
+    );
+}
+
+async fn an_engine_address_reported_by_a_revoked_certificate_is_not_shown(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let old = cert(Role::Node, "moved", later);
+    let old_serial = old.summary.serial.clone();
+    enroll_fresh(store, old, false).await.unwrap();
+    store
+        .set_engine(
+            "moved",
+            "tcp://192.0.2.44:2376",
+            &old_serial,
+            audit(AuditKind::EngineReport, "moved"),
+        )
+        .await
+        .unwrap();
+    let new = cert(Role::Node, "moved", later);
+    enroll_fresh(store, new, true).await.unwrap();
+    let nodes = store.nodes(now()).await.unwrap();
+    let node = nodes.iter().find(|n| n.name == "moved").unwrap();
+    assert_eq!(
+        node.endpoint, None,
+        "the replaced holder's engine address is still shown"
+    );
 }

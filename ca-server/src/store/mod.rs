@@ -24,6 +24,13 @@ use dtca_pki::identity::{Identity, Role};
 use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
 
+/// Why an unused successor is revoked when its predecessor renews again.
+pub(crate) const SUPERSEDED_UNUSED: &str =
+    "superseded: its predecessor renewed again before it was ever used";
+
+/// Why the certificates of an identity are revoked when a replacing token takes its name.
+pub(crate) const REPLACED: &str = "replaced: a token made with --replace took the name";
+
 /// A join token as stored: only the hash of its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
@@ -49,6 +56,10 @@ pub struct TokenRecord {
     pub policy: SanPolicy,
     /// Lifetime of certificates it enrolls; `None` for the role's default.
     pub cert_ttl: Option<Duration>,
+    /// Enrolling with it takes its (fixed) name from the identity holding it: every
+    /// certificate of that identity is revoked in the same transaction. Without it, a
+    /// name held by a live certificate is refused.
+    pub replace: bool,
 }
 
 /// What lists of certificates show.
@@ -106,6 +117,9 @@ pub struct CertRecord {
     pub issued_at: OffsetDateTime,
     /// Why it was revoked.
     pub revocation_reason: Option<String>,
+    /// When it first authenticated a call: a renewed certificate may renew again (crash
+    /// recovery) only while its successor has never been used.
+    pub first_used_at: Option<OffsetDateTime>,
 }
 
 /// One issuance, applied atomically: consume the token use (enrollment) or check that the
@@ -117,8 +131,15 @@ pub struct Issuance {
     /// For enrollments: the token whose use this consumes, checked again inside the
     /// transaction (not revoked, not expired at `at`, uses left).
     pub token_id: Option<String>,
-    /// For renewals: the certificate renewed, which must still be unrevoked.
+    /// For renewals: the certificate renewed, which must still be unrevoked, and whose
+    /// earlier successor, if it has one, must never have been used (it is revoked then:
+    /// one identity never has two current certificates).
     pub renewal_of: Option<Serial>,
+    /// For enrollments with a replacing token: the identity's name is taken from its
+    /// holder, and every certificate of the identity revoked. Otherwise an enrollment
+    /// of a name a live certificate holds is refused, and so is a DNS name that another
+    /// identity's live certificate carries.
+    pub replace: bool,
     /// Audit entries to write with it.
     pub audit: Vec<AuditEntry>,
     /// The time of the decision.
@@ -147,9 +168,9 @@ pub struct CertQuery {
 pub enum RevokeTarget {
     /// One certificate.
     Serial(Serial),
-    /// Every unexpired, unrevoked certificate with this identity name, of `role` when
-    /// given (enrolled roles only: the CA server's own certificate is never revoked by
-    /// name).
+    /// Every unrevoked certificate with this identity name, expired or not (an expired
+    /// copy must not renew within a grace window), of `role` when given (enrolled roles
+    /// only: the CA server's own certificate is never revoked by name).
     Name {
         /// Identity name.
         name: String,
@@ -178,6 +199,8 @@ pub struct EngineRecord {
     pub endpoint: String,
     /// When it was reported.
     pub updated_at: OffsetDateTime,
+    /// The certificate that reported it (unknown for reports from before it was kept).
+    pub serial: Option<Serial>,
 }
 
 /// Kinds of audit entries.
@@ -265,6 +288,21 @@ pub enum StoreError {
     NotFound(String),
     #[error("already exists: {0}")]
     Conflict(String),
+    #[error("the name {identity} is held by certificate {holder} until {}", dtca_pki::duration::timestamp(*until))]
+    NameTaken {
+        identity: String,
+        holder: Serial,
+        until: OffsetDateTime,
+    },
+    #[error("the DNS name {dns} is carried by {identity}'s certificate {holder} until {}", dtca_pki::duration::timestamp(*until))]
+    HostNameTaken {
+        dns: String,
+        identity: String,
+        holder: Serial,
+        until: OffsetDateTime,
+    },
+    #[error("certificate {serial} was renewed by {successor}, which is in use")]
+    Superseded { serial: Serial, successor: Serial },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     /// The file system holding the database has no room for the write; nothing was
@@ -337,14 +375,25 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
 
-    /// Records where a node's engine listens.
+    /// Records that `serial` authenticated a call at `at`, the first time it does.
+    async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// The certificate each identity's name belongs to now (the holder's newest), for
+    /// the identities asked about that have one.
+    async fn holders(
+        &self,
+        identities: &[(Role, String)],
+    ) -> Result<Vec<(Role, String, Serial)>, StoreError>;
+
+    /// Records where a node's engine listens, as its certificate `serial` reported it.
     async fn set_engine(
         &self,
         name: &str,
         endpoint: &str,
+        serial: &Serial,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
-    /// Nodes with a valid certificate at `now`, with their engine addresses.
+    /// Nodes with a valid certificate at `now`, with their engine addresses (only an
+    /// address reported by a certificate that has not been revoked).
     async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError>;
     /// Every engine address ever reported, by name, whatever the node's certificates:
     /// what moving a store to another backend copies.

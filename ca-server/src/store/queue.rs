@@ -29,7 +29,12 @@ pub(super) enum Change {
     Engine {
         name: String,
         endpoint: String,
+        serial: Serial,
         audit: AuditEntry,
+    },
+    MarkUsed {
+        serial: Serial,
+        at: OffsetDateTime,
     },
 }
 
@@ -39,7 +44,7 @@ impl Change {
         match self {
             Change::Token(t, _) => Some(&t.id),
             Change::RevokeToken(id, _) => Some(id),
-            Change::Revoke { .. } | Change::Engine { .. } => None,
+            Change::Revoke { .. } | Change::Engine { .. } | Change::MarkUsed { .. } => None,
         }
     }
 }

@@ -41,15 +41,18 @@ fn hierarchy_is_a_two_tier_ca_chain() {
 }
 
 #[test]
-fn issues_a_node_leaf_that_webpki_accepts_for_server_and_client() {
+fn issues_a_node_leaf_that_webpki_accepts_as_a_server_and_refuses_as_a_client() {
     for key_type in [KeyType::P256, KeyType::Ed25519] {
         let (a, _) = authority(key_type);
         let key = PrivateKey::generate(KeyType::P256).unwrap();
         let leaf = a.issue(&template(Role::Node, &key), NOW).unwrap();
         let inter = vec![a.intermediate_der().to_vec()];
         chain::verify(&leaf.der, &inter, a.root_der(), NOW, Usage::Server).unwrap();
-        chain::verify(&leaf.der, &inter, a.root_der(), NOW, Usage::Client).unwrap();
-        assert!(leaf.info.server_auth && leaf.info.client_auth && !leaf.info.is_ca);
+        assert_eq!(
+            chain::verify(&leaf.der, &inter, a.root_der(), NOW, Usage::Client),
+            Err(ChainError::WrongUsage)
+        );
+        assert!(leaf.info.server_auth && !leaf.info.client_auth && !leaf.info.is_ca);
         assert_eq!(
             leaf.info.identity.as_ref().unwrap().uri(),
             "dtca://prod/node/web-1"
@@ -194,12 +197,12 @@ fn chain_verification_refuses_foreign_and_expired_leaves() {
     let inter_a = vec![a.intermediate_der().to_vec()];
     let inter_b = vec![b.intermediate_der().to_vec()];
     assert_eq!(
-        chain::verify(&leaf.der, &inter_a, a.root_der(), NOW, Usage::Client).unwrap_err(),
+        chain::verify(&leaf.der, &inter_a, a.root_der(), NOW, Usage::Server).unwrap_err(),
         ChainError::UnknownIssuer
     );
     let later = leaf.info.not_after + time::Duration::hours(1);
     assert!(matches!(
-        chain::verify(&leaf.der, &inter_b, b.root_der(), later, Usage::Client),
+        chain::verify(&leaf.der, &inter_b, b.root_der(), later, Usage::Server),
         Err(ChainError::Expired { .. })
     ));
     // Within a two-hour grace it passes; past it, it does not.
@@ -208,7 +211,7 @@ fn chain_verification_refuses_foreign_and_expired_leaves() {
         &inter_b,
         b.root_der(),
         later,
-        Usage::Client,
+        Usage::Server,
         Duration::from_secs(7200),
     )
     .unwrap();
@@ -218,7 +221,7 @@ fn chain_verification_refuses_foreign_and_expired_leaves() {
             &inter_b,
             b.root_der(),
             later,
-            Usage::Client,
+            Usage::Server,
             Duration::from_secs(1800)
         ),
         Err(ChainError::Expired { .. })

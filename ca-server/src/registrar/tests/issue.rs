@@ -16,7 +16,7 @@ async fn enrolls_a_node_and_consumes_one_use() {
         "dtca://prod/node/web-1"
     );
     assert_eq!(issued.info.public_key_der, key.public_key_der());
-    assert!(issued.info.server_auth && issued.info.client_auth);
+    assert!(issued.info.server_auth && !issued.info.client_auth);
     let stored = f
         .registrar
         .store()

@@ -2,6 +2,7 @@
 //! fixture with an admin caller, and the tests of each part beside it.
 
 mod authorize;
+mod identity;
 mod issue;
 mod revoke;
 mod tokens;
@@ -71,6 +72,7 @@ fn spec(role: Role) -> TokenSpec {
         allow_dns: vec![],
         allow_ip: vec![],
         cert_ttl: None,
+        replace: false,
     }
 }
 

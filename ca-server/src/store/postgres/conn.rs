@@ -66,6 +66,19 @@ impl Conn {
         rows
     }
 
+    /// One row, or an error (as `Client::query_one`).
+    pub(super) async fn query_one_row(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.busy = true;
+        let row = self.client.query_one(&statement, params).await;
+        self.busy = false;
+        row
+    }
+
     pub(super) async fn execute(
         &mut self,
         sql: &str,

@@ -167,9 +167,12 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
     };
 
     conn.batch("BEGIN").await.map_err(target)?;
-    conn.batch("LOCK TABLE tokens, certificates, nodes, audit IN SHARE ROW EXCLUSIVE MODE")
-        .await
-        .map_err(target)?;
+    conn.batch(
+        "LOCK TABLE tokens, certificates, nodes, audit, identities, host_names
+         IN SHARE ROW EXCLUSIVE MODE",
+    )
+    .await
+    .map_err(target)?;
     let present = count(conn).await.map_err(target)?;
     if !present.is_empty() {
         return Err(ImportError::NotEmpty(present));
@@ -204,20 +207,21 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
             .map(|t| t.revoked_at.map(OffsetDateTime::unix_timestamp))
             .collect();
         let ttl: Vec<Option<i64>> = chunk.iter().map(|t| t.cert_ttl.map(secs)).collect();
+        let replaces: Vec<bool> = chunk.iter().map(|t| t.replace).collect();
         conn.execute(
             "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at,
-                                 expires_at, revoked_at, policy, cert_ttl)
+                                 expires_at, revoked_at, policy, cert_ttl, replaces)
              SELECT id, secret_hash, role, name, max_uses, uses, created_at, expires_at,
-                    revoked_at, policy, cert_ttl
+                    revoked_at, policy, cert_ttl, replaces
              FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
-                         $11::bigint[])
+                         $11::bigint[], $12::boolean[])
                   WITH ORDINALITY AS t(id, secret_hash, role, name, max_uses, uses, created_at,
-                                       expires_at, revoked_at, policy, cert_ttl, n)
+                                       expires_at, revoked_at, policy, cert_ttl, replaces, n)
              ORDER BY n",
             &[
                 &id, &hash, &role, &name, &max_uses, &uses, &created, &expires, &revoked,
-                &policies, &ttl,
+                &policies, &ttl, &replaces,
             ],
         )
         .await
@@ -238,6 +242,9 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
         }
         insert_certificates(conn, &records).await?;
     }
+    conn.batch(super::schema::DERIVE_HOLDERS)
+        .await
+        .map_err(target)?;
 
     for chunk in engines.chunks(CHUNK) {
         let name: Vec<&str> = chunk.iter().map(|e| e.name.as_str()).collect();
@@ -246,10 +253,14 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
             .iter()
             .map(|e| e.updated_at.unix_timestamp())
             .collect();
+        let serial: Vec<Option<String>> = chunk
+            .iter()
+            .map(|e| e.serial.as_ref().map(ToString::to_string))
+            .collect();
         conn.execute(
-            "INSERT INTO nodes (name, endpoint, updated_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
-            &[&name, &endpoint, &updated],
+            "INSERT INTO nodes (name, endpoint, updated_at, serial)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])",
+            &[&name, &endpoint, &updated, &serial],
         )
         .await
         .map_err(target)?;
@@ -257,9 +268,7 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
 
     for chunk in audit.rchunks(CHUNK * 4) {
         let chunk: Vec<_> = chunk.iter().rev().cloned().collect();
-        super::writer::insert_audit(conn, &chunk)
-            .await
-            .map_err(target)?;
+        super::insert_audit(conn, &chunk).await.map_err(target)?;
     }
 
     let again = source.audit(u32::MAX).await.map_err(ImportError::Source)?;
@@ -327,14 +336,18 @@ async fn insert_certificates(conn: &mut Conn, records: &[CertRecord]) -> Result<
         .iter()
         .map(|c| c.revocation_reason.as_deref())
         .collect();
+    let first_used: Vec<Option<i64>> = records
+        .iter()
+        .map(|c| c.first_used_at.map(OffsetDateTime::unix_timestamp))
+        .collect();
     conn.execute(
         "INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before, not_after,
                                    der, token_id, renewed_from, renewed_by, policy, issued_at,
-                                   revoked_at, revocation_reason)
+                                   revoked_at, revocation_reason, first_used_at)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                               $6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::text[],
                               $11::text[], $12::text[], $13::text[], $14::bigint[],
-                              $15::bigint[], $16::text[])",
+                              $15::bigint[], $16::text[], $17::bigint[])",
         &[
             &serial,
             &identity,
@@ -352,6 +365,7 @@ async fn insert_certificates(conn: &mut Conn, records: &[CertRecord]) -> Result<
             &issued_at,
             &revoked_at,
             &reason,
+            &first_used,
         ],
     )
     .await

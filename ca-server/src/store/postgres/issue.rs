@@ -1,13 +1,15 @@
 //! Issuances, the hot path: one statement each, sent with its savepoint marker, and the
 //! uses of a shared token counted once per batch while its row is locked.
 
+use dtca_pki::identity::Role;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::claims::claim;
 use super::conn::Conn;
 use super::failure::{BatchFail, WriteFail, broken};
 use super::{columns, corrupt, parse_serial, time_of};
-use crate::store::{Issuance, StoreError};
+use crate::store::{Issuance, SUPERSEDED_UNUSED, StoreError};
 
 /// A token whose row this transaction has locked by consuming a use.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +97,16 @@ WITH consumed AS (
 ), superseded AS (
     UPDATE certificates SET renewed_by = $3
     WHERE serial = $4 AND revoked_at IS NULL
+      AND (renewed_by IS NULL OR NOT EXISTS (
+            SELECT 1 FROM certificates s
+            WHERE s.serial = certificates.renewed_by AND s.first_used_at IS NOT NULL))
       AND ($1::text IS NULL OR EXISTS (SELECT 1 FROM consumed))
+    RETURNING serial
+), orphaned AS (
+    UPDATE certificates SET revoked_at = $2, revocation_reason = $22
+    WHERE serial = (SELECT renewed_by FROM certificates WHERE serial = $4)
+      AND revoked_at IS NULL AND first_used_at IS NULL
+      AND EXISTS (SELECT 1 FROM superseded)
     RETURNING serial
 ), checked AS (
     SELECT ($1::text IS NULL OR EXISTS (SELECT 1 FROM consumed))
@@ -110,8 +121,15 @@ WITH consumed AS (
 ), logged AS (
     INSERT INTO audit (at, kind, actor, subject, detail)
     SELECT e.at, e.kind, e.actor, e.subject, e.detail
-    FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[])
-         WITH ORDINALITY AS e(at, kind, actor, subject, detail, n)
+    FROM (
+        SELECT 0::bigint AS n, $2::bigint AS at, 'revoke'::text AS kind,
+               'ca-server'::text AS actor, o.serial AS subject, $22::text AS detail
+        FROM orphaned o
+        UNION ALL
+        SELECT u.n, u.at, u.kind, u.actor, u.subject, u.detail
+        FROM unnest($17::bigint[], $18::text[], $19::text[], $20::text[], $21::text[])
+             WITH ORDINALITY AS u(at, kind, actor, subject, detail, n)
+    ) e
     WHERE EXISTS (SELECT 1 FROM stored)
     ORDER BY e.n
     RETURNING id
@@ -158,7 +176,8 @@ pub(super) async fn issue(
     let renewed_from = c.renewed_from.as_ref().map(ToString::to_string);
     let issued_at = c.issued_at.unix_timestamp();
     let token_id = if consume { i.token_id.as_deref() } else { None };
-    let params: [&(dyn ToSql + Sync); 21] = [
+    let orphan_reason = SUPERSEDED_UNUSED;
+    let params: [&(dyn ToSql + Sync); 22] = [
         &token_id,
         &at,
         &serial,
@@ -180,8 +199,26 @@ pub(super) async fn issue(
         &actor,
         &subject,
         &detail,
+        &orphan_reason,
     ];
-    let stored = {
+    // The CA's own certificates hold no name; the others claim theirs first (a second
+    // round trip), in the same savepoint.
+    let claims = identity.role != Role::Ca;
+    if claims {
+        conn.batch(mark).await.map_err(broken)?;
+        if let Err(refusal) = claim(conn, i).await {
+            conn.batch("ROLLBACK TO SAVEPOINT w")
+                .await
+                .map_err(broken)?;
+            return Ok(Err(refusal));
+        }
+    }
+    let stored = if claims {
+        conn.busy = true;
+        let stored = conn.client.query_one(&statement, &params).await;
+        conn.busy = false;
+        stored
+    } else {
         conn.busy = true;
         let client = &conn.client;
         // `biased`: the savepoint marker goes on the wire first, then the statement.
@@ -264,19 +301,33 @@ async fn why_not_stored(conn: &mut Conn, i: &Issuance) -> WriteFail {
         }
     }
     if let Some(old) = &i.renewal_of {
-        let old = old.to_string();
-        return match conn
-            .query("SELECT 1 FROM certificates WHERE serial = $1", &[&old])
+        let text = old.to_string();
+        let rows = match conn
+            .query(
+                "SELECT revoked_at, renewed_by FROM certificates WHERE serial = $1",
+                &[&text],
+            )
             .await
         {
-            Ok(rows) if rows.is_empty() => {
-                StoreError::NotFound(format!("certificate {old}")).into()
-            }
-            Ok(_) => match parse_serial(&old) {
-                Ok(s) => StoreError::CertRevoked(s).into(),
-                Err(e) => e.into(),
-            },
-            Err(e) => e.into(),
+            Ok(rows) => rows,
+            Err(e) => return e.into(),
+        };
+        let Some(row) = rows.first() else {
+            return StoreError::NotFound(format!("certificate {old}")).into();
+        };
+        let read = || -> Result<StoreError, StoreError> {
+            let revoked_at: Option<i64> = row.try_get(0).map_err(corrupt)?;
+            let renewed_by: Option<String> = row.try_get(1).map_err(corrupt)?;
+            Ok(match (revoked_at, renewed_by) {
+                (None, Some(successor)) => StoreError::Superseded {
+                    serial: old.clone(),
+                    successor: parse_serial(&successor)?,
+                },
+                _ => StoreError::CertRevoked(old.clone()),
+            })
+        };
+        return match read() {
+            Ok(refusal) | Err(refusal) => refusal.into(),
         };
     }
     StoreError::Unavailable("the certificate was not stored".into()).into()

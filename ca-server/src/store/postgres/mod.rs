@@ -30,6 +30,8 @@
 //! Not done here: TLS to the database (run PostgreSQL on loopback or a trusted network,
 //! or through a TLS tunnel), connection strings other than `postgres://` URLs.
 
+mod audit;
+mod claims;
 mod conn;
 mod failure;
 mod import;
@@ -44,6 +46,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtca_pki::Serial;
+use dtca_pki::identity::Role;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_postgres::Config;
@@ -52,6 +55,7 @@ use tokio_postgres::types::ToSql;
 pub use import::{Counts, ImportError};
 pub use url::redact;
 
+use audit::insert_audit;
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
 use writer::writer_loop;
@@ -219,7 +223,8 @@ impl Store for PostgresStore {
             let rows = c
                 .query(
                     &format!(
-                        "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason
+                        "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason,
+                                first_used_at
                          FROM certificates WHERE serial = $1"
                     ),
                     &[&serial],
@@ -311,15 +316,61 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.write(Write::Change(Box::new(Change::MarkUsed {
+            serial: serial.clone(),
+            at,
+        })))
+        .await
+        .map(|_| ())
+    }
+
+    async fn holders(
+        &self,
+        identities: &[(Role, String)],
+    ) -> Result<Vec<(Role, String, Serial)>, StoreError> {
+        let roles: Vec<&str> = identities.iter().map(|(r, _)| r.as_str()).collect();
+        let names: Vec<&str> = identities.iter().map(|(_, n)| n.as_str()).collect();
+        within(async {
+            let mut c = self.readers.take().await?;
+            let rows = c
+                .query(
+                    "SELECT i.role, i.name, i.serial FROM identities i
+                     JOIN unnest($1::text[], $2::text[]) AS w(role, name)
+                       ON i.role = w.role AND i.name = w.name",
+                    &[&roles, &names],
+                )
+                .await
+                .map_err(unavailable)?;
+            rows.iter()
+                .map(|r| {
+                    let role: String = r.try_get(0).map_err(corrupt)?;
+                    let serial: String = r.try_get(2).map_err(corrupt)?;
+                    Ok((
+                        role.parse()
+                            .map_err(|e: dtca_pki::identity::IdentityError| {
+                                StoreError::Corrupt(e.to_string())
+                            })?,
+                        r.try_get(1).map_err(corrupt)?,
+                        parse_serial(&serial)?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn set_engine(
         &self,
         name: &str,
         endpoint: &str,
+        serial: &Serial,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         self.write(Write::Change(Box::new(Change::Engine {
             name: name.to_string(),
             endpoint: endpoint.to_string(),
+            serial: serial.clone(),
             audit,
         })))
         .await
@@ -335,6 +386,8 @@ impl Store for PostgresStore {
                             c.serial, c.identity, c.dns, c.ips, c.not_before, c.not_after,
                             c.revoked_at, c.renewed_by, c.name, n.endpoint
                      FROM certificates c LEFT JOIN nodes n ON n.name = c.name
+                          AND NOT EXISTS (SELECT 1 FROM certificates r
+                                          WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL)
                      WHERE c.role = 'node' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
                            AND c.not_after > $1
                      ORDER BY c.name, c.not_after DESC",
@@ -360,7 +413,7 @@ impl Store for PostgresStore {
             let mut c = self.readers.take().await?;
             let rows = c
                 .query(
-                    "SELECT name, endpoint, updated_at FROM nodes ORDER BY name",
+                    "SELECT name, endpoint, updated_at, serial FROM nodes ORDER BY name",
                     &[],
                 )
                 .await
@@ -371,6 +424,12 @@ impl Store for PostgresStore {
                         name: r.try_get(0).map_err(corrupt)?,
                         endpoint: r.try_get(1).map_err(corrupt)?,
                         updated_at: time_of(r.try_get(2).map_err(corrupt)?)?,
+                        serial: r
+                            .try_get::<_, Option<String>>(3)
+                            .map_err(corrupt)?
+                            .as_deref()
+                            .map(parse_serial)
+                            .transpose()?,
                     })
                 })
                 .collect()

@@ -14,7 +14,7 @@ pub(super) const SUMMARY_COLUMNS: &str =
     "serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by";
 
 /// The columns of a [`TokenRecord`], in the order [`token_from_row`] reads.
-pub(super) const TOKEN_COLUMNS: &str = "id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl";
+pub(super) const TOKEN_COLUMNS: &str = "id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl, replaces";
 
 pub(super) fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
     let role: String = row.try_get(2).map_err(corrupt)?;
@@ -37,6 +37,7 @@ pub(super) fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
         revoked_at: revoked.map(time_of).transpose()?,
         policy: serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         cert_ttl: ttl.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+        replace: row.try_get(11).map_err(corrupt)?,
     })
 }
 
@@ -70,5 +71,10 @@ pub(super) fn record_from_row(row: &Row) -> Result<CertRecord, StoreError> {
         policy: serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         issued_at: time_of(row.try_get(12).map_err(corrupt)?)?,
         revocation_reason: row.try_get(13).map_err(corrupt)?,
+        first_used_at: row
+            .try_get::<_, Option<i64>>(14)
+            .map_err(corrupt)?
+            .map(time_of)
+            .transpose()?,
     })
 }

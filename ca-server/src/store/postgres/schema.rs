@@ -13,7 +13,8 @@ use super::{Conn, StoreError, unavailable};
 const MIGRATION_LOCK: i64 = 0x6474_6361_0001;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE tokens (
     seq BIGINT GENERATED ALWAYS AS IDENTITY,
     id TEXT PRIMARY KEY,
@@ -65,7 +66,46 @@ CREATE TABLE audit (
     subject TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-"];
+",
+    "
+ALTER TABLE certificates ADD COLUMN first_used_at BIGINT;
+ALTER TABLE nodes ADD COLUMN serial TEXT;
+ALTER TABLE tokens ADD COLUMN replaces BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE identities (
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after BIGINT NOT NULL,
+    PRIMARY KEY (role, name)
+);
+CREATE TABLE host_names (
+    dns TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after BIGINT NOT NULL
+);
+CREATE INDEX host_names_identity ON host_names (role, name);
+",
+    DERIVE_HOLDERS,
+];
+
+/// Fills `identities` and `host_names` from the certificates (the newest current
+/// certificate of each identity holds its name and DNS names): the migration after the
+/// tables were made, and `store migrate` after it copied the certificates.
+pub(super) const DERIVE_HOLDERS: &str = "
+INSERT INTO identities (role, name, serial, not_after)
+    SELECT DISTINCT ON (role, name) role, name, serial, not_after FROM certificates
+    WHERE role <> 'ca' AND revoked_at IS NULL AND renewed_by IS NULL
+    ORDER BY role, name, not_after DESC
+ON CONFLICT DO NOTHING;
+INSERT INTO host_names (dns, role, name, serial, not_after)
+    SELECT DISTINCT ON (d.dns) d.dns, c.role, c.name, c.serial, c.not_after
+    FROM certificates c, unnest(string_to_array(c.dns, ' ')) AS d(dns)
+    WHERE c.role = 'node' AND c.dns <> '' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
+    ORDER BY d.dns, c.not_after DESC
+ON CONFLICT DO NOTHING;
+";
 
 /// The schema version this build reads and writes.
 pub(super) fn current() -> i32 {

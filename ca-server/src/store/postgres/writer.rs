@@ -14,7 +14,10 @@ use tokio_postgres::Config;
 use super::conn::Conn;
 use super::failure::{BatchFail, WriteFail, broken};
 use super::issue::{Locked, issue};
-use super::{MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, parse_serial, secs, unavailable};
+use super::{
+    MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, insert_audit, parse_serial, secs,
+    unavailable,
+};
 use crate::store::queue::{Change, Job, Outcome, Write};
 use crate::store::{AuditEntry, AuditKind, RevokeTarget, StoreError};
 
@@ -41,6 +44,7 @@ fn lock_key(write: &Write) -> (u8, String) {
                 ..
             } => (2, name.clone()),
             Change::Engine { name, .. } => (3, name.clone()),
+            Change::MarkUsed { serial, .. } => (1, serial.to_string()),
         },
     }
 }
@@ -218,8 +222,8 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             let inserted = conn
                 .execute(
                     "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at,
-                                         expires_at, revoked_at, policy, cert_ttl)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)
+                                         expires_at, revoked_at, policy, cert_ttl, replaces)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &t.id,
@@ -232,6 +236,7 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
                         &t.expires_at.unix_timestamp(),
                         &policy,
                         &t.cert_ttl.map(secs),
+                        &t.replace,
                     ],
                 )
                 .await?;
@@ -265,16 +270,31 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
         Change::Engine {
             name,
             endpoint,
+            serial,
             audit,
         } => {
             conn.execute(
-                "INSERT INTO nodes (name, endpoint, updated_at) VALUES ($1, $2, $3)
+                "INSERT INTO nodes (name, endpoint, updated_at, serial) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint,
-                                                  updated_at = excluded.updated_at",
-                &[name, endpoint, &audit.at.unix_timestamp()],
+                                                  updated_at = excluded.updated_at,
+                                                  serial = excluded.serial",
+                &[
+                    name,
+                    endpoint,
+                    &audit.at.unix_timestamp(),
+                    &serial.to_string(),
+                ],
             )
             .await?;
             insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+        Change::MarkUsed { serial, at } => {
+            conn.execute(
+                "UPDATE certificates SET first_used_at = $2
+                 WHERE serial = $1 AND first_used_at IS NULL",
+                &[&serial.to_string(), &at.unix_timestamp()],
+            )
+            .await?;
         }
     }
     Ok(Outcome::Done)
@@ -314,7 +334,7 @@ async fn revoke(
             .query(
                 "UPDATE certificates SET revoked_at = $2, revocation_reason = $3
                  WHERE name = $1 AND role <> 'ca' AND ($4::text IS NULL OR role = $4)
-                   AND revoked_at IS NULL AND not_after > $2
+                   AND revoked_at IS NULL
                  RETURNING serial",
                 &[name, &at_secs, &reason, &role.map(|r| r.as_str())],
             )
@@ -334,31 +354,6 @@ async fn revoke(
         .collect::<Result<_, _>>()?)
 }
 
-/// Appends entries to the audit log in one statement, in their order.
-pub(super) async fn insert_audit(
-    conn: &mut Conn,
-    entries: &[AuditEntry],
-) -> Result<(), tokio_postgres::Error> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let at: Vec<i64> = entries.iter().map(|e| e.at.unix_timestamp()).collect();
-    let kind: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
-    let actor: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
-    let subject: Vec<&str> = entries.iter().map(|e| e.subject.as_str()).collect();
-    let detail: Vec<&str> = entries.iter().map(|e| e.detail.as_str()).collect();
-    conn.execute(
-        "INSERT INTO audit (at, kind, actor, subject, detail)
-         SELECT at, kind, actor, subject, detail
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-              WITH ORDINALITY AS e(at, kind, actor, subject, detail, n)
-         ORDER BY n",
-        &[&at, &kind, &actor, &subject, &detail],
-    )
-    .await?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +371,7 @@ mod tests {
             Write::Change(Box::new(Change::Engine {
                 name: "a".into(),
                 endpoint: "tcp://192.0.2.1:2376".into(),
+                serial: "01".parse().unwrap(),
                 audit: AuditEntry::new(now, AuditKind::EngineReport, "a", "a", ""),
             })),
             revoke("b"),

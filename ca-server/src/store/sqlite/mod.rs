@@ -10,11 +10,13 @@
 //! stops writes with reasons of their own ([`condition`]).
 //!
 //! Layout: this file (the store, and the trait calls as reads or queued writes),
-//! [`writer`] (the writer thread), [`wal`] (checkpoints and the WAL's bounds),
-//! [`condition`] (full disk, damage, the reserve), [`reads`] (queries and the read
-//! connections), [`rows`] (rows to records), [`schema`] (tables, migrations, the check at
-//! open), [`backup`] (an online copy of the file).
+//! [`writer`] (the writer thread), [`apply`] (the statements of each write: issuances
+//! with their name claims, revocations, the rest), [`wal`] (checkpoints and the WAL's
+//! bounds), [`condition`] (full disk, damage, the reserve), [`reads`] (queries and the
+//! read connections), [`rows`] (rows to records), [`schema`] (tables, migrations, the
+//! check at open), [`backup`] (an online copy of the file).
 
+mod apply;
 pub mod backup;
 mod condition;
 mod reads;
@@ -23,12 +25,14 @@ mod schema;
 mod wal;
 mod writer;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use dtca_pki::Serial;
+use dtca_pki::identity::Role;
 use rusqlite::Connection;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -106,6 +110,17 @@ impl SqliteStore {
     }
 
     fn start(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
+        // Made here, 0600, so SQLite gives its WAL and shared-memory files the same mode.
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(dtca_common::fs::PRIVATE)
+                .open(path)
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+                })?;
+        }
         let mut conn = open_connection(path)?;
         if options.check {
             check(&conn, path)?;
@@ -291,15 +306,34 @@ impl Store for SqliteStore {
         self.read(move |c| reads::revoked(c, now)).await
     }
 
+    async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {
+        self.write(Write::Change(Box::new(Change::MarkUsed {
+            serial: serial.clone(),
+            at,
+        })))
+        .await
+        .map(|_| ())
+    }
+
+    async fn holders(
+        &self,
+        identities: &[(Role, String)],
+    ) -> Result<Vec<(Role, String, Serial)>, StoreError> {
+        let identities = identities.to_vec();
+        self.read(move |c| reads::holders(c, &identities)).await
+    }
+
     async fn set_engine(
         &self,
         name: &str,
         endpoint: &str,
+        serial: &Serial,
         audit: AuditEntry,
     ) -> Result<(), StoreError> {
         self.write(Write::Change(Box::new(Change::Engine {
             name: name.to_string(),
             endpoint: endpoint.to_string(),
+            serial: serial.clone(),
             audit,
         })))
         .await
@@ -375,6 +409,7 @@ mod tests {
                     cert: c,
                     token_id: Some("t".into()),
                     renewal_of: None,
+                    replace: false,
                     audit: vec![],
                     at: OffsetDateTime::now_utc(),
                 })
@@ -409,6 +444,7 @@ mod tests {
                             cert: c,
                             token_id: None,
                             renewal_of: None,
+                            replace: false,
                             audit: vec![],
                             at: OffsetDateTime::now_utc(),
                         })
@@ -443,6 +479,7 @@ mod tests {
             cert: super::super::conformance::cert(dtca_pki::Role::Node, name, later),
             token_id: None,
             renewal_of: None,
+            replace: false,
             audit: vec![AuditEntry::new(
                 OffsetDateTime::now_utc(),
                 AuditKind::Issue,

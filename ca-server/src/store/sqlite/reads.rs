@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dtca_pki::Serial;
+use dtca_pki::identity::Role;
 use rusqlite::{Connection, OptionalExtension, params};
 use time::OffsetDateTime;
 
@@ -66,7 +67,8 @@ pub(super) fn tokens(c: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
 
 pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRecord>, StoreError> {
     c.prepare_cached(&format!(
-        "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason
+        "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason,
+                first_used_at
          FROM certificates WHERE serial = ?1"
     ))
     .map_err(db_error)?
@@ -142,7 +144,10 @@ pub(super) fn revoked(
 /// instead of the valid ones.
 pub(super) const NODES: &str =
     "SELECT serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by,
-        name, (SELECT endpoint FROM nodes WHERE nodes.name = certificates.name)
+        name,
+        (SELECT n.endpoint FROM nodes n WHERE n.name = certificates.name
+           AND NOT EXISTS (SELECT 1 FROM certificates r
+                           WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL))
      FROM certificates INDEXED BY certificates_expiry
      WHERE role = 'node' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
      ORDER BY name, not_after DESC";
@@ -173,9 +178,29 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
     Ok(out)
 }
 
+pub(super) fn holders(
+    c: &Connection,
+    identities: &[(Role, String)],
+) -> Result<Vec<(Role, String, Serial)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT serial FROM identities WHERE role = ?1 AND name = ?2")
+        .map_err(db_error)?;
+    let mut out = Vec::new();
+    for (role, name) in identities {
+        let serial: Option<String> = stmt
+            .query_row(params![role.as_str(), name], |r| r.get(0))
+            .optional()
+            .map_err(db_error)?;
+        if let Some(serial) = serial {
+            out.push((*role, name.clone(), parse_serial(&serial)?));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn engines(c: &Connection) -> Result<Vec<EngineRecord>, StoreError> {
     let mut stmt = c
-        .prepare_cached("SELECT name, endpoint, updated_at FROM nodes ORDER BY name")
+        .prepare_cached("SELECT name, endpoint, updated_at, serial FROM nodes ORDER BY name")
         .map_err(db_error)?;
     let rows = stmt
         .query_map([], |row| {
@@ -183,15 +208,17 @@ pub(super) fn engines(c: &Connection) -> Result<Vec<EngineRecord>, StoreError> {
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
                 row.get::<_, i64>(2)?,
+                row.get::<_, Option<String>>(3)?,
             ))
         })
         .map_err(db_error)?;
     rows.map(|r| {
-        let (name, endpoint, at) = r.map_err(db_error)?;
+        let (name, endpoint, at, serial) = r.map_err(db_error)?;
         Ok(EngineRecord {
             name,
             endpoint,
             updated_at: columns::time(at).map_err(StoreError::Corrupt)?,
+            serial: serial.as_deref().map(parse_serial).transpose()?,
         })
     })
     .collect()

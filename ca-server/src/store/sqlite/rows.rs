@@ -18,6 +18,7 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TokenReco
     let expires: i64 = row.get("expires_at")?;
     let revoked: Option<i64> = row.get("revoked_at")?;
     let ttl: Option<i64> = row.get("cert_ttl")?;
+    let replace: bool = row.get("replaces")?;
     let id: String = row.get("id")?;
     let secret_hash: Vec<u8> = row.get("secret_hash")?;
     let name: Option<String> = row.get("name")?;
@@ -44,6 +45,7 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TokenReco
             policy: serde_json::from_str(&policy)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             cert_ttl: ttl.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+            replace,
         })
     })())
 }
@@ -83,6 +85,7 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertReco
     let policy: String = row.get(11)?;
     let issued_at: i64 = row.get(12)?;
     let revocation_reason: Option<String> = row.get(13)?;
+    let first_used_at: Option<i64> = row.get(14)?;
     Ok((|| {
         Ok(CertRecord {
             summary: summary?,
@@ -93,6 +96,10 @@ pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertReco
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             issued_at: columns::time(issued_at).map_err(StoreError::Corrupt)?,
             revocation_reason,
+            first_used_at: first_used_at
+                .map(columns::time)
+                .transpose()
+                .map_err(StoreError::Corrupt)?,
         })
     })())
 }

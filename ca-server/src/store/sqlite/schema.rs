@@ -1,7 +1,7 @@
 //! The tables, and opening a connection to them: the file is checked and the schema
 //! applied (and its version checked) once, when the store opens.
 //!
-//! Each version of the schema is one step in [`STEPS`], applied in order inside one
+//! Each version of the schema is one step in [`MIGRATIONS`], applied in order inside one
 //! transaction from whatever version the file is at: version 1 made the tables, later
 //! steps change them. A new step goes at the end; steps never change once released.
 
@@ -65,7 +65,43 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-/// Version 2: fewer pages written per certificate.
+/// Version 2, one holder per name: `identities` records the certificate each identity's name
+/// belongs to (until its end), `host_names` the identity whose live certificate carries
+/// each DNS name; certificates remember their first use (a renewed certificate may renew
+/// again only while its successor is unused), engine addresses the certificate that
+/// reported them. Filled from the certificates already stored: the newest current one of
+/// each identity holds its name and DNS names.
+const IDENTITIES_V2: &str = "
+ALTER TABLE certificates ADD COLUMN first_used_at INTEGER;
+ALTER TABLE nodes ADD COLUMN serial TEXT;
+ALTER TABLE tokens ADD COLUMN replaces INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE identities (
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after INTEGER NOT NULL,
+    PRIMARY KEY (role, name)
+) WITHOUT ROWID;
+CREATE TABLE host_names (
+    dns TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    name TEXT NOT NULL,
+    serial TEXT NOT NULL,
+    not_after INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX host_names_identity ON host_names (role, name);
+INSERT OR REPLACE INTO identities (role, name, serial, not_after)
+    SELECT role, name, serial, not_after FROM certificates
+    WHERE role != 'ca' AND revoked_at IS NULL AND renewed_by IS NULL
+    ORDER BY not_after;
+INSERT OR REPLACE INTO host_names (dns, role, name, serial, not_after)
+    SELECT j.value, c.role, c.name, c.serial, c.not_after
+    FROM certificates c, json_each('[\"' || replace(c.dns, ' ', '\",\"') || '\"]') j
+    WHERE c.role = 'node' AND c.dns != '' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
+    ORDER BY c.not_after;
+";
+
+/// Version 3: fewer pages written per certificate.
 ///
 /// - The audit log without AUTOINCREMENT. AUTOINCREMENT keeps the highest id in
 ///   `sqlite_sequence`, one more page rewritten by every transaction that audits anything
@@ -76,8 +112,8 @@ CREATE TABLE IF NOT EXISTS audit (
 ///   list and the list of current certificates (renewed ones are skipped inside the
 ///   index, without reading their rows), and every certificate stored writes one index
 ///   page fewer.
-const V2_FEWER_PAGES_PER_CERTIFICATE: &str = "
-CREATE TABLE audit_v2 (
+const V3_FEWER_PAGES_PER_CERTIFICATE: &str = "
+CREATE TABLE audit_v3 (
     id INTEGER PRIMARY KEY,
     at INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -85,20 +121,20 @@ CREATE TABLE audit_v2 (
     subject TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-INSERT INTO audit_v2 (id, at, kind, actor, subject, detail)
+INSERT INTO audit_v3 (id, at, kind, actor, subject, detail)
     SELECT id, at, kind, actor, subject, detail FROM audit ORDER BY id;
 DROP TABLE audit;
-ALTER TABLE audit_v2 RENAME TO audit;
+ALTER TABLE audit_v3 RENAME TO audit;
 DROP INDEX certificates_current_expiry;
 DROP INDEX certificates_expiry;
 CREATE INDEX certificates_expiry ON certificates (not_after, renewed_by);
 ";
 
 /// The steps, in order: step `i` brings the file to version `i + 1`.
-const STEPS: &[&str] = &[V1_TABLES, V2_FEWER_PAGES_PER_CERTIFICATE];
+const MIGRATIONS: &[&str] = &[V1_TABLES, IDENTITIES_V2, V3_FEWER_PAGES_PER_CERTIFICATE];
 
-/// Schema version kept in `PRAGMA user_version`: the number of steps applied.
-const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+/// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
@@ -169,13 +205,13 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction().map_err(db_error)?;
-    apply_steps(&tx, version)?;
+    apply_migrations(&tx, version)?;
     tx.commit().map_err(db_error)
 }
 
-fn apply_steps(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
+fn apply_migrations(tx: &Transaction<'_>, from: i64) -> Result<(), StoreError> {
     let done = usize::try_from(from).unwrap_or(0);
-    for (i, step) in STEPS.iter().enumerate().skip(done) {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.execute_batch(step).map_err(db_error)?;
         if from > 0 {
             tracing::info!(version = i + 1, "store schema upgraded");
@@ -301,5 +337,54 @@ mod tests {
             .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
             .unwrap();
         assert_eq!(newest, 4);
+    }
+
+    /// A store written by the release with identities (version 2) comes up to version 3
+    /// with its certificates, identities and audit log as they were.
+    #[test]
+    fn a_version_2_store_is_upgraded_with_its_identities_and_audit_log() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1_TABLES).unwrap();
+        conn.execute_batch(IDENTITIES_V2).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before,
+                 not_after, der, policy, issued_at, first_used_at)
+             VALUES ('01', 'node/n1', 'node', 'n1', 'n1.example', '', 0, 100, x'00', '{}', 0, 5);
+             INSERT INTO identities (role, name, serial, not_after) VALUES ('node', 'n1', '01', 100);
+             INSERT INTO host_names (dns, role, name, serial, not_after)
+                 VALUES ('n1.example', 'node', 'n1', '01', 100);
+             INSERT INTO audit (at, kind, actor, subject, detail) VALUES (1, 'issue', 'a', '01', 'd');
+             INSERT INTO audit (at, kind, actor, subject, detail) VALUES (2, 'revoke', 'a', '01', 'd');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 3);
+        assert!(!tables(&conn).contains("AUTOINCREMENT"));
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM certificates WHERE first_used_at = 5"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM identities WHERE serial = '01'"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM host_names WHERE serial = '01'"),
+            1
+        );
+        assert_eq!(count("SELECT max(id) FROM audit WHERE kind = 'revoke'"), 2);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index'
+                 AND name IN ('certificates_current_expiry', 'certificates_expiry')"
+            ),
+            1
+        );
     }
 }
