@@ -1,6 +1,6 @@
 //! Enrollment load against a running CA, for the tests of the store under faults: many
-//! requests in flight over a few HTTP/2 connections, with a multi-use node token and
-//! CSRs made beforehand, until told to stop. Every certificate delivered is remembered
+//! requests in flight over a few HTTP/2 connections, with a multi-use node token, each
+//! under a new name (keys made beforehand), until told to stop. Every certificate delivered is remembered
 //! by serial, and every refusal by its reason.
 
 use std::collections::BTreeMap;
@@ -45,6 +45,20 @@ impl Tally {
     }
 }
 
+/// Loads started by this process: each names its identities apart from the others'.
+static LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Request `i` of a load: the identity `<prefix>-<i>`, one DNS name of its own.
+fn request(prefix: &str, i: usize, key: &PrivateKey, token: &str) -> v1::EnrollRequest {
+    let name = format!("{prefix}-{i}");
+    let dns = vec![format!("{name}.load.test")];
+    v1::EnrollRequest {
+        token: token.to_string(),
+        csr_der: csr::build(key, &name, &dns, &[]).unwrap(),
+        name,
+    }
+}
+
 /// A running load.
 #[derive(Debug)]
 pub struct Load {
@@ -58,7 +72,8 @@ pub struct Load {
 
 impl Load {
     /// Starts `in_flight` enrollers over `connections` connections to `server`, with the
-    /// multi-use `token`, cycling through `csrs` CSRs made now.
+    /// multi-use `token`, each request under a name of its own (a name has one holder) and
+    /// signed by one of `keys` keys made now.
     ///
     /// # Panics
     /// When the CA cannot be reached or the token does not parse.
@@ -67,7 +82,7 @@ impl Load {
         token: &str,
         in_flight: usize,
         connections: usize,
-        csrs: usize,
+        keys: usize,
     ) -> Load {
         let parsed: JoinToken = token.parse().unwrap();
         let addr = ServerAddr::parse(server).unwrap();
@@ -76,24 +91,16 @@ impl Load {
         for _ in 0..connections.max(1) {
             channels.push(tls::connect(&addr, config.clone()).await.unwrap());
         }
-        let requests: Arc<Vec<v1::EnrollRequest>> = Arc::new(
+        let keys: Arc<Vec<PrivateKey>> = Arc::new(
             tokio::task::spawn_blocking(move || {
-                (0..csrs.max(1))
-                    .map(|i| {
-                        let key = PrivateKey::generate(KeyType::P256).unwrap();
-                        let name = format!("load-{i}");
-                        let dns = vec![format!("{name}.load.test")];
-                        v1::EnrollRequest {
-                            token: String::new(),
-                            csr_der: csr::build(&key, &name, &dns, &[]).unwrap(),
-                            name,
-                        }
-                    })
+                (0..keys.max(1))
+                    .map(|_| PrivateKey::generate(KeyType::P256).unwrap())
                     .collect()
             })
             .await
             .unwrap(),
         );
+        let prefix = format!("load{}", LOADS.fetch_add(1, Ordering::Relaxed));
         let stop = Arc::new(AtomicBool::new(false));
         let delivered = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
@@ -101,13 +108,12 @@ impl Load {
             .map(|w| {
                 let mut client = CaClient::new(channels[w % channels.len()].clone());
                 let (stop, delivered, refused) = (stop.clone(), delivered.clone(), refused.clone());
-                let (requests, token) = (requests.clone(), token.to_string());
+                let (keys, token, prefix) = (keys.clone(), token.to_string(), prefix.clone());
                 tokio::spawn(async move {
                     let mut tally = Tally::default();
                     let mut i = w;
                     while !stop.load(Ordering::Relaxed) {
-                        let mut request = requests[i % requests.len()].clone();
-                        request.token.clone_from(&token);
+                        let request = request(&prefix, i, &keys[i % keys.len()], &token);
                         i += in_flight;
                         match client.enroll(request).await {
                             Ok(answer) => {
