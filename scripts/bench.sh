@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, in one command; writes BENCHMARKS.md at the repository root.
 #
-#   scripts/bench.sh                 # the full run: about 8 minutes on 2 cores after the build
-#   scripts/bench.sh --baseline-server OLD/ca-server   # the store under load beside a previous build
+#   scripts/bench.sh                 # the full run: about 10 minutes on 2 cores after the build
+#   scripts/bench.sh --baseline-server OLD/ca-server --baseline-label "main at abc1234"
+#                                    # the store under load beside a previous build
 #   scripts/bench.sh --measure 2 --storm 1000 --inventory 20000 --idle 5   # a quick look
 #
 # Installs what it measures against or with when missing (Debian packages): cfssl
@@ -40,4 +41,12 @@ command -v cfssl >/dev/null 2>&1 || { echo "cfssl is required (apt-get install g
 
 cargo build --release -p dtca-bench -p ca-server -p ca-client
 cargo bench -p dtca-pki --bench issuance
-exec target/release/dtca-bench --out BENCHMARKS.md --command "scripts/bench.sh${*:+ $*}" "$@"
+# The command as it was typed, for the report: arguments with spaces or quotes in quotes.
+command="scripts/bench.sh"
+for arg in "$@"; do
+  case "$arg" in
+    *[!A-Za-z0-9_./,:=@%+-]*) command+=" '${arg//\'/\'\\\'\'}'" ;;
+    *) command+=" $arg" ;;
+  esac
+done
+exec target/release/dtca-bench --out BENCHMARKS.md --command "$command" "$@"

@@ -65,7 +65,18 @@ impl State {
     pub fn init(bins: &Bins, dir: &Path) -> anyhow::Result<State> {
         std::fs::create_dir_all(dir)?;
         let passphrase = dir.with_extension("passphrase");
-        std::fs::write(&passphrase, "bench passphrase, not a secret\n")?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // ca-server refuses a passphrase file others may read.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&passphrase)?
+                .write_all(b"bench passphrase, not a secret\n")?;
+        }
         output(
             Command::new(&bins.server)
                 .args(["init", "--cluster", "bench", "--state-dir"])

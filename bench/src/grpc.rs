@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dtca_common::tls::ServerAddr;
+use dtca_proto::v1;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http2::SendRequest;
@@ -22,6 +23,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::csrs::{Enrollments, RAN_OUT};
 use crate::load::Worker;
 
 /// One HTTP/2 connection to the CA; clones share it.
@@ -111,20 +113,45 @@ pub fn frame(message: &impl Message) -> Bytes {
     Bytes::from(out)
 }
 
-/// Sends pre-encoded requests to one method, one at a time.
+/// Where a worker's request bodies come from.
+#[derive(Debug, Clone)]
+pub enum Bodies {
+    /// Framed bodies, encoded beforehand and cycled through.
+    Cycled(Arc<Vec<Bytes>>),
+    /// `Enroll` with `token`, a distinct identity each time (framed when sent: the CSRs
+    /// are made beforehand, the framing is a copy).
+    Enroll {
+        /// The multi-use node token.
+        token: Arc<str>,
+        /// The identities, shared by every worker sending to this server.
+        enrollments: Enrollments,
+    },
+}
+
+/// Sends requests to one method, one at a time.
 #[derive(Debug)]
 pub struct UnaryWorker {
     /// The connection (shared with other workers).
     pub conn: Connection,
     /// `/dtca.v1.Ca/Enroll` or `/dtca.v1.Ca/Renew`.
     pub path: &'static str,
-    /// Framed request bodies, cycled through.
-    pub bodies: Arc<Vec<Bytes>>,
+    /// The request bodies.
+    pub bodies: Bodies,
 }
 
 impl Worker for UnaryWorker {
     async fn call(&mut self, i: usize) -> Result<(), String> {
-        let body = self.bodies[i % self.bodies.len()].clone();
+        let body = match &self.bodies {
+            Bodies::Cycled(bodies) => bodies[i % bodies.len()].clone(),
+            Bodies::Enroll { token, enrollments } => {
+                let (name, der) = enrollments.take().ok_or(RAN_OUT)?;
+                frame(&v1::EnrollRequest {
+                    token: token.to_string(),
+                    csr_der: der.to_vec(),
+                    name: name.to_string(),
+                })
+            }
+        };
         let reply = self.conn.unary(self.path, body).await?;
         // A certificate, an intermediate and a root: well over a kilobyte.
         if reply.len() < 256 {
@@ -137,7 +164,6 @@ impl Worker for UnaryWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dtca_proto::v1;
 
     #[test]
     fn frames_a_message_like_grpc() {

@@ -27,9 +27,13 @@ struct Flags {
     /// Seconds measured per row.
     #[arg(long, default_value_t = 5.0)]
     measure: f64,
-    /// Distinct pre-generated CSRs.
+    /// Distinct pre-generated CSRs (cfssl, the raw limit).
     #[arg(long, default_value_t = 20_000)]
     csrs: usize,
+    /// Distinct identities for dtca's enrollments: a name has one holder, so no server is
+    /// sent one twice; the most any one server is sent (a minute at full speed and more).
+    #[arg(long, default_value_t = 600_000)]
+    enrollments: usize,
     /// Nodes in the enrollment storm.
     #[arg(long, default_value_t = 10_000)]
     storm: usize,
@@ -66,6 +70,9 @@ struct Flags {
     /// A previous build's ca-server, measured beside this one (see --compare).
     #[arg(long)]
     baseline_server: Option<PathBuf>,
+    /// What the baseline is, for the report (its commit, how it keeps its WAL).
+    #[arg(long, default_value = "the previous build")]
+    baseline_label: String,
     /// Seconds the baseline and this build each run side by side (with --baseline-server):
     /// the baseline's WAL grows without bound, about a gigabyte every 30 s at full speed.
     #[arg(long, default_value_t = 20.0)]
@@ -83,9 +90,9 @@ struct Wal {
     /// Requests in flight.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
-    /// Distinct CSRs.
-    #[arg(long, default_value_t = 20_000)]
-    csrs: usize,
+    /// Distinct identities enrolled, at most, per server.
+    #[arg(long, default_value_t = 600_000)]
+    enrollments: usize,
     /// A previous build's ca-server, measured first under the same load.
     #[arg(long)]
     baseline_server: Option<PathBuf>,
@@ -129,7 +136,7 @@ fn main() -> ExitCode {
             return block_on(run::wal(
                 Duration::from_secs_f64(wal.seconds),
                 wal.in_flight,
-                wal.csrs,
+                wal.enrollments,
                 wal.baseline_server,
             ));
         }
@@ -189,6 +196,7 @@ async fn main_async(flags: Flags) -> anyhow::Result<()> {
         warmup: Duration::from_secs_f64(flags.warmup),
         measure: Duration::from_secs_f64(flags.measure),
         csrs: flags.csrs,
+        enrollments: flags.enrollments,
         storm: flags.storm,
         storm_parallel: flags.storm_parallel,
         inventory: flags.inventory,
@@ -199,6 +207,7 @@ async fn main_async(flags: Flags) -> anyhow::Result<()> {
         criterion_dir: flags.criterion_dir.clone(),
         sustain: Duration::from_secs_f64(flags.sustain),
         baseline_server: flags.baseline_server.clone(),
+        baseline_label: flags.baseline_label.clone(),
         compare: Duration::from_secs_f64(flags.compare),
         previous: run::store::previous_rate(&flags.out),
     };

@@ -2,8 +2,8 @@
 //! own code (`SqliteStore`, in process): certificates written one at a time (each its own
 //! transaction, as a quiet CA writes them) and 64 at a time (group commit under load),
 //! into a store already holding 20,000, first as this build stores them (the row, its
-//! serial, name and expiry indexes, two audit rows, the token's use), then with one part
-//! left out at a time, and with serials in random order as builds before this one made
+//! serial, name and expiry indexes, the identity's and its DNS name's claims, two audit
+//! rows, the token's use), then with one part left out at a time, and with serials in random order as builds before this one made
 //! them. The difference to the first row is what that part costs.
 
 use std::path::Path;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dtca_proto::v1::{self, ca_client::CaClient};
 use tokio::sync::Semaphore;
 
-use crate::csrs::Csr;
+use crate::csrs::{Enrollments, RAN_OUT};
 use crate::dtca::enroll_channel;
 use crate::load::Latency;
 use crate::proc::Usage;
@@ -46,7 +46,7 @@ impl Storm {
 pub async fn run(
     addr: &str,
     token: &str,
-    csrs: Arc<Vec<Csr>>,
+    enrollments: &Enrollments,
     nodes: usize,
     parallel: usize,
     server_pid: u32,
@@ -58,11 +58,11 @@ pub async fn run(
     let own_before = Usage::of("self").unwrap_or_default();
     let started = Instant::now();
     let tasks: Vec<_> = (0..nodes)
-        .map(|i| {
+        .map(|_| {
             let gate = gate.clone();
             let addr = addr.clone();
             let token = token.clone();
-            let csrs = csrs.clone();
+            let enrollments = enrollments.clone();
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.map_err(|e| e.to_string())?;
                 let t0 = Instant::now();
@@ -74,12 +74,12 @@ pub async fn run(
                     .trust_bundle(v1::TrustBundleRequest {})
                     .await
                     .map_err(|s| format!("trust bundle: {}", s.message()))?;
-                let csr = &csrs[i % csrs.len()];
+                let (name, der) = enrollments.take().ok_or(RAN_OUT)?;
                 client
                     .enroll(v1::EnrollRequest {
                         token: token.to_string(),
-                        csr_der: csr.der.clone(),
-                        name: csr.name.clone(),
+                        csr_der: der.to_vec(),
+                        name: name.to_string(),
                     })
                     .await
                     .map_err(|s| format!("enroll: {:?} {}", s.code(), s.message()))?;

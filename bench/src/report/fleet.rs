@@ -14,8 +14,10 @@ pub(super) fn storm(w: &mut String, r: &Results) {
         "{} simulated nodes boot together: each opens its own fresh TLS connection (no \
          session resumption), pins the CA by the root digest in the token, fetches the trust \
          bundle and enrolls once with the shared multi-use token, then hangs up, as \
-         `ca-client enroll` does. At most {} nodes are connecting at any moment (more would \
-         only queue in the kernel's accept backlog).\n",
+         `ca-client enroll` does, each with a name of its own. At most {} nodes are \
+         connecting at any moment (more would only queue in the kernel's accept backlog). \
+         They all connect from 127.0.0.1, where a fleet has an address per node, so the \
+         server runs with `--max-unauthenticated-per-address` raised past the storm.\n",
         int(s.nodes as f64),
         s.parallel
     );

@@ -16,10 +16,11 @@ pub(super) fn issuance(w: &mut String, r: &Results) {
          follows) over persistent TLS connections, HTTP/2 with at most four requests in flight \
          per connection, so 64 in flight use 16 connections; every certificate is committed \
          to the embedded store (WAL, synchronous=FULL, group commit) before its reply. The \
-         load generator sends the same gRPC requests as tonic, encoded beforehand, straight \
-         through hyper's HTTP/2 client. cfssl: `POST /api/v1/cfssl/sign` over keep-alive \
-         HTTP/1.1 connections (one per request in flight), no TLS, no database. Same CSRs, \
-         same concurrency; raw = ring verify+sign on all {} cores.\n",
+         load generator sends the same gRPC requests as tonic, the CSRs made beforehand (each \
+         enrollment a new identity: a name has one holder), straight through hyper's HTTP/2 \
+         client. cfssl: `POST /api/v1/cfssl/sign` over keep-alive HTTP/1.1 connections (one \
+         per request in flight), no TLS, no database. CSRs of the same kind, same \
+         concurrency; raw = ring verify+sign on all {} cores.\n",
         r.raw.threads
     );
     let _ = writeln!(
@@ -60,7 +61,8 @@ pub(super) fn issuance(w: &mut String, r: &Results) {
         w,
         "Renewal (`Renew` over mutual TLS with a node certificate, {} in flight): {}/s, p50 {}, \
          p99 {}, CPU {}. A renewal also verifies the caller's chain (two more P-256 \
-         verifications) and reads its record.\n",
+         verifications) and reads its record; the same certificate renews again and again \
+         (its successors never used), asking for no names.\n",
         r.renew.in_flight,
         int(r.renew.rate()),
         ms(r.renew.latency.p50),

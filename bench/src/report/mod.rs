@@ -223,8 +223,10 @@ fn method(w: &mut String, r: &Results, command: &str) {
          dir, info logging to a file (one line per certificate). Tokens are made with \
          `ca-server token create`.\n\
          - {} distinct P-256 CSRs (one DNS name each, like `ca-client enroll --no-default-sans \
-         --san ...`) are generated before any measurement ({:.1} s) and cycled through; \
-         every system gets the same ones.\n\
+         --san ...`) are generated before any measurement and cycled through by cfssl and the \
+         raw limit; dtca's enrollments use {} CSRs of distinct identities (a name and a DNS \
+         name have one holder, so no server is sent one twice), also made beforehand (both \
+         pools {:.1} s); renewals ask for no names (the node keeps its own).\n\
          - Each load row: {} s warm-up, then {} s measured; a request counts when its reply \
          arrived inside the measured window. Latency is per request, from sending to the full \
          reply.\n\
@@ -236,6 +238,7 @@ fn method(w: &mut String, r: &Results, command: &str) {
          - Every process the bench starts is stopped by pid when it ends, on error and on \
          ctrl-c.\n",
         p.csrs,
+        int(p.enrollments as f64),
         r.csr_generation.as_secs_f64(),
         p.warmup.as_secs_f64(),
         p.measure.as_secs_f64(),

@@ -18,12 +18,10 @@ pub(super) fn sustained(w: &mut String, r: &Results) {
     let paired = if r.sustained.iter().any(Sustained::is_baseline) {
         format!(
             "the baseline and this build {} s each, one after the other, then this build \
-             alone for {} s. \"baseline\" is the `ca-server` of the previous build (a83077f: \
-             passive checkpoints only, schema version 1, random serials); its WAL grows by \
-             about a gigabyte every 30 s at full speed, which is why the side-by-side runs \
-             are short",
+             alone for {} s. \"baseline\" is the `ca-server` of {}",
             r.plan.compare.as_secs(),
-            r.plan.sustain.as_secs()
+            r.plan.sustain.as_secs(),
+            r.plan.baseline_label
         )
     } else {
         format!("this build for {} s", r.plan.sustain.as_secs())

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dtca_proto::v1;
-use hyper::body::Bytes;
 
 use super::say_run;
 use crate::cfssl::{self, Cfssl, CfsslWorker};
@@ -24,45 +23,41 @@ pub(super) struct Requests {
     addr: String,
     config: Arc<rustls::ClientConfig>,
     path: &'static str,
-    bodies: Arc<Vec<Bytes>>,
+    bodies: grpc::Bodies,
 }
 
 impl Requests {
-    /// `Enroll` with the multi-use `token`, one request per CSR of the pool.
-    pub(super) fn enroll(addr: &str, token: &str, pool: &[csrs::Csr]) -> anyhow::Result<Self> {
-        let bodies = pool
-            .iter()
-            .map(|c| {
-                grpc::frame(&v1::EnrollRequest {
-                    token: token.to_string(),
-                    csr_der: c.der.clone(),
-                    name: c.name.clone(),
-                })
-            })
-            .collect();
+    /// `Enroll` with the multi-use `token`, a distinct identity of `enrollments` each time
+    /// (clones of it share what was sent: one server's enrollments).
+    pub(super) fn enroll(
+        addr: &str,
+        token: &str,
+        enrollments: &csrs::Enrollments,
+    ) -> anyhow::Result<Self> {
         Ok(Requests {
             addr: addr.to_string(),
             config: enroll_config(token)?,
             path: "/dtca.v1.Ca/Enroll",
-            bodies: Arc::new(bodies),
+            bodies: grpc::Bodies::Enroll {
+                token: token.into(),
+                enrollments: enrollments.clone(),
+            },
         })
     }
 
-    /// `Renew` over mutual TLS with `node`'s certificate, a new key from the pool each time.
-    pub(super) fn renew(addr: &str, node: &Node, pool: &[csrs::Csr]) -> anyhow::Result<Self> {
-        let bodies = pool
-            .iter()
-            .map(|c| {
-                grpc::frame(&v1::RenewRequest {
-                    csr_der: c.der.clone(),
-                })
-            })
+    /// `Renew` over mutual TLS with `node`'s certificate, a new key each time (of `keys`
+    /// made now), asking for no names: the node keeps its own (the pool's DNS names belong
+    /// to the identities enrolled under them).
+    pub(super) fn renew(addr: &str, node: &Node, keys: usize) -> anyhow::Result<Self> {
+        let bodies = csrs::without_names(keys)?
+            .into_iter()
+            .map(|csr_der| grpc::frame(&v1::RenewRequest { csr_der }))
             .collect();
         Ok(Requests {
             addr: addr.to_string(),
             config: renew_config(node)?,
             path: "/dtca.v1.Ca/Renew",
-            bodies: Arc::new(bodies),
+            bodies: grpc::Bodies::Cycled(Arc::new(bodies)),
         })
     }
 
@@ -103,9 +98,26 @@ pub async fn drive(
     storm: Option<usize>,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pool = tokio::task::spawn_blocking(move || csrs::generate(csrs, cores)).await??;
+    // Names of their own: the server may hold the names of an earlier run.
+    let prefix = format!(
+        "drive{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let enrollments =
+        tokio::task::spawn_blocking(move || csrs::Enrollments::generate(csrs, cores, &prefix))
+            .await??;
     if let Some(nodes) = storm {
-        let s = crate::storm::run(&addr, &token, pool, nodes, in_flight, pid.unwrap_or(0)).await;
+        let s = crate::storm::run(
+            &addr,
+            &token,
+            &enrollments,
+            nodes,
+            in_flight,
+            pid.unwrap_or(0),
+        )
+        .await;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / s.enrolled.max(1) as f64;
         println!(
             "  storm: {} of {} nodes in {:.2} s ({:.0}/s); CPU per node: server {:.0} µs, load generator {:.0} µs{}",
@@ -126,7 +138,7 @@ pub async fn drive(
         measure,
     };
     let pids: Vec<u32> = pid.into_iter().collect();
-    let o = Requests::enroll(&addr, &token, &pool)?
+    let o = Requests::enroll(&addr, &token, &enrollments)?
         .run(in_flight, window, &pids)
         .await?;
     say_run("dtca Enroll", &o);
@@ -221,7 +233,7 @@ pub(super) fn postgres_status(bins: &Bins, state: &State) -> Result<(), String> 
 pub(super) async fn postgres_rows(
     bins: &Bins,
     work: &Path,
-    pool: &Arc<Vec<csrs::Csr>>,
+    enrollments: &csrs::Enrollments,
     in_flight: &[usize],
     window: Window,
 ) -> anyhow::Result<(Vec<Outcome>, String)> {
@@ -234,7 +246,11 @@ pub(super) async fn postgres_rows(
             .arg(&state.dir),
     )?;
     let server = Server::start_with(bins, &state, &["--database", &url]).await?;
-    let enroll = Requests::enroll(&server.addr, &server.token(bins, 1_000_000)?, pool)?;
+    let enroll = Requests::enroll(
+        &server.addr,
+        &server.token(bins, 1_000_000)?,
+        &enrollments.for_a_new_server(),
+    )?;
     let mut rows = Vec::new();
     for &n in in_flight {
         let o = enroll.run(n, window, &[server.pid()]).await?;

@@ -41,6 +41,8 @@ pub struct Plan {
     pub measure: Duration,
     /// Distinct pre-generated CSRs.
     pub csrs: usize,
+    /// Distinct identities' CSRs for dtca's enrollments (at most this many per server).
+    pub enrollments: usize,
     /// Nodes in the storm.
     pub storm: usize,
     /// Nodes connecting at once in the storm.
@@ -61,6 +63,8 @@ pub struct Plan {
     pub sustain: Duration,
     /// A previous build's `ca-server`, measured under the same sustained load.
     pub baseline_server: Option<PathBuf>,
+    /// What the baseline is, in the report's words.
+    pub baseline_label: String,
     /// How long the baseline and this build each run side by side (with a baseline).
     pub compare: Duration,
     /// The rate at 64 in flight of the report this run replaces, and its date.
@@ -160,6 +164,10 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     let started = Instant::now();
     let n = plan.csrs;
     let pool = tokio::task::spawn_blocking(move || csrs::generate(n, cores)).await??;
+    let e = plan.enrollments;
+    let enrollments =
+        tokio::task::spawn_blocking(move || csrs::Enrollments::generate(e, cores, "node"))
+            .await??;
     let csr_generation = started.elapsed();
 
     step("raw P-256 verify+sign with ring");
@@ -171,7 +179,9 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     step("starting ca-server (embedded store)");
     let fsync = footprint::fsync_latency(&work, 200)?;
     let s1 = State::init(&bins, &work.join("ca"))?;
-    let mut server = Server::start(&bins, &s1).await?;
+    // The storm's nodes all connect from 127.0.0.1, where a fleet has an address each.
+    let fleet = ["--max-unauthenticated-per-address", "1000000"];
+    let mut server = Server::start_with(&bins, &s1, &fleet).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server_fresh = Usage::of(&server.pid().to_string())?;
     let token = server.token(&bins, 1_000_000)?;
@@ -241,7 +251,7 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
         warmup: plan.warmup,
         measure: plan.measure,
     };
-    let enroll = Requests::enroll(&server.addr, &token, &pool)?;
+    let enroll = Requests::enroll(&server.addr, &token, &enrollments)?;
     let mut ours = Vec::new();
     for &n in &plan.in_flight {
         let o = enroll.run(n, window, &[server.pid()]).await?;
@@ -258,7 +268,7 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     }
 
     step("durable issuance: dtca Renew (mutual TLS)");
-    let renew = Requests::renew(&server.addr, &node, &pool)?
+    let renew = Requests::renew(&server.addr, &node, 1000)?
         .run(top, window, &[server.pid()])
         .await?;
     issued += renew.ok_total;
@@ -267,14 +277,16 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     step("durable issuance: dtca Enroll, PostgreSQL store");
     let (postgres, postgres_version) = match issuance::postgres_status(&bins, &s1) {
         Err(why) => (Err(why), String::new()),
-        Ok(()) => match issuance::postgres_rows(&bins, &work, &pool, &plan.in_flight, window).await
-        {
-            Ok((rows, version)) => (Ok(rows), version),
-            Err(e) => (
-                Err(format!("the PostgreSQL row failed: {e:#}")),
-                String::new(),
-            ),
-        },
+        Ok(()) => {
+            match issuance::postgres_rows(&bins, &work, &enrollments, &plan.in_flight, window).await
+            {
+                Ok((rows, version)) => (Ok(rows), version),
+                Err(e) => (
+                    Err(format!("the PostgreSQL row failed: {e:#}")),
+                    String::new(),
+                ),
+            }
+        }
     };
 
     step("cfssl serve: sign");
@@ -285,7 +297,7 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
     let storm = storm::run(
         &server.addr,
         &token,
-        pool.clone(),
+        &enrollments,
         plan.storm,
         plan.storm_parallel,
         server.pid(),
@@ -313,17 +325,19 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
             format!("baseline, {secs} s"),
             format!("this build, {secs} s"),
         );
-        match store::sustained(&base, &old, &work, &pool, top, plan.compare, true).await {
+        match store::sustained(&base, &old, &work, &enrollments, top, plan.compare, true).await {
             Ok(run) => sustained.push(run),
             Err(e) => println!("  the baseline run failed: {e:#}"),
         }
-        sustained
-            .push(store::sustained(&ours, &bins, &work, &pool, top, plan.compare, true).await?);
+        sustained.push(
+            store::sustained(&ours, &bins, &work, &enrollments, top, plan.compare, true).await?,
+        );
     }
     if !plan.sustain.is_zero() {
         let label = format!("this build, {} s", plan.sustain.as_secs());
-        sustained
-            .push(store::sustained(&label, &bins, &work, &pool, top, plan.sustain, false).await?);
+        sustained.push(
+            store::sustained(&label, &bins, &work, &enrollments, top, plan.sustain, false).await?,
+        );
     }
     step("what each part of a stored certificate costs in WAL bytes");
     let costs = crate::storecost::measure(&work, &node.leaf_der)
@@ -393,7 +407,7 @@ pub async fn all(plan: Plan) -> anyhow::Result<Results> {
 pub async fn wal(
     seconds: Duration,
     in_flight: usize,
-    csrs: usize,
+    enrollments: usize,
     baseline: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let bins = Bins::beside_me()?;
@@ -401,7 +415,10 @@ pub async fn wal(
         .prefix("dtca-bench-wal-")
         .tempdir()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pool = tokio::task::spawn_blocking(move || csrs::generate(csrs, cores)).await??;
+    let pool = tokio::task::spawn_blocking(move || {
+        csrs::Enrollments::generate(enrollments, cores, "node")
+    })
+    .await??;
     if let Some(server) = baseline {
         let old = Bins {
             server,
@@ -429,7 +446,11 @@ pub async fn wal(
     )
     .await?;
     step("what each part of a stored certificate costs in WAL bytes");
-    let der = pool.first().map(|c| c.der.clone()).unwrap_or_default();
+    let der = pool
+        .for_a_new_server()
+        .take()
+        .map(|(_, d)| d.to_vec())
+        .unwrap_or_default();
     for c in crate::storecost::measure(work.path(), &der).await? {
         println!(
             "  {:<46} one at a time {:>7.0} B/cert   64 writers {:>7.0} B/cert ({:.1} per commit)",

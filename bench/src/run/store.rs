@@ -79,7 +79,7 @@ pub async fn sustained(
     build: &str,
     bins: &Bins,
     work: &Path,
-    pool: &Arc<Vec<csrs::Csr>>,
+    enrollments: &csrs::Enrollments,
     in_flight: usize,
     seconds: Duration,
     single: bool,
@@ -96,6 +96,7 @@ pub async fn sustained(
     let token = server.token(bins, 1_000_000)?;
     let wal = state.dir.join("store.db-wal");
     let written_before = metric(port, "dtca_store_wal_written_bytes_total").await;
+    let cycle_before = wal_cycle(&wal);
     let commits_before = metric(port, "dtca_store_commits_total").await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,7 +116,7 @@ pub async fn sustained(
         warmup: Duration::from_secs(1),
         measure: seconds,
     };
-    let outcome = Requests::enroll(&server.addr, &token, pool)?
+    let outcome = Requests::enroll(&server.addr, &token, &enrollments.for_a_new_server())?
         .run(in_flight, window, &[server.pid()])
         .await?;
     stop.store(true, Ordering::Relaxed);
@@ -131,9 +132,10 @@ pub async fn sustained(
             )),
             metric(port, "dtca_store_wal_resets_total").await,
         ),
-        // A build without the metric never starts its WAL over under load (checked: the
-        // samples only grow), so the file holds everything written.
-        None if samples.windows(2).all(|w| w[1].1 >= w[0].1) => (
+        // A build without the metric: when its WAL did not start over (checked: the
+        // header's checkpoint sequence and salts are the same), the file holds everything
+        // written.
+        None if cycle_before.is_some() && wal_cycle(&wal) == cycle_before => (
             Some((
                 at_end.saturating_sub(WAL_HEADER),
                 "the WAL file's growth (it never started over)",
@@ -172,7 +174,7 @@ pub async fn sustained(
         after_stop
     );
     let single = if single {
-        single_in_flight(build, bins, work, pool).await.ok()
+        single_in_flight(build, bins, work, enrollments).await.ok()
     } else {
         None
     };
@@ -197,12 +199,15 @@ pub async fn sustained(
     })
 }
 
-/// Five seconds at one request in flight: every certificate its own transaction.
+/// Five seconds at one request in flight: every certificate its own transaction. A build
+/// without the WAL metric is measured by its WAL file's growth, which only counts when the
+/// WAL did not start over meanwhile (it may, between two transactions, once a checkpoint
+/// caught up): then the window is run again, three times at most.
 async fn single_in_flight(
     build: &str,
     bins: &Bins,
     work: &Path,
-    pool: &Arc<Vec<csrs::Csr>>,
+    enrollments: &csrs::Enrollments,
 ) -> anyhow::Result<(Outcome, Option<u64>)> {
     let slug = build.replace([' ', ','], "-");
     let state = State::init(bins, &work.join(format!("single-{slug}")))?;
@@ -211,23 +216,46 @@ async fn single_in_flight(
     let mut server = Server::start_with(bins, &state, &["--metrics-listen", &metrics]).await?;
     let token = server.token(bins, 1_000_000)?;
     let wal = state.dir.join("store.db-wal");
-    let before = metric(port, "dtca_store_wal_written_bytes_total").await;
-    let wal_before = size(&wal);
     let window = Window {
         warmup: Duration::ZERO,
         measure: Duration::from_secs(5),
     };
-    let outcome = Requests::enroll(&server.addr, &token, pool)?
-        .run(1, window, &[server.pid()])
-        .await?;
-    let written = match metric(port, "dtca_store_wal_written_bytes_total").await {
-        Some(after) => Some(after - before.unwrap_or(0)),
-        None => Some(size(&wal).saturating_sub(wal_before.max(WAL_HEADER))),
-    };
+    let requests = Requests::enroll(&server.addr, &token, &enrollments.for_a_new_server())?;
+    let mut result = None;
+    for _ in 0..3 {
+        let before = metric(port, "dtca_store_wal_written_bytes_total").await;
+        let (wal_before, cycle_before) = (size(&wal), wal_cycle(&wal));
+        let outcome = requests.run(1, window, &[server.pid()]).await?;
+        let written = match metric(port, "dtca_store_wal_written_bytes_total").await {
+            Some(after) => Some(after - before.unwrap_or(0)),
+            None if cycle_before.is_some() && wal_cycle(&wal) == cycle_before => {
+                Some(size(&wal).saturating_sub(wal_before.max(WAL_HEADER)))
+            }
+            None => None,
+        };
+        let done = written.is_some();
+        result = Some((outcome, written));
+        if done {
+            break;
+        }
+        println!("  the WAL started over during the window: once more");
+    }
     server.stop();
     remove(&state);
+    let (outcome, written) = result.ok_or_else(|| anyhow::anyhow!("no window ran"))?;
     say_run(&format!("{build}, 1"), &outcome);
     Ok((outcome, written))
+}
+
+/// A WAL file's checkpoint sequence number and salts: they change each time it starts over.
+fn wal_cycle(wal: &Path) -> Option<[u8; 12]> {
+    use std::io::Read;
+    let mut header = [0u8; 24];
+    std::fs::File::open(wal)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    header[12..24].try_into().ok()
 }
 
 /// Frames and commit frames in a WAL file (of its current cycle: frames whose salts match
@@ -291,7 +319,8 @@ pub fn previous_rate(report: &Path) -> Option<(f64, String)> {
     let date = text
         .lines()
         .find_map(|l| l.strip_prefix("Written by "))
-        .and_then(|l| l.split(" on ").nth(1))
+        // The date follows the last " on " (the command before it may hold one).
+        .and_then(|l| l.rsplit(" on ").next())
         .map(|d| d.split(". ").next().unwrap_or(d).to_string())?;
     let rate = text.lines().find_map(|l| {
         let rest = l.strip_prefix("| durable issuance at 64 in flight >= 2x cfssl")?;
@@ -319,6 +348,16 @@ mod tests {
         assert_eq!(
             previous_rate(&path),
             Some((5621.0, "2026-11-26T10:28:34Z".to_string()))
+        );
+        std::fs::write(
+            &path,
+            "Written by `scripts/bench.sh --baseline-label 'indexes on expiry'` on 2026-12-07T05:06:39Z. Do not edit by hand.\n\n\
+             | durable issuance at 64 in flight >= 2x cfssl's sign rate | 3,376/s vs 2,660/s: 1.27x | **no** |\n",
+        )
+        .unwrap();
+        assert_eq!(
+            previous_rate(&path),
+            Some((3376.0, "2026-12-07T05:06:39Z".to_string()))
         );
         assert_eq!(previous_rate(&dir.path().join("none.md")), None);
     }
