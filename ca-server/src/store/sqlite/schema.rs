@@ -9,10 +9,20 @@ use super::unavailable;
 use crate::store::StoreError;
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Each version's changes, applied in order from the database's version on.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2, AGENT_REPORTS_V3];
+
+/// What each node's agent last reported (the agent channel), one row per node.
+const AGENT_REPORTS_V3: &str = "
+CREATE TABLE agent_reports (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
