@@ -56,6 +56,11 @@ use tokio_postgres::types::ToSql;
 pub use import::{Counts, ImportError};
 pub use url::redact;
 
+/// The schema version this build reads and writes (the number of migrations).
+pub fn schema_version() -> i32 {
+    schema::current()
+}
+
 use audit::insert_audit;
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
