@@ -10,10 +10,13 @@
 //! Both backends queue writes ([`queue`]) for writers that apply them in batches, one
 //! transaction per batch; [`conformance`] is the one suite both must pass.
 
+mod agent;
 pub mod conformance;
 pub mod postgres;
 mod queue;
 pub mod sqlite;
+
+pub use agent::{AgentRecord, AgentState};
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -374,6 +377,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
+    /// Certificates revoked at or after `since`, oldest first: what the agent channel
+    /// tells agents.
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
+
+    /// Keeps an agent's newest report (one per node name).
+    async fn record_report(&self, report: AgentRecord) -> Result<(), StoreError>;
+    /// Every node's newest report, by name.
+    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
     /// Records that `serial` authenticated a call at `at`, the first time it does.
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError>;

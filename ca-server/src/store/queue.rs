@@ -6,7 +6,7 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::{AgentRecord, AuditEntry, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
 pub(super) enum Write {
@@ -36,6 +36,7 @@ pub(super) enum Change {
         serial: Serial,
         at: OffsetDateTime,
     },
+    Report(AgentRecord),
 }
 
 impl Change {
@@ -44,7 +45,10 @@ impl Change {
         match self {
             Change::Token(t, _) => Some(&t.id),
             Change::RevokeToken(id, _) => Some(id),
-            Change::Revoke { .. } | Change::Engine { .. } | Change::MarkUsed { .. } => None,
+            Change::Revoke { .. }
+            | Change::Engine { .. }
+            | Change::MarkUsed { .. }
+            | Change::Report(_) => None,
         }
     }
 }

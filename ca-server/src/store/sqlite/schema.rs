@@ -131,7 +131,22 @@ CREATE INDEX certificates_expiry ON certificates (not_after, renewed_by);
 ";
 
 /// The steps, in order: step `i` brings the file to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1_TABLES, IDENTITIES_V2, V3_FEWER_PAGES_PER_CERTIFICATE];
+const MIGRATIONS: &[&str] = &[
+    V1_TABLES,
+    IDENTITIES_V2,
+    V3_FEWER_PAGES_PER_CERTIFICATE,
+    AGENT_REPORTS_V4,
+];
+
+/// Version 4: what each node's agent last reported (the agent channel), one row per node.
+const AGENT_REPORTS_V4: &str = "
+CREATE TABLE agent_reports (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
+";
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -363,7 +378,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
         assert!(!tables(&conn).contains("AUTOINCREMENT"));
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(
