@@ -59,6 +59,9 @@ impl ClientError {
             ClientError::Bundle(BundleError::Missing(_)) => Reason::NotInitialized,
             ClientError::Bundle(BundleError::Io(_) | BundleError::Invalid(_))
             | ClientError::File(_) => Reason::LocalIo,
+            ClientError::Invalid(
+                Invalid::SanOutsideToken { .. } | Invalid::NoNameInsideToken { .. },
+            ) => Reason::NameNotAllowed,
             ClientError::Invalid(_) => Reason::InvalidArgument,
             ClientError::NotEnrolled(_) => Reason::NotInitialized,
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
@@ -91,6 +94,18 @@ pub enum Invalid {
         "--san {entry:?} names no host (localhost, or an address written as a name): give the address itself, or a name of this host"
     )]
     SanNotAHost { entry: String },
+    #[error(
+        "--san {entry} is outside what the token allows ({allowed}): leave it out, or ask for a token that allows it (ca-server token create --allow-dns PATTERN --allow-ip CIDR)"
+    )]
+    SanOutsideToken { entry: String, allowed: String },
+    #[error(
+        "no name of this host is inside what the token allows ({allowed}){}: give one with --san, or ask for a token that allows this host's names",
+        if left_out.is_empty() { String::new() } else { format!("; left out: {}", left_out.join(" ")) }
+    )]
+    NoNameInsideToken {
+        allowed: String,
+        left_out: Vec<String>,
+    },
     #[error("--docker-listen {0}")]
     Listen(EngineAddrError),
     #[error("--docker-advertise {0}")]
@@ -161,6 +176,8 @@ pub enum BadAnswer {
     NoIdentity,
     #[error("unexpected identity {uri}")]
     UnexpectedIdentity { uri: String },
+    #[error("what the token allows: {0}")]
+    Allowance(String),
 }
 
 /// Settings or local files that do not make sense.

@@ -158,6 +158,7 @@ async fn renew_enrolled(
         info: bundle.leaf()?,
         bundle,
         state,
+        left_out: Vec::new(),
     })
 }
 

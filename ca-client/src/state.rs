@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
 use dtca_pki::key::KeyType;
+use dtca_pki::policy::SanPolicy;
 use serde::{Deserialize, Serialize};
 
 use dtca_common::endpoint::EngineAddr;
@@ -50,6 +51,10 @@ pub struct ClientState {
     /// engine was left as it was (or that its rollback did not complete).
     #[serde(default)]
     pub failed_switch: Option<FailedSwitch>,
+    /// The names the enrolling token allowed (a node's), so that a host name or address
+    /// outside them is not taken for a change of names the certificate should follow.
+    #[serde(default)]
+    pub token_policy: Option<SanPolicy>,
 }
 
 fn yes() -> bool {

@@ -521,6 +521,7 @@ pub(crate) mod tests {
             next_renewal: None,
             docker: None,
             failed_switch: None,
+            token_policy: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

@@ -82,7 +82,11 @@ pub(super) fn wanted_names(
     if !state.default_sans || !is_node {
         return None;
     }
-    let wanted = Sans::collect(&state.extra_sans, true).ok()?;
+    // Names the enrolling token does not allow are not a change to follow: the CA would
+    // refuse them at every attempt.
+    let wanted = Sans::collect(&state.extra_sans, true)
+        .ok()?
+        .within(state.token_policy.as_ref());
     differs(wanted, leaf, &net::Addresses::now().plumbing, refused)
 }
 

@@ -394,6 +394,12 @@ fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
     if !names.is_empty() {
         println!("  names:     {}", names.join(" "));
     }
+    if !obtained.left_out.is_empty() {
+        println!(
+            "  left out:  {} (names of this host the token does not allow)",
+            obtained.left_out.join(" ")
+        );
+    }
     println!(
         "  valid to:  {} ({} left)",
         duration::timestamp(info.not_after),
