@@ -132,6 +132,38 @@ pub async fn authenticated(
     Ok(CaClient::new(tls::connect(addr, config).await?))
 }
 
+/// Whether the CA has revoked `bundle`'s certificate, asked online: its CRL, fetched over
+/// a connection that trusts the bundle's root, checked against the intermediate the CA
+/// serves now.
+///
+/// # Errors
+/// [`ClientError::Connect`] when the CA cannot be reached; [`ClientError::BadAnswer`]
+/// for a CRL that does not verify.
+pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, ClientError> {
+    let config = tls::client_config(Trust::Root(bundle.root_der.clone()), None)?;
+    let mut client = CaClient::new(tls::connect(addr, config).await?);
+    let trust = client
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await?
+        .into_inner();
+    let crl = client.crl(v1::CrlRequest {}).await?.into_inner().crl_der;
+    let serial = bundle.leaf()?.serial;
+    let mut issuers =
+        inspect::certs_from_pem(&trust.intermediate_pem).map_err(BadAnswer::TrustBundle)?;
+    issuers.extend(bundle.chain.iter().skip(1).cloned());
+    let mut last = None;
+    for issuer in &issuers {
+        match inspect::revoked_serials(&crl, issuer) {
+            Ok(serials) => return Ok(serials.contains(&serial)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(BadAnswer::TrustBundle(
+        last.unwrap_or_else(|| inspect::InspectError::Malformed("no intermediate".into())),
+    )
+    .into())
+}
+
 /// Tells the CA where this node's engine listens, so operators' `login` finds it.
 ///
 /// # Errors

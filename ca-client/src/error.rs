@@ -152,6 +152,8 @@ pub enum Invalid {
 pub enum NotEnrolled {
     #[error("{} holds no enrollment ({} is missing): run `ca-client enroll` first", dir.display(), file.display())]
     Enrollment { dir: PathBuf, file: PathBuf },
+    #[error("{} holds {what}: enroll afresh with a join token (--token, --token-file or DTCA_TOKEN)", dir.display())]
+    Stale { dir: PathBuf, what: String },
     #[error("no login in {}: run `ca-client login --server ... --token ...` first", dir.display())]
     Login { dir: PathBuf },
     #[error("no dtca context named {name:?} in {}: run `ca-client login` (or `login --renew`) first", docker_config.display())]

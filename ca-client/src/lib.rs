@@ -25,6 +25,7 @@ pub mod enroll;
 pub mod error;
 pub mod node;
 pub mod operator;
+pub mod recover;
 pub mod sans;
 pub mod state;
 pub mod status;

@@ -63,15 +63,7 @@ pub async fn enroll_docker(
     }
     let opts = &opts;
     let mut obtained = match current {
-        Some((state, current)) => {
-            if !opts.token.is_empty() {
-                tracing::info!(
-                    "already enrolled in {}: switching with it; the token is not used",
-                    opts.out.display()
-                );
-            }
-            renew_enrolled(opts, state, current).await?
-        }
+        Some((state, current)) => renew_enrolled(opts, state, current).await?,
         None => enroll::obtain(opts).await?,
     };
     match docker::switch(docker_opts, &pre, &obtained.bundle, &backups).await {
@@ -102,6 +94,7 @@ pub async fn enroll_docker(
                 step,
                 rolled_back,
                 error: e.to_string(),
+                flags: Some(docker_opts.given.clone()),
             });
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             Err(e)

@@ -84,6 +84,56 @@ pub struct FailedSwitch {
     pub rolled_back: bool,
     /// What went wrong, for people.
     pub error: String,
+    /// The `--docker-*` settings it was given, so that a retry needs none.
+    #[serde(default)]
+    pub flags: Option<SwitchFlags>,
+}
+
+/// The docker switch settings given explicitly (flag, environment or config file); a
+/// failed switch keeps them so that the token-less retry can be run bare.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchFlags {
+    /// `--docker-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    /// `--docker-tls-dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
+    /// `--docker-listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--docker-restart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// `--docker-advertise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// `--docker-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// `--systemd-dir`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systemd_dirs: Vec<PathBuf>,
+}
+
+impl SwitchFlags {
+    /// Each setting of `self`, else of `earlier`.
+    pub fn or(self, earlier: Option<&SwitchFlags>) -> SwitchFlags {
+        let Some(e) = earlier else { return self };
+        SwitchFlags {
+            config: self.config.or_else(|| e.config.clone()),
+            tls_dir: self.tls_dir.or_else(|| e.tls_dir.clone()),
+            listen: self.listen.or_else(|| e.listen.clone()),
+            restart: self.restart.or_else(|| e.restart.clone()),
+            advertise: self.advertise.or_else(|| e.advertise.clone()),
+            timeout: self.timeout.or_else(|| e.timeout.clone()),
+            systemd_dirs: if self.systemd_dirs.is_empty() {
+                e.systemd_dirs.clone()
+            } else {
+                self.systemd_dirs
+            },
+        }
+    }
 }
 
 /// How the Docker engine was switched (used by the agent to rotate and by `status`).

@@ -152,6 +152,10 @@ pub struct DockerArgs {
     /// the drop-in goes). [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
     #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
     pub systemd_dirs: Vec<PathBuf>,
+    /// Switch again even when already switched: renew (or, with a token, enroll afresh)
+    /// and redo every step.
+    #[arg(long, env = "DTCA_FORCE")]
+    pub force: bool,
 }
 
 /// `agent` flags.
@@ -341,20 +345,15 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
 
 async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
-    if let Some(docker) = settings::docker_options(&args.docker, file)? {
-        // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-        let current = crate::node::current_enrollment(&opts.out);
-        if let Some(done) = current
-            .as_ref()
-            .and_then(|(s, _)| s.docker.as_ref())
-            .filter(|d| d.listen == docker.listen)
-        {
-            println!(
-                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do",
-                done.listen
-            );
+    // A failed switch kept the settings it was given: its retry needs none of them.
+    let remembered = crate::state::ClientState::load(&opts.out)
+        .ok()
+        .and_then(|s| s.failed_switch)
+        .and_then(|f| f.flags);
+    if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
+        let Some(current) = docker_enrollment(&opts, &docker).await? else {
             return Ok(ExitCode::SUCCESS);
-        }
+        };
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
@@ -371,6 +370,66 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
     let obtained = enroll::enroll(&opts).await?;
     report("enrolled", &opts.out, &obtained);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The enrollment `enroll --docker` switches with: `Some(Some(..))` the current one (a
+/// renewal, no token spent), `Some(None)` a fresh one with the token, `None` nothing to
+/// do (already switched). An explicit token wins over a stale enrollment (another CA's,
+/// expired, revoked, unreadable) and, with `--force`, over a usable one.
+async fn docker_enrollment(
+    opts: &enroll::EnrollOptions,
+    docker: &crate::docker::DockerOptions,
+) -> Result<Option<Option<(crate::state::ClientState, dtca_common::bundle::Bundle)>>, ClientError> {
+    use crate::recover::{Local, judge};
+    let token = (!opts.token.is_empty())
+        .then(|| opts.token.parse::<dtca_pki::token::JoinToken>())
+        .transpose()?;
+    let out = opts.out.display();
+    let current = match judge(&opts.out, token.as_ref(), &opts.server).await {
+        Local::Empty => None,
+        Local::Usable(pair) => Some(*pair),
+        Local::Stale(what) if token.is_some() => {
+            println!("replacing {what} in {out}: enrolling afresh with the token");
+            None
+        }
+        Local::Stale(what) => {
+            return Err(crate::error::NotEnrolled::Stale {
+                dir: opts.out.clone(),
+                what,
+            }
+            .into());
+        }
+    };
+    let Some((state, bundle)) = current else {
+        return Ok(Some(None));
+    };
+    if docker.force && token.is_some() {
+        println!(
+            "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
+            state.identity
+        );
+        return Ok(Some(None));
+    }
+    let unused = if token.is_some() {
+        " (the token was not used)"
+    } else {
+        ""
+    };
+    // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
+    if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
+        && !docker.force
+    {
+        println!(
+            "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
+            done.listen
+        );
+        return Ok(None);
+    }
+    println!(
+        "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
+        state.identity
+    );
+    Ok(Some(Some((state, bundle))))
 }
 
 async fn renew_command(args: RenewArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {

@@ -69,6 +69,10 @@ pub struct DockerOptions {
     pub advertise: Option<EngineAddr>,
     /// How long to wait for the engine after a restart.
     pub timeout: Duration,
+    /// Switch again even when already switched.
+    pub force: bool,
+    /// The settings given explicitly, kept by a failed switch for its retry.
+    pub given: crate::state::SwitchFlags,
 }
 
 /// Where the docker switch keeps its backups, inside the credential directory.
