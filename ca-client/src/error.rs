@@ -47,6 +47,8 @@ pub enum ClientError {
     Engine(#[from] EngineFailure),
     #[error(transparent)]
     Switch(#[from] SwitchFailure),
+    #[error(transparent)]
+    Launch(#[from] LaunchProblem),
 }
 
 impl ClientError {
@@ -68,6 +70,7 @@ impl ClientError {
             ClientError::Config(_) => Reason::Config,
             ClientError::Engine(_) => Reason::DockerUnavailable,
             ClientError::Switch(_) => Reason::DockerSwitch,
+            ClientError::Launch(_) => Reason::DockerLauncher,
         }
     }
 }
@@ -243,6 +246,34 @@ pub enum EngineFailure {
     Address(String),
 }
 
+/// How the engine is started, found before anything is spent, does not allow the switch
+/// as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchProblem {
+    #[error(
+        "cannot tell how dockerd is started ({evidence}), so not how to restart it; nothing was spent: add --docker-restart 'COMMAND' with a command that restarts this dockerd{}",
+        if cmdline.is_empty() { String::new() } else { format!(" (it runs as `{cmdline}`)") }
+    )]
+    Unknown { evidence: String, cmdline: String },
+    #[error(
+        "the restart command `{command}` cannot run here: {detail}; nothing was spent: give one that can with --docker-restart 'COMMAND'"
+    )]
+    RestartCannotRun { command: String, detail: String },
+    #[error(
+        "dockerd runs with -H {} on its command line ({evidence}), and dtca cannot tell where that flag is set; nothing was spent: move those hosts into its daemon.json, or pass --systemd-dir when systemd runs it",
+        hosts.join(" -H ")
+    )]
+    FlagHosts {
+        hosts: Vec<String>,
+        evidence: String,
+    },
+    #[error(
+        "--docker-config {} is not the file the running dockerd reads ({}); nothing was spent: leave --docker-config out, or point it at that file",
+        given.display(), reads.display()
+    )]
+    OtherConfig { given: PathBuf, reads: PathBuf },
+}
+
 /// A switch or rotation that failed and was undone: the engine answers as before.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchFailure {
@@ -269,6 +300,7 @@ pub enum Step {
     EditDaemonJson,
     Validate,
     WriteDropin,
+    WriteEnvFile,
     Restart,
     Verify,
 }
@@ -280,6 +312,7 @@ impl fmt::Display for Step {
             Step::EditDaemonJson => "edit daemon.json",
             Step::Validate => "validate",
             Step::WriteDropin => "write systemd drop-in",
+            Step::WriteEnvFile => "edit the launcher's environment file",
             Step::Restart => "restart",
             Step::Verify => "verify",
         })

@@ -45,8 +45,16 @@ pub async fn enroll_docker(
         engine = %pre.info.version,
         swarm = pre.info.swarm,
         config = %pre.config.display(),
-        unit_hosts = ?pre.scan.hosts,
+        flag_hosts = ?pre.flag_hosts,
         "engine found"
+    );
+    println!(
+        "engine: dockerd {} started by {} ({}); config {}; restart with `{}`",
+        pre.info.version,
+        pre.launcher.kind,
+        pre.launcher.evidence,
+        pre.config.display(),
+        pre.restart
     );
     // The certificate must name the address operators will use, or their docker CLI
     // refuses the engine.

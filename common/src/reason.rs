@@ -86,6 +86,7 @@ reasons! {
     DockerUnavailable = 36, "docker-unavailable", Unavailable, "the Docker engine did not answer";
     NameTaken = 37, "name-taken", AlreadyExists, "the name, or a DNS name asked for, belongs to another enrolled identity";
     CertSuperseded = 38, "cert-superseded", PermissionDenied, "the client certificate was renewed, and its successor is in use";
+    DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

@@ -95,6 +95,21 @@ impl Engine {
         e
     }
 
+    /// Starts an engine whose daemon.json holds its own paths plus `extra`, started by its
+    /// restart script with the shell line `start(&engine)` (which may read an environment
+    /// file, as an init script does), and waits until it answers on its socket.
+    pub fn start_custom(
+        ip: &str,
+        extra: serde_json::Value,
+        start: impl Fn(&Engine) -> String,
+    ) -> Engine {
+        let e = Self::prepare(ip);
+        e.write_config(extra);
+        e.write_restart(&start(&e));
+        e.run_restart();
+        e
+    }
+
     /// Writes daemon.json: this engine's own paths, no networking of its own, plain (no
     /// TLS), plus `extra`'s keys.
     fn write_config(&self, extra: serde_json::Value) {

@@ -139,7 +139,11 @@ pub struct DockerArgs {
     /// The mutual-TLS address. [default: tcp://0.0.0.0:2376]
     #[arg(long, env = "DTCA_DOCKER_LISTEN")]
     pub docker_listen: Option<String>,
-    /// Command that restarts the engine. [default: systemctl daemon-reload && systemctl restart docker]
+    /// Command that restarts the engine. [default: the launcher's own, found from the running
+    /// engine: systemd `systemctl daemon-reload && systemctl restart docker`, OpenRC
+    /// `rc-service docker restart`, sysvinit `service docker restart`, snap `snap restart
+    /// docker`, rootless `systemctl --user restart docker`; required when the launcher is
+    /// unknown]
     #[arg(long, env = "DTCA_DOCKER_RESTART")]
     pub docker_restart: Option<String>,
     /// Address published for operators (tcp://HOST:PORT). [default: from --docker-listen and the certificate]
@@ -149,7 +153,9 @@ pub struct DockerArgs {
     #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
     pub docker_timeout: Option<String>,
     /// Systemd unit directory to read docker.service from (repeatable; the first is where
-    /// the drop-in goes). [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
+    /// the drop-in goes). Unit files are read only when systemd runs the engine; given
+    /// explicitly with a docker.service in it, the engine is taken as systemd's.
+    /// [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
     #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
     pub systemd_dirs: Vec<PathBuf>,
     /// Switch again even when already switched: renew (or, with a token, enroll afresh)

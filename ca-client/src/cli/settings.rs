@@ -199,10 +199,6 @@ pub(super) fn docker_options(
             .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_TLS_DIR)),
         listen: EngineAddr::parse(given.listen.as_deref().unwrap_or(docker::DEFAULT_LISTEN))
             .map_err(Invalid::Listen)?,
-        restart: given
-            .restart
-            .clone()
-            .unwrap_or_else(|| docker::DEFAULT_RESTART.into()),
         systemd_dirs: if given.systemd_dirs.is_empty() {
             systemd::DEFAULT_DIRS.iter().map(PathBuf::from).collect()
         } else {

@@ -35,7 +35,7 @@ pub async fn switch(
     let tls = TlsDir::new(&opts.tls_dir);
     let plan = daemon_json::plan(
         pre.existing.as_deref(),
-        &pre.scan.hosts,
+        &pre.flag_hosts,
         &tls.paths(),
         &opts.listen,
         pre.info.swarm,
@@ -54,10 +54,13 @@ pub async fn switch(
     if let Some((path, _)) = &dropin {
         touched.push(path.clone());
     }
+    if let Some((path, _)) = &pre.env_edit {
+        touched.push(path.clone());
+    }
     let mut backup = Backup::begin(
         backup_dir,
         &touched,
-        &opts.restart,
+        &pre.restart,
         &pre.socket,
         &pre.plain_tcp,
     )?;
@@ -85,7 +88,7 @@ pub async fn switch(
                 config: pre.config.clone(),
                 tls_dir: opts.tls_dir.clone(),
                 listen: opts.listen.clone(),
-                restart: opts.restart.clone(),
+                restart: pre.restart.clone(),
                 socket: plan.socket.unwrap_or_else(|| pre.socket.clone()),
                 dropin: dropin.map(|(p, _)| p),
                 swarm: pre.info.swarm,
@@ -186,8 +189,17 @@ async fn apply(
             files::write_atomic(path, systemd::dropin_text(args).as_bytes(), 0o644),
         )?;
     }
+    if let Some((path, text)) = &pre.env_edit {
+        let mode = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap_or(0o644);
+        step(
+            Step::WriteEnvFile,
+            files::write_atomic(path, text.as_bytes(), mode),
+        )?;
+    }
     *restarted = true;
-    step(Step::Restart, restart(&opts.restart).await)?;
+    step(Step::Restart, restart(&pre.restart).await)?;
     let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
     step(
         Step::Verify,
@@ -244,6 +256,7 @@ async fn validate(pre: &Preflight, staged: &Path) -> Result<(), String> {
         .exec_start
         .as_ref()
         .and_then(|args| args.first().cloned())
+        .or_else(|| pre.launcher.cmdline.first().cloned())
         .unwrap_or_else(|| "dockerd".into());
     let out = Command::new(&dockerd)
         .arg("--validate")

@@ -1,0 +1,350 @@
+//! How the engine is started is asked of the running engine: its socket's peer pid,
+//! /proc, the init system's traces. Real dockerd engines, started the ways init systems
+//! start them (emulated under `DTCA_HOST_ROOT` where the real init system cannot run
+//! here), real `ca-server` and `ca-client`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dtca_common::Reason;
+use dtca_tests::bins::bin;
+use dtca_tests::cli::{expect_exit, operator, run, text, token};
+use dtca_tests::docker::{Engine, free_port};
+use dtca_tests::serve::{ServeProcess, init_insecure};
+
+struct Ca {
+    _tmp: tempfile::TempDir,
+    state: PathBuf,
+    serve: ServeProcess,
+}
+
+impl Ca {
+    fn start() -> Ca {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("ca");
+        init_insecure(&state);
+        let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+        Ca {
+            _tmp: tmp,
+            state,
+            serve,
+        }
+    }
+
+    fn uses(&self) -> String {
+        text(&run(
+            "ca-server",
+            &["token", "list", "--state-dir", self.state.to_str().unwrap()],
+        ))
+    }
+}
+
+/// `ca-client enroll --docker` against `engine` (found through `DOCKER_HOST`), listening
+/// on `listen`, with only `extra` flags beyond the server, token and credentials, and
+/// `envs`.
+fn enroll(
+    ca: &Ca,
+    engine: &Engine,
+    out: &Path,
+    listen: &str,
+    extra: &[OsString],
+    envs: &[(&str, OsString)],
+) -> Output {
+    let t = token(&ca.state, &["--role", "node"]);
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args([
+        "enroll",
+        "--docker",
+        "--server",
+        &ca.serve.addr,
+        "--token",
+        &t,
+    ])
+    .arg("--out")
+    .arg(out)
+    .args(["--san", &engine.ip, "--docker-listen", listen])
+    .arg("--docker-tls-dir")
+    .arg(engine.dir.join("tls"))
+    .args(["--docker-timeout", "20s"])
+    .args(extra)
+    .env("DOCKER_HOST", format!("unix://{}", engine.socket.display()))
+    .env_remove("DTCA_HOST_ROOT");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn listen(engine: &Engine) -> String {
+    format!("tcp://{}:{}", engine.ip, free_port(&engine.ip))
+}
+
+fn answers_operator(ca: &Ca, engine: &Engine, listen: &str) -> bool {
+    let creds = operator(&ca.state, &ca.serve.addr, &engine.dir.join("operator"));
+    let out = engine.docker_tls(listen, &creds, &["version"]);
+    out.status.success()
+}
+
+fn hosts_of(config: &Path) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    v["hosts"]
+        .as_array()
+        .map(|a| a.iter().map(|h| h.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The report's case: systemd is not running here, Debian's docker.io unit (with
+/// `-H fd://`) is installed, and dockerd runs from its own daemon.json. No
+/// `--systemd-dir`, no `--docker-config`: the engine says which file it reads, and the
+/// unit is left alone.
+#[test]
+fn without_systemd_the_installed_unit_is_ignored_and_the_engines_own_config_is_edited() {
+    assert!(
+        !Path::new("/run/systemd/system").exists(),
+        "this test needs a host where systemd is not running"
+    );
+    let unit = Path::new("/lib/systemd/system/docker.service");
+    assert!(
+        std::fs::read_to_string(unit).is_ok_and(|t| t.contains("fd://")),
+        "this test needs docker.io's unit installed"
+    );
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let l = listen(&engine);
+    let out = enroll(
+        &ca,
+        &engine,
+        &tmp.path().join("creds"),
+        &l,
+        &["--docker-restart".into(), engine.restart.clone().into()],
+        &[],
+    );
+    assert!(out.status.success(), "switch: {}", text(&out));
+    assert!(text(&out).contains("started by unknown"), "{}", text(&out));
+    let hosts = hosts_of(&engine.config);
+    assert!(!hosts.iter().any(|h| h.starts_with("fd://")), "{hosts:?}");
+    assert!(hosts.contains(&l), "{hosts:?}");
+    assert!(answers_operator(&ca, &engine, &l));
+}
+
+/// An engine nothing recognisable started, and no `--docker-restart`: refused before
+/// the token is spent, naming the flag; nothing changed. The default restart command
+/// (systemctl) is refused too where systemd does not run.
+#[test]
+fn an_unknown_launcher_is_refused_before_the_token_naming_the_flag() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let tmp = tempfile::tempdir().unwrap();
+    let before = std::fs::read(&engine.config).unwrap();
+    let uses = ca.uses();
+    let creds = tmp.path().join("creds");
+    let out = enroll(&ca, &engine, &creds, &listen(&engine), &[], &[]);
+    expect_exit(&out, Reason::DockerLauncher);
+    assert_eq!(out.status.code(), Some(46));
+    assert!(
+        text(&out).contains("--docker-restart") && text(&out).contains("nothing was spent"),
+        "{}",
+        text(&out)
+    );
+    let out = enroll(
+        &ca,
+        &engine,
+        &creds,
+        &listen(&engine),
+        &[
+            "--docker-restart".into(),
+            "systemctl daemon-reload && systemctl restart docker".into(),
+        ],
+        &[],
+    );
+    expect_exit(&out, Reason::DockerLauncher);
+    assert!(
+        text(&out).contains("systemd is not running"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(&engine.config).unwrap(), before);
+    assert!(!creds.exists());
+    assert_eq!(
+        ca.uses().matches("0/1").count(),
+        uses.matches("0/1").count() + 2,
+        "a token was spent: {}",
+        ca.uses()
+    );
+}
+
+/// An init system emulated under a host root: its traces, its init script, its
+/// environment file passing `-H` to dockerd, and a fake service command (logging how it
+/// was called) that runs the engine's restart script.
+struct Emulated {
+    root: PathBuf,
+    bin: PathBuf,
+    env_file: PathBuf,
+    calls: PathBuf,
+}
+
+fn emulate(
+    engine: &Engine,
+    traces: &[&str],
+    env_file: &str,
+    pidfile: &str,
+    tool: &str,
+) -> Emulated {
+    let root = engine.dir.join("root");
+    for dir in traces {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc/init.d")).unwrap();
+    std::fs::write(root.join("etc/init.d/docker"), "#!/bin/sh\n").unwrap();
+    let pid_link = root.join(pidfile.trim_start_matches('/'));
+    std::fs::create_dir_all(pid_link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&engine.pidfile, &pid_link).unwrap();
+    let bin = engine.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = engine.dir.join("calls");
+    std::fs::write(
+        bin.join(tool),
+        format!(
+            "#!/bin/sh\necho \"{tool} $*\" >> {}\nexec {}\n",
+            calls.display(),
+            engine.restart.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join(tool))
+        .status()
+        .unwrap();
+    Emulated {
+        env_file: root.join(env_file.trim_start_matches('/')),
+        root,
+        bin,
+        calls,
+    }
+}
+
+/// Starts an engine the way an init script does: `dockerd --config-file X $DOCKER_OPTS`
+/// with `DOCKER_OPTS` from `env_file` (under the engine's own host root).
+fn engine_from_env_file(env_file: &str) -> Engine {
+    let env_file = env_file.to_string();
+    Engine::start_custom("127.0.0.1", serde_json::json!({}), move |e| {
+        let file = e.dir.join("root").join(env_file.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "# emulated\nDOCKER_OPTS=\"-H unix://{} -H {} --shutdown-timeout 5\"\n",
+                e.socket.display(),
+                e.plain
+            ),
+        )
+        .unwrap();
+        format!(
+            ". {} && exec dockerd --config-file {} $DOCKER_OPTS",
+            file.display(),
+            e.config.display()
+        )
+    })
+}
+
+fn switch_emulated(
+    kind: &str,
+    traces: &[&str],
+    env_file: &str,
+    pidfile: &str,
+    tool: &str,
+    expect_call: &str,
+) {
+    let ca = Ca::start();
+    let engine = engine_from_env_file(env_file);
+    let emu = emulate(&engine, traces, env_file, pidfile, tool);
+    let tmp = tempfile::tempdir().unwrap();
+    let l = listen(&engine);
+    let path = format!(
+        "{}:{}",
+        emu.bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = enroll(
+        &ca,
+        &engine,
+        &tmp.path().join("creds"),
+        &l,
+        &[],
+        &[
+            ("DTCA_HOST_ROOT", emu.root.clone().into()),
+            ("PATH", path.into()),
+        ],
+    );
+    assert!(out.status.success(), "{kind}: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("started by {kind}")),
+        "{}",
+        text(&out)
+    );
+    let calls = std::fs::read_to_string(&emu.calls).unwrap_or_default();
+    assert!(
+        calls.contains(expect_call),
+        "{kind}: restart calls {calls:?}"
+    );
+    let env = std::fs::read_to_string(&emu.env_file).unwrap();
+    assert!(!env.contains("-H"), "{kind}: {env}");
+    assert!(env.contains("--shutdown-timeout 5"), "{kind}: {env}");
+    let hosts = hosts_of(&engine.config);
+    assert!(hosts.contains(&l), "{hosts:?}");
+    assert!(
+        !emu.root.join("etc/systemd").exists(),
+        "{kind}: a systemd drop-in was written"
+    );
+    assert!(answers_operator(&ca, &engine, &l), "{kind}");
+}
+
+#[test]
+fn an_openrc_engine_has_its_conf_d_file_edited_and_is_restarted_with_rc_service() {
+    switch_emulated(
+        "OpenRC",
+        &["run/openrc"],
+        "/etc/conf.d/docker",
+        "/run/docker.pid",
+        "rc-service",
+        "rc-service docker restart",
+    );
+}
+
+#[test]
+fn a_sysvinit_engine_has_its_default_file_edited_and_is_restarted_with_service() {
+    switch_emulated(
+        "sysvinit",
+        &[],
+        "/etc/default/docker",
+        "/var/run/docker-ssd.pid",
+        "service",
+        "service docker restart",
+    );
+}
+
+/// `-H` on the command line of an engine nothing recognisable started: where the flag
+/// is set cannot be told, so the switch is refused before the token.
+#[test]
+fn h_flags_of_an_unknown_launcher_are_refused_before_the_token() {
+    let ca = Ca::start();
+    let engine = engine_from_env_file("/etc/elsewhere");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = enroll(
+        &ca,
+        &engine,
+        &tmp.path().join("creds"),
+        &listen(&engine),
+        &["--docker-restart".into(), engine.restart.clone().into()],
+        &[],
+    );
+    expect_exit(&out, Reason::DockerLauncher);
+    assert!(text(&out).contains("-H unix://"), "{}", text(&out));
+    assert!(ca.uses().contains("0/1"), "{}", ca.uses());
+}
