@@ -156,7 +156,8 @@ impl Engine {
     fn write_restart(&self, start: &str) {
         // One restart at a time (a restart run by a killed agent may still be going when
         // the next one starts), and each returns only once the new dockerd has written
-        // its pid, so the next one finds it and stops it first.
+        // its pid, so the next one finds it and stops it first (or once the new one has
+        // exited: a zombie child counts as gone).
         let script = format!(
             "#!/bin/sh\n\
              pidfile={pidfile}\n\
@@ -170,7 +171,8 @@ impl Engine {
              fi\n\
              ( {start} ) 9>&- >>{log} 2>&1 </dev/null &\n\
              child=$!\n\
-             i=0; while [ ! -s \"$pidfile\" ] && kill -0 $child 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+             alive() {{ s=$(cut -d')' -f2 /proc/$child/stat 2>/dev/null | cut -d' ' -f2); [ -n \"$s\" ] && [ \"$s\" != Z ]; }}\n\
+             i=0; while [ ! -s \"$pidfile\" ] && alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
              exit 0\n",
             pidfile = self.pidfile.display(),
             lock = self.dir.join("restart.lock").display(),

@@ -11,6 +11,7 @@
 //!   rootless, unknown), asked of the engine itself.
 //! - [`systemd`]: the `-H` conflict with docker.service and its drop-ins.
 //! - [`pairs`]: dockerd's TLS directory, with pairs switched atomically.
+//! - [`alive`]: a dockerd that dies after a restart, noticed in seconds, its last lines.
 //! - [`backup`]: copies of everything touched, and the journal of an unfinished switch.
 //! - [`engine`]: the Docker API over the unix socket, plain TCP and mutual TLS.
 //!
@@ -20,6 +21,7 @@
 //! refused). Any failure after the backup restores every file, restarts, and confirms
 //! the engine answers as before. A node is never left without a working engine.
 
+pub mod alive;
 pub mod backup;
 pub mod daemon_json;
 pub mod engine;

@@ -30,7 +30,7 @@ pub async fn rotate(
     tls.activate(&serial)?;
     let attempt = async {
         restart(&docker.restart).await?;
-        verify(&docker.listen, &[], &docker.socket, new, timeout).await
+        verify(&docker.listen, &[], &docker.socket, new, timeout, None).await
     };
     let detail = match attempt.await {
         Ok(()) => {
@@ -53,6 +53,7 @@ pub async fn rotate(
             &docker.socket,
             &previous_bundle,
             timeout,
+            None,
         )
         .await
     };
@@ -95,7 +96,7 @@ pub async fn reconcile(docker: &DockerState, timeout: Duration) -> Result<(), Cl
     tracing::warn!(%serial, "the engine does not serve the current certificate; restarting it");
     let back = async {
         restart(&docker.restart).await?;
-        verify(&docker.listen, &[], &docker.socket, &current, timeout).await
+        verify(&docker.listen, &[], &docker.socket, &current, timeout, None).await
     };
     back.await
         .map_err(|detail| EngineFailure::NotServing { serial, detail }.into())

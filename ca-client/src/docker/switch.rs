@@ -9,6 +9,7 @@ use dtca_common::bundle::Bundle;
 use dtca_common::fs as files;
 use tokio::process::Command;
 
+use super::alive::{self, Watch};
 use super::backup::Backup;
 use super::daemon_json::{self, Plan};
 use super::pairs::TlsDir;
@@ -198,9 +199,14 @@ async fn apply(
             files::write_atomic(path, text.as_bytes(), mode),
         )?;
     }
+    let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
+    let watch = Watch::before_restart(
+        pidfile_of(&plan.text, pre),
+        socket.clone(),
+        alive::log_source(&pre.launcher),
+    );
     *restarted = true;
     step(Step::Restart, restart(&pre.restart).await)?;
-    let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
     step(
         Step::Verify,
         verify(
@@ -209,9 +215,20 @@ async fn apply(
             &socket,
             bundle,
             opts.timeout,
+            Some(&watch),
         )
         .await,
     )
+}
+
+/// The pidfile the restarted dockerd writes: daemon.json's, else its `--pidfile`, else
+/// dockerd's default.
+fn pidfile_of(config: &str, pre: &Preflight) -> PathBuf {
+    serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("pidfile").and_then(|p| p.as_str()).map(PathBuf::from))
+        .or_else(|| pre.launcher.pidfile.clone())
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.pid"))
 }
 
 /// Asks the running dockerd to reload its configuration (SIGHUP), which turns on
