@@ -56,6 +56,19 @@ fn enroll(
     envs: &[(&str, OsString)],
 ) -> Output {
     let t = token(&ca.state, &["--role", "node"]);
+    enroll_with(ca, engine, out, listen, &t, extra, envs)
+}
+
+/// The same with the token `t`.
+fn enroll_with(
+    ca: &Ca,
+    engine: &Engine,
+    out: &Path,
+    listen: &str,
+    t: &str,
+    extra: &[OsString],
+    envs: &[(&str, OsString)],
+) -> Output {
     let mut cmd = Command::new(bin("ca-client"));
     cmd.args([
         "enroll",
@@ -63,7 +76,7 @@ fn enroll(
         "--server",
         &ca.serve.addr,
         "--token",
-        &t,
+        t,
     ])
     .arg("--out")
     .arg(out)
@@ -405,4 +418,74 @@ fn a_dockerd_that_dies_at_start_is_rolled_back_long_before_the_timeout() {
     assert_eq!(std::fs::read(&engine.config).unwrap(), before);
     assert!(engine.docker(&["version"]).status.success());
     drop(squatter);
+}
+
+/// `--dry-run` prints the plan and changes nothing: daemon.json byte-identical, no
+/// credential or TLS directory made, the engine not restarted, the token unspent. The
+/// real switch with the same token then writes exactly the daemon.json the plan showed.
+#[test]
+fn a_dry_run_changes_nothing_spends_nothing_and_plans_what_the_switch_does() {
+    let ca = Ca::start();
+    let engine = Engine::start_plain("127.0.0.1");
+    let before = std::fs::read(&engine.config).unwrap();
+    let pid = engine.pid();
+    let tmp = tempfile::tempdir().unwrap();
+    let creds = tmp.path().join("creds");
+    let l = listen(&engine);
+    let t = token(&ca.state, &["--role", "node"]);
+    let flags: Vec<OsString> = vec!["--docker-restart".into(), engine.restart.clone().into()];
+    let mut dry_flags = flags.clone();
+    dry_flags.push("--dry-run".into());
+    let dry = enroll_with(&ca, &engine, &creds, &l, &t, &dry_flags, &[]);
+    assert!(dry.status.success(), "dry run: {}", text(&dry));
+    let plan = String::from_utf8_lossy(&dry.stdout).to_string();
+    println!("{plan}");
+    for want in [
+        "nothing was changed and no token was spent",
+        "launcher:   unknown",
+        "names:",
+        &format!("edit {}:", engine.config.display()),
+        "restart:",
+        "then check:",
+    ] {
+        assert!(
+            plan.contains(want),
+            "{want:?} missing from the plan: {plan}"
+        );
+    }
+    assert_eq!(std::fs::read(&engine.config).unwrap(), before);
+    assert!(!creds.exists(), "the dry run made the credential directory");
+    assert!(
+        !engine.dir.join("tls").exists(),
+        "the dry run made the TLS directory"
+    );
+    assert_eq!(engine.pid(), pid, "the dry run restarted the engine");
+    assert!(ca.uses().contains("0/1"), "{}", ca.uses());
+
+    // The daemon.json the plan shows: its kept and added lines.
+    let header = format!("edit {}:", engine.config.display());
+    let planned: Vec<String> = plan
+        .lines()
+        .skip_while(|line| !line.ends_with(&header))
+        .skip(1)
+        .take_while(|line| line.starts_with("    "))
+        .filter_map(|line| {
+            line.strip_prefix("      ")
+                .or_else(|| line.strip_prefix("    + "))
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!planned.is_empty(), "{plan}");
+    let real = enroll_with(&ca, &engine, &creds, &l, &t, &flags, &[]);
+    assert!(real.status.success(), "switch: {}", text(&real));
+    let written: Vec<String> = std::fs::read_to_string(&engine.config)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        written, planned,
+        "the switch wrote another daemon.json than planned"
+    );
+    assert!(answers_operator(&ca, &engine, &l));
 }

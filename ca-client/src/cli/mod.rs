@@ -162,6 +162,10 @@ pub struct DockerArgs {
     /// and redo every step.
     #[arg(long, env = "DTCA_FORCE")]
     pub force: bool,
+    /// Print the plan of the switch (launcher, names, each file's diff, restart command,
+    /// checks) and change nothing: no token is spent, the CA is only asked what it allows.
+    #[arg(long, env = "DTCA_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// `agent` flags.
@@ -360,6 +364,12 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
         let Some(current) = docker_enrollment(&opts, &docker).await? else {
             return Ok(ExitCode::SUCCESS);
         };
+        if args.docker.dry_run {
+            let plan = crate::dryrun::plan(&opts, &docker, current.as_ref()).await?;
+            println!("dry run: nothing was changed and no token was spent; the switch would do:");
+            print!("{plan}");
+            return Ok(ExitCode::SUCCESS);
+        }
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
@@ -372,6 +382,14 @@ async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode,
             );
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.docker.dry_run {
+        return Err(
+            crate::error::ConfigProblem::Settings(dtca_common::config::ConfigError(
+                "--dry-run plans the docker switch: use it with --docker".into(),
+            ))
+            .into(),
+        );
     }
     let obtained = enroll::enroll(&opts).await?;
     report("enrolled", &opts.out, &obtained);

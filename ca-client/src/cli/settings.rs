@@ -212,6 +212,7 @@ pub(super) fn docker_options(
             .map_err(Invalid::Advertise)?,
         timeout: duration_or(given.timeout.as_deref(), None, "60s", "--docker-timeout")?,
         force: args.force || file.force == Some(true),
+        dry_run: args.dry_run,
         given,
     }))
 }

@@ -72,6 +72,8 @@ pub struct DockerOptions {
     pub timeout: Duration,
     /// Switch again even when already switched.
     pub force: bool,
+    /// Only plan: check, make and write nothing.
+    pub dry_run: bool,
     /// The settings given explicitly, kept by a failed switch for its retry.
     pub given: crate::state::SwitchFlags,
 }

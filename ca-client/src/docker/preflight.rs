@@ -143,20 +143,20 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         check_port_free(&opts.listen)?;
     }
     // Everything the switch writes must be writable before a token is spent on it.
-    files::ensure_writable_dir(&opts.tls_dir, 0o755)?;
+    writable(&opts.tls_dir, opts.dry_run)?;
     let mut dirs: Vec<&Path> = vec![config.as_path()];
     if let Some((file, _)) = &env_edit {
         dirs.push(file);
     }
     for file in dirs {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            files::ensure_writable_dir(dir, 0o755)?;
+            writable(dir, opts.dry_run)?;
         }
     }
     if scan.without_hosts().is_some()
         && let Some(dir) = opts.systemd_dirs.first()
     {
-        files::ensure_writable_dir(dir, 0o755)?;
+        writable(dir, opts.dry_run)?;
     }
     Ok(Preflight {
         launcher,
@@ -170,6 +170,18 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
         info,
         plain_tcp,
     })
+}
+
+/// Proves files can be created in `dir`, making it when missing; for a dry run, in the
+/// nearest directory that exists, making nothing.
+fn writable(dir: &Path, dry_run: bool) -> Result<(), files::FileError> {
+    if !dry_run {
+        return files::ensure_writable_dir(dir, 0o755);
+    }
+    match dir.ancestors().find(|d| d.is_dir()) {
+        Some(existing) => files::ensure_writable_dir(existing, 0o755),
+        None => Ok(()),
+    }
 }
 
 /// Where to look for the engine: `DOCKER_HOST` when it is a unix socket, the unix hosts

@@ -34,21 +34,7 @@ pub async fn switch(
     backup_dir: &Path,
 ) -> Result<DockerState, ClientError> {
     let tls = TlsDir::new(&opts.tls_dir);
-    let plan = daemon_json::plan(
-        pre.existing.as_deref(),
-        &pre.flag_hosts,
-        &tls.paths(),
-        &opts.listen,
-        pre.info.swarm,
-    )
-    .map_err(|e| ConfigProblem::DaemonJson {
-        path: pre.config.clone(),
-        detail: e.to_string(),
-    })?;
-    let dropin = pre
-        .scan
-        .without_hosts()
-        .and_then(|args| systemd::dropin_path(&opts.systemd_dirs).map(|p| (p, args)));
+    let (plan, dropin) = planned(opts, pre)?;
 
     let mut touched = tls.touched();
     touched.push(pre.config.clone());
@@ -119,6 +105,34 @@ pub async fn switch(
         }
         .into()),
     }
+}
+
+/// A systemd drop-in to write: its path and dockerd's command line.
+pub type Dropin = Option<(PathBuf, Vec<String>)>;
+
+/// What the switch writes: the new daemon.json, and the systemd drop-in (its path and
+/// dockerd's command line) when the unit passes `-H`. `enroll --docker --dry-run` shows
+/// the same.
+///
+/// # Errors
+/// [`ConfigProblem::DaemonJson`] when daemon.json cannot be edited safely.
+pub fn planned(opts: &DockerOptions, pre: &Preflight) -> Result<(Plan, Dropin), ClientError> {
+    let plan = daemon_json::plan(
+        pre.existing.as_deref(),
+        &pre.flag_hosts,
+        &TlsDir::new(&opts.tls_dir).paths(),
+        &opts.listen,
+        pre.info.swarm,
+    )
+    .map_err(|e| ConfigProblem::DaemonJson {
+        path: pre.config.clone(),
+        detail: e.to_string(),
+    })?;
+    let dropin = pre
+        .scan
+        .without_hosts()
+        .and_then(|args| systemd::dropin_path(&opts.systemd_dirs).map(|p| (p, args)));
+    Ok((plan, dropin))
 }
 
 /// A failed step of the switch.
