@@ -132,6 +132,16 @@ pub async fn authenticated(
     Ok(CaClient::new(tls::connect(addr, config).await?))
 }
 
+/// What the CA says of a certificate, asked online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The certificate is on the CA's CRL.
+    pub revoked: bool,
+    /// The CA's clock, from the CRL it signed for this request (its thisUpdate is
+    /// backdated by the leaves' backdate).
+    pub ca_time: OffsetDateTime,
+}
+
 /// Whether the CA has revoked `bundle`'s certificate, asked online: its CRL, fetched over
 /// a connection that trusts the bundle's root, checked against the intermediate the CA
 /// serves now.
@@ -139,7 +149,7 @@ pub async fn authenticated(
 /// # Errors
 /// [`ClientError::Connect`] when the CA cannot be reached; [`ClientError::BadAnswer`]
 /// for a CRL that does not verify.
-pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, ClientError> {
+pub async fn revocation(addr: &ServerAddr, bundle: &Bundle) -> Result<Revocation, ClientError> {
     let config = tls::client_config(Trust::Root(bundle.root_der.clone()), None)?;
     let mut client = CaClient::new(tls::connect(addr, config).await?);
     let trust = client
@@ -153,8 +163,13 @@ pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, Clie
     issuers.extend(bundle.chain.iter().skip(1).cloned());
     let mut last = None;
     for issuer in &issuers {
-        match inspect::revoked_serials(&crl, issuer) {
-            Ok(serials) => return Ok(serials.contains(&serial)),
+        match inspect::read_crl(&crl, issuer) {
+            Ok(info) => {
+                return Ok(Revocation {
+                    revoked: info.revoked.contains(&serial),
+                    ca_time: info.this_update + dtca_pki::profile::BACKDATE,
+                });
+            }
             Err(e) => last = Some(e),
         }
     }
@@ -162,6 +177,14 @@ pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, Clie
         last.unwrap_or_else(|| inspect::InspectError::Malformed("no intermediate".into())),
     )
     .into())
+}
+
+/// Whether the CA has revoked `bundle`'s certificate (see [`revocation`]).
+///
+/// # Errors
+/// As [`revocation`].
+pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, ClientError> {
+    Ok(revocation(addr, bundle).await?.revoked)
 }
 
 /// Tells the CA where this node's engine listens, so operators' `login` finds it.

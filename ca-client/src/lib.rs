@@ -21,6 +21,7 @@ pub mod ca;
 pub mod cli;
 pub mod contexts;
 pub mod docker;
+pub mod doctor;
 pub mod dryrun;
 pub mod enroll;
 pub mod error;

@@ -15,6 +15,8 @@ use crate::error::{ClientError, ConfigProblem, NotEnrolled, Step};
 
 /// File name of the state file inside the credential directory.
 pub const FILE: &str = "client.toml";
+/// Default credential directory.
+pub const DEFAULT_OUT: &str = "/var/lib/dtca-client";
 
 /// The enrollment record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@
 
 pub mod plan;
 mod stop;
-mod watch;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -70,7 +70,7 @@ impl AddressWatch {
 
 /// The names the certificate should carry now, when they differ from what it carries
 /// (only for nodes that use the detected names), unless the CA just refused them.
-pub(super) fn wanted_names(
+pub(crate) fn wanted_names(
     state: &ClientState,
     leaf: &CertInfo,
     refused: Option<&Sans>,

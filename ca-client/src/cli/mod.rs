@@ -1,6 +1,7 @@
 //! The `ca-client` command line: flags (each with an environment variable), the config
 //! file, and the commands. `main.rs` only parses and calls [`run`].
 
+mod enroll_cmd;
 mod settings;
 
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Show local certificates, expiry, engine mode, last and next renewal.
     Status(StatusArgs),
+    /// Check this node read-only: engine, launcher and mode, plain TCP left, names, expiry,
+    /// CA, clock, revocation, agent. Each OK/WARN/FAIL with its fix; exit 0 OK, 1 a
+    /// warning, 2 a failure, 3 no enrollment.
+    Doctor(DoctorArgs),
     /// Operators: get a short-lived client certificate and a docker context per node.
     Login(LoginArgs),
     /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node.
@@ -210,6 +215,22 @@ pub struct StatusArgs {
     pub out: OutArgs,
 }
 
+/// `doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
+    /// Warn when a certificate expires within this. [default: 7d]
+    #[arg(long, env = "DTCA_WARN_WITHIN")]
+    pub warn_within: Option<String>,
+    /// CA address. [default: the one this client enrolled with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
 /// `renew` flags.
 #[derive(Debug, Args)]
 pub struct RenewArgs {
@@ -232,7 +253,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             .unwrap_or(LogFormat::Text),
     );
     match cli.command {
-        Command::Enroll(args) => enroll_command(*args, &file).await,
+        Command::Enroll(args) => enroll_cmd::enroll_command(*args, &file).await,
         Command::Renew(args) => renew_command(args, &file).await,
         Command::Agent(args) => agent_command(args, &file).await,
         Command::Check(args) => {
@@ -246,6 +267,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(crate::status::check(&out, warn, time::OffsetDateTime::now_utc()).exit_code())
         }
         Command::Login(args) => login_command(args, &file).await,
+        Command::Doctor(args) => {
+            let out = settings::out_dir(&args.out, &file);
+            let warn = settings::duration_or(
+                args.warn_within.as_deref(),
+                file.warn_within.as_deref(),
+                "7d",
+                "--warn-within",
+            )?;
+            let server = args.server.or_else(|| file.server.clone());
+            let report = crate::doctor::doctor(&out, server.as_deref(), warn).await;
+            if args.json || file.json == Some(true) {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(report.exit_code())
+        }
         Command::Env(args) => {
             print!(
                 "{}",
@@ -353,140 +394,10 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
-async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
-    let opts = settings::enroll_options(&args, file)?;
-    // A failed switch kept the settings it was given: its retry needs none of them.
-    let remembered = crate::state::ClientState::load(&opts.out)
-        .ok()
-        .and_then(|s| s.failed_switch)
-        .and_then(|f| f.flags);
-    if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
-        let Some(current) = docker_enrollment(&opts, &docker).await? else {
-            return Ok(ExitCode::SUCCESS);
-        };
-        if args.docker.dry_run {
-            let plan = crate::dryrun::plan(&opts, &docker, current.as_ref()).await?;
-            println!("dry run: nothing was changed and no token was spent; the switch would do:");
-            print!("{plan}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
-        report("enrolled", &opts.out, &obtained);
-        if let Some(d) = &obtained.state.docker {
-            println!(
-                "  engine:    switched to mutual TLS on {} (published as {})",
-                d.listen, d.advertise
-            );
-            println!(
-                "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.docker.dry_run {
-        return Err(
-            crate::error::ConfigProblem::Settings(dtca_common::config::ConfigError(
-                "--dry-run plans the docker switch: use it with --docker".into(),
-            ))
-            .into(),
-        );
-    }
-    let obtained = enroll::enroll(&opts).await?;
-    report("enrolled", &opts.out, &obtained);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The enrollment `enroll --docker` switches with: `Some(Some(..))` the current one (a
-/// renewal, no token spent), `Some(None)` a fresh one with the token, `None` nothing to
-/// do (already switched). An explicit token wins over a stale enrollment (another CA's,
-/// expired, revoked, unreadable) and, with `--force`, over a usable one.
-async fn docker_enrollment(
-    opts: &enroll::EnrollOptions,
-    docker: &crate::docker::DockerOptions,
-) -> Result<Option<Option<(crate::state::ClientState, dtca_common::bundle::Bundle)>>, ClientError> {
-    use crate::recover::{Local, judge};
-    let token = (!opts.token.is_empty())
-        .then(|| opts.token.parse::<dtca_pki::token::JoinToken>())
-        .transpose()?;
-    let out = opts.out.display();
-    let current = match judge(&opts.out, token.as_ref(), &opts.server).await {
-        Local::Empty => None,
-        Local::Usable(pair) => Some(*pair),
-        Local::Stale(what) if token.is_some() => {
-            println!("replacing {what} in {out}: enrolling afresh with the token");
-            None
-        }
-        Local::Stale(what) => {
-            return Err(crate::error::NotEnrolled::Stale {
-                dir: opts.out.clone(),
-                what,
-            }
-            .into());
-        }
-    };
-    let Some((state, bundle)) = current else {
-        return Ok(Some(None));
-    };
-    if docker.force && token.is_some() {
-        println!(
-            "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
-            state.identity
-        );
-        return Ok(Some(None));
-    }
-    let unused = if token.is_some() {
-        " (the token was not used)"
-    } else {
-        ""
-    };
-    // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-    if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
-        && !docker.force
-    {
-        println!(
-            "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
-            done.listen
-        );
-        return Ok(None);
-    }
-    println!(
-        "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
-        state.identity
-    );
-    Ok(Some(Some((state, bundle))))
-}
-
 async fn renew_command(args: RenewArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let out = settings::out_dir(&args.out, file);
     let server = args.server.or_else(|| file.server.clone());
     let obtained = enroll::renew(&out, server.as_deref()).await?;
-    report("renewed", &out, &obtained);
+    enroll_cmd::report("renewed", &out, &obtained);
     Ok(ExitCode::SUCCESS)
-}
-
-fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
-    let info = &obtained.info;
-    let now = time::OffsetDateTime::now_utc();
-    println!(
-        "{what} as {} (serial {})",
-        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-        info.serial
-    );
-    let mut names: Vec<String> = info.dns_names.clone();
-    names.extend(info.ip_addresses.iter().map(ToString::to_string));
-    if !names.is_empty() {
-        println!("  names:     {}", names.join(" "));
-    }
-    if !obtained.left_out.is_empty() {
-        println!(
-            "  left out:  {} (names of this host the token does not allow)",
-            obtained.left_out.join(" ")
-        );
-    }
-    println!(
-        "  valid to:  {} ({} left)",
-        duration::timestamp(info.not_after),
-        duration::human(info.seconds_left(now))
-    );
-    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
 }

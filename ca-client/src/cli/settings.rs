@@ -14,8 +14,7 @@ use crate::state::SwitchFlags;
 
 /// Default config file, read when it exists.
 pub(super) const DEFAULT_CONFIG: &str = "/etc/dtca/ca-client.toml";
-/// Default credential directory.
-pub(super) const DEFAULT_OUT: &str = "/var/lib/dtca-client";
+pub(super) use crate::state::DEFAULT_OUT;
 
 /// `ca-client.toml`: the same settings as the long flags (with `_` for `-`).
 #[derive(Debug, Default, Deserialize)]
