@@ -51,6 +51,15 @@ pub struct Preflight {
 /// switch, [`ClientError::Config`] when the files cannot be edited safely,
 /// [`ClientError::Invalid`] when the listen port is taken.
 pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
+    // A daemon.json given that cannot be edited is said first, engine or not.
+    if let Some(given) = &opts.config
+        && let Ok(text) = std::fs::read_to_string(given)
+    {
+        daemon_json::parse(Some(&text)).map_err(|e| ConfigProblem::DaemonJson {
+            path: given.clone(),
+            detail: e.to_string(),
+        })?;
+    }
     // Unit directories given explicitly that hold docker.service: systemd runs the engine,
     // whatever the traces say (hosts where systemd cannot be seen, tests).
     let given_units = (!opts.given.systemd_dirs.is_empty())
