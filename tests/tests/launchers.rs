@@ -489,3 +489,112 @@ fn a_dry_run_changes_nothing_spends_nothing_and_plans_what_the_switch_does() {
     );
     assert!(answers_operator(&ca, &engine, &l));
 }
+
+/// A cgroup named `docker.service` in the `name=systemd` hierarchy (as systemd tracks its
+/// services), removed when dropped (after the engine in it has stopped).
+struct SystemdCgroup(PathBuf);
+
+impl SystemdCgroup {
+    fn with(pids: &[i32]) -> Option<SystemdCgroup> {
+        let base = Path::new("/sys/fs/cgroup/systemd");
+        if !base.is_dir() {
+            return None;
+        }
+        let dir = base.join(format!("dtca-test-{}", std::process::id()));
+        let service = dir.join("docker.service");
+        std::fs::create_dir_all(&service).ok()?;
+        for pid in pids {
+            std::fs::write(service.join("cgroup.procs"), pid.to_string()).ok()?;
+        }
+        Some(SystemdCgroup(dir))
+    }
+}
+
+impl Drop for SystemdCgroup {
+    fn drop(&mut self) {
+        let service = self.0.join("docker.service");
+        let _ = dtca_tests::process::wait_until(std::time::Duration::from_secs(20), || {
+            std::fs::read_to_string(service.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+        });
+        let _ = std::fs::remove_dir(&service);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// systemd runs the engine (emulated: `/run/systemd/system` under the host root, the
+/// unit with `-H` flags in its unit directory, dockerd in a `docker.service` cgroup, a
+/// `systemctl` that runs the unit's effective ExecStart): with no `--systemd-dir` and
+/// no `--docker-restart`, the unit is read, a drop-in clears `-H`, and the default
+/// systemctl restart is used.
+#[test]
+fn a_systemd_engine_is_found_by_its_cgroup_and_switched_with_a_drop_in_and_systemctl() {
+    let ca = Ca::start();
+    let engine = Engine::start_with_unit("127.0.0.1");
+    let Some(_cgroup) = SystemdCgroup::with(&[engine.pid().unwrap()]) else {
+        eprintln!("skipped: no writable name=systemd cgroup hierarchy here");
+        return;
+    };
+    let root = engine.dir.join("root");
+    std::fs::create_dir_all(root.join("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(root.join("etc/systemd")).unwrap();
+    std::os::unix::fs::symlink(
+        engine.systemd.as_ref().unwrap(),
+        root.join("etc/systemd/system"),
+    )
+    .unwrap();
+    let bin = engine.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = engine.dir.join("calls");
+    std::fs::write(
+        bin.join("systemctl"),
+        format!(
+            "#!/bin/sh\necho \"systemctl $*\" >> {}\n[ \"$1\" = restart ] && exec {}\nexit 0\n",
+            calls.display(),
+            engine.restart.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("systemctl"))
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let l = listen(&engine);
+    let out = enroll(
+        &ca,
+        &engine,
+        &tmp.path().join("creds"),
+        &l,
+        &[],
+        &[
+            ("DTCA_HOST_ROOT", root.clone().into()),
+            ("PATH", path.into()),
+        ],
+    );
+    assert!(out.status.success(), "systemd: {}", text(&out));
+    assert!(text(&out).contains("started by systemd"), "{}", text(&out));
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        calls.contains("systemctl daemon-reload") && calls.contains("systemctl restart docker"),
+        "{calls:?}"
+    );
+    let dropin = engine
+        .systemd
+        .as_ref()
+        .unwrap()
+        .join("docker.service.d/zz-dtca-tls.conf");
+    let dropin = std::fs::read_to_string(&dropin).unwrap();
+    let exec = dropin.lines().last().unwrap();
+    assert!(
+        exec.starts_with("ExecStart=/") && !exec.contains("-H"),
+        "{dropin}"
+    );
+    assert!(hosts_of(&engine.config).contains(&l));
+    assert!(answers_operator(&ca, &engine, &l));
+}

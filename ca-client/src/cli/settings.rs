@@ -199,7 +199,10 @@ pub(super) fn docker_options(
         listen: EngineAddr::parse(given.listen.as_deref().unwrap_or(docker::DEFAULT_LISTEN))
             .map_err(Invalid::Listen)?,
         systemd_dirs: if given.systemd_dirs.is_empty() {
-            systemd::DEFAULT_DIRS.iter().map(PathBuf::from).collect()
+            systemd::DEFAULT_DIRS
+                .iter()
+                .map(|d| docker::launcher::host_path(d))
+                .collect()
         } else {
             given.systemd_dirs.clone()
         },
