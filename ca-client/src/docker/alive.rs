@@ -162,6 +162,28 @@ fn is_running(pid: u32) -> bool {
         .is_some_and(|state| state != "Z" && state != "X")
 }
 
+/// The pidfile dockerd writes: daemon.json's `pidfile` (`config` is its text), else
+/// `flag` (its `--pidfile`), else dockerd's default.
+pub fn pidfile_in(config: &str, flag: Option<&Path>) -> PathBuf {
+    serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.get("pidfile").and_then(|p| p.as_str()).map(PathBuf::from))
+        .or_else(|| flag.map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.pid"))
+}
+
+/// What to watch when a switched engine (its daemon.json at `config`, its socket) is
+/// restarted for a rotation: found from the running engine, just before the restart.
+pub async fn watch_switched(config: &Path, socket: &Path) -> Watch {
+    let l = launcher::detect(&[socket.to_path_buf()], false).await;
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    Watch::before_restart(
+        pidfile_in(&text, l.as_ref().and_then(|l| l.pidfile.as_deref())),
+        socket.to_path_buf(),
+        l.as_ref().and_then(log_source),
+    )
+}
+
 /// Where the engine's output can be read: the launcher's log file, else the regular
 /// file the running dockerd's stderr goes to, else systemd's journal when systemd runs
 /// it.

@@ -235,14 +235,8 @@ async fn apply(
     )
 }
 
-/// The pidfile the restarted dockerd writes: daemon.json's, else its `--pidfile`, else
-/// dockerd's default.
 fn pidfile_of(config: &str, pre: &Preflight) -> PathBuf {
-    serde_json::from_str::<serde_json::Value>(config)
-        .ok()
-        .and_then(|v| v.get("pidfile").and_then(|p| p.as_str()).map(PathBuf::from))
-        .or_else(|| pre.launcher.pidfile.clone())
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.pid"))
+    alive::pidfile_in(config, pre.launcher.pidfile.as_deref())
 }
 
 /// Asks the running dockerd to reload its configuration (SIGHUP), which turns on
