@@ -288,17 +288,29 @@ fn switch_emulated(
         emu.bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = enroll(
+    let envs = [
+        ("DTCA_HOST_ROOT", emu.root.clone().into_os_string()),
+        ("PATH", path.into()),
+    ];
+    // The plan names the environment file's edit and the launcher's restart command.
+    let env_before = std::fs::read(&emu.env_file).unwrap();
+    let dry = enroll(
         &ca,
         &engine,
         &tmp.path().join("creds"),
         &l,
-        &[],
-        &[
-            ("DTCA_HOST_ROOT", emu.root.clone().into()),
-            ("PATH", path.into()),
-        ],
+        &["--dry-run".into()],
+        &envs,
     );
+    assert!(dry.status.success(), "{kind} dry run: {}", text(&dry));
+    let plan = text(&dry);
+    assert!(
+        plan.contains(&format!("edit {}:", emu.env_file.display()))
+            && plan.contains(&format!("restart:    `{}`", expect_call)),
+        "{kind}: {plan}"
+    );
+    assert_eq!(std::fs::read(&emu.env_file).unwrap(), env_before);
+    let out = enroll(&ca, &engine, &tmp.path().join("creds"), &l, &[], &envs);
     assert!(out.status.success(), "{kind}: {}", text(&out));
     assert!(
         text(&out).contains(&format!("started by {kind}")),

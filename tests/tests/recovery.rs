@@ -249,6 +249,30 @@ fn a_token_replaces_another_cas_enrollment_and_a_revoked_one() {
     assert_ne!(serial(&out), before, "--force did not renew");
     assert!(answers_operator_of(&second, &engine, "op-second-2"));
 
+    // --force with a token: a fresh enrollment over the usable one (a token that takes
+    // the name over, since the current certificate holds it).
+    let before = serial(&out);
+    let takeover = token(
+        &second.state,
+        &["--role", "node", "--name", "node-r", "--replace"],
+    );
+    let fresh = docker_enroll(
+        &second,
+        &engine,
+        &out,
+        Some(&takeover),
+        &engine.restart,
+        &["--force"],
+    );
+    assert!(fresh.status.success(), "--force --token: {}", text(&fresh));
+    assert!(
+        text(&fresh).contains("--force: replacing the enrollment"),
+        "{}",
+        text(&fresh)
+    );
+    assert_ne!(serial(&out), before);
+    assert!(answers_operator_of(&second, &engine, "op-second-f"));
+
     // Revoked: the spare token enrolls afresh and says so.
     let revoke = run(
         "ca-server",
