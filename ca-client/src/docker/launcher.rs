@@ -239,7 +239,8 @@ fn classify(socket: PathBuf, pid: Option<u32>, systemd_forced: bool) -> Launcher
             l.cmdline.first().map_or("?", String::as_str)
         );
     }
-    if l.config.is_none() && l.kind == Kind::Unknown {
+    // (Without a pid, what the engine reads is not known: nothing is assumed.)
+    if l.config.is_none() && l.kind == Kind::Unknown && pid.is_some() {
         l.config = default_config();
     }
     l
