@@ -10,6 +10,7 @@ use dtca_pki::csr;
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::inspect::{self, CertInfo};
 use dtca_pki::key::{KeyType, PrivateKey};
+use dtca_pki::policy::SanPolicy;
 use dtca_pki::token::{JoinToken, RootDigest};
 use dtca_proto::v1::{self, ca_client::CaClient};
 use time::OffsetDateTime;
@@ -65,6 +66,61 @@ pub async fn first_contact(
     ))
 }
 
+/// What a join token allows, as the CA says over a first-contact connection (so pinned
+/// by the token's root digest). Spends nothing. `None` from a CA too old to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowance {
+    /// Role of the certificate the token enrolls.
+    pub role: Role,
+    /// The identity name the token fixes, if it does.
+    pub name: Option<String>,
+    /// The names a node certificate may carry.
+    pub policy: SanPolicy,
+    /// When the token stops being accepted.
+    pub expires_at: OffsetDateTime,
+    /// Enrolling takes the name from the identity holding it.
+    pub replace: bool,
+}
+
+/// Asks the CA what `token` allows, before a use of it is spent.
+///
+/// # Errors
+/// The CA's refusal of the token (unknown, expired, revoked, used up: as enrollment would
+/// say), or [`ClientError::BadAnswer`] for an answer that does not parse.
+pub async fn token_allowance(
+    client: &mut CaClient<Channel>,
+    token: &JoinToken,
+) -> Result<Option<Allowance>, ClientError> {
+    let answer = match client
+        .token_allowance(v1::TokenAllowanceRequest {
+            token: token.expose(),
+        })
+        .await
+    {
+        Ok(answer) => answer.into_inner(),
+        // A CA from before the call existed: enrollment will say what it refuses.
+        Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
+        Err(status) => return Err(status.into()),
+    };
+    let role = match v1::Role::try_from(answer.role) {
+        Ok(v1::Role::Node) => Role::Node,
+        Ok(v1::Role::Operator) => Role::Operator,
+        Ok(v1::Role::Admin) => Role::Admin,
+        _ => return Err(BadAnswer::Allowance(format!("role {}", answer.role)).into()),
+    };
+    let policy = SanPolicy::parse(&answer.allow_dns, &answer.allow_ip)
+        .map_err(|e| BadAnswer::Allowance(e.to_string()))?;
+    let expires_at = OffsetDateTime::from_unix_timestamp(answer.expires_unix)
+        .map_err(|e| BadAnswer::Allowance(e.to_string()))?;
+    Ok(Some(Allowance {
+        role,
+        name: Some(answer.name).filter(|n| !n.is_empty()),
+        policy,
+        expires_at,
+        replace: answer.replace,
+    }))
+}
+
 /// Connects with a certificate this CA issued.
 ///
 /// # Errors
@@ -78,6 +134,61 @@ pub async fn authenticated(
         Some(bundle.client_identity()),
     )?;
     Ok(CaClient::new(tls::connect(addr, config).await?))
+}
+
+/// What the CA says of a certificate, asked online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The certificate is on the CA's CRL.
+    pub revoked: bool,
+    /// The CA's clock, from the CRL it signed for this request (its thisUpdate is
+    /// backdated by the leaves' backdate).
+    pub ca_time: OffsetDateTime,
+}
+
+/// Whether the CA has revoked `bundle`'s certificate, asked online: its CRL, fetched over
+/// a connection that trusts the bundle's root, checked against the intermediate the CA
+/// serves now.
+///
+/// # Errors
+/// [`ClientError::Connect`] when the CA cannot be reached; [`ClientError::BadAnswer`]
+/// for a CRL that does not verify.
+pub async fn revocation(addr: &ServerAddr, bundle: &Bundle) -> Result<Revocation, ClientError> {
+    let config = tls::client_config(Trust::Root(bundle.root_der.clone()), None)?;
+    let mut client = CaClient::new(tls::connect(addr, config).await?);
+    let trust = client
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await?
+        .into_inner();
+    let crl = client.crl(v1::CrlRequest {}).await?.into_inner().crl_der;
+    let serial = bundle.leaf()?.serial;
+    let mut issuers =
+        inspect::certs_from_pem(&trust.intermediate_pem).map_err(BadAnswer::TrustBundle)?;
+    issuers.extend(bundle.chain.iter().skip(1).cloned());
+    let mut last = None;
+    for issuer in &issuers {
+        match inspect::read_crl(&crl, issuer) {
+            Ok(info) => {
+                return Ok(Revocation {
+                    revoked: info.revoked.contains(&serial),
+                    ca_time: info.this_update + dtca_pki::profile::BACKDATE,
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(BadAnswer::TrustBundle(
+        last.unwrap_or_else(|| inspect::InspectError::Malformed("no intermediate".into())),
+    )
+    .into())
+}
+
+/// Whether the CA has revoked `bundle`'s certificate (see [`revocation`]).
+///
+/// # Errors
+/// As [`revocation`].
+pub async fn is_revoked(addr: &ServerAddr, bundle: &Bundle) -> Result<bool, ClientError> {
+    Ok(revocation(addr, bundle).await?.revoked)
 }
 
 /// Tells the CA where this node's engine listens, so operators' `login` finds it.

@@ -50,6 +50,7 @@ pub enum ClientError {
     Switch(#[from] SwitchFailure),
     #[error(transparent)]
     Clock(#[from] ClockSkew),
+    Launch(#[from] LaunchProblem),
 }
 
 impl ClientError {
@@ -62,6 +63,9 @@ impl ClientError {
             ClientError::Bundle(BundleError::Missing(_)) => Reason::NotInitialized,
             ClientError::Bundle(BundleError::Io(_) | BundleError::Invalid(_))
             | ClientError::File(_) => Reason::LocalIo,
+            ClientError::Invalid(
+                Invalid::SanOutsideToken { .. } | Invalid::NoNameInsideToken { .. },
+            ) => Reason::NameNotAllowed,
             ClientError::Invalid(_) => Reason::InvalidArgument,
             ClientError::NotEnrolled(_) => Reason::NotInitialized,
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
@@ -69,6 +73,7 @@ impl ClientError {
             ClientError::Engine(_) => Reason::DockerUnavailable,
             ClientError::Switch(_) => Reason::DockerSwitch,
             ClientError::Clock(_) => Reason::ClockSkew,
+            ClientError::Launch(_) => Reason::DockerLauncher,
         }
     }
 }
@@ -95,6 +100,18 @@ pub enum Invalid {
         "--san {entry:?} names no host (localhost, or an address written as a name): give the address itself, or a name of this host"
     )]
     SanNotAHost { entry: String },
+    #[error(
+        "--san {entry} is outside what the token allows ({allowed}): leave it out, or ask for a token that allows it (ca-server token create --allow-dns PATTERN --allow-ip CIDR)"
+    )]
+    SanOutsideToken { entry: String, allowed: String },
+    #[error(
+        "no name of this host is inside what the token allows ({allowed}){}: give one with --san, or ask for a token that allows this host's names",
+        if left_out.is_empty() { String::new() } else { format!("; left out: {}", left_out.join(" ")) }
+    )]
+    NoNameInsideToken {
+        allowed: String,
+        left_out: Vec<String>,
+    },
     #[error("--docker-listen {0}")]
     Listen(EngineAddrError),
     #[error("--docker-advertise {0}")]
@@ -141,6 +158,8 @@ pub enum Invalid {
 pub enum NotEnrolled {
     #[error("{} holds no enrollment ({} is missing): run `ca-client enroll` first", dir.display(), file.display())]
     Enrollment { dir: PathBuf, file: PathBuf },
+    #[error("{} holds {what}: enroll afresh with a join token (--token, --token-file or DTCA_TOKEN)", dir.display())]
+    Stale { dir: PathBuf, what: String },
     #[error("no login in {}: run `ca-client login --server ... --token ...` first", dir.display())]
     Login { dir: PathBuf },
     #[error("no dtca context named {name:?} in {}: run `ca-client login` (or `login --renew`) first", docker_config.display())]
@@ -167,6 +186,8 @@ pub enum BadAnswer {
     NoIdentity,
     #[error("unexpected identity {uri}")]
     UnexpectedIdentity { uri: String },
+    #[error("what the token allows: {0}")]
+    Allowance(String),
 }
 
 /// This machine's clock would refuse what the CA issues now: found before anything is
@@ -260,6 +281,34 @@ pub enum EngineFailure {
     Address(String),
 }
 
+/// How the engine is started, found before anything is spent, does not allow the switch
+/// as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchProblem {
+    #[error(
+        "cannot tell how dockerd is started ({evidence}), so not how to restart it; nothing was spent: add --docker-restart 'COMMAND' with a command that restarts this dockerd{}",
+        if cmdline.is_empty() { String::new() } else { format!(" (it runs as `{cmdline}`)") }
+    )]
+    Unknown { evidence: String, cmdline: String },
+    #[error(
+        "the restart command `{command}` cannot run here: {detail}; nothing was spent: give one that can with --docker-restart 'COMMAND'"
+    )]
+    RestartCannotRun { command: String, detail: String },
+    #[error(
+        "dockerd runs with -H {} on its command line ({evidence}), and dtca cannot tell where that flag is set; nothing was spent: move those hosts into its daemon.json, or pass --systemd-dir when systemd runs it",
+        hosts.join(" -H ")
+    )]
+    FlagHosts {
+        hosts: Vec<String>,
+        evidence: String,
+    },
+    #[error(
+        "--docker-config {} is not the file the running dockerd reads ({}); nothing was spent: leave --docker-config out, or point it at that file",
+        given.display(), reads.display()
+    )]
+    OtherConfig { given: PathBuf, reads: PathBuf },
+}
+
 /// A switch or rotation that failed and was undone: the engine answers as before.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchFailure {
@@ -286,6 +335,7 @@ pub enum Step {
     EditDaemonJson,
     Validate,
     WriteDropin,
+    WriteEnvFile,
     Restart,
     Verify,
 }
@@ -297,6 +347,7 @@ impl fmt::Display for Step {
             Step::EditDaemonJson => "edit daemon.json",
             Step::Validate => "validate",
             Step::WriteDropin => "write systemd drop-in",
+            Step::WriteEnvFile => "edit the launcher's environment file",
             Step::Restart => "restart",
             Step::Verify => "verify",
         })

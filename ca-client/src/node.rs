@@ -45,33 +45,20 @@ pub async fn enroll_docker(
         engine = %pre.info.version,
         swarm = pre.info.swarm,
         config = %pre.config.display(),
-        unit_hosts = ?pre.scan.hosts,
+        flag_hosts = ?pre.flag_hosts,
         "engine found"
     );
-    // The certificate must name the address operators will use, or their docker CLI
-    // refuses the engine.
-    let mut opts = opts.clone();
-    // (Not `localhost`: no node certificate names it, and the engine's own checks dial
-    // the address, not the name.)
-    for addr in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
-        if let Some(host) = addr.named_host()
-            && (addr.ip().is_some() || check_host_name(host).is_ok())
-            && !opts.extra_sans.iter().any(|s| s == host)
-        {
-            opts.extra_sans.push(host.to_string());
-        }
-    }
-    let opts = &opts;
+    println!(
+        "engine: dockerd {} started by {} ({}); config {}; restart with `{}`",
+        pre.info.version,
+        pre.launcher.kind,
+        pre.launcher.evidence,
+        pre.config.display(),
+        pre.restart
+    );
+    let opts = &with_engine_names(opts, docker_opts);
     let mut obtained = match current {
-        Some((state, current)) => {
-            if !opts.token.is_empty() {
-                tracing::info!(
-                    "already enrolled in {}: switching with it; the token is not used",
-                    opts.out.display()
-                );
-            }
-            renew_enrolled(opts, state, current).await?
-        }
+        Some((state, current)) => renew_enrolled(opts, state, current).await?,
         None => enroll::obtain(opts).await?,
     };
     match docker::switch(docker_opts, &pre, &obtained.bundle, &backups).await {
@@ -102,11 +89,46 @@ pub async fn enroll_docker(
                 step,
                 rolled_back,
                 error: e.to_string(),
+                flags: Some(docker_opts.given.clone()),
             });
             enroll::write(&opts.out, &obtained.bundle, &obtained.state)?;
             Err(e)
         }
     }
+}
+
+/// `opts` with the engine's own addresses (listen, advertise) among the given names: the
+/// certificate must name the address operators will use, or their docker CLI refuses
+/// the engine. (Not `localhost`: no node certificate names it, and the engine's own
+/// checks dial the address, not the name.)
+pub fn with_engine_names(opts: &EnrollOptions, docker_opts: &DockerOptions) -> EnrollOptions {
+    let mut opts = opts.clone();
+    for addr in std::iter::once(&docker_opts.listen).chain(docker_opts.advertise.as_ref()) {
+        if let Some(host) = addr.named_host()
+            && (addr.ip().is_some() || check_host_name(host).is_ok())
+            && !opts.extra_sans.iter().any(|s| s == host)
+        {
+            opts.extra_sans.push(host.to_string());
+        }
+    }
+    opts
+}
+
+/// The names a renewal of `leaf` for the switch asks for: its own plus `extra`.
+pub fn renewal_names(leaf: &dtca_pki::inspect::CertInfo, extra: &[String]) -> Sans {
+    let mut sans = Sans {
+        dns: leaf.dns_names.clone(),
+        ips: leaf.ip_addresses.clone(),
+    };
+    for name in extra {
+        match name.parse::<IpAddr>() {
+            Ok(ip) if !sans.ips.contains(&ip) => sans.ips.push(ip),
+            Ok(_) => {}
+            Err(_) if !sans.dns.contains(name) => sans.dns.push(name.clone()),
+            Err(_) => {}
+        }
+    }
+    sans
 }
 
 /// The enrollment in `out` when there is one with an unexpired certificate.
@@ -130,17 +152,8 @@ async fn renew_enrolled(
         serial = %leaf.serial,
         "already enrolled: switching with a renewal of the current certificate"
     );
-    let mut sans = Sans {
-        dns: leaf.dns_names.clone(),
-        ips: leaf.ip_addresses.clone(),
-    };
+    let sans = renewal_names(&leaf, &opts.extra_sans);
     for name in &opts.extra_sans {
-        match name.parse::<IpAddr>() {
-            Ok(ip) if !sans.ips.contains(&ip) => sans.ips.push(ip),
-            Ok(_) => {}
-            Err(_) if !sans.dns.contains(name) => sans.dns.push(name.clone()),
-            Err(_) => {}
-        }
         if !state.extra_sans.contains(name) {
             state.extra_sans.push(name.clone());
         }
@@ -158,6 +171,7 @@ async fn renew_enrolled(
         info: bundle.leaf()?,
         bundle,
         state,
+        left_out: Vec::new(),
     })
 }
 

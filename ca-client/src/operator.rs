@@ -101,6 +101,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         next_renewal: None,
         docker: None,
         failed_switch: None,
+        token_policy: None,
     };
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(

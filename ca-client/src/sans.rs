@@ -6,9 +6,136 @@
 use std::net::IpAddr;
 
 use dtca_common::net;
-use dtca_pki::policy::{PolicyError, check_host_name};
+use dtca_pki::policy::{PolicyError, SanPolicy, check_host_name};
 
 use crate::error::{ClientError, Invalid};
+
+/// The names a node asks for, by where they came from: detected ones are left out when
+/// the token does not allow them (the host has them, nobody asked for them), given ones
+/// (`--san`, the engine's own address) are refused, since someone asked for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Found on this host.
+    pub detected: Sans,
+    /// Asked for by the operator.
+    pub given: Sans,
+}
+
+/// Names fitted to what a token allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fitted {
+    /// What goes into the request.
+    pub sans: Sans,
+    /// Detected names the token does not allow, as text, for the user.
+    pub left_out: Vec<String>,
+}
+
+impl Wanted {
+    /// The detected names (when `defaults`) and the given ones.
+    ///
+    /// # Errors
+    /// [`Invalid::San`] or [`Invalid::SanNotAHost`] for a given entry that is no name.
+    pub fn collect(extra: &[String], defaults: bool) -> Result<Self, ClientError> {
+        let mut given = Sans::default();
+        for entry in extra {
+            given.add(entry)?;
+        }
+        Ok(Wanted {
+            detected: if defaults {
+                Sans::detected()
+            } else {
+                Sans::default()
+            },
+            given,
+        })
+    }
+
+    /// Everything, unfitted (for a CA that cannot say what a token allows).
+    pub fn all(&self) -> Sans {
+        let mut all = self.detected.clone();
+        for dns in &self.given.dns {
+            all.push_dns(dns.clone());
+        }
+        for ip in &self.given.ips {
+            all.push_ip(*ip);
+        }
+        all
+    }
+
+    /// Fits the names to `policy`: detected names outside it are left out, a given one
+    /// outside it is refused, and a request left with no name at all is refused (a node
+    /// certificate needs one).
+    ///
+    /// # Errors
+    /// [`Invalid::SanOutsideToken`] naming the first given name outside the policy,
+    /// [`Invalid::NoNameInsideToken`] when no name is left.
+    pub fn fit(&self, policy: &SanPolicy) -> Result<Fitted, Invalid> {
+        let allowed = describe_policy(policy);
+        let mut fitted = Fitted::default();
+        for dns in &self.given.dns {
+            if policy.check(std::slice::from_ref(dns), &[]).is_err() {
+                return Err(Invalid::SanOutsideToken {
+                    entry: dns.clone(),
+                    allowed,
+                });
+            }
+        }
+        for ip in &self.given.ips {
+            if policy.check(&[], &[*ip]).is_err() {
+                return Err(Invalid::SanOutsideToken {
+                    entry: ip.to_string(),
+                    allowed,
+                });
+            }
+        }
+        for dns in &self.detected.dns {
+            if policy.check(std::slice::from_ref(dns), &[]).is_ok() {
+                fitted.sans.push_dns(dns.clone());
+            } else if !self.given.dns.contains(dns) {
+                fitted.left_out.push(dns.clone());
+            }
+        }
+        for ip in &self.detected.ips {
+            if policy.check(&[], &[*ip]).is_ok() {
+                fitted.sans.push_ip(*ip);
+            } else if !self.given.ips.contains(ip) {
+                fitted.left_out.push(ip.to_string());
+            }
+        }
+        for dns in &self.given.dns {
+            fitted.sans.push_dns(dns.clone());
+        }
+        for ip in &self.given.ips {
+            fitted.sans.push_ip(*ip);
+        }
+        if fitted.sans.dns.is_empty() && fitted.sans.ips.is_empty() {
+            return Err(Invalid::NoNameInsideToken {
+                allowed,
+                left_out: fitted.left_out,
+            });
+        }
+        Ok(fitted)
+    }
+}
+
+/// What a policy allows, in one phrase for messages.
+pub fn describe_policy(policy: &SanPolicy) -> String {
+    if policy.is_unrestricted() {
+        return "any name".to_string();
+    }
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_string()
+        } else {
+            items.join(", ")
+        }
+    };
+    format!(
+        "DNS names {}; IP addresses {}",
+        list(policy.allow_dns.clone()),
+        list(policy.allow_ip.iter().map(ToString::to_string).collect())
+    )
+}
 
 /// DNS names and IP addresses for a CSR.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,6 +212,28 @@ impl Sans {
     fn push_ip(&mut self, ip: IpAddr) {
         if !self.ips.contains(&ip) {
             self.ips.push(ip);
+        }
+    }
+
+    /// Only the names `policy` admits (all of them without a policy): what a node may
+    /// carry, for comparing with the names it has.
+    pub fn within(&self, policy: Option<&SanPolicy>) -> Sans {
+        let Some(policy) = policy else {
+            return self.clone();
+        };
+        Sans {
+            dns: self
+                .dns
+                .iter()
+                .filter(|d| policy.check(std::slice::from_ref(*d), &[]).is_ok())
+                .cloned()
+                .collect(),
+            ips: self
+                .ips
+                .iter()
+                .filter(|ip| policy.check(&[], &[**ip]).is_ok())
+                .copied()
+                .collect(),
         }
     }
 
@@ -189,6 +338,90 @@ mod tests {
         // An operator's --san that happens to be a bridge address does not loop.
         let with_bridge = Sans::collect(&["10.0.0.5".into(), "172.17.0.1".into()], false).unwrap();
         assert!(with_bridge.same_as(&[], &[ip("10.0.0.5"), ip("172.17.0.1")], &bridges));
+    }
+
+    fn wanted(detected: &[&str], given: &[&str]) -> Wanted {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Wanted {
+            detected: Sans::collect(&owned(detected), false).unwrap(),
+            given: Sans::collect(&owned(given), false).unwrap(),
+        }
+    }
+
+    fn policy(dns: &[&str], ip: &[&str]) -> SanPolicy {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        SanPolicy::parse(&owned(dns), &owned(ip)).unwrap()
+    }
+
+    /// The README's example token (`--allow-dns '*.nodes.example.com'`) against a host
+    /// called `web-1` with a LAN address: the short name and the address are left out
+    /// (the token limits DNS names, so it admits no address), the FQDN stays.
+    #[test]
+    fn detected_names_outside_the_token_are_left_out_and_listed() {
+        let fitted = wanted(&["web-1", "web-1.nodes.example.com", "10.0.0.5"], &[])
+            .fit(&policy(&["*.nodes.example.com"], &[]))
+            .unwrap();
+        assert_eq!(fitted.sans.dns, vec!["web-1.nodes.example.com"]);
+        assert!(fitted.sans.ips.is_empty());
+        assert_eq!(fitted.left_out, vec!["web-1", "10.0.0.5"]);
+    }
+
+    #[test]
+    fn names_inside_the_token_are_all_kept() {
+        let table = [
+            (policy(&[], &[]), 3),
+            (policy(&["*.example.com", "web-1"], &["10.0.0.0/8"]), 3),
+            (policy(&["web-1"], &["10.0.0.0/8"]), 2),
+        ];
+        for (p, kept) in table {
+            let fitted = wanted(&["web-1", "a.example.com", "10.0.0.5"], &[])
+                .fit(&p)
+                .unwrap();
+            assert_eq!(fitted.sans.dns.len() + fitted.sans.ips.len(), kept, "{p:?}");
+            assert_eq!(fitted.left_out.len(), 3 - kept, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_given_name_outside_the_token() {
+        let p = policy(&["*.nodes.example.com"], &["10.0.0.0/8"]);
+        for given in ["db.example.org", "192.0.2.1"] {
+            assert!(
+                matches!(
+                    wanted(&["web-1.nodes.example.com"], &[given]).fit(&p),
+                    Err(Invalid::SanOutsideToken { ref entry, .. }) if entry == given
+                ),
+                "{given}"
+            );
+        }
+        let fitted = wanted(&[], &["a.nodes.example.com", "10.1.2.3"])
+            .fit(&p)
+            .unwrap();
+        assert_eq!(fitted.sans.dns, vec!["a.nodes.example.com"]);
+        assert_eq!(fitted.sans.ips.len(), 1);
+    }
+
+    #[test]
+    fn refuses_when_no_name_is_left_inside_the_token() {
+        let p = policy(&["*.nodes.example.com"], &[]);
+        assert!(matches!(
+            wanted(&["web-1", "10.0.0.5"], &[]).fit(&p),
+            Err(Invalid::NoNameInsideToken { ref left_out, .. }) if left_out.len() == 2
+        ));
+        assert!(
+            wanted(&["web-1"], &["web-1.nodes.example.com"])
+                .fit(&p)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn within_keeps_only_what_the_policy_admits() {
+        let all = Sans::collect(&["web-1".into(), "10.0.0.5".into()], false).unwrap();
+        assert_eq!(all.within(None), all);
+        let dns_only = policy(&["web-1"], &[]);
+        assert_eq!(all.within(Some(&dns_only)).dns, vec!["web-1"]);
+        assert!(all.within(Some(&dns_only)).ips.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
 use dtca_pki::key::KeyType;
+use dtca_pki::policy::SanPolicy;
 use serde::{Deserialize, Serialize};
 
 use dtca_common::endpoint::EngineAddr;
@@ -14,6 +15,8 @@ use crate::error::{ClientError, ConfigProblem, NotEnrolled, Step};
 
 /// File name of the state file inside the credential directory.
 pub const FILE: &str = "client.toml";
+/// Default credential directory.
+pub const DEFAULT_OUT: &str = "/var/lib/dtca-client";
 
 /// The enrollment record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +53,10 @@ pub struct ClientState {
     /// engine was left as it was (or that its rollback did not complete).
     #[serde(default)]
     pub failed_switch: Option<FailedSwitch>,
+    /// The names the enrolling token allowed (a node's), so that a host name or address
+    /// outside them is not taken for a change of names the certificate should follow.
+    #[serde(default)]
+    pub token_policy: Option<SanPolicy>,
 }
 
 fn yes() -> bool {
@@ -79,6 +86,56 @@ pub struct FailedSwitch {
     pub rolled_back: bool,
     /// What went wrong, for people.
     pub error: String,
+    /// The `--docker-*` settings it was given, so that a retry needs none.
+    #[serde(default)]
+    pub flags: Option<SwitchFlags>,
+}
+
+/// The docker switch settings given explicitly (flag, environment or config file); a
+/// failed switch keeps them so that the token-less retry can be run bare.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchFlags {
+    /// `--docker-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    /// `--docker-tls-dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
+    /// `--docker-listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--docker-restart`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
+    /// `--docker-advertise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// `--docker-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// `--systemd-dir`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub systemd_dirs: Vec<PathBuf>,
+}
+
+impl SwitchFlags {
+    /// Each setting of `self`, else of `earlier`.
+    pub fn or(self, earlier: Option<&SwitchFlags>) -> SwitchFlags {
+        let Some(e) = earlier else { return self };
+        SwitchFlags {
+            config: self.config.or_else(|| e.config.clone()),
+            tls_dir: self.tls_dir.or_else(|| e.tls_dir.clone()),
+            listen: self.listen.or_else(|| e.listen.clone()),
+            restart: self.restart.or_else(|| e.restart.clone()),
+            advertise: self.advertise.or_else(|| e.advertise.clone()),
+            timeout: self.timeout.or_else(|| e.timeout.clone()),
+            systemd_dirs: if self.systemd_dirs.is_empty() {
+                e.systemd_dirs.clone()
+            } else {
+                self.systemd_dirs
+            },
+        }
+    }
 }
 
 /// How the Docker engine was switched (used by the agent to rotate and by `status`).

@@ -354,6 +354,7 @@ mod tests {
             step: Some(crate::error::Step::Verify),
             rolled_back,
             error: "anything at all".into(),
+            flags: None,
         };
         assert!(
             unmanaged_summary(Some(&failed(true))).contains("at step `verify` and was rolled back")

@@ -89,6 +89,7 @@ reasons! {
     StoreFull = 39, "store-full", Unavailable, "the disk holding the CA's database is full; nothing was issued (the CA's operator must free space)";
     StoreCorrupt = 40, "store-corrupt", DataLoss, "the CA's database is damaged; nothing was issued (the CA's operator must restore it from a backup)";
     ClockSkew = 41, "clock-skew", FailedPrecondition, "this machine's clock and the CA's disagree too much for a certificate to be valid here; nothing was spent";
+    DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

@@ -155,6 +155,46 @@ pub fn certs_from_pem(text: &str) -> Result<Vec<Vec<u8>>, InspectError> {
     Ok(certs)
 }
 
+/// The serials a CRL lists, once its signature is checked against `issuer_der` (the
+/// certificate that signed it).
+///
+/// # Errors
+/// [`InspectError::Malformed`] when either is not what it should be, or the signature
+/// does not verify.
+pub fn revoked_serials(crl_der: &[u8], issuer_der: &[u8]) -> Result<Vec<Serial>, InspectError> {
+    read_crl(crl_der, issuer_der).map(|c| c.revoked)
+}
+
+/// What a CRL says, once its signature is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInfo {
+    /// The serials it lists.
+    pub revoked: Vec<Serial>,
+    /// Its thisUpdate.
+    pub this_update: OffsetDateTime,
+}
+
+/// Reads a CRL signed by `issuer_der`.
+///
+/// # Errors
+/// As [`revoked_serials`].
+pub fn read_crl(crl_der: &[u8], issuer_der: &[u8]) -> Result<CrlInfo, InspectError> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (_, crl) = CertificateRevocationList::from_der(crl_der)
+        .map_err(|e| InspectError::Malformed(format!("CRL: {e}")))?;
+    let (_, issuer) = X509Certificate::from_der(issuer_der)
+        .map_err(|e| InspectError::Malformed(e.to_string()))?;
+    crl.verify_signature(issuer.public_key())
+        .map_err(|e| InspectError::Malformed(format!("CRL signature: {e}")))?;
+    Ok(CrlInfo {
+        revoked: crl
+            .iter_revoked_certificates()
+            .map(|r| Serial::from_be_bytes(r.raw_serial()))
+            .collect(),
+        this_update: crl.last_update().to_datetime(),
+    })
+}
+
 /// Encodes DER certificates as one PEM text, in order.
 pub fn certs_to_pem<'a>(ders: impl IntoIterator<Item = &'a [u8]>) -> String {
     let blocks: Vec<pem::Pem> = ders

@@ -95,6 +95,21 @@ impl Engine {
         e
     }
 
+    /// Starts an engine whose daemon.json holds its own paths plus `extra`, started by its
+    /// restart script with the shell line `start(&engine)` (which may read an environment
+    /// file, as an init script does), and waits until it answers on its socket.
+    pub fn start_custom(
+        ip: &str,
+        extra: serde_json::Value,
+        start: impl Fn(&Engine) -> String,
+    ) -> Engine {
+        let e = Self::prepare(ip);
+        e.write_config(extra);
+        e.write_restart(&start(&e));
+        e.run_restart();
+        e
+    }
+
     /// Writes daemon.json: this engine's own paths, no networking of its own, plain (no
     /// TLS), plus `extra`'s keys.
     fn write_config(&self, extra: serde_json::Value) {
@@ -141,7 +156,8 @@ impl Engine {
     fn write_restart(&self, start: &str) {
         // One restart at a time (a restart run by a killed agent may still be going when
         // the next one starts), and each returns only once the new dockerd has written
-        // its pid, so the next one finds it and stops it first.
+        // its pid, so the next one finds it and stops it first (or once the new one has
+        // exited: a zombie child counts as gone).
         let script = format!(
             "#!/bin/sh\n\
              pidfile={pidfile}\n\
@@ -156,7 +172,8 @@ impl Engine {
              fi\n\
              ( {start} ) 9>&- >>{log} 2>&1 </dev/null &\n\
              child=$!\n\
-             i=0; while [ ! -s \"$pidfile\" ] && kill -0 $child 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+             alive() {{ s=$(cut -d')' -f2 /proc/$child/stat 2>/dev/null | cut -d' ' -f2); [ -n \"$s\" ] && [ \"$s\" != Z ]; }}\n\
+             i=0; while [ ! -s \"$pidfile\" ] && alive && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
              exit 0\n",
             pidfile = self.pidfile.display(),
             lock = self.dir.join("restart.lock").display(),

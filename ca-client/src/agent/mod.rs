@@ -24,7 +24,7 @@ mod channel;
 pub mod plan;
 mod report;
 mod stop;
-mod watch;
+pub(crate) mod watch;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -721,6 +721,7 @@ pub(crate) mod tests {
             next_renewal: None,
             docker: None,
             failed_switch: None,
+            token_policy: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

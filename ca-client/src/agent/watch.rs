@@ -70,7 +70,7 @@ impl AddressWatch {
 
 /// The names the certificate should carry now, when they differ from what it carries
 /// (only for nodes that use the detected names), unless the CA just refused them.
-pub(super) fn wanted_names(
+pub(crate) fn wanted_names(
     state: &ClientState,
     leaf: &CertInfo,
     refused: Option<&Sans>,
@@ -82,7 +82,11 @@ pub(super) fn wanted_names(
     if !state.default_sans || !is_node {
         return None;
     }
-    let wanted = Sans::collect(&state.extra_sans, true).ok()?;
+    // Names the enrolling token does not allow are not a change to follow: the CA would
+    // refuse them at every attempt.
+    let wanted = Sans::collect(&state.extra_sans, true)
+        .ok()?
+        .within(state.token_policy.as_ref());
     differs(wanted, leaf, &net::Addresses::now().plumbing, refused)
 }
 

@@ -1,6 +1,7 @@
 //! The `ca-client` command line: flags (each with an environment variable), the config
 //! file, and the commands. `main.rs` only parses and calls [`run`].
 
+mod enroll_cmd;
 mod settings;
 
 use std::path::PathBuf;
@@ -43,6 +44,10 @@ pub enum Command {
     Check(CheckArgs),
     /// Show local certificates, expiry, engine mode, last and next renewal.
     Status(StatusArgs),
+    /// Check this node read-only: engine, launcher and mode, plain TCP left, names, expiry,
+    /// CA, clock, revocation, agent. Each OK/WARN/FAIL with its fix; exit 0 OK, 1 a
+    /// warning, 2 a failure, 3 no enrollment.
+    Doctor(DoctorArgs),
     /// Operators: get a short-lived client certificate and a docker context per node.
     Login(LoginArgs),
     /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node.
@@ -139,7 +144,11 @@ pub struct DockerArgs {
     /// The mutual-TLS address. [default: tcp://0.0.0.0:2376]
     #[arg(long, env = "DTCA_DOCKER_LISTEN")]
     pub docker_listen: Option<String>,
-    /// Command that restarts the engine. [default: systemctl daemon-reload && systemctl restart docker]
+    /// Command that restarts the engine. [default: the launcher's own, found from the running
+    /// engine: systemd `systemctl daemon-reload && systemctl restart docker`, OpenRC
+    /// `rc-service docker restart`, sysvinit `service docker restart`, snap `snap restart
+    /// docker`, rootless `systemctl --user restart docker`; required when the launcher is
+    /// unknown]
     #[arg(long, env = "DTCA_DOCKER_RESTART")]
     pub docker_restart: Option<String>,
     /// Address published for operators (tcp://HOST:PORT). [default: from --docker-listen and the certificate]
@@ -149,9 +158,19 @@ pub struct DockerArgs {
     #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
     pub docker_timeout: Option<String>,
     /// Systemd unit directory to read docker.service from (repeatable; the first is where
-    /// the drop-in goes). [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
+    /// the drop-in goes). Unit files are read only when systemd runs the engine; given
+    /// explicitly with a docker.service in it, the engine is taken as systemd's.
+    /// [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
     #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
     pub systemd_dirs: Vec<PathBuf>,
+    /// Switch again even when already switched: renew (or, with a token, enroll afresh)
+    /// and redo every step.
+    #[arg(long, env = "DTCA_FORCE")]
+    pub force: bool,
+    /// Print the plan of the switch (launcher, names, each file's diff, restart command,
+    /// checks) and change nothing: no token is spent, the CA is only asked what it allows.
+    #[arg(long, env = "DTCA_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// `agent` flags.
@@ -196,6 +215,22 @@ pub struct StatusArgs {
     pub out: OutArgs,
 }
 
+/// `doctor` flags.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
+    /// Warn when a certificate expires within this. [default: 7d]
+    #[arg(long, env = "DTCA_WARN_WITHIN")]
+    pub warn_within: Option<String>,
+    /// CA address. [default: the one this client enrolled with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
 /// `renew` flags.
 #[derive(Debug, Args)]
 pub struct RenewArgs {
@@ -218,7 +253,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             .unwrap_or(LogFormat::Text),
     );
     match cli.command {
-        Command::Enroll(args) => enroll_command(*args, &file).await,
+        Command::Enroll(args) => enroll_cmd::enroll_command(*args, &file).await,
         Command::Renew(args) => renew_command(args, &file).await,
         Command::Agent(args) => agent_command(args, &file).await,
         Command::Check(args) => {
@@ -232,6 +267,26 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             Ok(crate::status::check(&out, warn, time::OffsetDateTime::now_utc()).exit_code())
         }
         Command::Login(args) => login_command(args, &file).await,
+        Command::Doctor(args) => {
+            let out = settings::out_dir(&args.out, &file);
+            let warn = settings::duration_or(
+                args.warn_within.as_deref(),
+                file.warn_within.as_deref(),
+                "7d",
+                "--warn-within",
+            )?;
+            let server = args.server.or_else(|| file.server.clone());
+            let report = crate::doctor::doctor(&out, server.as_deref(), warn).await;
+            if args.json || file.json == Some(true) {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(report.exit_code())
+        }
         Command::Env(args) => {
             print!(
                 "{}",
@@ -339,65 +394,10 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
     Ok(ExitCode::SUCCESS)
 }
 
-async fn enroll_command(args: EnrollArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
-    let opts = settings::enroll_options(&args, file)?;
-    if let Some(docker) = settings::docker_options(&args.docker, file)? {
-        // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-        let current = crate::node::current_enrollment(&opts.out);
-        if let Some(done) = current
-            .as_ref()
-            .and_then(|(s, _)| s.docker.as_ref())
-            .filter(|d| d.listen == docker.listen)
-        {
-            println!(
-                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do",
-                done.listen
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
-        report("enrolled", &opts.out, &obtained);
-        if let Some(d) = &obtained.state.docker {
-            println!(
-                "  engine:    switched to mutual TLS on {} (published as {})",
-                d.listen, d.advertise
-            );
-            println!(
-                "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let obtained = enroll::enroll(&opts).await?;
-    report("enrolled", &opts.out, &obtained);
-    Ok(ExitCode::SUCCESS)
-}
-
 async fn renew_command(args: RenewArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
     let out = settings::out_dir(&args.out, file);
     let server = args.server.or_else(|| file.server.clone());
     let obtained = enroll::renew(&out, server.as_deref()).await?;
-    report("renewed", &out, &obtained);
+    enroll_cmd::report("renewed", &out, &obtained);
     Ok(ExitCode::SUCCESS)
-}
-
-fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
-    let info = &obtained.info;
-    let now = time::OffsetDateTime::now_utc();
-    println!(
-        "{what} as {} (serial {})",
-        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-        info.serial
-    );
-    let mut names: Vec<String> = info.dns_names.clone();
-    names.extend(info.ip_addresses.iter().map(ToString::to_string));
-    if !names.is_empty() {
-        println!("  names:     {}", names.join(" "));
-    }
-    println!(
-        "  valid to:  {} ({} left)",
-        duration::timestamp(info.not_after),
-        duration::human(info.seconds_left(now))
-    );
-    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
 }

@@ -10,11 +10,11 @@ use super::{DockerArgs, EnrollArgs, LogFormat, LoginArgs, OutArgs};
 use crate::docker::{self, DockerOptions, systemd};
 use crate::enroll::EnrollOptions;
 use crate::error::{ClientError, ConfigProblem, Invalid};
+use crate::state::SwitchFlags;
 
 /// Default config file, read when it exists.
 pub(super) const DEFAULT_CONFIG: &str = "/etc/dtca/ca-client.toml";
-/// Default credential directory.
-pub(super) const DEFAULT_OUT: &str = "/var/lib/dtca-client";
+pub(super) use crate::state::DEFAULT_OUT;
 
 /// `ca-client.toml`: the same settings as the long flags (with `_` for `-`).
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +36,7 @@ pub struct FileConfig {
     pub docker_advertise: Option<String>,
     pub docker_timeout: Option<String>,
     pub systemd_dir: Option<Vec<PathBuf>>,
+    pub force: Option<bool>,
     pub retry_base: Option<String>,
     pub retry_cap: Option<String>,
     pub warn_within: Option<String>,
@@ -143,25 +144,21 @@ pub(super) fn duration_or(
         .map_err(|source| ConfigProblem::Duration { setting, source })?)
 }
 
-/// The docker switch settings, when `--docker` is on.
+/// The docker switch settings, when `--docker` is on: flag or environment, else the
+/// config file, else what the failed switch being retried was given (`remembered`), else
+/// the default.
 ///
 /// # Errors
 /// [`ClientError::Config`] for a bad setting.
 pub(super) fn docker_options(
     args: &DockerArgs,
     file: &FileConfig,
+    remembered: Option<&SwitchFlags>,
 ) -> Result<Option<DockerOptions>, ClientError> {
     if !(args.docker || file.docker.unwrap_or(false)) {
         return Ok(None);
     }
-    let systemd_dirs = if !args.systemd_dirs.is_empty() {
-        args.systemd_dirs.clone()
-    } else {
-        file.systemd_dir
-            .clone()
-            .unwrap_or_else(|| systemd::DEFAULT_DIRS.iter().map(PathBuf::from).collect())
-    };
-    Ok(Some(DockerOptions {
+    let given = SwitchFlags {
         config: args
             .docker_config
             .clone()
@@ -169,34 +166,56 @@ pub(super) fn docker_options(
         tls_dir: args
             .docker_tls_dir
             .clone()
-            .or_else(|| file.docker_tls_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_TLS_DIR)),
-        listen: EngineAddr::parse(
-            args.docker_listen
-                .as_deref()
-                .or(file.docker_listen.as_deref())
-                .unwrap_or(docker::DEFAULT_LISTEN),
-        )
-        .map_err(Invalid::Listen)?,
+            .or_else(|| file.docker_tls_dir.clone()),
+        listen: args
+            .docker_listen
+            .clone()
+            .or_else(|| file.docker_listen.clone()),
         restart: args
             .docker_restart
             .clone()
-            .or_else(|| file.docker_restart.clone())
-            .unwrap_or_else(|| docker::DEFAULT_RESTART.into()),
-        systemd_dirs,
+            .or_else(|| file.docker_restart.clone()),
         advertise: args
             .docker_advertise
+            .clone()
+            .or_else(|| file.docker_advertise.clone()),
+        timeout: args
+            .docker_timeout
+            .clone()
+            .or_else(|| file.docker_timeout.clone()),
+        systemd_dirs: if args.systemd_dirs.is_empty() {
+            file.systemd_dir.clone().unwrap_or_default()
+        } else {
+            args.systemd_dirs.clone()
+        },
+    }
+    .or(remembered);
+    Ok(Some(DockerOptions {
+        config: given.config.clone(),
+        tls_dir: given
+            .tls_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(docker::DEFAULT_TLS_DIR)),
+        listen: EngineAddr::parse(given.listen.as_deref().unwrap_or(docker::DEFAULT_LISTEN))
+            .map_err(Invalid::Listen)?,
+        systemd_dirs: if given.systemd_dirs.is_empty() {
+            systemd::DEFAULT_DIRS
+                .iter()
+                .map(|d| docker::launcher::host_path(d))
+                .collect()
+        } else {
+            given.systemd_dirs.clone()
+        },
+        advertise: given
+            .advertise
             .as_deref()
-            .or(file.docker_advertise.as_deref())
             .map(EngineAddr::parse)
             .transpose()
             .map_err(Invalid::Advertise)?,
-        timeout: duration_or(
-            args.docker_timeout.as_deref(),
-            file.docker_timeout.as_deref(),
-            "60s",
-            "--docker-timeout",
-        )?,
+        timeout: duration_or(given.timeout.as_deref(), None, "60s", "--docker-timeout")?,
+        force: args.force || file.force == Some(true),
+        dry_run: args.dry_run,
+        given,
     }))
 }
 

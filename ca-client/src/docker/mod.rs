@@ -7,8 +7,11 @@
 //!   on disk after a crash.
 //! - [`restart`]: restarting the engine, verifying what it serves, rolling back.
 //! - [`daemon_json`]: the JSON edit (pure).
+//! - [`launcher`]: how the running engine was started (systemd, OpenRC, sysvinit, snap,
+//!   rootless, unknown), asked of the engine itself.
 //! - [`systemd`]: the `-H` conflict with docker.service and its drop-ins.
 //! - [`pairs`]: dockerd's TLS directory, with pairs switched atomically.
+//! - [`alive`]: a dockerd that dies after a restart, noticed in seconds, its last lines.
 //! - [`backup`]: copies of everything touched, and the journal of an unfinished switch.
 //! - [`engine`]: the Docker API over the unix socket, plain TCP and mutual TLS.
 //!
@@ -18,9 +21,11 @@
 //! refused). Any failure after the backup restores every file, restarts, and confirms
 //! the engine answers as before. A node is never left without a working engine.
 
+pub mod alive;
 pub mod backup;
 pub mod daemon_json;
 pub mod engine;
+pub mod launcher;
 pub mod pairs;
 pub mod preflight;
 pub mod restart;
@@ -46,8 +51,6 @@ pub const DEFAULT_CONFIG: &str = "/etc/docker/daemon.json";
 pub const DEFAULT_TLS_DIR: &str = "/etc/docker/tls";
 /// Default mutual-TLS address.
 pub const DEFAULT_LISTEN: &str = "tcp://0.0.0.0:2376";
-/// Default restart command.
-pub const DEFAULT_RESTART: &str = "systemctl daemon-reload && systemctl restart docker";
 /// The default wait for the engine.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -60,8 +63,6 @@ pub struct DockerOptions {
     pub tls_dir: PathBuf,
     /// The mutual-TLS address.
     pub listen: EngineAddr,
-    /// Shell command that restarts the engine.
-    pub restart: String,
     /// Systemd unit directories, highest priority first.
     pub systemd_dirs: Vec<PathBuf>,
     /// The address operators should use for this engine; `None`: derived from the listen
@@ -69,6 +70,12 @@ pub struct DockerOptions {
     pub advertise: Option<EngineAddr>,
     /// How long to wait for the engine after a restart.
     pub timeout: Duration,
+    /// Switch again even when already switched.
+    pub force: bool,
+    /// Only plan: check, make and write nothing.
+    pub dry_run: bool,
+    /// The settings given explicitly, kept by a failed switch for its retry.
+    pub given: crate::state::SwitchFlags,
 }
 
 /// Where the docker switch keeps its backups, inside the credential directory.

@@ -10,6 +10,7 @@ use dtca_common::endpoint::EngineAddr;
 use tokio::process::Command;
 use tokio::time::Instant;
 
+use super::alive::{Liveness, Watch};
 use super::backup::Backup;
 use super::{engine, tls_name};
 use crate::error::{ClientError, EngineFailure};
@@ -44,6 +45,7 @@ pub async fn restart(command: &str) -> Result<(), String> {
         })?
         .map_err(|e| format!("`{command}`: {e}"))?;
     if out.status.success() {
+        tracing::info!(command, "restart command finished");
         return Ok(());
     }
     let text =
@@ -74,25 +76,35 @@ fn last_chars(text: &str, n: usize) -> &str {
 /// none a docker engine accepts): the engine asks for client certificates issued under
 /// the cluster's root (its CA file is ours), refuses a client without one, and refuses
 /// the node's own certificate as a client; then that the removed plain addresses refuse
-/// connections and that the unix socket answers.
+/// connections and that the unix socket answers. With a `watch`, a dockerd that is gone
+/// is noticed within [`super::alive::GRACE`] instead of at `timeout`.
 ///
 /// # Errors
-/// What did not hold when `timeout` ran out.
+/// What did not hold when `timeout` ran out, or that dockerd died (with its last lines).
 pub async fn verify(
     listen: &EngineAddr,
     removed_tcp: &[EngineAddr],
     socket: &Path,
     bundle: &Bundle,
     timeout: Duration,
+    watch: Option<&Watch>,
 ) -> Result<(), String> {
+    let mut liveness = watch.map(Liveness::new);
     let leaf = bundle.leaf().map_err(|e| e.to_string())?;
     let name = tls_name(bundle).ok_or("the certificate has no DNS name or IP address to check")?;
     let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;
     let deadline = Instant::now() + timeout;
     let probe = loop {
-        let probe = engine::probe_tls(addr, &name, &bundle.root_der, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        // A probe can hang (a port taken by a program that never answers TLS): the
+        // engine's death is watched meanwhile.
+        let probe = match liveness.as_mut() {
+            Some(l) => tokio::select! {
+                probe = engine::probe_tls(addr, &name, &bundle.root_der, None) => probe,
+                dead = l.until_dead() => return Err(dead),
+            },
+            None => engine::probe_tls(addr, &name, &bundle.root_der, None).await,
+        }
+        .map_err(|e| e.to_string())?;
         let problem = match (&probe.served, &probe.answered) {
             (Some(served), _) if *served == leaf.serial => break probe,
             (Some(served), _) => format!(
@@ -108,7 +120,15 @@ pub async fn verify(
                 timeout.as_secs()
             ));
         }
-        tokio::time::sleep(POLL).await;
+        match liveness.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    dead = l.until_dead() => return Err(dead),
+                }
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
     };
     if probe.answered.is_ok() {
         return Err(format!("{listen} answers clients without a certificate"));

@@ -6,6 +6,7 @@ use std::time::Duration;
 use dtca_common::bundle::Bundle;
 use dtca_pki::Serial;
 
+use super::alive::watch_switched;
 use super::pairs::TlsDir;
 use super::restart::{restart, verify};
 use super::{engine, tls_name};
@@ -29,8 +30,17 @@ pub async fn rotate(
     let serial = tls.install(new)?;
     tls.activate(&serial)?;
     let attempt = async {
+        let watch = watch_switched(&docker.config, &docker.socket).await;
         restart(&docker.restart).await?;
-        verify(&docker.listen, &[], &docker.socket, new, timeout).await
+        verify(
+            &docker.listen,
+            &[],
+            &docker.socket,
+            new,
+            timeout,
+            Some(&watch),
+        )
+        .await
     };
     let detail = match attempt.await {
         Ok(()) => {
@@ -46,6 +56,7 @@ pub async fn rotate(
     tracing::error!(error = %detail, "rotation failed; going back to the previous certificate");
     tls.activate(&previous)?;
     let back = async {
+        let watch = watch_switched(&docker.config, &docker.socket).await;
         restart(&docker.restart).await?;
         verify(
             &docker.listen,
@@ -53,6 +64,7 @@ pub async fn rotate(
             &docker.socket,
             &previous_bundle,
             timeout,
+            Some(&watch),
         )
         .await
     };
@@ -94,8 +106,17 @@ pub async fn reconcile(docker: &DockerState, timeout: Duration) -> Result<(), Cl
     }
     tracing::warn!(%serial, "the engine does not serve the current certificate; restarting it");
     let back = async {
+        let watch = watch_switched(&docker.config, &docker.socket).await;
         restart(&docker.restart).await?;
-        verify(&docker.listen, &[], &docker.socket, &current, timeout).await
+        verify(
+            &docker.listen,
+            &[],
+            &docker.socket,
+            &current,
+            timeout,
+            Some(&watch),
+        )
+        .await
     };
     back.await
         .map_err(|detail| EngineFailure::NotServing { serial, detail }.into())

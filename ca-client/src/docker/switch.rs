@@ -9,6 +9,7 @@ use dtca_common::bundle::Bundle;
 use dtca_common::fs as files;
 use tokio::process::Command;
 
+use super::alive::{self, Watch};
 use super::backup::Backup;
 use super::daemon_json::{self, Plan};
 use super::pairs::TlsDir;
@@ -33,31 +34,20 @@ pub async fn switch(
     backup_dir: &Path,
 ) -> Result<DockerState, ClientError> {
     let tls = TlsDir::new(&opts.tls_dir);
-    let plan = daemon_json::plan(
-        pre.existing.as_deref(),
-        &pre.scan.hosts,
-        &tls.paths(),
-        &opts.listen,
-        pre.info.swarm,
-    )
-    .map_err(|e| ConfigProblem::DaemonJson {
-        path: pre.config.clone(),
-        detail: e.to_string(),
-    })?;
-    let dropin = pre
-        .scan
-        .without_hosts()
-        .and_then(|args| systemd::dropin_path(&opts.systemd_dirs).map(|p| (p, args)));
+    let (plan, dropin) = planned(opts, pre)?;
 
     let mut touched = tls.touched();
     touched.push(pre.config.clone());
     if let Some((path, _)) = &dropin {
         touched.push(path.clone());
     }
+    if let Some((path, _)) = &pre.env_edit {
+        touched.push(path.clone());
+    }
     let mut backup = Backup::begin(
         backup_dir,
         &touched,
-        &opts.restart,
+        &pre.restart,
         &pre.socket,
         &pre.plain_tcp,
     )?;
@@ -85,7 +75,7 @@ pub async fn switch(
                 config: pre.config.clone(),
                 tls_dir: opts.tls_dir.clone(),
                 listen: opts.listen.clone(),
-                restart: opts.restart.clone(),
+                restart: pre.restart.clone(),
                 socket: plan.socket.unwrap_or_else(|| pre.socket.clone()),
                 dropin: dropin.map(|(p, _)| p),
                 swarm: pre.info.swarm,
@@ -115,6 +105,34 @@ pub async fn switch(
         }
         .into()),
     }
+}
+
+/// A systemd drop-in to write: its path and dockerd's command line.
+pub type Dropin = Option<(PathBuf, Vec<String>)>;
+
+/// What the switch writes: the new daemon.json, and the systemd drop-in (its path and
+/// dockerd's command line) when the unit passes `-H`. `enroll --docker --dry-run` shows
+/// the same.
+///
+/// # Errors
+/// [`ConfigProblem::DaemonJson`] when daemon.json cannot be edited safely.
+pub fn planned(opts: &DockerOptions, pre: &Preflight) -> Result<(Plan, Dropin), ClientError> {
+    let plan = daemon_json::plan(
+        pre.existing.as_deref(),
+        &pre.flag_hosts,
+        &TlsDir::new(&opts.tls_dir).paths(),
+        &opts.listen,
+        pre.info.swarm,
+    )
+    .map_err(|e| ConfigProblem::DaemonJson {
+        path: pre.config.clone(),
+        detail: e.to_string(),
+    })?;
+    let dropin = pre
+        .scan
+        .without_hosts()
+        .and_then(|args| systemd::dropin_path(&opts.systemd_dirs).map(|p| (p, args)));
+    Ok((plan, dropin))
 }
 
 /// A failed step of the switch.
@@ -186,9 +204,23 @@ async fn apply(
             files::write_atomic(path, systemd::dropin_text(args).as_bytes(), 0o644),
         )?;
     }
-    *restarted = true;
-    step(Step::Restart, restart(&opts.restart).await)?;
+    if let Some((path, text)) = &pre.env_edit {
+        let mode = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .unwrap_or(0o644);
+        step(
+            Step::WriteEnvFile,
+            files::write_atomic(path, text.as_bytes(), mode),
+        )?;
+    }
     let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
+    let watch = Watch::before_restart(
+        pidfile_of(&plan.text, pre),
+        socket.clone(),
+        alive::log_source(&pre.launcher),
+    );
+    *restarted = true;
+    step(Step::Restart, restart(&pre.restart).await)?;
     step(
         Step::Verify,
         verify(
@@ -197,9 +229,14 @@ async fn apply(
             &socket,
             bundle,
             opts.timeout,
+            Some(&watch),
         )
         .await,
     )
+}
+
+fn pidfile_of(config: &str, pre: &Preflight) -> PathBuf {
+    alive::pidfile_in(config, pre.launcher.pidfile.as_deref())
 }
 
 /// Asks the running dockerd to reload its configuration (SIGHUP), which turns on
@@ -244,6 +281,7 @@ async fn validate(pre: &Preflight, staged: &Path) -> Result<(), String> {
         .exec_start
         .as_ref()
         .and_then(|args| args.first().cloned())
+        .or_else(|| pre.launcher.cmdline.first().cloned())
         .unwrap_or_else(|| "dockerd".into());
     let out = Command::new(&dockerd)
         .arg("--validate")

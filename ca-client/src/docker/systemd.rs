@@ -274,7 +274,7 @@ fn service_values(text: &str, wanted: &str) -> Vec<String> {
 
 /// Splits a command line like systemd: whitespace-separated words, single and double
 /// quotes, backslash escapes; the `-@:+!` prefixes of the first word are dropped.
-fn split_words(line: &str) -> Vec<String> {
+pub(super) fn split_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -319,7 +319,7 @@ fn split_words(line: &str) -> Vec<String> {
 
 /// Separates `-H X`, `-HX`, `-H=X`, `--host X`, `--host=X` from the other words; the
 /// first word is the command when `command_first`.
-fn strip_hosts(words: &[String], command_first: bool) -> (Vec<String>, Vec<String>) {
+pub(super) fn strip_hosts(words: &[String], command_first: bool) -> (Vec<String>, Vec<String>) {
     let mut rest = Vec::new();
     let mut hosts = Vec::new();
     let mut i = 0;
@@ -354,7 +354,7 @@ fn strip_hosts(words: &[String], command_first: bool) -> (Vec<String>, Vec<Strin
     (rest, hosts)
 }
 
-fn config_file(words: &[String]) -> Option<PathBuf> {
+pub(super) fn config_file(words: &[String]) -> Option<PathBuf> {
     words.iter().enumerate().find_map(|(i, w)| {
         if w == "--config-file" {
             words.get(i + 1).map(PathBuf::from)
@@ -364,7 +364,7 @@ fn config_file(words: &[String]) -> Option<PathBuf> {
     })
 }
 
-fn quote(word: &str) -> String {
+pub(super) fn quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()

@@ -12,7 +12,6 @@ use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::{KeyType, PrivateKey};
 use dtca_pki::policy::{SanPolicy, check_host_name};
 use dtca_pki::profile::{BACKDATE, Profile};
-use dtca_pki::token::JoinToken;
 use dtca_pki::{Serial, duration};
 use time::OffsetDateTime;
 
@@ -41,28 +40,7 @@ impl Registrar {
         name: &str,
         now: OffsetDateTime,
     ) -> Result<Issued, Refusal> {
-        let token: JoinToken = token_text.parse().map_err(Refusal::TokenMalformed)?;
-        if token.root != self.root_digest {
-            return Err(Refusal::TokenForeignCa);
-        }
-        let hash = token.secret_hash();
-        let record = self
-            .store
-            .token(&hash.id())
-            .await?
-            .filter(|t| hash.verify(&t.secret_hash))
-            .ok_or(Refusal::TokenUnknown)?;
-        if record.revoked_at.is_some() {
-            return Err(Refusal::TokenRevoked);
-        }
-        if record.expires_at <= now {
-            return Err(Refusal::TokenExpired {
-                at: record.expires_at,
-            });
-        }
-        if record.uses >= record.max_uses {
-            return Err(Refusal::TokenUsedUp);
-        }
+        let record = self.usable_token(token_text, now).await?;
         let mut csr = VerifiedCsr::from_der(csr_der).map_err(Refusal::Csr)?;
         let name = match &record.name {
             Some(fixed) => fixed.clone(),

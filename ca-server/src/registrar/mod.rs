@@ -30,7 +30,7 @@ pub use authorize::{Caller, require};
 pub use issue::Issued;
 pub use refusal::Refusal;
 pub use revoke::CRL_VALIDITY;
-pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenSpec};
+pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenAllowance, TokenSpec};
 
 use crate::channel::Hub;
 use crate::metrics::Metrics;

@@ -41,6 +41,22 @@ pub struct TokenSpec {
     pub replace: bool,
 }
 
+/// What a usable token allows, as [`Registrar::token_allowance`] tells its holder: no
+/// more than enrollment with it would reveal (not its id, uses or creation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAllowance {
+    /// Role of the certificate it enrolls.
+    pub role: Role,
+    /// The identity name it fixes, if it does.
+    pub name: Option<String>,
+    /// The names a node certificate may carry.
+    pub policy: SanPolicy,
+    /// After this it is refused.
+    pub expires_at: OffsetDateTime,
+    /// Enrolling with it takes its name from the identity holding it.
+    pub replace: bool,
+}
+
 impl Registrar {
     /// Creates a join token; returns its printed form (shown once) and its record.
     ///
@@ -157,6 +173,65 @@ impl Registrar {
             )
             .await
             .map_err(Refusal::from)
+    }
+
+    /// What a join token allows, for a client deciding which names to ask for before it
+    /// spends a use: its role, fixed name, name limits, expiry and whether it replaces.
+    /// Authorised by the token itself and refused exactly as enrollment would refuse it
+    /// (an unknown, foreign, expired, revoked or used-up token learns nothing more);
+    /// spends nothing.
+    ///
+    /// # Errors
+    /// The token refusals of [`Registrar::enroll`].
+    pub async fn token_allowance(
+        &self,
+        token_text: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenAllowance, Refusal> {
+        let record = self.usable_token(token_text, now).await?;
+        Ok(TokenAllowance {
+            role: record.role,
+            name: record.name,
+            policy: record.policy,
+            expires_at: record.expires_at,
+            replace: record.replace,
+        })
+    }
+
+    /// The record of a token that may be used now: well formed, made by this CA, known
+    /// (its secret verified), not revoked, not expired, with a use left.
+    ///
+    /// # Errors
+    /// [`Refusal::TokenMalformed`], [`Refusal::TokenForeignCa`], [`Refusal::TokenUnknown`],
+    /// [`Refusal::TokenRevoked`], [`Refusal::TokenExpired`] or [`Refusal::TokenUsedUp`].
+    pub(super) async fn usable_token(
+        &self,
+        token_text: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, Refusal> {
+        let token: JoinToken = token_text.parse().map_err(Refusal::TokenMalformed)?;
+        if token.root != self.root_digest {
+            return Err(Refusal::TokenForeignCa);
+        }
+        let hash = token.secret_hash();
+        let record = self
+            .store
+            .token(&hash.id())
+            .await?
+            .filter(|t| hash.verify(&t.secret_hash))
+            .ok_or(Refusal::TokenUnknown)?;
+        if record.revoked_at.is_some() {
+            return Err(Refusal::TokenRevoked);
+        }
+        if record.expires_at <= now {
+            return Err(Refusal::TokenExpired {
+                at: record.expires_at,
+            });
+        }
+        if record.uses >= record.max_uses {
+            return Err(Refusal::TokenUsedUp);
+        }
+        Ok(record)
     }
 
     /// Token records, newest first.

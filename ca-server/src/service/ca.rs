@@ -14,7 +14,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{Context, peer};
+use super::{Context, peer, role_to_proto};
 use crate::channel::{Event, Hub};
 use crate::metrics::Rpc;
 use crate::registrar::{Issued, require};
@@ -208,6 +208,38 @@ impl ca_server::Ca for CaService {
         })
         .await?;
         Ok(Response::new(v1::ReportEngineResponse {}))
+    }
+
+    async fn token_allowance(
+        &self,
+        request: Request<v1::TokenAllowanceRequest>,
+    ) -> Result<Response<v1::TokenAllowanceResponse>, Status> {
+        let peer = peer(&request);
+        let req = request.into_inner();
+        let allowance = self
+            .cx
+            .call(
+                Rpc::Other,
+                "TokenAllowance",
+                peer,
+                self.cx
+                    .registrar
+                    .token_allowance(&req.token, OffsetDateTime::now_utc()),
+            )
+            .await?;
+        Ok(Response::new(v1::TokenAllowanceResponse {
+            role: role_to_proto(allowance.role).into(),
+            name: allowance.name.unwrap_or_default(),
+            allow_dns: allowance.policy.allow_dns,
+            allow_ip: allowance
+                .policy
+                .allow_ip
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            expires_unix: allowance.expires_at.unix_timestamp(),
+            replace: allowance.replace,
+        }))
     }
 
     async fn list_nodes(

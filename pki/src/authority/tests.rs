@@ -250,7 +250,12 @@ fn crl_lists_revoked_serials_and_is_signed_by_the_intermediate() {
         .iter_revoked_certificates()
         .map(|r| Serial::from_be_bytes(r.raw_serial()))
         .collect();
-    assert_eq!(serials, vec![leaf.info.serial]);
+    assert_eq!(serials, vec![leaf.info.serial.clone()]);
+    assert_eq!(
+        crate::inspect::revoked_serials(&der, a.intermediate_der()).unwrap(),
+        vec![leaf.info.serial]
+    );
+    assert!(crate::inspect::revoked_serials(&der, &leaf.der).is_err());
 }
 
 #[test]
