@@ -258,7 +258,7 @@ impl StateDir {
             .await
             .map_err(|e| StateError::Store(e.to_string()))?;
         let admin = Bundle {
-            root_der: h.root_der.clone(),
+            roots: vec![h.root_der.clone()],
             chain: vec![
                 issued.leaf_der,
                 registrar.authority().intermediate_der().to_vec(),

@@ -97,7 +97,8 @@ impl Replicas {
             .collect::<Vec<ServeProcess>>();
         let root = Bundle::load(&first.join("admin"), Layout::CLIENT)
             .unwrap()
-            .root_der;
+            .roots
+            .remove(0);
         Replicas {
             dir,
             pg,
@@ -795,7 +796,8 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
     let embedded = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
     let root = Bundle::load(&state.join("admin"), Layout::CLIENT)
         .unwrap()
-        .root_der;
+        .roots
+        .remove(0);
     let admin_bundle = Bundle::load(&state.join("admin"), Layout::CLIENT).unwrap();
     let addr = ServerAddr::parse(&embedded.addr).unwrap();
     let channel = |id: Option<ClientIdentity>| {

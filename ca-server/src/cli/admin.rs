@@ -361,7 +361,7 @@ async fn connect(args: &AdminArgs, file: &FileConfig) -> Result<AdminClient<Chan
     })?;
     let addr = ServerAddr::parse(&server).map_err(|e| CliError::new(e.reason(), e.to_string()))?;
     let config = tls::client_config(
-        Trust::Root(bundle.root_der.clone()),
+        Trust::Roots(bundle.roots.clone()),
         Some(bundle.client_identity()),
     )
     .map_err(|e| CliError::new(e.reason(), e.to_string()))?;

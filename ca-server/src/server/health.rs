@@ -140,6 +140,21 @@ mod tests {
         async fn audit(&self, _: u32) -> Result<Vec<AuditEntry>, StoreError> {
             down()
         }
+        async fn current_certificates(
+            &self,
+            _: OffsetDateTime,
+        ) -> Result<Vec<CertRecord>, StoreError> {
+            down()
+        }
+        async fn ca_generation(&self) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn ca_material(&self) -> Result<crate::store::CaMaterial, StoreError> {
+            down()
+        }
+        async fn update_ca(&self, _: crate::store::CaUpdate) -> Result<u64, StoreError> {
+            down()
+        }
     }
 
     /// An authority whose hierarchy was made at `made` (its intermediate lasts a year).

@@ -94,6 +94,13 @@ fn audit_event(e: AuditEntry) -> v1::AuditEvent {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
+    async fn ca_status(
+        &self,
+        _request: Request<v1::CaStatusRequest>,
+    ) -> Result<Response<v1::CaStatusResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
     async fn create_token(
         &self,
         request: Request<v1::CreateTokenRequest>,

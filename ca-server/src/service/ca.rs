@@ -30,6 +30,8 @@ impl CaService {
             serial: issued.info.serial.to_string(),
             identity: issued.info.identity.map(|i| i.uri()).unwrap_or_default(),
             not_after_unix: issued.info.not_after.unix_timestamp(),
+            roots_der: vec![authority.root_der().to_vec()],
+            chain_der: Vec::new(),
         }
     }
 }
@@ -45,6 +47,9 @@ impl ca_server::Ca for CaService {
             cluster: self.cx.registrar.authority().cluster().to_string(),
             root_pem,
             intermediate_pem,
+            roots_der: vec![self.cx.registrar.authority().root_der().to_vec()],
+            rotation_started_unix: 0,
+            active_root_der: self.cx.registrar.authority().root_der().to_vec(),
         }))
     }
 

@@ -6,7 +6,7 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::{AuditEntry, CaUpdate, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
 pub(super) enum Write {
@@ -36,6 +36,7 @@ pub(super) enum Change {
         serial: Serial,
         at: OffsetDateTime,
     },
+    Ca(CaUpdate),
 }
 
 impl Change {
@@ -44,7 +45,10 @@ impl Change {
         match self {
             Change::Token(t, _) => Some(&t.id),
             Change::RevokeToken(id, _) => Some(id),
-            Change::Revoke { .. } | Change::Engine { .. } | Change::MarkUsed { .. } => None,
+            Change::Revoke { .. }
+            | Change::Engine { .. }
+            | Change::MarkUsed { .. }
+            | Change::Ca(_) => None,
         }
     }
 }
@@ -53,6 +57,8 @@ impl Change {
 pub(super) enum Outcome {
     Done,
     Serials(Vec<Serial>),
+    /// The CA material's new generation.
+    Generation(u64),
 }
 
 impl Outcome {
@@ -60,7 +66,15 @@ impl Outcome {
     pub(super) fn into_serials(self) -> Vec<Serial> {
         match self {
             Outcome::Serials(serials) => serials,
-            Outcome::Done => Vec::new(),
+            Outcome::Done | Outcome::Generation(_) => Vec::new(),
+        }
+    }
+
+    /// The generation a CA update left (0 for other writes).
+    pub(super) fn generation(&self) -> u64 {
+        match self {
+            Outcome::Generation(g) => *g,
+            Outcome::Done | Outcome::Serials(_) => 0,
         }
     }
 }

@@ -88,6 +88,7 @@ CREATE TABLE host_names (
 CREATE INDEX host_names_identity ON host_names (role, name);
 ",
     DERIVE_HOLDERS,
+    super::ca::MIGRATION,
 ];
 
 /// Fills `identities` and `host_names` from the certificates (the newest current

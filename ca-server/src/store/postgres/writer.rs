@@ -45,6 +45,7 @@ fn lock_key(write: &Write) -> (u8, String) {
             } => (2, name.clone()),
             Change::Engine { name, .. } => (3, name.clone()),
             Change::MarkUsed { serial, .. } => (1, serial.to_string()),
+            Change::Ca(_) => (4, String::new()),
         },
     }
 }
@@ -287,6 +288,11 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             )
             .await?;
             insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+        Change::Ca(update) => {
+            return super::ca::apply(conn, update)
+                .await
+                .map(Outcome::Generation);
         }
         Change::MarkUsed { serial, at } => {
             conn.execute(

@@ -92,6 +92,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             .map_err(unavailable)?;
             insert_audit(tx, audit)?;
         }
+        Change::Ca(update) => return super::ca::apply(tx, update).map(Outcome::Generation),
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(
                 "UPDATE certificates SET first_used_at = ?2 WHERE serial = ?1 AND first_used_at IS NULL",
@@ -422,7 +423,10 @@ fn revoke(
     Ok(out)
 }
 
-fn insert_audit(tx: &rusqlite::Savepoint<'_>, entry: &AuditEntry) -> Result<(), StoreError> {
+pub(super) fn insert_audit(
+    tx: &rusqlite::Savepoint<'_>,
+    entry: &AuditEntry,
+) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO audit (at, kind, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

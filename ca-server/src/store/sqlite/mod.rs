@@ -9,11 +9,12 @@
 //!
 //! Layout: this file (the store, and the trait calls as reads or queued writes),
 //! [`writer`] (the writer and checkpoint threads), [`apply`] (the statements of each
-//! write: issuances with their name claims, revocations, the rest), [`reads`] (queries
-//! and the read connections), [`rows`] (rows to records), [`schema`] (tables, opening a
-//! connection).
+//! write: issuances with their name claims, revocations, the rest), [`ca`] (the CA's own
+//! certificates and lifecycle), [`reads`] (queries and the read connections), [`rows`]
+//! (rows to records), [`schema`] (tables, opening a connection).
 
 mod apply;
+mod ca;
 mod reads;
 mod rows;
 mod schema;
@@ -36,8 +37,8 @@ use writer::{checkpoint_loop, writer_loop};
 
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
-    AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
-    RevokeTarget, Store, StoreError, TokenRecord,
+    AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
+    NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
 
 /// Writes that may wait for the writer before callers are held back.
@@ -249,6 +250,27 @@ impl Store for SqliteStore {
 
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.read(move |c| reads::audit(c, limit)).await
+    }
+
+    async fn current_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        self.read(move |c| reads::current(c, now)).await
+    }
+
+    async fn ca_generation(&self) -> Result<u64, StoreError> {
+        self.lookup(ca::generation)
+    }
+
+    async fn ca_material(&self) -> Result<CaMaterial, StoreError> {
+        self.read(ca::material).await
+    }
+
+    async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError> {
+        self.write(Write::Change(Box::new(Change::Ca(update))))
+            .await
+            .map(|o| o.generation())
     }
 }
 

@@ -9,10 +9,10 @@ use super::unavailable;
 use crate::store::StoreError;
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Each version's changes, applied in order from the database's version on.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2, CA_LIFECYCLE_V3];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -100,6 +100,27 @@ INSERT OR REPLACE INTO host_names (dns, role, name, serial, not_after)
     FROM certificates c, json_each('[\"' || replace(c.dns, ' ', '\",\"') || '\"]') j
     WHERE c.role = 'node' AND c.dns != '' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
     ORDER BY c.not_after;
+";
+
+/// The CA's own certificates (intermediate keys encrypted) and its lifecycle: one row
+/// whose generation every change bumps. Filled at `init`, or at the first `serve` from the
+/// state dir of a CA made before.
+const CA_LIFECYCLE_V3: &str = "
+CREATE TABLE ca_certificates (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    der BLOB NOT NULL,
+    key_pem TEXT,
+    added_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE TABLE ca_lifecycle (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    active_root TEXT,
+    rotation_started_at INTEGER
+);
+INSERT INTO ca_lifecycle (id, generation) VALUES (1, 0);
 ";
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
