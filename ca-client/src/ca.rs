@@ -92,6 +92,37 @@ pub async fn report_engine(
     Ok(())
 }
 
+/// Sends the agent's report.
+///
+/// # Errors
+/// [`ClientError`] when the CA cannot be reached or refuses.
+pub async fn report(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+    report: v1::AgentReport,
+) -> Result<(), ClientError> {
+    authenticated(addr, bundle).await?.report(report).await?;
+    Ok(())
+}
+
+/// The trust bundle as the CA serves it now, checked against the roots `bundle` trusts:
+/// every root it holds, DER, the first the cluster's current one.
+///
+/// # Errors
+/// [`ClientError`] when the CA cannot be reached, or [`BadAnswer`] when the bundle does
+/// not parse.
+pub async fn trust_bundle(addr: &ServerAddr, bundle: &Bundle) -> Result<Vec<Vec<u8>>, ClientError> {
+    let answer = authenticated(addr, bundle)
+        .await?
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await?
+        .into_inner();
+    if !answer.roots_der.is_empty() {
+        return Ok(answer.roots_der);
+    }
+    Ok(inspect::certs_from_pem(&answer.root_pem).map_err(BadAnswer::TrustBundle)?)
+}
+
 /// Generates a key and enrolls with a token over an open first-contact connection.
 ///
 /// # Errors

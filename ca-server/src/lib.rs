@@ -5,12 +5,14 @@
 //! - [`store`]: records and the audit log behind one interface; embedded SQLite backend.
 //! - [`service`]: the gRPC services, translating protobuf to registrar calls.
 //! - [`server`]: `run(listener, registrar, options, shutdown)`.
+//! - [`channel`]: the CA's half of the agent channel (what every `Watch` stream hears).
 //! - [`tls`]: server-side rustls (hot-swapped server certificate, optional client certs).
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
 
+pub mod channel;
 pub mod cli;
 pub mod metrics;
 pub mod registrar;

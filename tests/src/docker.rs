@@ -147,6 +147,7 @@ impl Engine {
              pidfile={pidfile}\n\
              exec 9>{lock}\n\
              flock 9\n\
+             echo restart >>{count}\n\
              if [ -f \"$pidfile\" ]; then\n\
                pid=$(cat \"$pidfile\")\n\
                kill \"$pid\" 2>/dev/null\n\
@@ -159,6 +160,7 @@ impl Engine {
              exit 0\n",
             pidfile = self.pidfile.display(),
             lock = self.dir.join("restart.lock").display(),
+            count = self.restarts_file().display(),
             log = self.log.display(),
         );
         std::fs::write(&self.restart, script).unwrap();
@@ -264,6 +266,17 @@ impl Engine {
             "import: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    fn restarts_file(&self) -> PathBuf {
+        self.dir.join("restarts")
+    }
+
+    /// How many times the restart script has run (every restart, by anyone).
+    pub fn restarts(&self) -> usize {
+        std::fs::read_to_string(self.restarts_file())
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
     }
 
     /// The running dockerd's pid.

@@ -9,6 +9,7 @@
 //! - [`docker`]: real dockerd engines, plain at first, stopped by pid.
 //! - [`openssl`]: `openssl verify` of issued chains.
 //! - [`postgres`]: a private PostgreSQL server in a temp dir, stopped by pid.
+//! - [`probe`]: `docker --context NAME version` once a second, what it saw sorted.
 //!
 //! Tests talk only to loopback and to network namespaces they create.
 
@@ -22,5 +23,6 @@ pub mod cli;
 pub mod docker;
 pub mod openssl;
 pub mod postgres;
+pub mod probe;
 pub mod process;
 pub mod serve;

@@ -9,6 +9,9 @@
 //! it re-issues early with the new names.
 //!
 //! - [`plan`]: what to do next, decided from the facts alone (tested as a table).
+//! - `channel`: the agent channel's stream to the CA (revocations, trust changes, renew
+//!   now), kept open on a task of its own; `report`: what the agent reports about its node
+//!   (every few minutes and after every renewal attempt).
 //! - `stop`: SIGTERM races only the agent's waits: while idle it stops at once; during a
 //!   renewal it lets the rotation finish (or roll back) first, so the engine never keeps
 //!   serving a certificate the node's files do not hold.
@@ -17,7 +20,9 @@
 //!
 //! This file is the loop: gather the facts, ask [`plan::next`], do it.
 
+mod channel;
 pub mod plan;
+mod report;
 mod stop;
 mod watch;
 
@@ -33,6 +38,7 @@ use dtca_pki::{duration, renewal};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use self::channel::{Channel, Signal};
 use self::plan::{Action, Facts, Failed, Timing, Until, Why};
 use self::stop::Stop;
 use self::watch::AddressWatch;
@@ -120,10 +126,15 @@ pub async fn run(
         retry_base: opts.retry_base,
         retry_cap: opts.retry_cap,
     };
+    let channel = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server))
+        .ok()
+        .zip(Bundle::load(&opts.out, Layout::CLIENT).ok())
+        .map(|(addr, bundle)| Channel::open(addr, bundle));
     let mut node = Enrolled {
         opts: &opts,
         state,
         current: None,
+        channel,
     };
     let mut watch = AddressWatch::new();
     drive(
@@ -157,7 +168,20 @@ trait Renewable {
     async fn renew(&mut self, names: Option<Sans>) -> Result<CertInfo, ClientError>;
     /// Records a failed attempt for `status`.
     fn failed(&mut self, error: &ClientError, now: OffsetDateTime);
+    /// The agent channel's next signal; never resolves without a channel.
+    async fn signal(&mut self) -> Signal;
+    /// Fetches the CA's trust bundle and installs it where it takes effect without a
+    /// restart (the engine's CA file follows with its next certificate).
+    async fn refresh_trust(&mut self);
+    /// Tells the CA the node's state.
+    async fn report(&mut self);
+    /// The CA revoked `serials`; when the current certificate is among them, says so and
+    /// records it for `status` (renewing it is refused: the node needs a new token).
+    fn revoked(&mut self, serials: &[String], now: OffsetDateTime);
 }
+
+/// How often the agent reports when nothing happens (jittered down to 3/4 of it).
+const REPORT_EVERY: Duration = Duration::from_secs(300);
 
 /// The loop: gather the facts, ask [`plan::next`], do it; until a stop.
 async fn drive<N: Renewable, F: Future<Output = ()>>(
@@ -174,7 +198,12 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
     // Names the CA refused (outside the enrolling token's limits): not asked for again
     // until the addresses change once more; renewals keep the current names meanwhile.
     let mut refused: Option<Sans> = None;
+    let mut next_report = Instant::now();
     loop {
+        if Instant::now() >= next_report {
+            node.report().await;
+            next_report = Instant::now() + REPORT_EVERY.mul_f64(0.75 + renewal::jitter() / 4.0);
+        }
         let now = clock();
         let look = node.look(refused.as_ref())?;
         let facts = Facts {
@@ -211,6 +240,8 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
                 let renewed = stop
                     .finish("the renewal under way", node.renew(look.wanted.clone()))
                     .await;
+                // Whatever came of it, the CA hears about it.
+                next_report = Instant::now();
                 match renewed {
                     Ok(new) => {
                         tracing::info!(serial = %new.serial, not_after = %duration::timestamp(new.not_after), "renewed");
@@ -240,10 +271,24 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
                 continue;
             }
         };
-        match sleep_or_wake(wait, watch, stop).await {
+        let wait = wait.min(next_report.saturating_duration_since(Instant::now()));
+        match sleep_or_wake(wait, watch, stop, node).await {
             Wake::Stop => return Ok(()),
             Wake::Addresses => refused = None,
             Wake::Due => {}
+            Wake::Signal(Signal::Renew(why)) => {
+                tracing::info!(%why, "the CA asks for a renewal now");
+                forced = true;
+            }
+            Wake::Signal(Signal::TrustChanged { generation, renew }) => {
+                tracing::info!(generation, renew, "the CA's trust changed");
+                node.refresh_trust().await;
+                forced |= renew;
+            }
+            Wake::Signal(Signal::Revoked(serials)) => {
+                tracing::debug!(count = serials.len(), "revocations heard");
+                node.revoked(&serials, clock());
+            }
         }
     }
 }
@@ -254,6 +299,16 @@ struct Enrolled<'a> {
     state: ClientState,
     /// The credentials as last read by `look`.
     current: Option<Bundle>,
+    /// The agent channel; `None` when the CA's address does not parse.
+    channel: Option<Channel>,
+}
+
+impl Enrolled<'_> {
+    fn addr(&self) -> Result<ServerAddr, ClientError> {
+        Ok(ServerAddr::parse(
+            self.opts.server.as_deref().unwrap_or(&self.state.server),
+        )?)
+    }
 }
 
 impl Renewable for Enrolled<'_> {
@@ -292,6 +347,10 @@ impl Renewable for Enrolled<'_> {
         {
             tracing::warn!(error = %e, "could not report the engine address to the CA");
         }
+        // The stream speaks for the new certificate from now on.
+        if let Some(channel) = &mut self.channel {
+            channel.reopen(new);
+        }
         Ok(info)
     }
 
@@ -299,6 +358,61 @@ impl Renewable for Enrolled<'_> {
         self.state.last_error = Some(format!("{}: {error}", duration::timestamp(now)));
         if let Err(e) = self.state.save(&self.opts.out) {
             tracing::warn!(error = %e, "cannot record the failure");
+        }
+    }
+
+    async fn signal(&mut self) -> Signal {
+        match &mut self.channel {
+            Some(channel) => channel.next().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn refresh_trust(&mut self) {
+        let refreshed = async {
+            let addr = self.addr()?;
+            let mut bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
+            let roots = crate::ca::trust_bundle(&addr, &bundle).await?;
+            if !roots.is_empty() && roots != bundle.roots {
+                bundle.roots = roots;
+                enroll::write(&self.opts.out, &bundle, &self.state)?;
+                tracing::info!("installed the CA's new trust bundle");
+            }
+            Ok::<(), ClientError>(())
+        };
+        if let Err(e) = refreshed.await {
+            tracing::warn!(error = %e, "cannot refresh the trust bundle; the next renewal will");
+        }
+    }
+
+    async fn report(&mut self) {
+        let sent = async {
+            let addr = self.addr()?;
+            let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
+            let report = report::gather(&self.state, &bundle).await;
+            crate::ca::report(&addr, &bundle, report).await
+        };
+        if let Err(e) = sent.await {
+            tracing::debug!(error = %e, "report not delivered; the next one will be");
+        }
+    }
+
+    fn revoked(&mut self, serials: &[String], now: OffsetDateTime) {
+        let Some(serial) = self
+            .current
+            .as_ref()
+            .and_then(|b| b.leaf().ok())
+            .map(|leaf| leaf.serial.to_string())
+        else {
+            return;
+        };
+        if serials.iter().any(|s| s.eq_ignore_ascii_case(&serial)) {
+            tracing::error!(%serial, "the CA revoked this node's certificate; enroll again with a new token");
+            let error = ClientError::Refused {
+                reason: Reason::CertRevoked,
+                message: format!("certificate {serial} was revoked; enroll again with a new token"),
+            };
+            self.failed(&error, now);
         }
     }
 }
@@ -332,13 +446,15 @@ enum Wake {
     Due,
     Addresses,
     Stop,
+    Signal(Signal),
 }
 
-/// Waits `wait`, or until the node's addresses change, or a stop request.
-async fn sleep_or_wake<F: Future<Output = ()>>(
+/// Waits `wait`, or until the node's addresses change, the CA signals, or a stop request.
+async fn sleep_or_wake<F: Future<Output = ()>, N: Renewable>(
     wait: Duration,
     watch: &mut Option<AddressWatch>,
     stop: &mut Stop<'_, F>,
+    node: &mut N,
 ) -> Wake {
     let changed = async {
         match watch {
@@ -349,6 +465,7 @@ async fn sleep_or_wake<F: Future<Output = ()>>(
     tokio::select! {
         () = tokio::time::sleep(wait) => Wake::Due,
         () = changed => Wake::Addresses,
+        signal = node.signal() => Wake::Signal(signal),
         () = stop.requested() => Wake::Stop,
     }
 }
@@ -389,6 +506,27 @@ pub(crate) mod tests {
         attempts: Vec<Duration>,
         failures_recorded: usize,
         start: Instant,
+        /// Signals from the CA, each delivered after its delay (paused clock).
+        signals: VecDeque<(Duration, Signal)>,
+        trust_refreshes: usize,
+        reports: usize,
+        revocations: usize,
+    }
+
+    impl Scripted {
+        fn new(start: Instant, due: OffsetDateTime, outcomes: Vec<Option<OffsetDateTime>>) -> Self {
+            Scripted {
+                due,
+                outcomes: outcomes.into(),
+                attempts: Vec::new(),
+                failures_recorded: 0,
+                start,
+                signals: VecDeque::new(),
+                trust_refreshes: 0,
+                reports: 0,
+                revocations: 0,
+            }
+        }
     }
 
     impl Renewable for Scripted {
@@ -413,6 +551,30 @@ pub(crate) mod tests {
         fn failed(&mut self, _error: &ClientError, _now: OffsetDateTime) {
             self.failures_recorded += 1;
         }
+
+        async fn signal(&mut self) -> Signal {
+            match self.signals.front() {
+                Some((delay, _)) => {
+                    tokio::time::sleep(*delay).await;
+                    self.signals
+                        .pop_front()
+                        .map_or(Signal::Revoked(vec![]), |(_, s)| s)
+                }
+                None => std::future::pending().await,
+            }
+        }
+
+        async fn refresh_trust(&mut self) {
+            self.trust_refreshes += 1;
+        }
+
+        async fn report(&mut self) {
+            self.reports += 1;
+        }
+
+        fn revoked(&mut self, serials: &[String], _now: OffsetDateTime) {
+            self.revocations += serials.len();
+        }
     }
 
     /// The loop on a paused clock: it waits for the planned point, retries a failing
@@ -423,13 +585,7 @@ pub(crate) mod tests {
         let start = Instant::now();
         let wall = OffsetDateTime::now_utc();
         let at = |s: i64| wall + time::Duration::seconds(s);
-        let mut node = Scripted {
-            due: at(100),
-            outcomes: VecDeque::from([None, None, Some(at(100_000))]),
-            attempts: Vec::new(),
-            failures_recorded: 0,
-            start,
-        };
+        let mut node = Scripted::new(start, at(100), vec![None, None, Some(at(100_000))]);
         let timing = Timing {
             retry_base: Duration::from_secs(10),
             retry_cap: Duration::from_secs(600),
@@ -467,13 +623,11 @@ pub(crate) mod tests {
     async fn a_forced_renewal_happens_at_once_and_once() {
         let start = Instant::now();
         let wall = OffsetDateTime::now_utc();
-        let mut node = Scripted {
-            due: wall + time::Duration::hours(1),
-            outcomes: VecDeque::from([Some(wall + time::Duration::hours(2))]),
-            attempts: Vec::new(),
-            failures_recorded: 0,
+        let mut node = Scripted::new(
             start,
-        };
+            wall + time::Duration::hours(1),
+            vec![Some(wall + time::Duration::hours(2))],
+        );
         let timing = Timing {
             retry_base: Duration::from_secs(10),
             retry_cap: Duration::from_secs(600),
@@ -487,20 +641,64 @@ pub(crate) mod tests {
         assert_eq!(node.attempts, vec![Duration::ZERO]);
     }
 
+    /// The CA's signals: a renew-now renews at once (not at the planned point), a trust
+    /// change refreshes the bundle and renews when asked to; the node reports at start,
+    /// after each renewal and on its period.
+    #[tokio::test(start_paused = true)]
+    async fn signals_from_the_ca_renew_and_refresh_at_once() {
+        let start = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        let far = wall + time::Duration::days(10);
+        let mut node = Scripted::new(start, far, vec![Some(far), Some(far)]);
+        node.signals = VecDeque::from([
+            (Duration::from_secs(30), Signal::Renew("test".into())),
+            (
+                Duration::from_secs(30),
+                Signal::TrustChanged {
+                    generation: 2,
+                    renew: false,
+                },
+            ),
+            (
+                Duration::from_secs(30),
+                Signal::TrustChanged {
+                    generation: 3,
+                    renew: true,
+                },
+            ),
+        ]);
+        let timing = Timing {
+            retry_base: Duration::from_secs(10),
+            retry_cap: Duration::from_secs(600),
+        };
+        let shutdown = std::pin::pin!(tokio::time::sleep(Duration::from_secs(1000)));
+        let mut stop = Stop::new(shutdown);
+        let clock = || wall + (Instant::now() - start);
+        drive(&mut node, timing, false, &mut None, &mut stop, clock)
+            .await
+            .unwrap();
+        let at: Vec<u64> = node.attempts.iter().map(Duration::as_secs).collect();
+        assert_eq!(at, vec![30, 90], "renewed at each signal that asks for it");
+        assert_eq!(node.trust_refreshes, 2);
+        // At start, after each renewal, then every 225-300 s: at least 2 + 3.
+        assert!((5..=10).contains(&node.reports), "{} reports", node.reports);
+    }
+
     #[tokio::test]
     async fn a_stop_while_idle_ends_the_wait_at_once() {
         let signal = std::pin::pin!(async {});
         let mut stop = Stop::new(signal);
+        let mut idle = Scripted::new(Instant::now(), OffsetDateTime::now_utc(), vec![]);
         let wake = tokio::time::timeout(
             Duration::from_secs(5),
-            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop),
+            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop, &mut idle),
         )
         .await;
         assert!(matches!(wake, Ok(Wake::Stop)));
         // Seen once, it stays seen (the signal future is not polled again).
         assert!(stop.requested_now());
         assert!(matches!(
-            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop).await,
+            sleep_or_wake(Duration::from_secs(3600), &mut None, &mut stop, &mut idle).await,
             Wake::Stop
         ));
     }

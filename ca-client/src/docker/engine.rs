@@ -33,6 +33,8 @@ pub struct EngineInfo {
     pub swarm: bool,
     /// Whether live-restore is on.
     pub live_restore: bool,
+    /// A manager of its swarm (`Swarm.ControlAvailable`).
+    pub manager: bool,
 }
 
 /// `GET /_ping` over the unix socket.
@@ -65,6 +67,7 @@ pub async fn info_unix(socket: &Path) -> Result<EngineInfo, EngineError> {
         version: v["ServerVersion"].as_str().unwrap_or_default().to_string(),
         swarm: matches!(state, "active" | "pending" | "locked"),
         live_restore: v["LiveRestoreEnabled"].as_bool().unwrap_or(false),
+        manager: v["Swarm"]["ControlAvailable"].as_bool().unwrap_or(false),
     })
 }
 

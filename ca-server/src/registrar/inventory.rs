@@ -7,7 +7,9 @@ use dtca_pki::identity::Role;
 use time::OffsetDateTime;
 
 use super::{Caller, Refusal, Registrar};
-use crate::store::{AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, NodeRecord};
+use crate::store::{
+    AgentRecord, AgentState, AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, NodeRecord,
+};
 
 impl Registrar {
     /// Certificates matching a query.
@@ -99,6 +101,54 @@ impl Registrar {
             .map_err(Refusal::from)
     }
 
+    /// Keeps what the calling node's agent reports about itself.
+    ///
+    /// # Errors
+    /// [`Refusal::RoleNotAllowed`] for non-nodes, [`Refusal::InvalidArgument`] for a report
+    /// too large to be one, [`Refusal::Store`] when the store fails.
+    pub async fn record_report(
+        &self,
+        caller: &Caller,
+        state: AgentState,
+        now: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        if caller.identity.role != Role::Node {
+            return Err(Refusal::RoleNotAllowed {
+                role: caller.identity.role,
+                action: "report an agent's state",
+            });
+        }
+        check_report(&state)?;
+        self.store
+            .record_report(AgentRecord {
+                name: caller.identity.name.clone(),
+                serial: caller.serial.clone(),
+                received_at: now,
+                state,
+            })
+            .await
+            .map_err(Refusal::from)
+    }
+
+    /// Every node's newest agent report.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn reports(&self) -> Result<Vec<AgentRecord>, Refusal> {
+        Ok(self.store.reports().await?)
+    }
+
+    /// Certificates revoked at or after `since` (the agent channel's catch-up).
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, Refusal> {
+        Ok(self.store.revocations_since(since).await?)
+    }
+
     /// Enrolled nodes and their engines.
     ///
     /// # Errors
@@ -114,6 +164,38 @@ impl Registrar {
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, Refusal> {
         Ok(self.store.audit(limit).await?)
     }
+}
+
+/// Most entries of a list in a report, and longest text: a node has a handful of addresses
+/// and listeners; anything far past that is not a report.
+const MAX_REPORT_ITEMS: usize = 256;
+const MAX_REPORT_TEXT: usize = 1024;
+
+fn check_report(state: &AgentState) -> Result<(), Refusal> {
+    let lists = [
+        &state.plain_listeners,
+        &state.addresses,
+        &state.trusted_roots,
+    ];
+    let texts = [
+        &state.mode,
+        &state.engine_error,
+        &state.swarm_role,
+        &state.engine_version,
+        &state.agent_version,
+        &state.last_error,
+    ];
+    let too_long = |t: &String| t.len() > MAX_REPORT_TEXT;
+    if lists
+        .iter()
+        .any(|l| l.len() > MAX_REPORT_ITEMS || l.iter().any(too_long))
+        || texts.iter().any(|t| too_long(t))
+    {
+        return Err(Refusal::InvalidArgument(format!(
+            "an agent report holds at most {MAX_REPORT_ITEMS} entries a list and {MAX_REPORT_TEXT} characters a text"
+        )));
+    }
+    Ok(())
 }
 
 /// A well-formed `tcp://HOST:PORT` whose host is one of the node certificate's names: the

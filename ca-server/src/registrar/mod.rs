@@ -32,6 +32,7 @@ pub use refusal::Refusal;
 pub use revoke::CRL_VALIDITY;
 pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenSpec};
 
+use crate::channel::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -51,6 +52,8 @@ pub struct Registrar {
     store: Arc<dyn Store>,
     rules: Rules,
     metrics: Arc<Metrics>,
+    /// What the agent channel tells agents.
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -73,7 +76,13 @@ impl Registrar {
             store,
             rules,
             metrics,
+            hub: Arc::new(Hub::default()),
         }
+    }
+
+    /// The agent channel's fan-out point.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// The signing authority.

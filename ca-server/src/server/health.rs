@@ -60,8 +60,8 @@ mod tests {
     use crate::registrar::Rules;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{
-        AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance, NodeRecord,
-        RevokeTarget, Store, StoreError, TokenRecord,
+        AgentRecord, AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
+        NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
     };
 
     /// A store whose database has gone away: every call fails the way both backends fail
@@ -114,6 +114,18 @@ mod tests {
             down()
         }
         async fn mark_used(&self, _: &Serial, _: OffsetDateTime) -> Result<(), StoreError> {
+            down()
+        }
+        async fn revocations_since(
+            &self,
+            _: OffsetDateTime,
+        ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+            down()
+        }
+        async fn record_report(&self, _: AgentRecord) -> Result<(), StoreError> {
+            down()
+        }
+        async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
             down()
         }
         async fn holders(

@@ -183,6 +183,11 @@ pub async fn run(
             not_before,
             not_after,
         )),
+        tokio::spawn(crate::channel::revocation_feed(
+            registrar.store().clone(),
+            registrar.hub().clone(),
+            std::future::pending(),
+        )),
     ];
     let routes = Routes::new(health_service)
         .add_service(reflection)

@@ -1,13 +1,28 @@
 //! `dtca.v1.Ca`: trust bundle, enrollment, renewal, CRL, node inventory.
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dtca_common::{Reason, reason};
+use dtca_pki::Serial;
 use dtca_pki::identity::Role;
 use dtca_proto::v1::{self, ca_server};
 use time::OffsetDateTime;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Context, peer};
+use crate::channel::{Event, Hub};
 use crate::metrics::Rpc;
 use crate::registrar::{Issued, require};
+use crate::store::AgentState;
+
+/// How often a `Watch` stream says Hello (with the CA's clock): an agent that hears
+/// nothing for twice this long reconnects.
+pub const HELLO_EVERY: Duration = Duration::from_secs(60);
 
 /// The `Ca` service.
 #[derive(Debug, Clone)]
@@ -38,6 +53,71 @@ impl CaService {
 
 #[tonic::async_trait]
 impl ca_server::Ca for CaService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::AgentEvent, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let peer = peer(&request);
+        let since = request.get_ref().revoked_since_unix;
+        let cx = &self.cx;
+        // Subscribed before the backlog is read, so nothing falls between the two.
+        let events = cx.registrar.hub().subscribe();
+        let (caller, backlog) = cx
+            .call(Rpc::Other, "Watch", peer.clone(), async {
+                let caller = cx.caller(peer.as_ref(), false).await?;
+                let backlog = match OffsetDateTime::from_unix_timestamp(since) {
+                    Ok(t) if since > 0 => cx.registrar.revocations_since(t).await?,
+                    _ => Vec::new(),
+                };
+                Ok((caller, backlog))
+            })
+            .await?;
+        tracing::debug!(identity = %caller.identity.uri(), serial = %caller.serial, "agent channel open");
+        let (tx, rx) = mpsc::channel(64);
+        let watcher = Watcher {
+            serial: caller.serial,
+            issued_at: caller.record.issued_at,
+            hub: cx.registrar.hub().clone(),
+            tx,
+        };
+        tokio::spawn(watcher.run(events, backlog));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report(
+        &self,
+        request: Request<v1::AgentReport>,
+    ) -> Result<Response<v1::ReportResponse>, Status> {
+        let peer = peer(&request);
+        let r = request.into_inner();
+        let cx = &self.cx;
+        let state = AgentState {
+            mode: r.mode,
+            engine_healthy: r.engine_healthy,
+            engine_error: r.engine_error,
+            plain_listeners: r.plain_listeners,
+            swarm_role: r.swarm_role,
+            engine_version: r.engine_version,
+            agent_version: r.agent_version,
+            addresses: r.addresses,
+            last_rotation_unix: r.last_rotation_unix,
+            next_renewal_unix: r.next_renewal_unix,
+            last_error: r.last_error,
+            trusted_roots: r.trusted_roots,
+        };
+        let now = OffsetDateTime::now_utc();
+        cx.call(Rpc::Other, "Report", peer.clone(), async {
+            let caller = cx.caller(peer.as_ref(), false).await?;
+            cx.registrar.record_report(&caller, state, now).await
+        })
+        .await?;
+        Ok(Response::new(v1::ReportResponse {
+            server_time_unix: now.unix_timestamp(),
+        }))
+    }
+
     async fn trust_bundle(
         &self,
         _: Request<v1::TrustBundleRequest>,
@@ -161,5 +241,112 @@ impl ca_server::Ca for CaService {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// One open `Watch` stream: what its agent must hear, from the hub to the wire.
+struct Watcher {
+    /// The certificate the stream was opened with: its revocation ends the stream.
+    serial: Serial,
+    /// When that certificate was issued: a trust change asks it to renew when it predates
+    /// the change's cut-off.
+    issued_at: OffsetDateTime,
+    hub: Arc<Hub>,
+    tx: mpsc::Sender<Result<v1::AgentEvent, Status>>,
+}
+
+impl Watcher {
+    async fn run(
+        self,
+        mut events: broadcast::Receiver<Event>,
+        backlog: Vec<(Serial, OffsetDateTime)>,
+    ) {
+        if !self.send(self.hello()).await {
+            return;
+        }
+        if !backlog.is_empty() && !self.send(revocations(&backlog)).await {
+            return;
+        }
+        let mut hello =
+            tokio::time::interval_at(tokio::time::Instant::now() + HELLO_EVERY, HELLO_EVERY);
+        loop {
+            let event = tokio::select! {
+                () = self.tx.closed() => return,
+                _ = hello.tick() => self.hello(),
+                received = events.recv() => match received {
+                    Ok(Event::Revoked(list)) => {
+                        if list.iter().any(|(s, _)| *s == self.serial) {
+                            // The agent hears it as a revocation, then the stream ends.
+                            let _ = self.send(revocations(&list)).await;
+                            let _ = self
+                                .tx
+                                .send(Err(reason::status(
+                                    tonic::Code::PermissionDenied,
+                                    Reason::CertRevoked,
+                                    "the certificate of this stream was revoked",
+                                )))
+                                .await;
+                            return;
+                        }
+                        revocations(&list)
+                    }
+                    Ok(Event::TrustChanged { generation, renew_before }) => {
+                        trust_changed(generation, renew_before.is_some_and(|t| self.issued_at < t))
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Whatever was missed, the agent catches up by reconnecting with
+                        // its last revocation time.
+                        let _ = self
+                            .tx
+                            .send(Err(Status::unavailable(format!(
+                                "the stream fell {missed} events behind; reconnect"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if !self.send(event).await {
+                return;
+            }
+        }
+    }
+
+    fn hello(&self) -> v1::AgentEvent {
+        v1::AgentEvent {
+            event: Some(v1::agent_event::Event::Hello(v1::Hello {
+                server_time_unix: OffsetDateTime::now_utc().unix_timestamp(),
+                trust_generation: self.hub.trust_generation(),
+            })),
+        }
+    }
+
+    /// False when the agent is gone.
+    async fn send(&self, event: v1::AgentEvent) -> bool {
+        self.tx.send(Ok(event)).await.is_ok()
+    }
+}
+
+fn revocations(list: &[(Serial, OffsetDateTime)]) -> v1::AgentEvent {
+    v1::AgentEvent {
+        event: Some(v1::agent_event::Event::Revocations(v1::Revocations {
+            revoked: list
+                .iter()
+                .map(|(serial, at)| v1::Revoked {
+                    serial: serial.to_string(),
+                    revoked_unix: at.unix_timestamp(),
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn trust_changed(generation: u64, renew: bool) -> v1::AgentEvent {
+    v1::AgentEvent {
+        event: Some(v1::agent_event::Event::TrustChanged(v1::TrustChanged {
+            trust_generation: generation,
+            renew,
+        })),
     }
 }

@@ -32,6 +32,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_dns_name_belongs_to_one_identity(&*store).await;
     a_renewed_certificate_renews_again_only_while_its_successor_is_unused(&*store).await;
     an_engine_address_reported_by_a_revoked_certificate_is_not_shown(&*store).await;
+    revocations_since_a_time_oldest_first(&*store).await;
+    the_newest_agent_report_of_each_node_is_kept(&*store).await;
 }
 
 fn now() -> OffsetDateTime {
@@ -840,4 +842,61 @@ async fn an_engine_address_reported_by_a_revoked_certificate_is_not_shown(store:
         node.endpoint, None,
         "the replaced holder's engine address is still shown"
     );
+}
+
+async fn revocations_since_a_time_oldest_first(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        let c = cert(Role::Operator, &format!("since-{i}"), later);
+        serials.push(c.summary.serial.clone());
+        enroll_fresh(store, c, false).await.unwrap();
+    }
+    let t0 = now() + time::Duration::seconds(100);
+    let t1 = t0 + time::Duration::seconds(5);
+    for (serial, at) in [(&serials[1], t1), (&serials[0], t0)] {
+        store
+            .revoke(&RevokeTarget::Serial(serial.clone()), at, "x", "admin")
+            .await
+            .unwrap();
+    }
+    let all = store.revocations_since(t0).await.unwrap();
+    assert_eq!(
+        all,
+        vec![(serials[0].clone(), t0), (serials[1].clone(), t1)],
+        "not every revocation since t0, or not oldest first"
+    );
+    assert_eq!(
+        store.revocations_since(t1).await.unwrap(),
+        vec![(serials[1].clone(), t1)]
+    );
+    assert!(
+        store
+            .revocations_since(t1 + time::Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn the_newest_agent_report_of_each_node_is_kept(store: &dyn Store) {
+    let serial = cert(Role::Node, "r", now()).summary.serial;
+    let report = |mode: &str, at: OffsetDateTime| super::AgentRecord {
+        name: "reporter".into(),
+        serial: serial.clone(),
+        received_at: at,
+        state: super::AgentState {
+            mode: mode.into(),
+            engine_healthy: true,
+            plain_listeners: vec!["tcp://0.0.0.0:2375".into()],
+            trusted_roots: vec!["ABC".into()],
+            ..Default::default()
+        },
+    };
+    store.record_report(report("native", now())).await.unwrap();
+    let newer = report("guard", now() + time::Duration::seconds(1));
+    store.record_report(newer.clone()).await.unwrap();
+    let reports = store.reports().await.unwrap();
+    let mine: Vec<_> = reports.iter().filter(|r| r.name == "reporter").collect();
+    assert_eq!(mine, vec![&newer]);
 }

@@ -207,6 +207,50 @@ pub struct EngineRecord {
     pub serial: Option<Serial>,
 }
 
+/// What a node's agent last reported, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Identity name of the node.
+    pub name: String,
+    /// The certificate it reported with.
+    pub serial: Serial,
+    /// When the CA received it.
+    pub received_at: OffsetDateTime,
+    /// What it said.
+    pub state: AgentState,
+}
+
+/// A node's state as its agent sees it (the `AgentReport` of the wire contract), kept as
+/// one JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct AgentState {
+    /// "native", "guard" or "none".
+    pub mode: String,
+    /// Whether the engine answered the agent's last check.
+    pub engine_healthy: bool,
+    /// Why not, when it did not.
+    pub engine_error: String,
+    /// Plain (unauthenticated) TCP addresses the engine still listens on.
+    pub plain_listeners: Vec<String>,
+    /// "manager", "worker" or "none".
+    pub swarm_role: String,
+    /// Engine version.
+    pub engine_version: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// The node's own addresses.
+    pub addresses: Vec<String>,
+    /// Last certificate rotation, Unix seconds (0: none yet).
+    pub last_rotation_unix: i64,
+    /// Planned next renewal, Unix seconds (0: not planned).
+    pub next_renewal_unix: i64,
+    /// The last failure; empty when the last attempt succeeded.
+    pub last_error: String,
+    /// Digests of the roots the node trusts (its ca.pem).
+    pub trusted_roots: Vec<String>,
+}
+
 /// Kinds of audit entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
@@ -351,6 +395,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         now: OffsetDateTime,
     ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
+    /// Certificates revoked at or after `since`, oldest first: what the agent channel
+    /// tells agents.
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError>;
+
+    /// Keeps an agent's newest report (one per node name).
+    async fn record_report(&self, report: AgentRecord) -> Result<(), StoreError>;
+    /// Every node's newest report, by name.
+    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError>;
 
     /// Records that `serial` authenticated a call at `at`, the first time it does.
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError>;

@@ -6,7 +6,7 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditEntry, CaUpdate, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::{AgentRecord, AuditEntry, CaUpdate, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
 pub(super) enum Write {
@@ -36,6 +36,7 @@ pub(super) enum Change {
         serial: Serial,
         at: OffsetDateTime,
     },
+    Report(AgentRecord),
     Ca(CaUpdate),
 }
 
@@ -48,6 +49,7 @@ impl Change {
             Change::Revoke { .. }
             | Change::Engine { .. }
             | Change::MarkUsed { .. }
+            | Change::Report(_)
             | Change::Ca(_) => None,
         }
     }

@@ -37,6 +37,7 @@ mod conn;
 mod failure;
 mod import;
 mod issue;
+mod reads;
 mod rows;
 mod schema;
 mod url;
@@ -56,6 +57,11 @@ use tokio_postgres::types::ToSql;
 pub use import::{Counts, ImportError};
 pub use url::redact;
 
+/// The schema version this build reads and writes (the number of migrations).
+pub fn schema_version() -> i32 {
+    schema::current()
+}
+
 use audit::insert_audit;
 use conn::{Conn, Readers, within};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
@@ -64,8 +70,8 @@ use writer::writer_loop;
 use super::columns::{self, parse_serial, secs};
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
-    AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
-    NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
+    AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
+    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
 
 /// Writer tasks, each with its own connection.
@@ -317,6 +323,31 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            reads::revocations_since(&mut c, since).await
+        })
+        .await
+    }
+
+    async fn record_report(&self, report: AgentRecord) -> Result<(), StoreError> {
+        self.write(Write::Change(Box::new(Change::Report(report))))
+            .await
+            .map(|_| ())
+    }
+
+    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            reads::reports(&mut c).await
+        })
+        .await
+    }
+
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {
         self.write(Write::Change(Box::new(Change::MarkUsed {
             serial: serial.clone(),
@@ -330,33 +361,9 @@ impl Store for PostgresStore {
         &self,
         identities: &[(Role, String)],
     ) -> Result<Vec<(Role, String, Serial)>, StoreError> {
-        let roles: Vec<&str> = identities.iter().map(|(r, _)| r.as_str()).collect();
-        let names: Vec<&str> = identities.iter().map(|(_, n)| n.as_str()).collect();
         within(async {
             let mut c = self.readers.take().await?;
-            let rows = c
-                .query(
-                    "SELECT i.role, i.name, i.serial FROM identities i
-                     JOIN unnest($1::text[], $2::text[]) AS w(role, name)
-                       ON i.role = w.role AND i.name = w.name",
-                    &[&roles, &names],
-                )
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(|r| {
-                    let role: String = r.try_get(0).map_err(corrupt)?;
-                    let serial: String = r.try_get(2).map_err(corrupt)?;
-                    Ok((
-                        role.parse()
-                            .map_err(|e: dtca_pki::identity::IdentityError| {
-                                StoreError::Corrupt(e.to_string())
-                            })?,
-                        r.try_get(1).map_err(corrupt)?,
-                        parse_serial(&serial)?,
-                    ))
-                })
-                .collect()
+            reads::holders(&mut c, identities).await
         })
         .await
     }
@@ -381,30 +388,7 @@ impl Store for PostgresStore {
     async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError> {
         within(async {
             let mut c = self.readers.take().await?;
-            let rows = c
-                .query(
-                    "SELECT DISTINCT ON (c.name)
-                            c.serial, c.identity, c.dns, c.ips, c.not_before, c.not_after,
-                            c.revoked_at, c.renewed_by, c.name, n.endpoint
-                     FROM certificates c LEFT JOIN nodes n ON n.name = c.name
-                          AND NOT EXISTS (SELECT 1 FROM certificates r
-                                          WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL)
-                     WHERE c.role = 'node' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
-                           AND c.not_after > $1
-                     ORDER BY c.name, c.not_after DESC",
-                    &[&now.unix_timestamp()],
-                )
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(NodeRecord {
-                        cert: summary_from_row(r)?,
-                        name: r.try_get(8).map_err(corrupt)?,
-                        endpoint: r.try_get(9).map_err(corrupt)?,
-                    })
-                })
-                .collect()
+            reads::nodes(&mut c, now).await
         })
         .await
     }
@@ -412,28 +396,7 @@ impl Store for PostgresStore {
     async fn engines(&self) -> Result<Vec<EngineRecord>, StoreError> {
         within(async {
             let mut c = self.readers.take().await?;
-            let rows = c
-                .query(
-                    "SELECT name, endpoint, updated_at, serial FROM nodes ORDER BY name",
-                    &[],
-                )
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(EngineRecord {
-                        name: r.try_get(0).map_err(corrupt)?,
-                        endpoint: r.try_get(1).map_err(corrupt)?,
-                        updated_at: time_of(r.try_get(2).map_err(corrupt)?)?,
-                        serial: r
-                            .try_get::<_, Option<String>>(3)
-                            .map_err(corrupt)?
-                            .as_deref()
-                            .map(parse_serial)
-                            .transpose()?,
-                    })
-                })
-                .collect()
+            reads::engines(&mut c).await
         })
         .await
     }
@@ -441,24 +404,7 @@ impl Store for PostgresStore {
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         within(async {
             let mut c = self.readers.take().await?;
-            let rows = c
-                .query(
-                    "SELECT at, kind, actor, subject, detail FROM audit ORDER BY id DESC LIMIT $1",
-                    &[&i64::from(limit)],
-                )
-                .await
-                .map_err(unavailable)?;
-            rows.iter()
-                .map(|r| {
-                    Ok(AuditEntry {
-                        at: time_of(r.try_get(0).map_err(corrupt)?)?,
-                        kind: r.try_get(1).map_err(corrupt)?,
-                        actor: r.try_get(2).map_err(corrupt)?,
-                        subject: r.try_get(3).map_err(corrupt)?,
-                        detail: r.try_get(4).map_err(corrupt)?,
-                    })
-                })
-                .collect()
+            reads::audit(&mut c, limit).await
         })
         .await
     }

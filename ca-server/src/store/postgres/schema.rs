@@ -88,6 +88,14 @@ CREATE TABLE host_names (
 CREATE INDEX host_names_identity ON host_names (role, name);
 ",
     DERIVE_HOLDERS,
+    "
+CREATE TABLE agent_reports (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    state TEXT NOT NULL
+);
+",
     super::ca::MIGRATION,
 ];
 

@@ -45,7 +45,8 @@ fn lock_key(write: &Write) -> (u8, String) {
             } => (2, name.clone()),
             Change::Engine { name, .. } => (3, name.clone()),
             Change::MarkUsed { serial, .. } => (1, serial.to_string()),
-            Change::Ca(_) => (4, String::new()),
+            Change::Report(report) => (4, report.name.clone()),
+            Change::Ca(_) => (5, String::new()),
         },
     }
 }
@@ -288,6 +289,22 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             )
             .await?;
             insert_audit(conn, std::slice::from_ref(audit)).await?;
+        }
+        Change::Report(report) => {
+            let state = serde_json::to_string(&report.state)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            conn.execute(
+                "INSERT INTO agent_reports (name, serial, received_at, state) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET serial = excluded.serial,
+                     received_at = excluded.received_at, state = excluded.state",
+                &[
+                    &report.name,
+                    &report.serial.to_string(),
+                    &report.received_at.unix_timestamp(),
+                    &state,
+                ],
+            )
+            .await?;
         }
         Change::Ca(update) => {
             return super::ca::apply(conn, update)

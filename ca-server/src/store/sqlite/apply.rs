@@ -92,6 +92,23 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             .map_err(unavailable)?;
             insert_audit(tx, audit)?;
         }
+        Change::Report(report) => {
+            let state = serde_json::to_string(&report.state)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.prepare_cached(
+                "INSERT INTO agent_reports (name, serial, received_at, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET serial = excluded.serial,
+                     received_at = excluded.received_at, state = excluded.state",
+            )
+            .map_err(unavailable)?
+            .execute(params![
+                report.name,
+                report.serial.to_string(),
+                report.received_at.unix_timestamp(),
+                state
+            ])
+            .map_err(unavailable)?;
+        }
         Change::Ca(update) => return super::ca::apply(tx, update).map(Outcome::Generation),
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(

@@ -37,8 +37,8 @@ use writer::{checkpoint_loop, writer_loop};
 
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
-    AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
-    NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
+    AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
+    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
 
 /// Writes that may wait for the writer before callers are held back.
@@ -204,6 +204,23 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
         self.read(move |c| reads::revoked(c, now)).await
+    }
+
+    async fn revocations_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+        self.read(move |c| reads::revocations_since(c, since)).await
+    }
+
+    async fn record_report(&self, report: AgentRecord) -> Result<(), StoreError> {
+        self.write(Write::Change(Box::new(Change::Report(report))))
+            .await
+            .map(|_| ())
+    }
+
+    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(reads::reports).await
     }
 
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {

@@ -15,8 +15,8 @@ use super::schema::open_connection;
 use super::unavailable;
 use crate::store::columns::{self, parse_serial, secs};
 use crate::store::{
-    AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord, StoreError,
-    TokenRecord,
+    AgentRecord, AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord,
+    StoreError, TokenRecord,
 };
 
 /// Read connections, opened on demand and kept (up to 16) for the next read.
@@ -189,6 +189,57 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
         });
     }
     Ok(out)
+}
+
+pub(super) fn revocations_since(
+    c: &Connection,
+    since: OffsetDateTime,
+) -> Result<Vec<(Serial, OffsetDateTime)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT serial, revoked_at FROM certificates
+             WHERE revoked_at IS NOT NULL AND revoked_at >= ?1 ORDER BY revoked_at",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([since.unix_timestamp()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (serial, at) = r.map_err(unavailable)?;
+        Ok((
+            parse_serial(&serial)?,
+            columns::time(at).map_err(StoreError::Corrupt)?,
+        ))
+    })
+    .collect()
+}
+
+pub(super) fn reports(c: &Connection) -> Result<Vec<AgentRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT name, serial, received_at, state FROM agent_reports ORDER BY name")
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (name, serial, at, state) = r.map_err(unavailable)?;
+        Ok(AgentRecord {
+            name,
+            serial: parse_serial(&serial)?,
+            received_at: columns::time(at).map_err(StoreError::Corrupt)?,
+            state: serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        })
+    })
+    .collect()
 }
 
 pub(super) fn holders(

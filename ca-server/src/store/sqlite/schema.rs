@@ -9,10 +9,20 @@ use super::unavailable;
 use crate::store::StoreError;
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Each version's changes, applied in order from the database's version on.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2, CA_LIFECYCLE_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, IDENTITIES_V2, AGENT_REPORTS_V3, CA_LIFECYCLE_V4];
+
+/// What each node's agent last reported (the agent channel), one row per node.
+const AGENT_REPORTS_V3: &str = "
+CREATE TABLE agent_reports (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
+";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS tokens (
@@ -105,7 +115,7 @@ INSERT OR REPLACE INTO host_names (dns, role, name, serial, not_after)
 /// The CA's own certificates (intermediate keys encrypted) and its lifecycle: one row
 /// whose generation every change bumps. Filled at `init`, or at the first `serve` from the
 /// state dir of a CA made before.
-const CA_LIFECYCLE_V3: &str = "
+const CA_LIFECYCLE_V4: &str = "
 CREATE TABLE ca_certificates (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
