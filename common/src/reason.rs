@@ -86,6 +86,10 @@ reasons! {
     DockerUnavailable = 36, "docker-unavailable", Unavailable, "the Docker engine did not answer";
     NameTaken = 37, "name-taken", AlreadyExists, "the name, or a DNS name asked for, belongs to another enrolled identity";
     CertSuperseded = 38, "cert-superseded", PermissionDenied, "the client certificate was renewed, and its successor is in use";
+    RotationLagging = 42, "rotation-lagging", FailedPrecondition, "the root rotation cannot finish: nodes or operators still hold certificates of the old root only (--force leaves them behind)";
+    RotationState = 43, "rotation-state", FailedPrecondition, "no root rotation is under way, or one already is";
+    NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
+    NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

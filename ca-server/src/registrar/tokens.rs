@@ -95,8 +95,8 @@ impl Registrar {
                 spec.role
             )));
         }
-        let token =
-            JoinToken::generate(self.root_digest).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let token = JoinToken::generate(self.ca().active_root().digest())
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         let hash = token.secret_hash();
         let record = TokenRecord {
             id: hash.id(),

@@ -109,7 +109,13 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             ])
             .map_err(unavailable)?;
         }
-        Change::Ca(update) => return super::ca::apply(tx, update).map(Outcome::Generation),
+        Change::Ca(update) => {
+            let generation = super::ca::apply(tx, update)?;
+            for entry in &update.audit {
+                insert_audit(tx, entry)?;
+            }
+            return Ok(Outcome::Generation(generation));
+        }
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(
                 "UPDATE certificates SET first_used_at = ?2 WHERE serial = ?1 AND first_used_at IS NULL",
@@ -440,10 +446,7 @@ fn revoke(
     Ok(out)
 }
 
-pub(super) fn insert_audit(
-    tx: &rusqlite::Savepoint<'_>,
-    entry: &AuditEntry,
-) -> Result<(), StoreError> {
+fn insert_audit(tx: &rusqlite::Savepoint<'_>, entry: &AuditEntry) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO audit (at, kind, actor, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

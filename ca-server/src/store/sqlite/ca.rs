@@ -1,5 +1,5 @@
-//! The CA's own certificates and lifecycle: the update (in the writer's savepoint) and
-//! the reads.
+//! The CA's own certificates and lifecycle: the update (in the writer's savepoint; the
+//! writer adds its audit entries) and the reads.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -54,9 +54,6 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
             params![id, at],
         )
         .map_err(unavailable)?;
-    }
-    for entry in &u.audit {
-        super::apply::insert_audit(tx, entry)?;
     }
     Ok(u.expected_generation + 1)
 }
