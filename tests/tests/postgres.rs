@@ -71,11 +71,30 @@ struct Replicas {
 
 impl Replicas {
     fn start(db: &str, count: usize) -> Replicas {
+        Self::start_with(db, count, &[])
+    }
+
+    /// Replicas of a CA made with `init <init_args>`; only the first holds the root key.
+    fn start_with(db: &str, count: usize, init_args: &[&str]) -> Replicas {
         let pg = Postgres::start();
         let url = pg.create_database(db);
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("replica-0");
-        init_insecure(&first);
+        if init_args.is_empty() {
+            init_insecure(&first);
+        } else {
+            let mut args = vec![
+                "init",
+                "--cluster",
+                "cli",
+                "--insecure-no-passphrase",
+                "--state-dir",
+                first.to_str().unwrap(),
+            ];
+            args.extend_from_slice(init_args);
+            let out = ca_server(&args);
+            assert!(out.status.success(), "init: {}", stderr(&out));
+        }
         let out = ca_server(&[
             "store",
             "migrate",
@@ -1018,5 +1037,84 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
         reason_of(&refused),
         Some(Reason::CertRevoked),
         "{refused:?}"
+    );
+}
+
+/// The intermediate a replica signs with now, as its trust bundle says.
+async fn signing_intermediate(replicas: &Replicas, replica: usize) -> Vec<u8> {
+    let bundle = replicas
+        .ca(replica)
+        .await
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    dtca_pki::inspect::certs_from_pem(&bundle.intermediate_pem)
+        .unwrap()
+        .remove(0)
+}
+
+/// Two replicas of a CA with one-minute intermediates: the one holding the root key
+/// prepares each successor, the other reads it from the database, and both switch to it
+/// together; a kill -9 of the first between prepare and switch changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_switch_to_the_same_intermediate_across_a_kill() {
+    let mut replicas = Replicas::start_with(
+        "switch",
+        2,
+        &["--intermediate-ttl", "60s", "--root-ttl", "1h"],
+    );
+    let first = signing_intermediate(&replicas, 0).await;
+    assert_eq!(signing_intermediate(&replicas, 1).await, first);
+    // Once the successor is prepared (an audit entry in the shared store), kill -9 the
+    // replica that made it and start it again.
+    let store = connect_store(&replicas.url).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.ca_material().await.unwrap().certs.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no successor prepared: {}",
+            replicas.serves[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let addr = replicas.serves[0].addr.clone();
+    replicas.serves[0]
+        .proc
+        .signal_and_wait(Signal::SIGKILL, Duration::from_secs(10));
+    replicas.serves[0] = ServeProcess::start_at(
+        &replicas.states[0],
+        &addr,
+        &["--database", &replicas.url, "--insecure-no-passphrase"],
+        &[],
+    );
+    // Both switch, to the same intermediate.
+    let mut seen = vec![first];
+    for _ in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let a = signing_intermediate(&replicas, 0).await;
+            let b = signing_intermediate(&replicas, 1).await;
+            if a == b && !seen.contains(&a) {
+                seen.push(a);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not switch together: {}",
+                replicas.serves[1].log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        replicas.serves[1]
+            .log_text()
+            .contains("intermediate switch")
+    );
+    assert!(
+        !replicas.serves[1]
+            .log_text()
+            .contains("prepared the next intermediate")
     );
 }

@@ -23,8 +23,8 @@ pub struct Member {
     pub serial: String,
     /// The root that certificate chains to through its own intermediate.
     pub root: Option<RootDigest>,
-    /// It holds the bundle with the new root: its certificate was issued after the
-    /// rotation started, or its agent reports trusting the new root.
+    /// It holds the bundle with the new root: its certificate chains to the new root (it
+    /// came with the two-root bundle), or its agent reports trusting the new root.
     pub trusts_new_root: bool,
     /// When the certificate was issued.
     pub issued_at: OffsetDateTime,
@@ -55,7 +55,6 @@ pub async fn members(
     let lineage = state.lineage();
     let active = lineage.active_root();
     let new_digest = active.digest().to_string();
-    let started = lineage.rotation_started();
     let mut newest: HashMap<(Role, String), Member> = HashMap::new();
     for cert in store.current_certificates(now).await? {
         let id = &cert.summary.identity;
@@ -86,9 +85,8 @@ pub async fn members(
             name: id.name.clone(),
             serial: info.serial.to_string(),
             root: root.map(|r| r.digest()),
-            trusts_new_root: !lagging
-                || started.is_some_and(|s| cert.issued_at >= s)
-                || reported_trust,
+            // A certificate of the new root came with the two-root bundle.
+            trusts_new_root: !lagging || reported_trust,
             issued_at: cert.issued_at,
             last_seen,
             not_after: info.not_after,

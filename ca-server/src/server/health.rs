@@ -13,6 +13,11 @@ use crate::registrar::Registrar;
 /// The services whose health the loop reports: the server as a whole, and each API.
 const HEALTH_SERVICES: [&str; 3] = ["", "dtca.v1.Ca", "dtca.v1.Admin"];
 
+/// The health detail of the CA's own certificates: NOT_SERVING while the lifecycle warns
+/// (the active intermediate ends soon without a successor, the root ends), while the
+/// server itself still serves. The log and `ca status` say why.
+pub(super) const LIFECYCLE_SERVICE: &str = "dtca.ca-lifecycle";
+
 /// Checks every `every` and tells the reporter whenever the answer changes.
 pub(super) async fn health_loop(
     registrar: Arc<Registrar>,
@@ -20,6 +25,7 @@ pub(super) async fn health_loop(
     every: Duration,
 ) {
     let mut was: Option<ServingStatus> = None;
+    let mut lifecycle_was: Option<ServingStatus> = None;
     loop {
         let status = serving_status(&registrar, OffsetDateTime::now_utc()).await;
         if was != Some(status) {
@@ -27,6 +33,16 @@ pub(super) async fn health_loop(
                 reporter.set_service_status(service, status).await;
             }
             was = Some(status);
+        }
+        let lifecycle = match registrar.custody().map(|c| c.warnings()) {
+            Some(w) if !w.is_empty() => ServingStatus::NotServing,
+            _ => ServingStatus::Serving,
+        };
+        if lifecycle_was != Some(lifecycle) {
+            reporter
+                .set_service_status(LIFECYCLE_SERVICE, lifecycle)
+                .await;
+            lifecycle_was = Some(lifecycle);
         }
         tokio::time::sleep(every).await;
     }
