@@ -58,15 +58,29 @@ fn pem_file(dir: &Path, name: &str, ders: &[Vec<u8>]) -> PathBuf {
 }
 
 /// The chain in `bundle` verified by openssl, pyca (strict, RFC 5280 profile) and webpki
-/// against `roots`, as a client certificate.
+/// against `roots`, as a client certificate, or as a server's for `server_name`.
 fn verify_everywhere(bundle: &Bundle, roots: &[Vec<u8>], scratch: &Path, what: &str) {
+    verify_as(bundle, roots, scratch, what, None);
+}
+
+fn verify_as(
+    bundle: &Bundle,
+    roots: &[Vec<u8>],
+    scratch: &Path,
+    what: &str,
+    server_name: Option<&str>,
+) {
     let leaf = pem_file(scratch, "leaf.pem", &bundle.chain[..1]);
     let rest = pem_file(scratch, "rest.pem", &bundle.chain[1..]);
     let trust = pem_file(scratch, "trust.pem", roots);
     let out = Command::new("openssl")
         .arg("verify")
         .arg("-purpose")
-        .arg("sslclient")
+        .arg(if server_name.is_some() {
+            "sslserver"
+        } else {
+            "sslclient"
+        })
         .arg("-CAfile")
         .arg(&trust)
         .arg("-untrusted")
@@ -88,7 +102,11 @@ load = lambda p: x509.load_pem_x509_certificates(open(p, "rb").read())
 store = Store(load(sys.argv[1]))
 leaf = load(sys.argv[2])[0]
 rest = load(sys.argv[3])
-verifier = PolicyBuilder().store(store).build_client_verifier()
+if len(sys.argv) > 4:
+    from cryptography.x509 import DNSName
+    verifier = PolicyBuilder().store(store).build_server_verifier(DNSName(sys.argv[4]))
+else:
+    verifier = PolicyBuilder().store(store).build_client_verifier()
 verifier.verify(leaf, rest)
 print("ok")
 "#;
@@ -98,6 +116,7 @@ print("ok")
         .arg(&trust)
         .arg(&leaf)
         .arg(&rest)
+        .args(server_name)
         .output()
         .unwrap();
     assert!(
@@ -112,7 +131,11 @@ print("ok")
         &bundle.chain[1..],
         &anchors,
         OffsetDateTime::now_utc(),
-        Usage::Client,
+        if server_name.is_some() {
+            Usage::Server
+        } else {
+            Usage::Client
+        },
     )
     .unwrap_or_else(|e| panic!("webpki, {what}: {e}"));
 }
@@ -189,12 +212,36 @@ fn a_root_rotation_from_start_to_finish_with_the_real_binaries() {
     assert_eq!(renewed.roots[0], old_root);
     let scratch = dir.path().join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
+    // A node enrolled now: its server chain, as its engine serves it.
+    let node_token = token(&state, &["--role", "node"]);
+    let node = dir.path().join("node");
+    let out = run(
+        "ca-client",
+        &[
+            "enroll",
+            "--server",
+            &server.addr,
+            "--token",
+            &node_token,
+            "--name",
+            "node-1",
+            "--no-default-sans",
+            "--san",
+            "node-1.example.net",
+            "--out",
+            node.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "node enroll: {}", text(&out));
+    let node = Bundle::load(&node, Layout::CLIENT).unwrap();
+    assert_eq!(node.chain.len(), 3);
     for (what, roots) in [
         ("old root only", vec![old_root.clone()]),
         ("new root only", vec![new_root.clone()]),
         ("both roots", vec![old_root.clone(), new_root.clone()]),
     ] {
         verify_everywhere(&renewed, &roots, &scratch, what);
+        verify_as(&node, &roots, &scratch, what, Some("node-1.example.net"));
     }
     // A token made before the rotation still enrolls; one made now pins the new root.
     let late = dir.path().join("late");

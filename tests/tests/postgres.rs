@@ -1118,3 +1118,72 @@ async fn two_replicas_switch_to_the_same_intermediate_across_a_kill() {
             .contains("prepared the next intermediate")
     );
 }
+
+/// Where no running replica holds the root key: from twice the leaf life before its
+/// intermediate ends, `serve` warns (log, `ca status`, health detail); `ca rotate-intermediate`
+/// on the root's host prepares the successor through the database, and the replica
+/// switches to it and stops warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_root_key_serve_warns_and_rotate_intermediate_on_the_root_host_helps() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut replicas = Replicas::start_with(
+        "warn",
+        2,
+        &["--intermediate-ttl", "60s", "--root-ttl", "1h"],
+    );
+    // The root's host serves no more: only the replica without the root key does.
+    replicas.serves[0].proc.stop();
+    let first = signing_intermediate(&replicas, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut health = HealthClient::new(replicas.channel(1, None).await);
+        let detail = health
+            .check(HealthCheckRequest {
+                service: "dtca.ca-lifecycle".into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .unwrap_or(-1);
+        let log = replicas.serves[1].log_text();
+        if detail == ServingStatus::NotServing as i32 && log.contains("has no successor") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning: {log}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = ca_server(&[
+        "ca",
+        "rotate-intermediate",
+        "--state-dir",
+        replicas.states[0].to_str().unwrap(),
+        "--database",
+        &replicas.url,
+        "--insecure-no-passphrase",
+    ]);
+    assert!(
+        out.status.success(),
+        "rotate-intermediate: {}",
+        stderr(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while signing_intermediate(&replicas, 1).await == first {
+        assert!(
+            Instant::now() < deadline,
+            "no switch: {}",
+            replicas.serves[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // On a replica without the root key, the command says so with its own exit code.
+    let out = ca_server(&[
+        "ca",
+        "rotate-intermediate",
+        "--state-dir",
+        replicas.states[1].to_str().unwrap(),
+        "--database",
+        &replicas.url,
+        "--insecure-no-passphrase",
+    ]);
+    expect_exit(&out, Reason::NoRootKey);
+}

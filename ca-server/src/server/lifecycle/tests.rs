@@ -12,6 +12,7 @@ use dtca_pki::identity::{Identity, Role};
 use dtca_pki::key::{KeyType, PrivateKey};
 use time::OffsetDateTime;
 
+use crate::channel::Event;
 use crate::lifecycle::{CaState, Custody, ops, status};
 use crate::metrics::Metrics;
 use crate::registrar::{Caller, Issued, Refusal, Registrar, Rules, TokenSpec};
@@ -350,4 +351,52 @@ async fn a_rotation_survives_a_restart_and_the_ca_without_the_root_key_cannot_st
     ));
     // Finishing needs no root key.
     bare.finish_root_rotation(&admin, true, t0).await.unwrap();
+}
+
+#[tokio::test]
+async fn agents_hear_a_rotation_start_and_finish_with_the_instant_to_renew_before() {
+    let t0 = OffsetDateTime::now_utc();
+    let ca = ca(Lifetimes::default(), t0).await;
+    let r = ca.registrar.clone();
+    let mut events = r.hub().subscribe();
+    let driver = tokio::spawn(super::run(r.clone()));
+    // The first event is the driver's start.
+    let (first, renew) = next_trust_change(&mut events).await;
+    assert_eq!(renew, None);
+    let admin_leaf = ca.leaf(Role::Admin, "boss", t0).await;
+    let admin = ca.caller(&admin_leaf, t0).await.unwrap();
+    r.start_root_rotation(&admin, None, t0).await.unwrap();
+    let (started_gen, renew) = next_trust_change(&mut events).await;
+    let started = r.ca().lineage().rotation_started().unwrap();
+    assert!(started_gen > first);
+    assert_eq!(
+        renew,
+        Some(started),
+        "certificates from before the start renew"
+    );
+    r.finish_root_rotation(&admin, true, t0).await.unwrap();
+    let (finished_gen, renew) = next_trust_change(&mut events).await;
+    assert!(finished_gen > started_gen);
+    assert_eq!(renew, Some(started));
+    assert_eq!(r.hub().trust_generation(), finished_gen);
+    driver.abort();
+}
+
+/// The next trust change the hub publishes (events queue from the subscription on).
+async fn next_trust_change(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+) -> (u64, Option<OffsetDateTime>) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(Event::TrustChanged {
+                generation,
+                renew_before,
+            }) = events.recv().await
+            {
+                return (generation, renew_before);
+            }
+        }
+    })
+    .await
+    .expect("no trust change heard")
 }
