@@ -447,4 +447,23 @@ mod tests {
         assert!(text.contains("dtca_connections_ended_total{reason=\"no-request\"} 0"));
         assert!(text.contains("dtca_accept_errors_total 1"));
     }
+
+    #[test]
+    fn ca_warnings_and_the_next_switch_are_gauges() {
+        let m = Metrics::default();
+        let now = OffsetDateTime::now_utc();
+        assert!(m.render(now, None).contains("dtca_ca_warnings 0"));
+        m.set_ca(CaGauges {
+            warnings: 1,
+            intermediate_not_after: Some(now + time::Duration::seconds(90)),
+            next_switch: None,
+        });
+        let text = m.render(now, None);
+        assert!(text.contains("dtca_ca_warnings 1"), "{text}");
+        assert!(
+            text.contains("dtca_intermediate_expiry_seconds 90"),
+            "{text}"
+        );
+        assert!(!text.contains("dtca_intermediate_switch_seconds"), "{text}");
+    }
 }

@@ -115,15 +115,16 @@ fn publish(registrar: &Registrar, ca: &CaState, seen: &mut Seen, now: OffsetDate
     }
     let rotation = ca.lineage().rotation_started();
     // Certificates issued before a rotation began chain to the old root only: at its
-    // start and at its end, agents renew those now.
+    // start and at its end, agents renew those now. Times are whole seconds, so one
+    // issued in the second the rotation began counts as before it.
     let renew_before = match (seen.rotation, rotation) {
         (None, Some(started)) => {
             tracing::info!(root = %ca.active_root().digest(), "root rotation started");
-            Some(started)
+            Some(started + time::Duration::seconds(1))
         }
         (Some(started), None) => {
             tracing::info!(root = %ca.active_root().digest(), "root rotation finished");
-            Some(started)
+            Some(started + time::Duration::seconds(1))
         }
         _ => None,
     };

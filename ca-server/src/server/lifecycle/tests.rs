@@ -367,7 +367,7 @@ async fn agents_hear_a_rotation_start_and_finish_with_the_instant_to_renew_befor
     let admin = ca.caller(&admin_leaf, t0).await.unwrap();
     r.start_root_rotation(&admin, None, t0).await.unwrap();
     let (started_gen, renew) = next_trust_change(&mut events).await;
-    let started = r.ca().lineage().rotation_started().unwrap();
+    let started = r.ca().lineage().rotation_started().unwrap() + time::Duration::seconds(1);
     assert!(started_gen > first);
     assert_eq!(
         renew,
