@@ -242,6 +242,13 @@ fn a_root_rotation_from_start_to_finish_with_the_real_binaries() {
     ] {
         verify_everywhere(&renewed, &roots, &scratch, what);
         verify_as(&node, &roots, &scratch, what, Some("node-1.example.net"));
+        verify_as(
+            &served_chain(&server.addr),
+            &roots,
+            &scratch,
+            what,
+            Some("localhost"),
+        );
     }
     // A token made before the rotation still enrolls; one made now pins the new root.
     let late = dir.path().join("late");
@@ -308,6 +315,37 @@ fn a_root_rotation_from_start_to_finish_with_the_real_binaries() {
         "old certificate after --finish"
     );
     drop(server);
+}
+
+/// The chain the CA server serves, as `openssl s_client` receives it.
+fn served_chain(addr: &str) -> Bundle {
+    let out = Command::new("openssl")
+        .args(["s_client", "-showcerts", "-connect", addr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut pem = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE-----") {
+            inside = true;
+        }
+        if inside {
+            pem.push_str(line);
+            pem.push('\n');
+        }
+        if line.starts_with("-----END CERTIFICATE-----") {
+            inside = false;
+        }
+    }
+    let chain = inspect::certs_from_pem(&pem).unwrap();
+    assert!(chain.len() >= 3, "served chain: {text}");
+    Bundle {
+        roots: Vec::new(),
+        chain,
+        key: dtca_pki::key::PrivateKey::generate(dtca_pki::key::KeyType::P256).unwrap(),
+    }
 }
 
 /// Asks for a renewal with the bundle in `dir`, trusting `roots`: the refusal's reason.

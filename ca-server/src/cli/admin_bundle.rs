@@ -104,3 +104,46 @@ async fn renew(client: &mut CaClient<Channel>, bundle: &Bundle) -> Result<Bundle
     .map_err(|e| format!("the renewed certificate does not verify: {e}"))?;
     Ok(Bundle { roots, chain, key })
 }
+
+#[cfg(test)]
+mod tests {
+    use dtca_common::bundle::sample;
+    use dtca_pki::Role;
+
+    use super::*;
+
+    #[test]
+    fn an_admin_bundle_renews_when_a_third_of_its_life_remains_and_not_before() {
+        let bundle = sample("prod", Role::Admin, "admin", &[]);
+        let leaf = bundle.leaf().unwrap();
+        let start = leaf.not_before + BACKDATE;
+        let life = leaf.not_after - start;
+        let roots = bundle.roots.clone();
+        let before = leaf.not_after - life / 3 - time::Duration::seconds(1);
+        assert_eq!(why_renew(&bundle, &roots, before), None);
+        let at = leaf.not_after - life / 3;
+        assert_eq!(
+            why_renew(&bundle, &roots, at),
+            Some("a third of its life remains")
+        );
+    }
+
+    #[test]
+    fn an_admin_bundle_renews_when_the_ca_trusts_a_root_it_does_not_know() {
+        let bundle = sample("prod", Role::Admin, "admin", &[]);
+        let other = sample("prod", Role::Admin, "admin", &[]);
+        let now = OffsetDateTime::now_utc();
+        let mut roots = bundle.roots.clone();
+        roots.extend(other.roots.clone());
+        assert_eq!(
+            why_renew(&bundle, &roots, now),
+            Some("the CA trusts a new root")
+        );
+        // After a rotation's end: the CA trusts only a root its certificate does not reach.
+        assert_eq!(
+            why_renew(&bundle, &other.roots, now),
+            Some("the CA trusts a new root")
+        );
+        assert_eq!(why_renew(&bundle, &bundle.roots, now), None);
+    }
+}
