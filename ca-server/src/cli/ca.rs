@@ -120,7 +120,7 @@ async fn rotate_intermediate(
         .ca_material()
         .await
         .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?;
-    let state = CaState::load(&cluster.cluster, &material, &passphrase).map_err(refusal)?;
+    let state = CaState::load(&cluster.cluster, &material, &passphrase, now).map_err(refusal)?;
     let key = dir
         .root_key_of(state.active_root(), &passphrase)
         .map_err(state_error)?

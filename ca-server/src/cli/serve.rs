@@ -202,7 +202,8 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .ca_material()
         .await
         .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?;
-    let state = CaState::load(&cluster.cluster, &material, &passphrase).map_err(lifecycle_error)?;
+    let state =
+        CaState::load(&cluster.cluster, &material, &passphrase, now).map_err(lifecycle_error)?;
     let custody = Custody {
         root_keys: Box::new(dir.clone()),
         passphrase,

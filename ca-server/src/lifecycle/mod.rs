@@ -111,8 +111,9 @@ impl CaState {
         })
     }
 
-    /// The view of the material read from the store, opening every intermediate key with
-    /// `passphrase`.
+    /// The view of the material read from the store, opening with `passphrase` the key of
+    /// every intermediate still valid at `now` (expired ones sign nothing again, and a CA
+    /// with ten-minute intermediates gathers many).
     ///
     /// # Errors
     /// [`LifecycleError::Authority`] when the certificates do not fit together,
@@ -121,6 +122,7 @@ impl CaState {
         cluster: &str,
         material: &CaMaterial,
         passphrase: &Passphrase,
+        now: OffsetDateTime,
     ) -> Result<CaState, LifecycleError> {
         let active = material
             .active_root
@@ -138,6 +140,9 @@ impl CaState {
                 continue;
             };
             let cert = CaCert::new(record.kind, record.der.clone(), false)?;
+            if cert.info.not_after <= now {
+                continue;
+            }
             let Some(root) = lineage.root_of(&cert.info) else {
                 continue;
             };

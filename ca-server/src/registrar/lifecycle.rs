@@ -36,7 +36,12 @@ impl Registrar {
             return Ok(());
         };
         let material = self.store.ca_material().await?;
-        let state = CaState::load(&self.cluster(), &material, &custody.passphrase)?;
+        let state = CaState::load(
+            &self.cluster(),
+            &material,
+            &custody.passphrase,
+            OffsetDateTime::now_utc(),
+        )?;
         self.install(state);
         Ok(())
     }

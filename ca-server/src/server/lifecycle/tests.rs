@@ -43,7 +43,7 @@ async fn ca(lifetimes: Lifetimes, now: OffsetDateTime) -> Ca {
         .await
         .unwrap();
     let material = store.ca_material().await.unwrap();
-    let state = CaState::load("prod", &material, &Passphrase::InsecureNone).unwrap();
+    let state = CaState::load("prod", &material, &Passphrase::InsecureNone, now).unwrap();
     let custody = Custody {
         root_keys: Box::new(state_dir),
         passphrase: Passphrase::InsecureNone,
@@ -136,7 +136,7 @@ async fn a_three_minute_ca_switches_three_times_and_every_leaf_has_its_full_life
         ca.registrar.reload().await.unwrap();
         // A replica reading the store now finds the same successor.
         let replica =
-            CaState::load("prod", &ca.store().ca_material().await.unwrap(), &none).unwrap();
+            CaState::load("prod", &ca.store().ca_material().await.unwrap(), &none, t0).unwrap();
         assert_eq!(
             replica.signing_id(current.switch_at),
             ca.registrar.ca().signing_id(current.switch_at)
@@ -312,6 +312,7 @@ async fn a_root_rotation_cross_signs_and_finishes_only_when_nothing_lags() {
         "prod",
         &ca.store().ca_material().await.unwrap(),
         &Passphrase::InsecureNone,
+        t0,
     )
     .unwrap();
     assert_eq!(reread.roots(), vec![new_root]);
@@ -332,6 +333,7 @@ async fn a_rotation_survives_a_restart_and_the_ca_without_the_root_key_cannot_st
         "prod",
         &ca.store().ca_material().await.unwrap(),
         &Passphrase::InsecureNone,
+        t0,
     )
     .unwrap();
     assert_eq!(reread.roots().len(), 2);
