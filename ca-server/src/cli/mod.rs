@@ -86,7 +86,7 @@ pub struct RotateIntermediateArgs {
 #[derive(Debug, Args)]
 pub struct RotateRootArgs {
     /// Key algorithm of the new root: p256 or ed25519. [default: the old root's]
-    #[arg(long, env = "DTCA_KEY_TYPE", conflicts_with = "finish")]
+    #[arg(long, env = "DTCA_ROOT_KEY_TYPE", conflicts_with = "finish")]
     pub key_type: Option<String>,
     /// End the rotation under way: the old root leaves the trust bundle and certificates
     /// that chain only to it are refused. Refused while a node or operator lags.
