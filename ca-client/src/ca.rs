@@ -46,15 +46,13 @@ pub async fn first_contact(
         .await?
         .into_inner();
     let received = OffsetDateTime::now_utc();
-    let root_der = inspect::certs_from_pem(&bundle.root_pem)
-        .map_err(BadAnswer::TrustBundle)?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    // The handshake already proved the server holds this root; the bundle must say the same.
-    if !pin.matches(&root_der) {
+    let mut roots = inspect::certs_from_pem(&bundle.root_pem).map_err(BadAnswer::TrustBundle)?;
+    roots.extend(bundle.roots_der.iter().cloned());
+    // The handshake already proved the server holds this root; the bundle must say the same
+    // (during a root rotation it holds two, and the token pins one of them).
+    let Some(root_der) = roots.into_iter().find(|r| pin.matches(r)) else {
         return Err(tls::ConnectError::RootMismatch.into());
-    }
+    };
     // Before the token is spent: would this clock accept what the CA issues now?
     check_clock(&bundle, received)?;
     Ok((
@@ -130,7 +128,7 @@ pub async fn authenticated(
     bundle: &Bundle,
 ) -> Result<CaClient<Channel>, ClientError> {
     let config = tls::client_config(
-        Trust::Root(bundle.root_der.clone()),
+        Trust::Roots(bundle.roots.clone()),
         Some(bundle.client_identity()),
     )?;
     Ok(CaClient::new(tls::connect(addr, config).await?))
@@ -234,6 +232,9 @@ pub async fn trust_bundle(addr: &ServerAddr, bundle: &Bundle) -> Result<Vec<Vec<
         .trust_bundle(v1::TrustBundleRequest {})
         .await?
         .into_inner();
+    if !answer.roots_der.is_empty() {
+        return Ok(answer.roots_der);
+    }
     Ok(inspect::certs_from_pem(&answer.root_pem).map_err(BadAnswer::TrustBundle)?)
 }
 
@@ -260,7 +261,13 @@ pub async fn enroll(
         })
         .await?
         .into_inner();
-    accept(issued, &trusted.root_der, key, &trusted.cluster, None)
+    accept(
+        issued,
+        std::slice::from_ref(&trusted.root_der),
+        key,
+        &trusted.cluster,
+        None,
+    )
 }
 
 /// Renews over an authenticated connection: a new key, the given names, same identity.
@@ -290,7 +297,7 @@ pub async fn renew(
         .into_inner();
     accept(
         issued,
-        &current.root_der,
+        &current.roots,
         key,
         &identity.cluster,
         Some(&identity),
@@ -342,23 +349,26 @@ fn check_clock(
 /// certifies our key, is valid now, and carries the expected identity.
 fn accept(
     issued: v1::IssuedCertificate,
-    root_der: &[u8],
+    roots: &[Vec<u8>],
     key: PrivateKey,
     cluster: &str,
     identity: Option<&Identity>,
 ) -> Result<Bundle, ClientError> {
     let info = CertInfo::from_der(&issued.leaf_der).map_err(BadAnswer::Certificate)?;
-    let intermediates = vec![issued.intermediate_der.clone()];
+    let mut intermediates = vec![issued.intermediate_der.clone()];
+    // During a root rotation the new root cross-signed by the old one follows.
+    intermediates.extend(issued.chain_der.iter().cloned());
     // A node's certificate is a server's (it is never a docker client); the others are
     // clients'.
     let usage = match info.identity.as_ref().map(|i| i.role) {
         Some(Role::Node) => Usage::Server,
         _ => Usage::Client,
     };
-    chain::verify(
+    let trusted: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+    chain::verify_any(
         &issued.leaf_der,
         &intermediates,
-        root_der,
+        &trusted,
         OffsetDateTime::now_utc(),
         usage,
     )
@@ -370,9 +380,14 @@ fn accept(
     if got.cluster != cluster || identity.is_some_and(|want| want != got) {
         return Err(BadAnswer::UnexpectedIdentity { uri: got.uri() }.into());
     }
-    Ok(Bundle {
-        root_der: root_der.to_vec(),
-        chain: vec![issued.leaf_der, issued.intermediate_der],
-        key,
-    })
+    // The CA's bundle (two roots during a root rotation) arrived over a connection that
+    // was checked against the roots trusted so far.
+    let roots = if issued.roots_der.is_empty() {
+        roots.to_vec()
+    } else {
+        issued.roots_der
+    };
+    let mut chain = vec![issued.leaf_der];
+    chain.extend(intermediates);
+    Ok(Bundle { roots, chain, key })
 }

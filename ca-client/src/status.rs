@@ -279,7 +279,7 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
     let current = tls.load_current().ok();
     let served = match (&current, engine::dial_addr(&d.listen).await) {
         (Some(bundle), Ok(addr)) => match docker::tls_name(bundle) {
-            Some(name) => match engine::probe_tls(addr, &name, &bundle.root_der, None).await {
+            Some(name) => match engine::probe_tls(addr, &name, &bundle.roots, None).await {
                 Ok(probe) => match probe.served {
                     Some(serial) => Ok(serial.to_string()),
                     None => Err(probe

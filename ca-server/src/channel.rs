@@ -76,6 +76,11 @@ impl Hub {
         *self.trust.borrow()
     }
 
+    /// Hears every change of the trust generation.
+    pub fn trust_watch(&self) -> watch::Receiver<u64> {
+        self.trust.subscribe()
+    }
+
     /// How many streams are open now.
     pub fn watchers(&self) -> usize {
         self.events.receiver_count()

@@ -1,6 +1,8 @@
 //! The dtca certificate authority: key custody, policy, issuance, inventory, admin API.
 //!
 //! - [`state`]: the state directory (CA certificates, encrypted keys, admin bundle).
+//! - [`lifecycle`]: the CA's own certificates over time (intermediate renewal, root
+//!   rotation) as server state.
 //! - [`registrar`]: the CA's decisions (enroll, authenticate, renew, revoke, tokens).
 //! - [`store`]: records and the audit log behind one interface; embedded SQLite backend.
 //! - [`service`]: the gRPC services, translating protobuf to registrar calls.
@@ -14,6 +16,7 @@
 
 pub mod channel;
 pub mod cli;
+pub mod lifecycle;
 pub mod metrics;
 pub mod registrar;
 pub mod server;

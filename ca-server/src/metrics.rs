@@ -113,6 +113,19 @@ pub struct Metrics {
     refused: Vec<AtomicU64>,
     latency: [Histogram; 4],
     connections: Connections,
+    ca: std::sync::Mutex<CaGauges>,
+}
+
+/// The CA's own certificates, as the lifecycle driver last saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaGauges {
+    /// Warnings an operator must act on (an intermediate ending without a successor, the
+    /// root ending).
+    pub warnings: u64,
+    /// When the signing intermediate ends.
+    pub intermediate_not_after: Option<OffsetDateTime>,
+    /// When its successor takes over, when one is prepared.
+    pub next_switch: Option<OffsetDateTime>,
 }
 
 impl Default for Metrics {
@@ -124,6 +137,7 @@ impl Default for Metrics {
             refused: Reason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             latency: Default::default(),
             connections: Connections::default(),
+            ca: std::sync::Mutex::default(),
         }
     }
 }
@@ -133,6 +147,13 @@ fn role_index(role: Role) -> usize {
 }
 
 impl Metrics {
+    /// Records what the lifecycle driver saw.
+    pub fn set_ca(&self, gauges: CaGauges) {
+        if let Ok(mut ca) = self.ca.lock() {
+            *ca = gauges;
+        }
+    }
+
     /// Counts an enrollment.
     pub fn issued(&self, role: Role) {
         self.issued[role_index(role)].fetch_add(1, Ordering::Relaxed);
@@ -290,6 +311,28 @@ impl Metrics {
             "dtca_accept_errors_total {}",
             c.accept_errors.load(Ordering::Relaxed)
         ));
+        let ca = self.ca.lock().map(|c| *c).unwrap_or_default();
+        line("# HELP dtca_ca_warnings Warnings about the CA's own certificates (see the log and ca status).".into());
+        line("# TYPE dtca_ca_warnings gauge".into());
+        line(format!("dtca_ca_warnings {}", ca.warnings));
+        for (name, help, at) in [
+            (
+                "dtca_intermediate_expiry_seconds",
+                "Seconds until the signing intermediate expires.",
+                ca.intermediate_not_after,
+            ),
+            (
+                "dtca_intermediate_switch_seconds",
+                "Seconds until the prepared intermediate takes over.",
+                ca.next_switch,
+            ),
+        ] {
+            if let Some(at) = at {
+                line(format!("# HELP {name} {help}"));
+                line(format!("# TYPE {name} gauge"));
+                line(format!("{name} {}", (at - now).whole_seconds()));
+            }
+        }
         if let Some(expiry) = earliest_node_expiry {
             line("# HELP dtca_node_cert_earliest_expiry_days Days until the earliest current node certificate expires.".into());
             line("# TYPE dtca_node_cert_earliest_expiry_days gauge".into());
@@ -450,5 +493,24 @@ mod tests {
         assert!(text.contains("dtca_connections_ended_total{reason=\"idle\"} 2"));
         assert!(text.contains("dtca_connections_ended_total{reason=\"no-request\"} 0"));
         assert!(text.contains("dtca_accept_errors_total 1"));
+    }
+
+    #[test]
+    fn ca_warnings_and_the_next_switch_are_gauges() {
+        let m = Metrics::default();
+        let now = OffsetDateTime::now_utc();
+        assert!(m.render(now, None).contains("dtca_ca_warnings 0"));
+        m.set_ca(CaGauges {
+            warnings: 1,
+            intermediate_not_after: Some(now + time::Duration::seconds(90)),
+            next_switch: None,
+        });
+        let text = m.render(now, None);
+        assert!(text.contains("dtca_ca_warnings 1"), "{text}");
+        assert!(
+            text.contains("dtca_intermediate_expiry_seconds 90"),
+            "{text}"
+        );
+        assert!(!text.contains("dtca_intermediate_switch_seconds"), "{text}");
     }
 }

@@ -73,13 +73,15 @@ fn certified_key(chain: &[Vec<u8>], key: &PrivateKey) -> Result<Arc<CertifiedKey
 /// [`rustls::Error`] when the protocol versions are not supported by the provider.
 pub fn server_config(
     slot: Arc<CertSlot>,
-    root_der: &[u8],
+    roots: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = provider();
     let verifier = Arc::new(AnyClientCert {
-        hints: dtca_pki::inspect::subject_der(root_der)
+        // The roots trusted at start (a hint only: the registrar judges every chain).
+        hints: roots
+            .iter()
+            .filter_map(|r| dtca_pki::inspect::subject_der(r))
             .map(DistinguishedName::from)
-            .into_iter()
             .collect(),
         provider: provider.clone(),
     });

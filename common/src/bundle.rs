@@ -1,4 +1,4 @@
-//! A credential directory: the root, a leaf with its chain, and the leaf's key, under the
+//! A credential directory: the roots, a leaf with its chain, and the leaf's key, under the
 //! names the docker CLI expects (`ca.pem`, `cert.pem`, `key.pem`) or dockerd's
 //! (`server-cert.pem`, `server-key.pem`).
 //!
@@ -18,7 +18,7 @@ use crate::tls::ClientIdentity;
 /// File names inside a credential directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
-    /// Root certificate.
+    /// Root certificates (the trust bundle: two during a root rotation).
     pub ca: &'static str,
     /// Leaf followed by the intermediate.
     pub cert: &'static str,
@@ -41,11 +41,12 @@ impl Layout {
     };
 }
 
-/// A root, a chain (leaf first) and the leaf's key.
+/// The roots, a chain (leaf first) and the leaf's key.
 #[derive(Debug)]
 pub struct Bundle {
-    /// Root certificate, DER.
-    pub root_der: Vec<u8>,
+    /// Root certificates to trust, DER, oldest first: one, or during a root rotation the
+    /// old and the new root. Never empty in a loaded bundle.
+    pub roots: Vec<Vec<u8>>,
     /// Leaf then intermediate(s), DER.
     pub chain: Vec<Vec<u8>>,
     /// The leaf's key.
@@ -63,6 +64,11 @@ impl Bundle {
             .first()
             .ok_or(BundleError::Invalid("empty chain".into()))?;
         CertInfo::from_der(der).map_err(|e| BundleError::Invalid(e.to_string()))
+    }
+
+    /// The roots as slices, for chain verification.
+    pub fn root_slices(&self) -> Vec<&[u8]> {
+        self.roots.iter().map(Vec::as_slice).collect()
     }
 
     /// The chain and key for mutual TLS.
@@ -108,7 +114,7 @@ impl Bundle {
         )))
     }
 
-    /// Writes the bundle into `dir` (created 0755 if missing): root and chain 0644, key
+    /// Writes the bundle into `dir` (created 0755 if missing): roots and chain 0644, key
     /// 0600, crash-safe as described in the module docs.
     ///
     /// # Errors
@@ -117,7 +123,7 @@ impl Bundle {
         files::ensure_dir(dir, 0o755)?;
         let paths = Paths::new(dir, layout);
         let chain_pem = inspect::certs_to_pem(self.chain.iter().map(Vec::as_slice));
-        let root_pem = inspect::certs_to_pem([self.root_der.as_slice()]);
+        let root_pem = inspect::certs_to_pem(self.roots.iter().map(Vec::as_slice));
         let ca = files::stage(&paths.ca, root_pem.as_bytes(), PUBLIC)?;
         let cert = files::stage(&paths.cert, chain_pem.as_bytes(), PUBLIC)?;
         let key = files::stage(&paths.key, self.key.to_pem().as_bytes(), PRIVATE)?;
@@ -134,7 +140,7 @@ impl Bundle {
         let key = PrivateKey::from_pem(&key_pem)
             .map_err(|e| BundleError::Invalid(format!("{}: {e}", paths.key.display())))?;
         Ok(Bundle {
-            root_der: root.into_iter().next().unwrap_or_default(),
+            roots: root,
             chain,
             key,
         })
@@ -195,7 +201,7 @@ pub fn sample(cluster: &str, role: dtca_pki::Role, name: &str, dns_names: &[&str
     use dtca_pki::authority::{Authority, LeafTemplate, hierarchy};
     let now = time::OffsetDateTime::now_utc();
     let h = hierarchy::create(cluster, dtca_pki::KeyType::P256, now).expect("test CA");
-    let root_der = h.root_der.clone();
+    let roots = vec![h.root_der.clone()];
     let ca = Authority::new(cluster, h.root_der, h.intermediate_der, h.intermediate_key)
         .expect("test CA");
     let key = PrivateKey::generate(dtca_pki::KeyType::P256).expect("test key");
@@ -212,7 +218,7 @@ pub fn sample(cluster: &str, role: dtca_pki::Role, name: &str, dns_names: &[&str
         )
         .expect("test leaf");
     Bundle {
-        root_der,
+        roots,
         chain: vec![leaf.der, ca.intermediate_der().to_vec()],
         key,
     }
@@ -240,7 +246,20 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let back = Bundle::load(dir.path(), Layout::CLIENT).unwrap();
         assert_eq!(back.chain, b.chain);
-        assert_eq!(back.root_der, b.root_der);
+        assert_eq!(back.roots, b.roots);
+    }
+
+    /// During a root rotation ca.pem holds both roots; both come back.
+    #[test]
+    fn keeps_every_root_of_the_trust_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bundle();
+        let other = sample("t", Role::Operator, "bob", &[]);
+        b.roots.push(other.roots[0].clone());
+        b.save(dir.path(), Layout::CLIENT).unwrap();
+        let back = Bundle::load(dir.path(), Layout::CLIENT).unwrap();
+        assert_eq!(back.roots.len(), 2);
+        assert_eq!(back.roots, b.roots);
     }
 
     #[test]

@@ -89,6 +89,10 @@ reasons! {
     StoreFull = 39, "store-full", Unavailable, "the disk holding the CA's database is full; nothing was issued (the CA's operator must free space)";
     StoreCorrupt = 40, "store-corrupt", DataLoss, "the CA's database is damaged; nothing was issued (the CA's operator must restore it from a backup)";
     ClockSkew = 41, "clock-skew", FailedPrecondition, "this machine's clock and the CA's disagree too much for a certificate to be valid here; nothing was spent";
+    RotationLagging = 42, "rotation-lagging", FailedPrecondition, "the root rotation cannot finish: nodes or operators still hold certificates of the old root only (--force leaves them behind)";
+    RotationState = 43, "rotation-state", FailedPrecondition, "no root rotation is under way, or one already is";
+    NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
+    NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }

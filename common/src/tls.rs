@@ -3,7 +3,9 @@
 //! Before enrollment a client knows only the root digest from its join token; it accepts
 //! the server only if the chain the server presents contains a root with that digest and
 //! the server certificate verifies up to it ([`Trust::Pinned`]). After enrollment it
-//! trusts the root it saved ([`Trust::Root`]). In both cases the server certificate must
+//! trusts the roots it saved ([`Trust::Roots`]: during a root rotation the old and the new
+//! one; the CA then presents the new root cross-signed by the old one, and both roots, so
+//! a client pinned to or trusting either finds its root). In both cases the server certificate must
 //! also carry the CA server's own identity (`dtca://<cluster>/ca/...`), so a node's
 //! certificate (also serverAuth, same root) can never pose as the CA.
 
@@ -50,6 +52,8 @@ pub enum Trust {
     Pinned(RootDigest),
     /// After enrollment: this root certificate (DER).
     Root(Vec<u8>),
+    /// After enrollment: any of these roots (DER), as in a trust bundle.
+    Roots(Vec<Vec<u8>>),
 }
 
 /// A client certificate chain (leaf first) and its key, for mutual TLS.
@@ -117,16 +121,21 @@ struct CaServerVerifier {
 }
 
 impl CaServerVerifier {
-    fn root<'a>(
+    fn roots<'a>(
         &'a self,
         intermediates: &'a [CertificateDer<'a>],
-    ) -> Result<CertificateDer<'a>, rustls::Error> {
+    ) -> Result<Vec<CertificateDer<'a>>, rustls::Error> {
         match &self.trust {
-            Trust::Root(der) => Ok(CertificateDer::from(der.as_slice())),
+            Trust::Root(der) => Ok(vec![CertificateDer::from(der.as_slice())]),
+            Trust::Roots(ders) => Ok(ders
+                .iter()
+                .map(|d| CertificateDer::from(d.as_slice()))
+                .collect()),
             Trust::Pinned(digest) => intermediates
                 .iter()
                 .find(|c| digest.matches(c))
                 .cloned()
+                .map(|c| vec![c])
                 .ok_or_else(|| other(TrustError::RootMismatch)),
         }
     }
@@ -141,9 +150,10 @@ impl ServerCertVerifier for CaServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let root = self.root(intermediates)?;
         let mut roots = RootCertStore::empty();
-        roots.add(root.clone().into_owned())?;
+        for root in self.roots(intermediates)? {
+            roots.add(root.into_owned())?;
+        }
         let inner =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
@@ -432,7 +442,7 @@ pub enum ConnectError {
     #[error("cannot reach the CA at {addr}: {detail}")]
     Unreachable { addr: String, detail: String },
     #[error(
-        "the server's root CA does not match the digest in the join token: refusing to send anything (wrong server, or a token from another CA)"
+        "the server's root CA does not match the digest in the join token: refusing to send anything (wrong server, a token from another CA, or one made before a root rotation that has finished since: ask for a new token)"
     )]
     RootMismatch,
     #[error("the CA server's certificate was not accepted: {0}")]

@@ -38,9 +38,31 @@ pub fn verify(
     now: OffsetDateTime,
     usage: Usage,
 ) -> Result<(), ChainError> {
-    let root_der = CertificateDer::from(root);
-    let anchor =
-        anchor_from_trusted_cert(&root_der).map_err(|e| ChainError::Invalid(e.to_string()))?;
+    verify_any(leaf, intermediates, &[root], now, usage)
+}
+
+/// Verifies that `leaf` chains through `intermediates` to one of `roots` (during a root
+/// rotation a verifier trusts two) and is valid at `now`.
+///
+/// # Errors
+/// [`ChainError`] saying why not; [`ChainError::UnknownIssuer`] also when `roots` is
+/// empty.
+pub fn verify_any(
+    leaf: &[u8],
+    intermediates: &[Vec<u8>],
+    roots: &[&[u8]],
+    now: OffsetDateTime,
+    usage: Usage,
+) -> Result<(), ChainError> {
+    let root_ders: Vec<CertificateDer<'_>> =
+        roots.iter().map(|r| CertificateDer::from(*r)).collect();
+    let anchors = root_ders
+        .iter()
+        .map(|r| anchor_from_trusted_cert(r).map_err(|e| ChainError::Invalid(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if anchors.is_empty() {
+        return Err(ChainError::UnknownIssuer);
+    }
     let leaf_der = CertificateDer::from(leaf);
     let ee = EndEntityCert::try_from(&leaf_der).map_err(|e| ChainError::Invalid(e.to_string()))?;
     let inter: Vec<CertificateDer<'_>> = intermediates
@@ -53,7 +75,7 @@ pub fn verify(
         Usage::Server => KeyUsage::server_auth(),
         Usage::Client => KeyUsage::client_auth(),
     };
-    ee.verify_for_usage(ALGORITHMS, &[anchor], &inter, time, usage, None, None)
+    ee.verify_for_usage(ALGORITHMS, &anchors, &inter, time, usage, None, None)
         .map(|_| ())
         .map_err(|e| ChainError::from_webpki(e, leaf))
 }
@@ -72,9 +94,24 @@ pub fn verify_with_grace(
     usage: Usage,
     grace: Duration,
 ) -> Result<(), ChainError> {
-    match verify(leaf, intermediates, root, now, usage) {
+    verify_any_with_grace(leaf, intermediates, &[root], now, usage, grace)
+}
+
+/// [`verify_with_grace`] against any of `roots`.
+///
+/// # Errors
+/// [`ChainError`]; [`ChainError::Expired`] once the grace is over.
+pub fn verify_any_with_grace(
+    leaf: &[u8],
+    intermediates: &[Vec<u8>],
+    roots: &[&[u8]],
+    now: OffsetDateTime,
+    usage: Usage,
+    grace: Duration,
+) -> Result<(), ChainError> {
+    match verify_any(leaf, intermediates, roots, now, usage) {
         Err(ChainError::Expired { not_after }) if !grace.is_zero() && now - not_after <= grace => {
-            verify(leaf, intermediates, root, not_after, usage)
+            verify_any(leaf, intermediates, roots, not_after, usage)
         }
         other => other,
     }

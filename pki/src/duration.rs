@@ -21,6 +21,8 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
+        // A year of 365 days, as CA lifetimes are given (`init --root-ttl 10y`).
+        "y" => 365 * 86_400,
         _ => return Err(bad()),
     };
     let seconds = number.checked_mul(scale).ok_or_else(bad)?;

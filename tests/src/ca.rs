@@ -117,7 +117,7 @@ impl TestCa {
 
     /// The root's digest, as in tokens.
     pub fn root_digest(&self) -> RootDigest {
-        RootDigest::of(self.registrar.authority().root_der())
+        self.registrar.ca().active_root().digest()
     }
 
     /// The admin bundle made at init.
@@ -137,11 +137,8 @@ impl TestCa {
 
     /// A channel trusting this CA's root with an optional client identity.
     pub async fn channel_with(&self, identity: Option<ClientIdentity>) -> Channel {
-        let config = tls::client_config(
-            Trust::Root(self.registrar.authority().root_der().to_vec()),
-            identity,
-        )
-        .unwrap();
+        let config =
+            tls::client_config(Trust::Roots(self.registrar.ca().roots()), identity).unwrap();
         tls::connect(&self.server_addr(), config).await.unwrap()
     }
 

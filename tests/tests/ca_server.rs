@@ -636,10 +636,12 @@ async fn admin_api_lists_shows_revokes_by_name_and_audits() {
     use x509_parser::prelude::FromDer;
     let (_, parsed) =
         x509_parser::revocation_list::CertificateRevocationList::from_der(&crl).unwrap();
-    let (_, inter) = x509_parser::certificate::X509Certificate::from_der(
-        ca.registrar.authority().intermediate_der(),
-    )
-    .unwrap();
+    let signer = ca
+        .registrar
+        .signer(time::OffsetDateTime::now_utc())
+        .unwrap();
+    let (_, inter) =
+        x509_parser::certificate::X509Certificate::from_der(signer.intermediate_der()).unwrap();
     parsed.verify_signature(inter.public_key()).unwrap();
     assert!(
         parsed
@@ -703,7 +705,7 @@ async fn health_reflection_and_the_server_certificate_are_right() {
             .with_root_certificates({
                 let mut roots = rustls::RootCertStore::empty();
                 roots
-                    .add(ca.registrar.authority().root_der().to_vec().into())
+                    .add(ca.registrar.ca().active_root().der.clone().into())
                     .unwrap();
                 roots
             })

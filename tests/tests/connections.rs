@@ -60,7 +60,7 @@ async fn idle_tls(
 
 /// A gRPC channel over one TLS connection from `source` (it does not reconnect).
 async fn channel_from(source: IpAddr, ca: &TestCa, identity: Option<ClientIdentity>) -> Channel {
-    let root = ca.registrar.authority().root_der().to_vec();
+    let root = ca.registrar.ca().active_root().der.clone();
     let tls = idle_tls(source, ca.addr, &root, identity).await.unwrap();
     let once = Arc::new(Mutex::new(Some(tls)));
     Endpoint::from_static("http://127.0.0.1")
@@ -257,7 +257,7 @@ async fn a_source_at_its_limit_has_further_connections_closed_while_other_source
         o.max_unauthenticated_per_address = 3;
     })
     .await;
-    let root = ca.registrar.authority().root_der().to_vec();
+    let root = ca.registrar.ca().active_root().der.clone();
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(idle_tls(ip(ATTACKER), ca.addr, &root, None).await.unwrap());
@@ -305,7 +305,7 @@ async fn agents_with_certificates_behind_one_address_never_count_against_its_lim
         agents.push(channel);
     }
     // The address still has its whole budget for newcomers.
-    let root = ca.registrar.authority().root_der().to_vec();
+    let root = ca.registrar.ca().active_root().der.clone();
     let _a = idle_tls(ip(ATTACKER), ca.addr, &root, None).await.unwrap();
     let _b = idle_tls(ip(ATTACKER), ca.addr, &root, None).await.unwrap();
     assert!(idle_tls(ip(ATTACKER), ca.addr, &root, None).await.is_err());
@@ -330,7 +330,7 @@ async fn connections_without_a_certificate_of_this_ca_count_even_after_requests(
         .unwrap();
     let foreign_channel = channel_from(ip(ATTACKER), &ca, Some(foreign)).await;
     let _ = health(foreign_channel.clone()).await;
-    let root = ca.registrar.authority().root_der().to_vec();
+    let root = ca.registrar.ca().active_root().der.clone();
     assert!(idle_tls(ip(ATTACKER), ca.addr, &root, None).await.is_err());
     drop((anonymous, foreign_channel));
 }
@@ -342,7 +342,7 @@ async fn a_connection_that_sends_no_request_is_closed_at_its_deadline() {
         o.first_request_timeout = Duration::from_millis(500);
     })
     .await;
-    let root = ca.registrar.authority().root_der().to_vec();
+    let root = ca.registrar.ca().active_root().der.clone();
     let started = Instant::now();
     let mut silent_tls = idle_tls(ip(ATTACKER), ca.addr, &root, None).await.unwrap();
     assert!(closed_within(&mut silent_tls, Duration::from_secs(20)).await);

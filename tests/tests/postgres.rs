@@ -71,11 +71,30 @@ struct Replicas {
 
 impl Replicas {
     fn start(db: &str, count: usize) -> Replicas {
+        Self::start_with(db, count, &[])
+    }
+
+    /// Replicas of a CA made with `init <init_args>`; only the first holds the root key.
+    fn start_with(db: &str, count: usize, init_args: &[&str]) -> Replicas {
         let pg = Postgres::start();
         let url = pg.create_database(db);
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("replica-0");
-        init_insecure(&first);
+        if init_args.is_empty() {
+            init_insecure(&first);
+        } else {
+            let mut args = vec![
+                "init",
+                "--cluster",
+                "cli",
+                "--insecure-no-passphrase",
+                "--state-dir",
+                first.to_str().unwrap(),
+            ];
+            args.extend_from_slice(init_args);
+            let out = ca_server(&args);
+            assert!(out.status.success(), "init: {}", stderr(&out));
+        }
         let out = ca_server(&[
             "store",
             "migrate",
@@ -97,7 +116,8 @@ impl Replicas {
             .collect::<Vec<ServeProcess>>();
         let root = Bundle::load(&first.join("admin"), Layout::CLIENT)
             .unwrap()
-            .root_der;
+            .roots
+            .remove(0);
         Replicas {
             dir,
             pg,
@@ -798,7 +818,8 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
     let embedded = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
     let root = Bundle::load(&state.join("admin"), Layout::CLIENT)
         .unwrap()
-        .root_der;
+        .roots
+        .remove(0);
     let admin_bundle = Bundle::load(&state.join("admin"), Layout::CLIENT).unwrap();
     let addr = ServerAddr::parse(&embedded.addr).unwrap();
     let channel = |id: Option<ClientIdentity>| {
@@ -1017,4 +1038,152 @@ async fn store_migrate_moves_a_populated_embedded_store_and_refuses_to_run_twice
         Some(Reason::CertRevoked),
         "{refused:?}"
     );
+}
+
+/// The intermediate a replica signs with now, as its trust bundle says.
+async fn signing_intermediate(replicas: &Replicas, replica: usize) -> Vec<u8> {
+    let bundle = replicas
+        .ca(replica)
+        .await
+        .trust_bundle(v1::TrustBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    dtca_pki::inspect::certs_from_pem(&bundle.intermediate_pem)
+        .unwrap()
+        .remove(0)
+}
+
+/// Two replicas of a CA with one-minute intermediates: the one holding the root key
+/// prepares each successor, the other reads it from the database, and both switch to it
+/// together; a kill -9 of the first between prepare and switch changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_switch_to_the_same_intermediate_across_a_kill() {
+    let mut replicas = Replicas::start_with(
+        "switch",
+        2,
+        &["--intermediate-ttl", "60s", "--root-ttl", "1h"],
+    );
+    let first = signing_intermediate(&replicas, 0).await;
+    assert_eq!(signing_intermediate(&replicas, 1).await, first);
+    // Once the successor is prepared (an audit entry in the shared store), kill -9 the
+    // replica that made it and start it again.
+    let store = connect_store(&replicas.url).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while store.ca_material().await.unwrap().certs.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no successor prepared: {}",
+            replicas.serves[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let addr = replicas.serves[0].addr.clone();
+    replicas.serves[0]
+        .proc
+        .signal_and_wait(Signal::SIGKILL, Duration::from_secs(10));
+    replicas.serves[0] = ServeProcess::start_at(
+        &replicas.states[0],
+        &addr,
+        &["--database", &replicas.url, "--insecure-no-passphrase"],
+        &[],
+    );
+    // Both switch, to the same intermediate.
+    let mut seen = vec![first];
+    for _ in 0..2 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let a = signing_intermediate(&replicas, 0).await;
+            let b = signing_intermediate(&replicas, 1).await;
+            if a == b && !seen.contains(&a) {
+                seen.push(a);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not switch together: {}",
+                replicas.serves[1].log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        replicas.serves[1]
+            .log_text()
+            .contains("intermediate switch")
+    );
+    assert!(
+        !replicas.serves[1]
+            .log_text()
+            .contains("prepared the next intermediate")
+    );
+}
+
+/// Where no running replica holds the root key: from twice the leaf life before its
+/// intermediate ends, `serve` warns (log, `ca status`, health detail); `ca rotate-intermediate`
+/// on the root's host prepares the successor through the database, and the replica
+/// switches to it and stops warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_root_key_serve_warns_and_rotate_intermediate_on_the_root_host_helps() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut replicas = Replicas::start_with(
+        "warn",
+        2,
+        &["--intermediate-ttl", "60s", "--root-ttl", "1h"],
+    );
+    // The root's host serves no more: only the replica without the root key does.
+    replicas.serves[0].proc.stop();
+    let first = signing_intermediate(&replicas, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut health = HealthClient::new(replicas.channel(1, None).await);
+        let detail = health
+            .check(HealthCheckRequest {
+                service: "dtca.ca-lifecycle".into(),
+            })
+            .await
+            .map(|r| r.into_inner().status)
+            .unwrap_or(-1);
+        let log = replicas.serves[1].log_text();
+        if detail == ServingStatus::NotServing as i32 && log.contains("has no successor") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning: {log}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let out = ca_server(&[
+        "ca",
+        "rotate-intermediate",
+        "--state-dir",
+        replicas.states[0].to_str().unwrap(),
+        "--database",
+        &replicas.url,
+        "--insecure-no-passphrase",
+    ]);
+    assert!(
+        out.status.success(),
+        "rotate-intermediate: {}",
+        stderr(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while signing_intermediate(&replicas, 1).await == first {
+        assert!(
+            Instant::now() < deadline,
+            "no switch: {}",
+            replicas.serves[1].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // On a replica without the root key, the command says so with its own exit code.
+    let out = ca_server(&[
+        "ca",
+        "rotate-intermediate",
+        "--state-dir",
+        replicas.states[1].to_str().unwrap(),
+        "--database",
+        &replicas.url,
+        "--insecure-no-passphrase",
+    ]);
+    expect_exit(&out, Reason::NoRootKey);
 }

@@ -373,10 +373,8 @@ impl Renewable for Enrolled<'_> {
             let addr = self.addr()?;
             let mut bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
             let roots = crate::ca::trust_bundle(&addr, &bundle).await?;
-            if let Some(root) = roots.first()
-                && *root != bundle.root_der
-            {
-                bundle.root_der = root.clone();
+            if !roots.is_empty() && roots != bundle.roots {
+                bundle.roots = roots;
                 enroll::write(&self.opts.out, &bundle, &self.state)?;
                 tracing::info!("installed the CA's new trust bundle");
             }

@@ -31,7 +31,11 @@ pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentRep
             .map_or(0, OffsetDateTime::unix_timestamp),
         next_renewal_unix: state.next_renewal.as_ref().map_or(0, |p| p.at_unix),
         last_error: state.last_error.clone().unwrap_or_default(),
-        trusted_roots: vec![RootDigest::of(&bundle.root_der).to_string()],
+        trusted_roots: bundle
+            .roots
+            .iter()
+            .map(|r| RootDigest::of(r).to_string())
+            .collect(),
         ..Default::default()
     };
     if let Some(d) = &state.docker {
@@ -74,7 +78,7 @@ async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
             engine::dial_addr(&d.listen).await,
         )
     {
-        let served = engine::probe_tls(addr, &name, &current.root_der, None)
+        let served = engine::probe_tls(addr, &name, &current.roots, None)
             .await
             .ok()
             .and_then(|p| p.served);

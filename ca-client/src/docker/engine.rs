@@ -104,7 +104,7 @@ pub struct TlsProbe {
     pub asked_for: Vec<Vec<u8>>,
 }
 
-/// `GET /_ping` over TLS to `addr`, checking the server certificate against `root_der`
+/// `GET /_ping` over TLS to `addr`, checking the server certificate against `roots`
 /// for `name`, optionally presenting a client certificate. The certificate served is
 /// recorded as it is verified, so a probe without a client certificate (which dockerd
 /// with `--tlsverify` refuses) still learns which certificate the engine serves: a node
@@ -115,15 +115,17 @@ pub struct TlsProbe {
 pub async fn probe_tls(
     addr: SocketAddr,
     name: &str,
-    root_der: &[u8],
+    roots: &[Vec<u8>],
     client: Option<&ClientIdentity>,
 ) -> Result<TlsProbe, EngineError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from(root_der.to_vec()))
-        .map_err(|e| EngineError(format!("root certificate: {e}")))?;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store
+            .add(CertificateDer::from(root.clone()))
+            .map_err(|e| EngineError(format!("root certificate: {e}")))?;
+    }
     let verifier = Arc::new(Recording {
-        inner: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        inner: WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
             .build()
             .map_err(|e| EngineError(format!("root certificate: {e}")))?,
         served: Mutex::new(None),

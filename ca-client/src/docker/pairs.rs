@@ -70,7 +70,7 @@ impl TlsDir {
         let dir = self.pair_dir(&serial);
         files::ensure_dir(&dir, 0o700)?;
         bundle.save(&dir, Layout::DOCKERD)?;
-        let root_pem = inspect::certs_to_pem([bundle.root_der.as_slice()]);
+        let root_pem = inspect::certs_to_pem(bundle.roots.iter().map(Vec::as_slice));
         files::write_atomic(&self.paths().ca, root_pem.as_bytes(), PUBLIC)?;
         Ok(serial)
     }

@@ -99,10 +99,10 @@ pub async fn verify(
         // engine's death is watched meanwhile.
         let probe = match liveness.as_mut() {
             Some(l) => tokio::select! {
-                probe = engine::probe_tls(addr, &name, &bundle.root_der, None) => probe,
+                probe = engine::probe_tls(addr, &name, &bundle.roots, None) => probe,
                 dead = l.until_dead() => return Err(dead),
             },
-            None => engine::probe_tls(addr, &name, &bundle.root_der, None).await,
+            None => engine::probe_tls(addr, &name, &bundle.roots, None).await,
         }
         .map_err(|e| e.to_string())?;
         let problem = match (&probe.served, &probe.answered) {
@@ -133,21 +133,18 @@ pub async fn verify(
     if probe.answered.is_ok() {
         return Err(format!("{listen} answers clients without a certificate"));
     }
-    let root_subject = dtca_pki::inspect::subject_der(&bundle.root_der).unwrap_or_default();
-    if !probe.asked_for.contains(&root_subject) {
+    let asks_ours = bundle.roots.iter().any(|root| {
+        dtca_pki::inspect::subject_der(root).is_some_and(|s| probe.asked_for.contains(&s))
+    });
+    if !asks_ours {
         return Err(format!(
             "{listen} does not ask for client certificates of this cluster's CA (its CA file is not the cluster's root)"
         ));
     }
     if !leaf.client_auth
-        && engine::probe_tls(
-            addr,
-            &name,
-            &bundle.root_der,
-            Some(&bundle.client_identity()),
-        )
-        .await
-        .is_ok_and(|own| own.answered.is_ok())
+        && engine::probe_tls(addr, &name, &bundle.roots, Some(&bundle.client_identity()))
+            .await
+            .is_ok_and(|own| own.answered.is_ok())
     {
         return Err(format!(
             "{listen} accepts the node's own certificate as a docker client"

@@ -98,7 +98,7 @@ pub async fn reconcile(docker: &DockerState, timeout: Duration) -> Result<(), Cl
     let addr = engine::dial_addr(&docker.listen)
         .await
         .map_err(|e| EngineFailure::Address(e.to_string()))?;
-    if engine::probe_tls(addr, &name, &current.root_der, None)
+    if engine::probe_tls(addr, &name, &current.roots, None)
         .await
         .is_ok_and(|probe| probe.served.as_ref() == Some(&serial))
     {

@@ -335,8 +335,11 @@ pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliE
     Ok(())
 }
 
-/// Connects to the CA with the admin bundle.
-async fn connect(args: &AdminArgs, file: &FileConfig) -> Result<AdminClient<Channel>, CliError> {
+/// Connects to the CA with the admin bundle (renewing it when due).
+pub(super) async fn connect(
+    args: &AdminArgs,
+    file: &FileConfig,
+) -> Result<AdminClient<Channel>, CliError> {
     let state = StateDir::new(settings::state_dir(&args.state, file));
     let admin_dir: PathBuf = args
         .admin_dir
@@ -361,24 +364,25 @@ async fn connect(args: &AdminArgs, file: &FileConfig) -> Result<AdminClient<Chan
     })?;
     let addr = ServerAddr::parse(&server).map_err(|e| CliError::new(e.reason(), e.to_string()))?;
     let config = tls::client_config(
-        Trust::Root(bundle.root_der.clone()),
+        Trust::Roots(bundle.roots.clone()),
         Some(bundle.client_identity()),
     )
     .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
     let channel = tls::connect(&addr, config)
         .await
         .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
+    super::admin_bundle::refresh(&admin_dir, &bundle, channel.clone()).await;
     Ok(AdminClient::new(channel))
 }
 
-fn status_error(status: tonic::Status) -> CliError {
+pub(super) fn status_error(status: tonic::Status) -> CliError {
     CliError::new(
         reason::of_status_or_code(&status),
         status.message().to_string(),
     )
 }
 
-fn role_name(role: i32) -> &'static str {
+pub(super) fn role_name(role: i32) -> &'static str {
     match v1::Role::try_from(role) {
         Ok(v1::Role::Node) => "node",
         Ok(v1::Role::Operator) => "operator",
@@ -388,7 +392,7 @@ fn role_name(role: i32) -> &'static str {
     }
 }
 
-fn timestamp(unix: i64) -> String {
+pub(super) fn timestamp(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| {
@@ -417,7 +421,7 @@ fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
     })
 }
 
-fn print_json(value: &serde_json::Value) {
+pub(super) fn print_json(value: &serde_json::Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

@@ -2,6 +2,8 @@
 //! file, and the commands. `main.rs` only parses and calls [`run`].
 
 mod admin;
+mod admin_bundle;
+mod ca;
 mod serve;
 mod settings;
 mod store;
@@ -48,6 +50,53 @@ pub enum Command {
     /// The CA's database.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// The CA's own certificates: status, intermediate renewal, root rotation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Roots (digests, expiry), intermediates (active, prepared), the next switch,
+    /// warnings, and during a root rotation where every node and operator stands.
+    Status(AdminArgs),
+    /// Prepare the next intermediate now, on the root's host, reading and writing the
+    /// store directly (running servers pick it up within seconds). Only needed where no
+    /// running server holds the root key: `serve` does it by itself otherwise.
+    RotateIntermediate(RotateIntermediateArgs),
+    /// Start a root rotation (a new root, cross-signed by the old one), or finish it.
+    RotateRoot(RotateRootArgs),
+}
+
+/// `ca rotate-intermediate` flags.
+#[derive(Debug, Args)]
+pub struct RotateIntermediateArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+    /// PostgreSQL URL of the replicas' shared database; the state dir's embedded store
+    /// when absent.
+    #[arg(long, env = "DTCA_DATABASE")]
+    pub database: Option<String>,
+}
+
+/// `ca rotate-root` flags.
+#[derive(Debug, Args)]
+pub struct RotateRootArgs {
+    /// Key algorithm of the new root: p256 or ed25519. [default: the old root's]
+    #[arg(long, env = "DTCA_ROOT_KEY_TYPE", conflicts_with = "finish")]
+    pub key_type: Option<String>,
+    /// End the rotation under way: the old root leaves the trust bundle and certificates
+    /// that chain only to it are refused. Refused while a node or operator lags.
+    #[arg(long)]
+    pub finish: bool,
+    /// With --finish: even while nodes or operators lag (names them; they must re-enroll).
+    #[arg(long, requires = "finish")]
+    pub force: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Where the CA keeps its files.
@@ -86,6 +135,14 @@ pub struct InitArgs {
     /// Key algorithm of the CA: p256 or ed25519. [default: p256]
     #[arg(long, env = "DTCA_KEY_TYPE")]
     pub key_type: Option<String>,
+    /// Lifetime of the root CA (and of each root a rotation makes); at least twice the
+    /// intermediate's. [default: 10y]
+    #[arg(long, env = "DTCA_ROOT_TTL")]
+    pub root_ttl: Option<String>,
+    /// Lifetime of each intermediate CA; a leaf lives at most a third of it, and the CA
+    /// makes the next one itself. Short values (10m) are legal. [default: 1y]
+    #[arg(long, env = "DTCA_INTERMEDIATE_TTL")]
+    pub intermediate_ttl: Option<String>,
 }
 
 /// `serve` flags.
@@ -342,6 +399,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token(cmd) => admin::token(cmd, &file).await,
         Command::Cert(cmd) => admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
+        Command::Ca(cmd) => ca::run(cmd, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
         Command::Store(StoreCommand::Backup(args)) => store::backup(args, &file),
     }

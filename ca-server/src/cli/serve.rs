@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use dtca_common::Reason;
 use dtca_common::config::Problems;
+use dtca_pki::authority::hierarchy::Lifetimes;
 use dtca_pki::identity::check_cluster;
 use dtca_pki::inspect;
 use dtca_pki::key::KeyType;
@@ -13,7 +14,9 @@ use tokio::net::TcpListener;
 
 use super::settings::{self, FileConfig};
 use super::{CliError, InitArgs, ServeArgs};
+use crate::lifecycle::{self, CaState, Custody};
 use crate::metrics::Metrics;
+use crate::registrar::Refusal;
 use crate::registrar::{Registrar, Rules};
 use crate::server::{self, ServerOptions};
 use crate::state::{StateDir, StateError};
@@ -35,13 +38,33 @@ pub(super) async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliErr
         .map(|k| k.parse::<KeyType>())
         .transpose();
     let key_type = problems.check(key_type).flatten().unwrap_or_default();
+    let mut lifetimes = Lifetimes::default();
+    if let Some(text) = args.root_ttl.or_else(|| file.root_ttl.clone())
+        && let Some(d) = settings::duration_of("root-ttl", &text, &mut problems)
+    {
+        lifetimes.root = d;
+    }
+    if let Some(text) = args
+        .intermediate_ttl
+        .or_else(|| file.intermediate_ttl.clone())
+        && let Some(d) = settings::duration_of("intermediate-ttl", &text, &mut problems)
+    {
+        lifetimes.intermediate = d;
+    }
+    problems.check(lifetimes.check());
     let passphrase = settings::passphrase(&args.passphrase, file, &mut problems);
     settings::finish(problems)?;
     let Some(passphrase) = passphrase else {
         return Err(CliError::new(Reason::Config, "no passphrase"));
     };
     let report = dir
-        .init(&cluster, key_type, &passphrase, OffsetDateTime::now_utc())
+        .init_with(
+            &cluster,
+            key_type,
+            lifetimes,
+            &passphrase,
+            OffsetDateTime::now_utc(),
+        )
         .await
         .map_err(state_error)?;
     println!(
@@ -55,8 +78,11 @@ pub(super) async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliErr
         report.root_not_after.date()
     );
     println!(
-        "  intermediate CA: expires {}",
-        report.intermediate_not_after.date()
+        "  intermediate CA: expires {} (renewed by the CA itself; leaves live at most {})",
+        report.intermediate_not_after.date(),
+        dtca_pki::duration::format(std::time::Duration::from_secs(
+            lifetimes.intermediate.as_secs() / u64::from(dtca_pki::authority::schedule::LEAF_SHARE)
+        ))
     );
     println!("  root digest:     {}", report.root_digest);
     println!("  admin bundle:    {}", report.admin_dir.display());
@@ -154,8 +180,8 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         tracing::warn!(%what, "tightened the permissions of the CA's state");
     }
     raise_open_files();
-    let (authority, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
-    drop(passphrase);
+    // Checks the passphrase against the state dir's files before anything else.
+    let (_, cluster) = dir.load_authority(&passphrase).map_err(state_error)?;
     if !cluster.encrypted {
         tracing::warn!(
             "the CA keys are not encrypted at rest (initialised with --insecure-no-passphrase)"
@@ -165,9 +191,32 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         (Some(url), Some(config)) => Arc::new(open_postgres(&url, config, &dir).await?),
         _ => Arc::new(open_embedded(&dir, store_reserve)?),
     };
+    let now = OffsetDateTime::now_utc();
+    // A CA made before the store kept its certificates: they come from the files, once.
+    let files = dir.ca_files().map_err(state_error)?;
+    if lifecycle::ops::import(store.as_ref(), files, now)
+        .await
+        .map_err(lifecycle_error)?
+    {
+        tracing::info!("stored the CA's root and intermediate from the state directory");
+    }
+    let material = store
+        .ca_material()
+        .await
+        .map_err(|e| CliError::new(Reason::StoreUnavailable, e.to_string()))?;
+    let state =
+        CaState::load(&cluster.cluster, &material, &passphrase, now).map_err(lifecycle_error)?;
+    let custody = Custody {
+        root_keys: Box::new(dir.clone()),
+        passphrase,
+        lifetimes: cluster.lifetimes(),
+        poll: server::lifecycle::POLL,
+        warnings: std::sync::Mutex::default(),
+    };
     let metrics = Arc::new(Metrics::default());
-    let registrar = Arc::new(Registrar::new(
-        authority,
+    let registrar = Arc::new(Registrar::with_state(
+        state,
+        Some(Arc::new(custody)),
         store.clone(),
         Rules { renew_grace },
         metrics.clone(),
@@ -300,6 +349,12 @@ async fn open_postgres(
         }
     }
     Ok(store)
+}
+
+/// A lifecycle step that failed, as the refusal it is.
+pub(super) fn lifecycle_error(e: lifecycle::LifecycleError) -> CliError {
+    let refusal = Refusal::from(e);
+    CliError::new(refusal.reason(), refusal.to_string())
 }
 
 pub(super) fn state_error(e: StateError) -> CliError {

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub cluster: Option<String>,
     pub key_type: Option<String>,
+    pub root_ttl: Option<String>,
+    pub intermediate_ttl: Option<String>,
     pub passphrase_file: Option<PathBuf>,
     pub insecure_no_passphrase: Option<bool>,
     pub insecure_passphrase_file_permissions: Option<bool>,

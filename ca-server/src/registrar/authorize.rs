@@ -47,10 +47,13 @@ impl Registrar {
             .filter(|c| !c.is_empty())
             .ok_or(Refusal::CertMissing)?;
         let leaf = &chain[0];
-        // Whatever the client sent as intermediates, our own intermediate is the one that
-        // counts: put it first so path building needs nothing else.
-        let mut intermediates = vec![self.authority.intermediate_der().to_vec()];
+        // Whatever the client sent as intermediates, our own intermediates are the ones
+        // that count: put them first so path building needs nothing else. Only trusted
+        // roots anchor: after a root rotation, a certificate of the old root is foreign.
+        let ca = self.ca();
+        let mut intermediates = ca.intermediates();
         intermediates.extend(chain[1..].iter().cloned());
+        let roots = ca.roots();
         let grace = if allow_grace {
             self.rules.renew_grace
         } else {
@@ -61,10 +64,10 @@ impl Registrar {
             Some(Role::Node) => Usage::Server,
             _ => Usage::Client,
         };
-        chain::verify_with_grace(
+        chain::verify_any_with_grace(
             leaf,
             &intermediates,
-            self.authority.root_der(),
+            &roots.iter().map(Vec::as_slice).collect::<Vec<_>>(),
             now,
             usage,
             grace,
@@ -77,7 +80,7 @@ impl Registrar {
         let identity = info
             .identity
             .clone()
-            .filter(|i| i.cluster == self.authority.cluster())
+            .filter(|i| i.cluster == self.cluster())
             .ok_or_else(|| {
                 Refusal::CertInvalid("no identity of this cluster in the certificate".into())
             })?;

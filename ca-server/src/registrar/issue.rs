@@ -25,6 +25,9 @@ pub struct Issued {
     pub leaf_der: Vec<u8>,
     /// Its parsed fields.
     pub info: CertInfo,
+    /// What goes after the leaf: the intermediate that signed it, then during a root
+    /// rotation the new root cross-signed by the old one.
+    pub chain: Vec<Vec<u8>>,
 }
 
 impl Registrar {
@@ -52,7 +55,7 @@ impl Registrar {
             ));
         }
         check_name(&name).map_err(|e| Refusal::InvalidArgument(e.to_string()))?;
-        let identity = Identity::new(self.authority.cluster(), record.role, &name)
+        let identity = Identity::new(&self.cluster(), record.role, &name)
             .map_err(|e| Refusal::InvalidArgument(e.to_string()))?;
         names_for_role(record.role, &mut csr)?;
         record
@@ -66,7 +69,9 @@ impl Registrar {
             ip_addresses: csr.ip_addresses,
             lifetime: Profile::of(record.role).lifetime(record.cert_ttl),
         };
-        let leaf = self.authority.issue(&template, now)?;
+        let signer = self.signer(now)?;
+        let leaf = signer.issue(&template, now)?;
+        let chain = self.ca().chain_of(signer.intermediate_der());
         let audit = vec![
             AuditEntry::new(
                 now,
@@ -107,6 +112,7 @@ impl Registrar {
         Ok(Issued {
             leaf_der: leaf.der,
             info: leaf.info,
+            chain,
         })
     }
 
@@ -170,7 +176,9 @@ impl Registrar {
             ip_addresses,
             lifetime: Profile::of(role).lifetime(Some(previous_life.max(Duration::from_secs(10)))),
         };
-        let leaf = self.authority.issue(&template, now)?;
+        let signer = self.signer(now)?;
+        let leaf = signer.issue(&template, now)?;
+        let chain = self.ca().chain_of(signer.intermediate_der());
         let audit = vec![issue_audit(
             AuditKind::Renew,
             &caller.identity.uri(),
@@ -192,6 +200,7 @@ impl Registrar {
         Ok(Issued {
             leaf_der: leaf.der,
             info: leaf.info,
+            chain,
         })
     }
 
@@ -217,7 +226,9 @@ impl Registrar {
             ip_addresses,
             lifetime,
         };
-        let leaf = self.authority.issue(&template, now)?;
+        let signer = self.signer(now)?;
+        let leaf = signer.issue(&template, now)?;
+        let chain = self.ca().chain_of(signer.intermediate_der());
         let audit = vec![issue_audit(AuditKind::Issue, "ca-server", &leaf.info, now)];
         self.commit(
             leaf.der.clone(),
@@ -234,6 +245,7 @@ impl Registrar {
             Issued {
                 leaf_der: leaf.der,
                 info: leaf.info,
+                chain,
             },
             key,
         ))

@@ -14,25 +14,27 @@
 mod authorize;
 mod inventory;
 mod issue;
+mod lifecycle;
 mod refusal;
 mod revoke;
 mod tokens;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dtca_pki::authority::Authority;
 use dtca_pki::inspect;
-use dtca_pki::token::RootDigest;
 use time::OffsetDateTime;
 
 pub use authorize::{Caller, require};
 pub use issue::Issued;
+pub use lifecycle::CaReport;
 pub use refusal::Refusal;
 pub use revoke::CRL_VALIDITY;
 pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenAllowance, TokenSpec};
 
 use crate::channel::Hub;
+use crate::lifecycle::{CaState, Custody};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -44,11 +46,14 @@ pub struct Rules {
     pub renew_grace: Duration,
 }
 
-/// The CA's decisions, over an [`Authority`] and a [`Store`].
+/// The CA's decisions, over the CA's certificates ([`CaState`]) and a [`Store`].
 #[derive(Debug)]
 pub struct Registrar {
-    authority: Authority,
-    root_digest: RootDigest,
+    /// Replaced as a whole when the CA's certificates change (another replica prepared an
+    /// intermediate, a root rotation started or finished).
+    ca: RwLock<Arc<CaState>>,
+    /// The passphrase and root keys, when this registrar follows the store (`serve`).
+    custody: Option<Arc<Custody>>,
     store: Arc<dyn Store>,
     rules: Rules,
     metrics: Arc<Metrics>,
@@ -63,16 +68,32 @@ impl std::fmt::Debug for dyn Store {
 }
 
 impl Registrar {
-    /// Puts the pieces together.
+    /// Puts the pieces together, for a CA of one root and one intermediate.
+    ///
+    /// # Panics
+    /// Never for an [`Authority`]: its pieces were checked to fit when it was made.
     pub fn new(
         authority: Authority,
         store: Arc<dyn Store>,
         rules: Rules,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let state = CaState::single(authority)
+            .unwrap_or_else(|e| unreachable!("an authority is a lineage of one: {e}"));
+        Self::with_state(state, None, store, rules, metrics)
+    }
+
+    /// Puts the pieces together over the CA's certificates as read from the store.
+    pub fn with_state(
+        state: CaState,
+        custody: Option<Arc<Custody>>,
+        store: Arc<dyn Store>,
+        rules: Rules,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Registrar {
-            root_digest: RootDigest::of(authority.root_der()),
-            authority,
+            ca: RwLock::new(Arc::new(state)),
+            custody,
             store,
             rules,
             metrics,
@@ -85,9 +106,39 @@ impl Registrar {
         &self.hub
     }
 
-    /// The signing authority.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
+    /// The CA's certificates as they are now.
+    pub fn ca(&self) -> Arc<CaState> {
+        self.ca
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Replaces the CA's certificates (the lifecycle driver, after the store changed).
+    pub fn install(&self, state: CaState) {
+        let state = Arc::new(state);
+        match self.ca.write() {
+            Ok(mut c) => *c = state,
+            Err(e) => *e.into_inner() = state,
+        }
+    }
+
+    /// The passphrase, root keys and lifetimes, when this registrar follows the store.
+    pub fn custody(&self) -> Option<&Arc<Custody>> {
+        self.custody.as_ref()
+    }
+
+    /// The cluster name.
+    pub fn cluster(&self) -> String {
+        self.ca().cluster().to_string()
+    }
+
+    /// The authority that signs at `now`.
+    ///
+    /// # Errors
+    /// [`Refusal::NoIntermediate`] when none can.
+    pub fn signer(&self, now: OffsetDateTime) -> Result<Arc<Authority>, Refusal> {
+        Ok(self.ca().signer(now)?)
     }
 
     /// The store.
@@ -100,11 +151,17 @@ impl Registrar {
         &self.metrics
     }
 
-    /// Root and intermediate as PEM.
-    pub fn trust_bundle(&self) -> (String, String) {
+    /// Every trusted root as PEM (oldest first), and the intermediate signing at `now`.
+    pub fn trust_bundle(&self, now: OffsetDateTime) -> (String, String) {
+        let ca = self.ca();
+        let roots = ca.roots();
+        let intermediate = ca
+            .signer(now)
+            .map(|a| inspect::certs_to_pem([a.intermediate_der()]))
+            .unwrap_or_default();
         (
-            inspect::certs_to_pem([self.authority.root_der()]),
-            inspect::certs_to_pem([self.authority.intermediate_der()]),
+            inspect::certs_to_pem(roots.iter().map(Vec::as_slice)),
+            intermediate,
         )
     }
 
@@ -113,7 +170,7 @@ impl Registrar {
     /// # Errors
     /// What failed.
     pub async fn self_test(&self, now: OffsetDateTime) -> Result<(), Refusal> {
-        self.authority.self_test(now)?;
+        self.signer(now)?.self_test(now)?;
         self.store.ping().await?;
         Ok(())
     }

@@ -79,6 +79,20 @@ pub enum Refusal {
     Authority(AuthorityError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(
+        "the root rotation cannot finish: {} still hold a certificate of the old root only ({}); wait for them to renew (ca-server ca status), or finish with --force, which locks them out", .0.len(), .0.join(", ")
+    )]
+    RotationLagging(Vec<String>),
+    #[error("{0}")]
+    RotationState(String),
+    #[error(
+        "this host does not hold the key of the active root: run the command on the root's host (ca-server ca rotate-intermediate --state-dir DIR there)"
+    )]
+    NoRootKey,
+    #[error(
+        "no intermediate of the active root can sign: run `ca-server ca rotate-intermediate --state-dir DIR` where the root key is"
+    )]
+    NoIntermediate,
 }
 
 impl Refusal {
@@ -107,6 +121,10 @@ impl Refusal {
             Refusal::Store(StoreError::Full(_)) => Reason::StoreFull,
             Refusal::Store(StoreError::Corrupt(_)) => Reason::StoreCorrupt,
             Refusal::Store(_) | Refusal::Authority(_) | Refusal::Internal(_) => Reason::Internal,
+            Refusal::RotationLagging(_) => Reason::RotationLagging,
+            Refusal::RotationState(_) => Reason::RotationState,
+            Refusal::NoRootKey => Reason::NoRootKey,
+            Refusal::NoIntermediate => Reason::NoIntermediate,
         }
     }
 }
@@ -151,5 +169,20 @@ impl From<StoreError> for Refusal {
 impl From<AuthorityError> for Refusal {
     fn from(e: AuthorityError) -> Self {
         Refusal::Authority(e)
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for Refusal {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as L;
+        match e {
+            L::Store(e) => e.into(),
+            L::Authority(e) => e.into(),
+            L::NoIntermediate => Refusal::NoIntermediate,
+            L::NoRootKey => Refusal::NoRootKey,
+            L::RotationState(m) => Refusal::RotationState(m),
+            L::RotationLagging(names) => Refusal::RotationLagging(names),
+            L::Internal(m) => Refusal::Internal(m),
+        }
     }
 }

@@ -97,7 +97,7 @@ impl Registrar {
         let revoked = self.store.revoked(now).await?;
         let number = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         Ok(self
-            .authority
+            .signer(now)?
             .sign_crl(&revoked, number, now, CRL_VALIDITY)?)
     }
 }

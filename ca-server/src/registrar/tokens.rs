@@ -111,8 +111,8 @@ impl Registrar {
                 spec.role
             )));
         }
-        let token =
-            JoinToken::generate(self.root_digest).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let token = JoinToken::generate(self.ca().active_root().digest())
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         let hash = token.secret_hash();
         let record = TokenRecord {
             id: hash.id(),
@@ -210,7 +210,7 @@ impl Registrar {
         now: OffsetDateTime,
     ) -> Result<TokenRecord, Refusal> {
         let token: JoinToken = token_text.parse().map_err(Refusal::TokenMalformed)?;
-        if token.root != self.root_digest {
+        if !self.ca().trusts(&token.root) {
             return Err(Refusal::TokenForeignCa);
         }
         let hash = token.secret_hash();

@@ -129,13 +129,15 @@ fn chains_to_this_ca(registrar: &Registrar, chain: &[Vec<u8>]) -> bool {
     let Some((leaf, presented)) = chain.split_first() else {
         return false;
     };
-    let authority = registrar.authority();
-    let mut intermediates = vec![authority.intermediate_der().to_vec()];
+    let ca = registrar.ca();
+    let mut intermediates = ca.intermediates();
     intermediates.extend(presented.iter().cloned());
+    let roots = ca.roots();
+    let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
     let now = OffsetDateTime::now_utc();
     [Usage::Client, Usage::Server]
         .into_iter()
-        .any(|usage| chain::verify(leaf, &intermediates, authority.root_der(), now, usage).is_ok())
+        .any(|usage| chain::verify_any(leaf, &intermediates, &roots, now, usage).is_ok())
 }
 
 /// Runs the HTTP/2 connection until it ends; says why when the server ended it.

@@ -22,6 +22,11 @@ use crate::registrar::Registrar;
 /// The services whose health the loop reports: the server as a whole, and each API.
 const HEALTH_SERVICES: [&str; 3] = ["", "dtca.v1.Ca", "dtca.v1.Admin"];
 
+/// The health detail of the CA's own certificates: NOT_SERVING while the lifecycle warns
+/// (the active intermediate ends soon without a successor, the root ends), while the
+/// server itself still serves. The log and `ca status` say why.
+pub(super) const LIFECYCLE_SERVICE: &str = "dtca.ca-lifecycle";
+
 /// Why the server is not serving, when it is not: shared by the loop and the service.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Why(Arc<Mutex<Option<Reason>>>);
@@ -94,7 +99,18 @@ pub(super) async fn health_loop(
     every: Duration,
 ) {
     let mut was: Option<(ServingStatus, Option<Reason>)> = None;
+    let mut lifecycle_was: Option<ServingStatus> = None;
     loop {
+        let lifecycle = match registrar.custody().map(|c| c.warnings()) {
+            Some(w) if !w.is_empty() => ServingStatus::NotServing,
+            _ => ServingStatus::Serving,
+        };
+        if lifecycle_was != Some(lifecycle) {
+            reporter
+                .set_service_status(LIFECYCLE_SERVICE, lifecycle)
+                .await;
+            lifecycle_was = Some(lifecycle);
+        }
         let now = serving_status(&registrar, OffsetDateTime::now_utc()).await;
         if was != Some(now) {
             let (status, reason) = now;
@@ -239,6 +255,21 @@ mod tests {
             down()
         }
         async fn audit(&self, _: u32) -> Result<Vec<AuditEntry>, StoreError> {
+            down()
+        }
+        async fn current_certificates(
+            &self,
+            _: OffsetDateTime,
+        ) -> Result<Vec<CertRecord>, StoreError> {
+            down()
+        }
+        async fn ca_generation(&self) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn ca_material(&self) -> Result<crate::store::CaMaterial, StoreError> {
+            down()
+        }
+        async fn update_ca(&self, _: crate::store::CaUpdate) -> Result<u64, StoreError> {
             down()
         }
     }

@@ -18,6 +18,7 @@ mod budget;
 mod conn;
 pub mod fd_limit;
 mod health;
+pub mod lifecycle;
 mod request;
 
 use std::future::Future;
@@ -153,7 +154,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let (chain, key, not_before, not_after) = server_certificate(&registrar, &options).await?;
     let slot = CertSlot::new(&chain, &key)?;
-    let tls = server_config(slot.clone(), registrar.authority().root_der())?;
+    let tls = server_config(slot.clone(), &registrar.ca().roots())?;
 
     let health_reporter = tonic_health::server::HealthReporter::new();
     let why = health::Why::default();
@@ -188,6 +189,7 @@ pub async fn run(
             not_before,
             not_after,
         )),
+        tokio::spawn(lifecycle::run(registrar.clone())),
         tokio::spawn(crate::channel::revocation_feed(
             registrar.store().clone(),
             registrar.hub().clone(),
@@ -266,8 +268,7 @@ async fn server_certificate(
     ),
     ServeError,
 > {
-    let authority = registrar.authority();
-    let identity = Identity::new(authority.cluster(), Role::Ca, &options.name)
+    let identity = Identity::new(&registrar.cluster(), Role::Ca, &options.name)
         .map_err(|e| ServeError::Certificate(Refusal::Internal(e.to_string())))?;
     let (issued, key) = registrar
         .issue_local(
@@ -279,12 +280,11 @@ async fn server_certificate(
         )
         .await
         .map_err(ServeError::Certificate)?;
-    // The root goes in the chain too: first-contact clients pin it by digest.
-    let chain = vec![
-        issued.leaf_der,
-        authority.intermediate_der().to_vec(),
-        authority.root_der().to_vec(),
-    ];
+    // The roots go in the chain too: first-contact clients pin one by digest (during a
+    // root rotation, tokens made before it pin the old root, later ones the new).
+    let mut chain = vec![issued.leaf_der];
+    chain.extend(issued.chain);
+    chain.extend(registrar.ca().roots());
     Ok((chain, key, issued.info.not_before, issued.info.not_after))
 }
 
@@ -296,6 +296,9 @@ async fn rotate_server_certificate(
     mut not_after: OffsetDateTime,
 ) {
     let mut failures = 0u32;
+    // A change of the trust state (a root rotation, a new intermediate) renews it at
+    // once, so the chain it serves holds the roots that join tokens pin.
+    let mut trust = registrar.hub().trust_watch();
     loop {
         let at = renewal::renew_at_issued(not_before, not_after, renewal::jitter());
         let wait = (at - OffsetDateTime::now_utc())
@@ -311,7 +314,14 @@ async fn rotate_server_certificate(
         } else {
             wait
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = trust.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
         match server_certificate(&registrar, &options).await {
             Ok((chain, key, nb, na)) => match slot.replace(&chain, &key) {
                 Ok(()) => {

@@ -94,6 +94,86 @@ fn audit_event(e: AuditEntry) -> v1::AuditEvent {
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
+    async fn ca_status(
+        &self,
+        request: Request<v1::CaStatusRequest>,
+    ) -> Result<Response<v1::CaStatusResponse>, Status> {
+        let peer = peer(&request);
+        let now = OffsetDateTime::now_utc();
+        let report = self
+            .cx
+            .call(Rpc::Admin, "CaStatus", peer.clone(), async {
+                let caller = self.admin(peer.as_ref()).await?;
+                self.cx.registrar.ca_report(&caller, now).await
+            })
+            .await?;
+        Ok(Response::new(super::lifecycle::status(&report, now)))
+    }
+
+    async fn rotate_intermediate(
+        &self,
+        request: Request<v1::RotateIntermediateRequest>,
+    ) -> Result<Response<v1::RotateIntermediateResponse>, Status> {
+        let peer = peer(&request);
+        let prepared = self
+            .cx
+            .call(Rpc::Admin, "RotateIntermediate", peer.clone(), async {
+                let caller = self.admin(peer.as_ref()).await?;
+                self.cx
+                    .registrar
+                    .rotate_intermediate(&caller, OffsetDateTime::now_utc())
+                    .await
+            })
+            .await?;
+        Ok(Response::new(super::lifecycle::prepared(prepared)))
+    }
+
+    async fn rotate_root(
+        &self,
+        request: Request<v1::RotateRootRequest>,
+    ) -> Result<Response<v1::RotateRootResponse>, Status> {
+        let peer = peer(&request);
+        let req = request.into_inner();
+        let now = OffsetDateTime::now_utc();
+        let answer = self
+            .cx
+            .call(Rpc::Admin, "RotateRoot", peer.clone(), async {
+                let caller = self.admin(peer.as_ref()).await?;
+                let registrar = &self.cx.registrar;
+                if req.finish {
+                    let before = registrar.ca();
+                    let left = registrar
+                        .finish_root_rotation(&caller, req.force, now)
+                        .await?;
+                    return Ok(v1::RotateRootResponse {
+                        old_root_digest: before
+                            .lineage()
+                            .roots()
+                            .iter()
+                            .find(|r| r.der != before.active_root().der)
+                            .map(|r| r.digest().to_string())
+                            .unwrap_or_default(),
+                        new_root_digest: before.active_root().digest().to_string(),
+                        not_after_unix: before.active_root().info.not_after.unix_timestamp(),
+                        left_behind: left,
+                        finished: true,
+                    });
+                }
+                let key_type = match req.key_type.trim() {
+                    "" => None,
+                    k => Some(k.parse().map_err(|e: dtca_pki::key::KeyError| {
+                        Refusal::InvalidArgument(e.to_string())
+                    })?),
+                };
+                let started = registrar
+                    .start_root_rotation(&caller, key_type, now)
+                    .await?;
+                Ok(super::lifecycle::started(&started))
+            })
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn create_token(
         &self,
         request: Request<v1::CreateTokenRequest>,

@@ -37,14 +37,19 @@ impl CaService {
     }
 
     fn issued(&self, issued: Issued) -> v1::IssuedCertificate {
-        let authority = self.cx.registrar.authority();
+        let ca = self.cx.registrar.ca();
+        let mut chain = issued.chain.into_iter();
         v1::IssuedCertificate {
             leaf_der: issued.leaf_der,
-            intermediate_der: authority.intermediate_der().to_vec(),
-            root_der: authority.root_der().to_vec(),
+            intermediate_der: chain.next().unwrap_or_default(),
+            // The root the leaf reaches through its own intermediate (the new one during
+            // a root rotation); `roots_der` is the whole bundle.
+            root_der: ca.active_root().der.clone(),
             serial: issued.info.serial.to_string(),
             identity: issued.info.identity.map(|i| i.uri()).unwrap_or_default(),
             not_after_unix: issued.info.not_after.unix_timestamp(),
+            roots_der: ca.roots(),
+            chain_der: chain.collect(),
         }
     }
 }
@@ -120,15 +125,22 @@ impl ca_server::Ca for CaService {
         &self,
         _: Request<v1::TrustBundleRequest>,
     ) -> Result<Response<v1::TrustBundleResponse>, Status> {
-        let (root_pem, intermediate_pem) = self.cx.registrar.trust_bundle();
         let now = OffsetDateTime::now_utc();
+        let (root_pem, intermediate_pem) = self.cx.registrar.trust_bundle(now);
+        let ca = self.cx.registrar.ca();
         Ok(Response::new(v1::TrustBundleResponse {
-            cluster: self.cx.registrar.authority().cluster().to_string(),
+            cluster: ca.cluster().to_string(),
             root_pem,
             intermediate_pem,
             server_time_unix_ms: i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
             leaf_backdate_seconds: i64::try_from(dtca_pki::profile::BACKDATE.as_secs())
                 .unwrap_or(0),
+            roots_der: ca.roots(),
+            rotation_started_unix: ca
+                .lineage()
+                .rotation_started()
+                .map_or(0, OffsetDateTime::unix_timestamp),
+            active_root_der: ca.active_root().der.clone(),
         }))
     }
 

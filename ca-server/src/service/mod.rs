@@ -2,10 +2,12 @@
 //!
 //! - [`ca`]: `dtca.v1.Ca`, for every caller.
 //! - [`admin`]: `dtca.v1.Admin`, for callers with an admin certificate.
+//! - [`lifecycle`]: the CA lifecycle's answers (`ca status`, rotations) as protobuf.
 //! - [`status`]: the one place where refusals become gRPC statuses.
 
 pub mod admin;
 pub mod ca;
+pub mod lifecycle;
 pub mod status;
 
 use std::future::Future;

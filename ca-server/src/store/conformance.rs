@@ -34,6 +34,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     an_engine_address_reported_by_a_revoked_certificate_is_not_shown(&*store).await;
     revocations_since_a_time_oldest_first(&*store).await;
     the_newest_agent_report_of_each_node_is_kept(&*store).await;
+    ca_material_changes_whole_and_only_from_the_generation_read(&*store).await;
+    current_certificates_are_the_valid_unrenewed_ones(&*store).await;
 }
 
 fn now() -> OffsetDateTime {
@@ -899,4 +901,169 @@ async fn the_newest_agent_report_of_each_node_is_kept(store: &dyn Store) {
     let reports = store.reports().await.unwrap();
     let mine: Vec<_> = reports.iter().filter(|r| r.name == "reporter").collect();
     assert_eq!(mine, vec![&newer]);
+}
+
+fn ca_record(
+    kind: dtca_pki::authority::lineage::CaKind,
+    der: Vec<u8>,
+    key: Option<&str>,
+) -> super::CaCertRecord {
+    super::CaCertRecord {
+        id: dtca_pki::authority::lineage::hex_digest(&der),
+        kind,
+        der,
+        key_pem: key.map(str::to_string),
+        added_at: now(),
+        retired_at: None,
+    }
+}
+
+fn ca_update(expected: u64) -> super::CaUpdate {
+    super::CaUpdate {
+        expected_generation: expected,
+        add: Vec::new(),
+        remove: Vec::new(),
+        retire: Vec::new(),
+        active_root: None,
+        rotation: super::RotationChange::Keep,
+        audit: vec![audit(AuditKind::Ca, "ca")],
+        at: now(),
+    }
+}
+
+async fn ca_material_changes_whole_and_only_from_the_generation_read(store: &dyn Store) {
+    use super::RotationChange;
+    use dtca_pki::authority::lineage::CaKind;
+    assert_eq!(store.ca_generation().await.unwrap(), 0);
+    let empty = store.ca_material().await.unwrap();
+    assert!(empty.certs.is_empty() && empty.active_root.is_none());
+    let h = dtca_pki::authority::hierarchy::create("test", dtca_pki::KeyType::P256, now()).unwrap();
+    let root = ca_record(CaKind::Root, h.root_der.clone(), None);
+    let inter = ca_record(
+        CaKind::Intermediate,
+        h.intermediate_der.clone(),
+        Some("SEALED KEY"),
+    );
+    let mut first = ca_update(0);
+    first.add = vec![root.clone(), inter.clone()];
+    first.active_root = Some(root.id.clone());
+    assert_eq!(store.update_ca(first.clone()).await.unwrap(), 1);
+    let m = store.ca_material().await.unwrap();
+    assert_eq!(m.generation, 1);
+    assert_eq!(m.certs, vec![root.clone(), inter.clone()]);
+    assert_eq!(m.active_root.as_deref(), Some(root.id.as_str()));
+    assert_eq!(m.rotation_started, None);
+    // A change decided on an older read is refused and changes nothing.
+    let mut stale = ca_update(0);
+    stale.active_root = Some("elsewhere".into());
+    assert!(matches!(
+        store.update_ca(stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Adding a certificate twice is refused as a whole (the generation stays).
+    let mut twice = ca_update(1);
+    twice.add = vec![inter.clone()];
+    twice.rotation = RotationChange::Start(now());
+    assert!(matches!(
+        store.update_ca(twice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.ca_generation().await.unwrap(), 1);
+    assert_eq!(store.ca_material().await.unwrap(), m);
+    // A rotation starts, and a second root and cross certificate come with it.
+    let other =
+        dtca_pki::authority::hierarchy::create("test", dtca_pki::KeyType::P256, now()).unwrap();
+    let new_root = ca_record(CaKind::Root, other.root_der.clone(), None);
+    let extra = ca_record(
+        CaKind::Intermediate,
+        other.intermediate_der.clone(),
+        Some("K2"),
+    );
+    let started = now() - time::Duration::seconds(30);
+    let mut start = ca_update(1);
+    start.add = vec![new_root.clone(), extra.clone()];
+    start.active_root = Some(new_root.id.clone());
+    start.rotation = RotationChange::Start(started);
+    assert_eq!(store.update_ca(start).await.unwrap(), 2);
+    let m = store.ca_material().await.unwrap();
+    assert_eq!(m.rotation_started, Some(started));
+    assert_eq!(m.active_root.as_deref(), Some(new_root.id.as_str()));
+    assert_eq!(m.certs.len(), 4);
+    // It finishes: the old root is retired, an unused certificate removed.
+    let at = now();
+    let mut finish = ca_update(2);
+    finish.retire = vec![root.id.clone()];
+    finish.remove = vec![extra.id.clone()];
+    finish.rotation = RotationChange::End;
+    finish.at = at;
+    assert_eq!(store.update_ca(finish).await.unwrap(), 3);
+    let m = store.ca_material().await.unwrap();
+    assert_eq!(m.generation, 3);
+    assert_eq!(m.rotation_started, None);
+    assert_eq!(m.active_root.as_deref(), Some(new_root.id.as_str()));
+    let ids: Vec<&str> = m.certs.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![root.id.as_str(), inter.id.as_str(), new_root.id.as_str()]
+    );
+    assert_eq!(m.certs[0].retired_at, Some(at));
+    assert_eq!(m.certs[1].retired_at, None);
+    assert_eq!(store.ca_generation().await.unwrap(), 3);
+}
+
+async fn current_certificates_are_the_valid_unrenewed_ones(store: &dyn Store) {
+    let later = now() + time::Duration::hours(1);
+    let t = token("t-current", 10, later);
+    store
+        .insert_token(t, audit(AuditKind::TokenCreate, "t-current"))
+        .await
+        .unwrap();
+    let kept = cert(Role::Operator, "current-kept", later);
+    let renewed = cert(Role::Operator, "current-renewed", later);
+    let expired = cert(
+        Role::Operator,
+        "current-expired",
+        now() + time::Duration::seconds(2),
+    );
+    let revoked = cert(Role::Operator, "current-revoked", later);
+    for c in [&kept, &renewed, &expired, &revoked] {
+        store
+            .record_issuance(enrollment(c.clone(), "t-current"))
+            .await
+            .unwrap();
+    }
+    let successor = cert(Role::Operator, "current-renewed", later);
+    store
+        .record_issuance(renewal(successor.clone(), &renewed.summary.serial))
+        .await
+        .unwrap();
+    store
+        .revoke(
+            &RevokeTarget::Serial(revoked.summary.serial.clone()),
+            now(),
+            "test",
+            "dtca://test/admin/root",
+        )
+        .await
+        .unwrap();
+    let current = store
+        .current_certificates(now() + time::Duration::seconds(5))
+        .await
+        .unwrap();
+    let serials: Vec<&Serial> = current.iter().map(|c| &c.summary.serial).collect();
+    assert!(serials.contains(&&kept.summary.serial));
+    assert!(serials.contains(&&successor.summary.serial));
+    for gone in [&renewed, &expired, &revoked] {
+        assert!(
+            !serials.contains(&&gone.summary.serial),
+            "{}",
+            gone.summary.identity
+        );
+    }
+    assert!(current.iter().all(|c| c.summary.identity.role != Role::Ca));
+    let mine = current
+        .iter()
+        .find(|c| c.summary.serial == kept.summary.serial)
+        .unwrap();
+    assert_eq!(mine.der, kept.der);
 }

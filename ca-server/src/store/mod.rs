@@ -8,9 +8,11 @@
 //! concurrency. A certificate is committed before it is returned to anyone.
 //!
 //! Both backends queue writes ([`queue`]) for writers that apply them in batches, one
-//! transaction per batch; [`conformance`] is the one suite both must pass.
+//! transaction per batch; [`conformance`] is the one suite both must pass. The CA's own
+//! certificates and lifecycle are in [`ca`].
 
 mod agent;
+pub mod ca;
 pub mod conformance;
 pub mod postgres;
 mod queue;
@@ -26,6 +28,8 @@ use dtca_pki::Serial;
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
+
+pub use ca::{CaCertRecord, CaMaterial, CaUpdate, RotationChange};
 
 /// Why an unused successor is revoked when its predecessor renews again.
 pub(crate) const SUPERSEDED_UNUSED: &str =
@@ -223,6 +227,9 @@ pub enum AuditKind {
     TokenRevoke,
     /// A node reported its engine address.
     EngineReport,
+    /// The CA's own certificates changed: an intermediate prepared, a root rotation
+    /// started or finished.
+    Ca,
 }
 
 impl AuditKind {
@@ -236,6 +243,7 @@ impl AuditKind {
             AuditKind::TokenUse => "token-use",
             AuditKind::TokenRevoke => "token-revoke",
             AuditKind::EngineReport => "engine-report",
+            AuditKind::Ca => "ca",
         }
     }
 }
@@ -415,6 +423,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The current certificate of every identity (valid at `now`, not revoked, not
+    /// renewed; the CA servers' own excepted), with everything the CA knows of each: where
+    /// a root rotation stands, and what `rotate-root --finish` waits for.
+    async fn current_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError>;
+
+    /// The generation of the CA's material: replicas poll it, and read the material again
+    /// when it moved.
+    async fn ca_generation(&self) -> Result<u64, StoreError>;
+    /// The CA's certificates and lifecycle.
+    async fn ca_material(&self) -> Result<CaMaterial, StoreError>;
+    /// Applies a [`CaUpdate`] if the generation is still the one it expects; returns the
+    /// new generation.
+    ///
+    /// [`StoreError::Conflict`] when the material changed meanwhile: read it again.
+    async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError>;
 }
 
 /// Helpers shared by the SQL backends: how lists and times are written in a column.

@@ -6,7 +6,7 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AgentRecord, AuditEntry, Issuance, RevokeTarget, StoreError, TokenRecord};
+use super::{AgentRecord, AuditEntry, CaUpdate, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
 pub(super) enum Write {
@@ -37,6 +37,7 @@ pub(super) enum Change {
         at: OffsetDateTime,
     },
     Report(AgentRecord),
+    Ca(CaUpdate),
 }
 
 impl Change {
@@ -48,7 +49,8 @@ impl Change {
             Change::Revoke { .. }
             | Change::Engine { .. }
             | Change::MarkUsed { .. }
-            | Change::Report(_) => None,
+            | Change::Report(_)
+            | Change::Ca(_) => None,
         }
     }
 }
@@ -57,6 +59,8 @@ impl Change {
 pub(super) enum Outcome {
     Done,
     Serials(Vec<Serial>),
+    /// The CA material's new generation.
+    Generation(u64),
 }
 
 impl Outcome {
@@ -64,7 +68,15 @@ impl Outcome {
     pub(super) fn into_serials(self) -> Vec<Serial> {
         match self {
             Outcome::Serials(serials) => serials,
-            Outcome::Done => Vec::new(),
+            Outcome::Done | Outcome::Generation(_) => Vec::new(),
+        }
+    }
+
+    /// The generation a CA update left (0 for other writes).
+    pub(super) fn generation(&self) -> u64 {
+        match self {
+            Outcome::Generation(g) => *g,
+            Outcome::Done | Outcome::Serials(_) => 0,
         }
     }
 }

@@ -5,10 +5,17 @@
 //! public key. After signing, the leaf is parsed again and every field checked
 //! ([`validate`]) before it may leave the process.
 //!
-//! - [`hierarchy`]: making the root and the intermediate at `init`.
+//! - [`hierarchy`]: making CA certificates: root and intermediate at `init`, the next
+//!   intermediates, a new root and its cross-signature at a root rotation.
+//! - [`schedule`]: when an intermediate hands over to its successor, and how long a leaf
+//!   may live.
+//! - [`lineage`]: the CA's roots and intermediates over time: which signs now, which
+//!   roots to trust, what goes in a chain, what to do next.
 //! - [`validate`]: the post-signing checks.
 
 pub mod hierarchy;
+pub mod lineage;
+pub mod schedule;
 pub mod validate;
 
 use std::net::IpAddr;
@@ -28,6 +35,7 @@ use crate::inspect::CertInfo;
 use crate::key::PrivateKey;
 use crate::profile::{BACKDATE, Profile};
 use crate::serial::Serial;
+use schedule::Schedule;
 
 /// What the CA has decided a leaf should say; built by the server from a verified CSR and
 /// the caller's token or certificate, never from requested extensions.
@@ -41,7 +49,8 @@ pub struct LeafTemplate {
     pub dns_names: Vec<String>,
     /// Checked IP SANs (nodes only).
     pub ip_addresses: Vec<IpAddr>,
-    /// Asked lifetime; capped by the role's profile and the intermediate's expiry.
+    /// Asked lifetime; capped by the role's profile, the intermediate's leaf cap (a third
+    /// of its life, see [`schedule`]) and the intermediate's expiry.
     pub lifetime: Duration,
 }
 
@@ -60,6 +69,7 @@ pub struct Authority {
     root_der: Vec<u8>,
     intermediate_der: Vec<u8>,
     intermediate: CertInfo,
+    schedule: Schedule,
     issuer: Issuer<'static, KeyPair>,
     rng: SystemRandom,
 }
@@ -110,6 +120,7 @@ impl Authority {
             cluster: cluster.to_string(),
             root_der,
             intermediate_der,
+            schedule: Schedule::of(&intermediate),
             intermediate,
             issuer,
             rng: SystemRandom::new(),
@@ -136,6 +147,16 @@ impl Authority {
         self.intermediate.not_after
     }
 
+    /// The intermediate's parsed fields.
+    pub fn intermediate(&self) -> &CertInfo {
+        &self.intermediate
+    }
+
+    /// The intermediate's schedule: its leaf cap and when its successor takes over.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
     /// Builds, signs and validates a leaf.
     ///
     /// # Errors
@@ -158,8 +179,10 @@ impl Authority {
         let now = truncate(now);
         let profile = Profile::of(template.identity.role);
         let not_before = (now - BACKDATE).max(self.intermediate.not_before);
-        let not_after =
-            (now + profile.lifetime(Some(template.lifetime))).min(self.intermediate.not_after);
+        let lifetime = profile
+            .lifetime(Some(template.lifetime))
+            .min(self.schedule.leaf_cap);
+        let not_after = (now + lifetime).min(self.intermediate.not_after);
         if not_after <= now {
             return Err(AuthorityError::IssuerExpired {
                 not_after: self.intermediate.not_after,
@@ -330,7 +353,7 @@ pub enum AuthorityError {
     Mismatch(&'static str),
     #[error("identity of cluster {0:?} cannot be issued by this CA")]
     WrongCluster(String),
-    #[error("the intermediate CA expired at {}; re-initialise the CA", crate::duration::timestamp(*not_after))]
+    #[error("the intermediate CA expired at {} and has no successor: run `ca-server ca rotate-intermediate` where the root key is", crate::duration::timestamp(*not_after))]
     IssuerExpired { not_after: OffsetDateTime },
     #[error("signing failed: {0}")]
     Signing(String),

@@ -263,3 +263,28 @@ fn self_test_signs() {
     let (a, _) = authority(KeyType::Ed25519);
     a.self_test(NOW).unwrap();
 }
+
+/// Leaves live at most a third of their intermediate's life, whatever the role allows,
+/// so the CA can hand over to the next intermediate before any leaf would be cut short.
+#[test]
+fn leaves_are_capped_at_a_third_of_the_intermediate() {
+    let h = hierarchy::create_with(
+        "prod",
+        KeyType::P256,
+        NOW,
+        hierarchy::Lifetimes {
+            root: Duration::from_secs(3600),
+            intermediate: Duration::from_secs(600),
+        },
+    )
+    .unwrap();
+    let a = Authority::new("prod", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
+    assert_eq!(a.schedule().leaf_cap, Duration::from_secs(200));
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let leaf = a.issue(&template(Role::Node, &key), NOW).unwrap();
+    assert_eq!(leaf.info.not_after, NOW + time::Duration::seconds(200));
+    let mut short = template(Role::Node, &key);
+    short.lifetime = Duration::from_secs(30);
+    let leaf = a.issue(&short, NOW).unwrap();
+    assert_eq!(leaf.info.not_after, NOW + time::Duration::seconds(30));
+}

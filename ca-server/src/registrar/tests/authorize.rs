@@ -39,7 +39,8 @@ async fn authentication_refuses_missing_foreign_unknown_and_revoked_certificates
     let key = PrivateKey::generate(KeyType::P256).unwrap();
     let unstored = f
         .registrar
-        .authority()
+        .signer(OffsetDateTime::now_utc())
+        .unwrap()
         .issue(
             &LeafTemplate {
                 identity: Identity::new("prod", Role::Admin, "ghost").unwrap(),

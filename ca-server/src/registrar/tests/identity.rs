@@ -156,8 +156,9 @@ async fn a_node_certificate_is_refused_as_a_client_but_serves_the_cas_node_calls
     let f = fixture().await;
     let (token, _) = f.token(spec(Role::Node)).await;
     let node = f.enroll_node(&token, &key()).await.unwrap();
-    let inter = vec![f.registrar.authority().intermediate_der().to_vec()];
-    let root = f.registrar.authority().root_der();
+    let signer = f.registrar.signer(OffsetDateTime::now_utc()).unwrap();
+    let inter = vec![signer.intermediate_der().to_vec()];
+    let root = signer.root_der();
     assert!(chain::verify(&node.leaf_der, &inter, root, now(), Usage::Client).is_err());
     chain::verify(&node.leaf_der, &inter, root, now(), Usage::Server).unwrap();
     // The CA's own check accepts it for the node's calls: renewal keeps working.

@@ -37,7 +37,8 @@ async fn refuses_unknown_malformed_and_foreign_tokens() {
         Err(Refusal::TokenMalformed(_))
     ));
     // Well-formed, right root, never created.
-    let stranger = dtca_pki::token::JoinToken::generate(f.registrar.root_digest).unwrap();
+    let stranger =
+        dtca_pki::token::JoinToken::generate(f.registrar.ca().active_root().digest()).unwrap();
     assert_eq!(
         f.enroll_node(&stranger.expose(), &key).await.unwrap_err(),
         Refusal::TokenUnknown

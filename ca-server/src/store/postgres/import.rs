@@ -4,7 +4,8 @@
 //! checks they are empty; the copy is counted again inside the transaction and once more
 //! after the commit. Nothing is merged: a target that holds records is refused, so a
 //! second run changes nothing. Tokens and audit entries keep their order (oldest first
-//! into the identity columns), certificates keep their revocations and renewal links.
+//! into the identity columns), certificates keep their revocations and renewal links, the
+//! CA's own certificates their lifecycle (a root rotation under way stays under way).
 
 use std::fmt;
 
@@ -269,6 +270,28 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
     for chunk in audit.rchunks(CHUNK * 4) {
         let chunk: Vec<_> = chunk.iter().rev().cloned().collect();
         super::insert_audit(conn, &chunk).await.map_err(target)?;
+    }
+
+    // The CA's own certificates and lifecycle (a root rotation under way stays so).
+    let material = source.ca_material().await.map_err(ImportError::Source)?;
+    if !material.certs.is_empty() {
+        let update = crate::store::CaUpdate {
+            expected_generation: 0,
+            add: material.certs,
+            remove: Vec::new(),
+            retire: Vec::new(),
+            active_root: material.active_root,
+            rotation: material.rotation_started.map_or(
+                crate::store::RotationChange::Keep,
+                crate::store::RotationChange::Start,
+            ),
+            audit: Vec::new(),
+            at: OffsetDateTime::now_utc(),
+        };
+        super::ca::apply(conn, &update).await.map_err(|e| match e {
+            super::failure::WriteFail::Store(e) => ImportError::Target(e),
+            super::failure::WriteFail::Retry(m) => ImportError::Target(StoreError::Unavailable(m)),
+        })?;
     }
 
     let again = source.audit(u32::MAX).await.map_err(ImportError::Source)?;

@@ -31,6 +31,7 @@
 //! or through a TLS tunnel), connection strings other than `postgres://` URLs.
 
 mod audit;
+mod ca;
 mod claims;
 mod conn;
 mod failure;
@@ -69,8 +70,8 @@ use writer::writer_loop;
 use super::columns::{self, parse_serial, secs};
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
-    AgentRecord, AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
-    NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
+    AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
+    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
 
 /// Writer tasks, each with its own connection.
@@ -406,6 +407,39 @@ impl Store for PostgresStore {
             reads::audit(&mut c, limit).await
         })
         .await
+    }
+
+    async fn current_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            ca::current(&mut c, now).await
+        })
+        .await
+    }
+
+    async fn ca_generation(&self) -> Result<u64, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            ca::generation(&mut c).await
+        })
+        .await
+    }
+
+    async fn ca_material(&self) -> Result<CaMaterial, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            ca::material(&mut c).await
+        })
+        .await
+    }
+
+    async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError> {
+        self.write(Write::Change(Box::new(Change::Ca(update))))
+            .await
+            .map(|o| o.generation())
     }
 }
 

@@ -96,6 +96,7 @@ CREATE TABLE agent_reports (
     state TEXT NOT NULL
 );
 ",
+    super::ca::MIGRATION,
 ];
 
 /// Fills `identities` and `host_names` from the certificates (the newest current

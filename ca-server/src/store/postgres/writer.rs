@@ -46,6 +46,7 @@ fn lock_key(write: &Write) -> (u8, String) {
             Change::Engine { name, .. } => (3, name.clone()),
             Change::MarkUsed { serial, .. } => (1, serial.to_string()),
             Change::Report(report) => (4, report.name.clone()),
+            Change::Ca(_) => (5, String::new()),
         },
     }
 }
@@ -304,6 +305,11 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
                 ],
             )
             .await?;
+        }
+        Change::Ca(update) => {
+            return super::ca::apply(conn, update)
+                .await
+                .map(Outcome::Generation);
         }
         Change::MarkUsed { serial, at } => {
             conn.execute(

@@ -109,6 +109,13 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             ])
             .map_err(db_error)?;
         }
+        Change::Ca(update) => {
+            let generation = super::ca::apply(tx, update)?;
+            for entry in &update.audit {
+                insert_audit(tx, entry)?;
+            }
+            return Ok(Outcome::Generation(generation));
+        }
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(
                 "UPDATE certificates SET first_used_at = ?2 WHERE serial = ?1 AND first_used_at IS NULL",

@@ -14,9 +14,10 @@
 //! with their name claims, revocations, the rest), [`wal`] (checkpoints and the WAL's
 //! bounds), [`condition`] (full disk, damage, the reserve), [`reads`] (queries and the
 //! read connections), [`rows`] (rows to records), [`schema`] (tables, migrations, the
-//! check at open), [`backup`] (an online copy of the file).
+//! check at open), [`ca`] (the CA's own certificates and lifecycle), [`backup`] (an online copy of the file).
 
 mod apply;
+mod ca;
 pub mod backup;
 mod condition;
 mod reads;
@@ -46,8 +47,9 @@ use writer::writer_loop;
 
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
-    AgentRecord, AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, Issuance,
-    NodeRecord, RevokeTarget, Store, StoreError, StoreStats, TokenRecord,
+    AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
+    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, StoreStats,
+    TokenRecord,
 };
 
 /// Writes that may wait for the writer before callers are held back.
@@ -367,6 +369,27 @@ impl Store for SqliteStore {
 
     async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         self.read(move |c| reads::audit(c, limit)).await
+    }
+
+    async fn current_certificates(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<CertRecord>, StoreError> {
+        self.read(move |c| reads::current(c, now)).await
+    }
+
+    async fn ca_generation(&self) -> Result<u64, StoreError> {
+        self.lookup(ca::generation)
+    }
+
+    async fn ca_material(&self) -> Result<CaMaterial, StoreError> {
+        self.read(ca::material).await
+    }
+
+    async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError> {
+        self.write(Write::Change(Box::new(Change::Ca(update))))
+            .await
+            .map(|o| o.generation())
     }
 }
 

@@ -65,6 +65,22 @@ pub(super) fn tokens(c: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
     rows.map(|r| r.map_err(db_error)?).collect()
 }
 
+pub(super) fn current(c: &Connection, now: OffsetDateTime) -> Result<Vec<CertRecord>, StoreError> {
+    let mut stmt = c
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason,
+                    first_used_at
+             FROM certificates
+             WHERE role != 'ca' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
+             ORDER BY role, name, not_after"
+        ))
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([now.unix_timestamp()], record_from_row)
+        .map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
+}
+
 pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRecord>, StoreError> {
     c.prepare_cached(&format!(
         "SELECT {SUMMARY_COLUMNS}, der, token_id, renewed_from, policy, issued_at, revocation_reason,

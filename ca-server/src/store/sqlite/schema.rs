@@ -136,6 +136,7 @@ const MIGRATIONS: &[&str] = &[
     IDENTITIES_V2,
     V3_FEWER_PAGES_PER_CERTIFICATE,
     AGENT_REPORTS_V4,
+    CA_LIFECYCLE_V5,
 ];
 
 /// Version 4: what each node's agent last reported (the agent channel), one row per node.
@@ -150,6 +151,27 @@ CREATE TABLE agent_reports (
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Version 5: the CA's own certificates (intermediate keys encrypted) and its lifecycle: one row
+/// whose generation every change bumps. Filled at `init`, or at the first `serve` from the
+/// state dir of a CA made before.
+const CA_LIFECYCLE_V5: &str = "
+CREATE TABLE ca_certificates (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    der BLOB NOT NULL,
+    key_pem TEXT,
+    added_at INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE TABLE ca_lifecycle (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL,
+    active_root TEXT,
+    rotation_started_at INTEGER
+);
+INSERT INTO ca_lifecycle (id, generation) VALUES (1, 0);
+";
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
@@ -378,7 +400,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 4);
+        assert_eq!(SCHEMA_VERSION, 5);
         assert!(!tables(&conn).contains("AUTOINCREMENT"));
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(

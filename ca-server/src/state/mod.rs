@@ -4,7 +4,9 @@
 //! ```text
 //! DIR/ca.pem                  root certificate (what dockerd and clients trust)
 //! DIR/root-key.pem            root key, encrypted PKCS#8, 0600
-//! DIR/intermediate.pem        online intermediate certificate
+//! DIR/root-keys/<id>.pem      keys of roots made by `ca rotate-root` (see [`keys`])
+//! DIR/intermediate.pem        the first intermediate (the store keeps every intermediate
+//!                             since, read from here once at the first `serve`)
 //! DIR/intermediate-key.pem    intermediate key, encrypted PKCS#8, 0600
 //! DIR/cluster.toml            cluster name, key type, whether keys are encrypted (written last)
 //! DIR/store.db                embedded database (when no --database is given), with its
@@ -19,13 +21,16 @@ use std::time::Duration;
 
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::fs::{self as files, FileError, PRIVATE, PUBLIC};
-use dtca_pki::authority::{Authority, hierarchy};
+use dtca_pki::authority::Authority;
+use dtca_pki::authority::hierarchy::{self, Lifetimes};
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::inspect;
 use dtca_pki::key::{KeyError, KeyType, PrivateKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
+
+pub mod keys;
 
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, Rules};
@@ -52,24 +57,28 @@ pub struct ClusterFile {
     pub encrypted: bool,
     /// When `init` ran (RFC 3339).
     pub created: String,
+    /// Lifetime of roots, seconds (`init --root-ttl`; absent: the default, 10 years).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_ttl_secs: Option<u64>,
+    /// Lifetime of intermediates, seconds (`init --intermediate-ttl`; absent: 1 year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_ttl_secs: Option<u64>,
 }
 
-/// How CA keys are protected at rest.
-pub enum Passphrase {
-    /// Encrypt/decrypt with this secret.
-    Secret(Zeroizing<Vec<u8>>),
-    /// Keys in clear: only with `--insecure-no-passphrase`.
-    InsecureNone,
-}
-
-impl std::fmt::Debug for Passphrase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Passphrase::Secret(_) => f.write_str("Passphrase(elided)"),
-            Passphrase::InsecureNone => f.write_str("Passphrase(none, insecure)"),
+impl ClusterFile {
+    /// The lifetimes of new CA certificates.
+    pub fn lifetimes(&self) -> Lifetimes {
+        let default = Lifetimes::default();
+        Lifetimes {
+            root: self.root_ttl_secs.map_or(default.root, Duration::from_secs),
+            intermediate: self
+                .intermediate_ttl_secs
+                .map_or(default.intermediate, Duration::from_secs),
         }
     }
 }
+
+pub use crate::lifecycle::keys::Passphrase;
 
 /// What `init` made.
 #[derive(Debug)]
@@ -106,11 +115,11 @@ impl StateDir {
         self.root.join("root-key.pem")
     }
 
-    fn intermediate_pem(&self) -> PathBuf {
+    pub(crate) fn intermediate_pem(&self) -> PathBuf {
         self.root.join("intermediate.pem")
     }
 
-    fn intermediate_key(&self) -> PathBuf {
+    pub(crate) fn intermediate_key(&self) -> PathBuf {
         self.root.join("intermediate-key.pem")
     }
 
@@ -203,11 +212,30 @@ impl StateDir {
         passphrase: &Passphrase,
         now: OffsetDateTime,
     ) -> Result<InitReport, StateError> {
+        self.init_with(cluster, key_type, Lifetimes::default(), passphrase, now)
+            .await
+    }
+
+    /// [`StateDir::init`] with CA lifetimes of one's choice (`--root-ttl`,
+    /// `--intermediate-ttl`).
+    ///
+    /// # Errors
+    /// As [`StateDir::init`]; [`StateError::Invalid`] for lifetimes that do not make a CA
+    /// that can renew itself.
+    pub async fn init_with(
+        &self,
+        cluster: &str,
+        key_type: KeyType,
+        lifetimes: Lifetimes,
+        passphrase: &Passphrase,
+        now: OffsetDateTime,
+    ) -> Result<InitReport, StateError> {
         if self.is_initialized() || self.ca_pem().exists() {
             return Err(StateError::AlreadyInitialized(self.root.clone()));
         }
+        lifetimes.check().map_err(StateError::Invalid)?;
         files::ensure_dir(&self.root, 0o700)?;
-        let h = hierarchy::create(cluster, key_type, now)
+        let h = hierarchy::create_with(cluster, key_type, now, lifetimes)
             .map_err(|e| StateError::Invalid(e.to_string()))?;
         let (root_key, intermediate_key) = match passphrase {
             Passphrase::Secret(secret) => (
@@ -259,11 +287,8 @@ impl StateDir {
             .await
             .map_err(|e| StateError::Store(e.to_string()))?;
         let admin = Bundle {
-            root_der: h.root_der.clone(),
-            chain: vec![
-                issued.leaf_der,
-                registrar.authority().intermediate_der().to_vec(),
-            ],
+            roots: vec![h.root_der.clone()],
+            chain: [vec![issued.leaf_der], issued.chain].concat(),
             key,
         };
         files::ensure_dir(&self.admin_dir(), 0o700)?;
@@ -278,6 +303,8 @@ impl StateDir {
             created: now
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
+            root_ttl_secs: Some(lifetimes.root.as_secs()),
+            intermediate_ttl_secs: Some(lifetimes.intermediate.as_secs()),
         };
         let text = toml::to_string(&record).map_err(|e| StateError::Invalid(e.to_string()))?;
         files::write_atomic(&self.cluster_file(), text.as_bytes(), PUBLIC)?;
@@ -355,7 +382,7 @@ impl StateDir {
     }
 }
 
-fn read_cert(path: &Path) -> Result<Vec<u8>, StateError> {
+pub(crate) fn read_cert(path: &Path) -> Result<Vec<u8>, StateError> {
     let text = files::read_to_string(path)?;
     inspect::certs_from_pem(&text)
         .map_err(|e| StateError::Invalid(format!("{}: {e}", path.display())))?
