@@ -373,10 +373,25 @@ impl Renewable for Enrolled<'_> {
             let addr = self.addr()?;
             let mut bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
             let roots = crate::ca::trust_bundle(&addr, &bundle).await?;
-            if !roots.is_empty() && roots != bundle.roots {
-                bundle.roots = roots;
+            if roots.is_empty() {
+                return Ok(());
+            }
+            // Trust only widens before the certificate that needs it arrives (a rotation's
+            // start rides on the renewal that follows), so the node's ca.pem and the
+            // engine's CA file take the bundle as it is: after a rotation's end, without
+            // the old root.
+            if roots != bundle.roots {
+                bundle.roots = roots.clone();
                 enroll::write(&self.opts.out, &bundle, &self.state)?;
-                tracing::info!("installed the CA's new trust bundle");
+                tracing::info!(roots = roots.len(), "installed the CA's new trust bundle");
+            }
+            if let Some(d) = &self.state.docker
+                && docker::pairs::TlsDir::new(&d.tls_dir).trust(&roots)?
+            {
+                tracing::info!(
+                    roots = roots.len(),
+                    "the engine's CA file holds the new trust bundle (read at its next start)"
+                );
             }
             Ok::<(), ClientError>(())
         };

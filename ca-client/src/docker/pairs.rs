@@ -75,6 +75,21 @@ impl TlsDir {
         Ok(serial)
     }
 
+    /// Replaces the engine's CA file with `roots` (after a root rotation ends). A native
+    /// engine reads it at its next start; nothing is restarted for it.
+    ///
+    /// # Errors
+    /// [`ClientError`] naming the file that could not be written.
+    pub fn trust(&self, roots: &[Vec<u8>]) -> Result<bool, ClientError> {
+        let path = self.paths().ca;
+        let root_pem = inspect::certs_to_pem(roots.iter().map(Vec::as_slice));
+        if std::fs::read(&path).is_ok_and(|now| now == root_pem.as_bytes()) {
+            return Ok(false);
+        }
+        files::write_atomic(&path, root_pem.as_bytes(), PUBLIC)?;
+        Ok(true)
+    }
+
     /// Makes `serial` the pair dockerd reads (one atomic rename), and makes sure the
     /// file names in daemon.json lead to it.
     ///
