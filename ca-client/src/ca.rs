@@ -152,7 +152,7 @@ pub struct Revocation {
 /// [`ClientError::Connect`] when the CA cannot be reached; [`ClientError::BadAnswer`]
 /// for a CRL that does not verify.
 pub async fn revocation(addr: &ServerAddr, bundle: &Bundle) -> Result<Revocation, ClientError> {
-    let config = tls::client_config(Trust::Root(bundle.root_der.clone()), None)?;
+    let config = tls::client_config(Trust::Roots(bundle.roots.clone()), None)?;
     let mut client = CaClient::new(tls::connect(addr, config).await?);
     let trust = client
         .trust_bundle(v1::TrustBundleRequest {})

@@ -146,7 +146,7 @@ pub async fn doctor(out: &Path, server: Option<&str>, warn_within: Duration) -> 
         ),
     );
     expiry(&mut r, "certificate", &leaf, now, warn_within);
-    for der in bundle.chain.iter().skip(1).chain([&bundle.root_der]) {
+    for der in bundle.chain.iter().skip(1).chain(&bundle.roots) {
         if let Ok(info) = CertInfo::from_der(der) {
             expiry(&mut r, "chain", &info, now, warn_within);
         }
@@ -354,7 +354,7 @@ async fn serving(listen: &EngineAddr, bundle: &Bundle, tls: &TlsDir) -> Result<(
     let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;
     let probe = tokio::time::timeout(
         NET_TIMEOUT,
-        engine::probe_tls(addr, &name, &bundle.root_der, None),
+        engine::probe_tls(addr, &name, &bundle.roots, None),
     )
     .await
     .map_err(|_| format!("{listen} did not answer within {}s", NET_TIMEOUT.as_secs()))?

@@ -50,6 +50,7 @@ pub enum ClientError {
     Switch(#[from] SwitchFailure),
     #[error(transparent)]
     Clock(#[from] ClockSkew),
+    #[error(transparent)]
     Launch(#[from] LaunchProblem),
 }
 

@@ -51,7 +51,7 @@ pub async fn judge(out: &Path, token: Option<&JoinToken>, server: &str) -> Local
         .as_ref()
         .map_or_else(|| state.identity.clone(), |i| i.uri());
     if let Some(token) = token
-        && !token.root.matches(&bundle.root_der)
+        && !bundle.roots.iter().any(|r| token.root.matches(r))
     {
         return Local::Stale(format!(
             "an enrollment with another CA ({who}, cluster {:?}, CA {})",

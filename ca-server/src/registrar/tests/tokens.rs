@@ -86,7 +86,8 @@ async fn refuses_to_describe_a_token_it_would_refuse_to_enroll_with() {
         ask("DTCA-1-nope".into()).await,
         Refusal::TokenMalformed(_)
     ));
-    let stranger = dtca_pki::token::JoinToken::generate(f.registrar.root_digest).unwrap();
+    let stranger =
+        dtca_pki::token::JoinToken::generate(f.registrar.ca().active_root().digest()).unwrap();
     assert_eq!(ask(stranger.expose()).await, Refusal::TokenUnknown);
     let foreign =
         dtca_pki::token::JoinToken::generate(dtca_pki::token::RootDigest::of(b"x")).unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::unavailable;
+use super::db_error;
 use crate::store::columns;
 use crate::store::{CaCertRecord, CaMaterial, CaUpdate, StoreError};
 
@@ -19,7 +19,7 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
              WHERE id = 1 AND generation = ?1",
             params![expected, u.active_root, mode, started],
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     if moved == 0 {
         return Err(StoreError::Conflict(
             "the CA's certificates changed meanwhile".into(),
@@ -27,7 +27,7 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
     }
     for id in &u.remove {
         tx.execute("DELETE FROM ca_certificates WHERE id = ?1", [id])
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
     }
     for c in &u.add {
         let n = tx
@@ -43,7 +43,7 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
                     c.retired_at.map(time::OffsetDateTime::unix_timestamp)
                 ],
             )
-            .map_err(unavailable)?;
+            .map_err(db_error)?;
         if n == 0 {
             return Err(StoreError::Conflict(format!("CA certificate {}", c.id)));
         }
@@ -53,7 +53,7 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
             "UPDATE ca_certificates SET retired_at = ?2 WHERE id = ?1 AND retired_at IS NULL",
             params![id, at],
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     }
     Ok(u.expected_generation + 1)
 }
@@ -61,10 +61,10 @@ pub(super) fn apply(tx: &rusqlite::Savepoint<'_>, u: &CaUpdate) -> Result<u64, S
 pub(super) fn generation(c: &Connection) -> Result<u64, StoreError> {
     let g: Option<i64> = c
         .prepare_cached("SELECT generation FROM ca_lifecycle WHERE id = 1")
-        .map_err(unavailable)?
+        .map_err(db_error)?
         .query_row([], |r| r.get(0))
         .optional()
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     Ok(g.and_then(|g| u64::try_from(g).ok()).unwrap_or(0))
 }
 
@@ -76,7 +76,7 @@ pub(super) fn material(c: &Connection) -> Result<CaMaterial, StoreError> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let Some((generation, active_root, rotation)) = row else {
         return Ok(CaMaterial::default());
     };
@@ -84,7 +84,7 @@ pub(super) fn material(c: &Connection) -> Result<CaMaterial, StoreError> {
         .prepare(
             "SELECT id, kind, der, key_pem, added_at, retired_at FROM ca_certificates ORDER BY rowid",
         )
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -96,10 +96,10 @@ pub(super) fn material(c: &Connection) -> Result<CaMaterial, StoreError> {
                 r.get::<_, Option<i64>>(5)?,
             ))
         })
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let mut certs = Vec::new();
     for row in rows {
-        let (id, kind, der, key_pem, added, retired) = row.map_err(unavailable)?;
+        let (id, kind, der, key_pem, added, retired) = row.map_err(db_error)?;
         certs.push(CaCertRecord {
             id,
             kind: kind

@@ -17,8 +17,8 @@
 //! check at open), [`ca`] (the CA's own certificates and lifecycle), [`backup`] (an online copy of the file).
 
 mod apply;
-mod ca;
 pub mod backup;
+mod ca;
 mod condition;
 mod reads;
 mod rows;
@@ -48,8 +48,7 @@ use writer::writer_loop;
 use super::queue::{self, Change, Job, Outcome, Write};
 use super::{
     AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
-    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, StoreStats,
-    TokenRecord,
+    EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, StoreStats, TokenRecord,
 };
 
 /// Writes that may wait for the writer before callers are held back.

@@ -74,11 +74,11 @@ pub(super) fn current(c: &Connection, now: OffsetDateTime) -> Result<Vec<CertRec
              WHERE role != 'ca' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
              ORDER BY role, name, not_after"
         ))
-        .map_err(unavailable)?;
+        .map_err(db_error)?;
     let rows = stmt
         .query_map([now.unix_timestamp()], record_from_row)
-        .map_err(unavailable)?;
-    rows.map(|r| r.map_err(unavailable)?).collect()
+        .map_err(db_error)?;
+    rows.map(|r| r.map_err(db_error)?).collect()
 }
 
 pub(super) fn certificate(c: &Connection, serial: &str) -> Result<Option<CertRecord>, StoreError> {
