@@ -115,8 +115,13 @@ pub fn next(facts: &Facts, timing: &Timing) -> Action {
         let left = (facts.due - facts.now).try_into().unwrap_or(Duration::ZERO);
         return Action::Wait(left, Until::Due);
     }
+    // Held off only when the certificate was already due as it arrived (a CA that issues
+    // short ones): a certificate that became due at its planned point since, however short
+    // its life, renews now.
     match facts.since_success {
-        Some(ago) if ago < timing.retry_cap => Action::Wait(timing.retry_cap - ago, Until::HoldOff),
+        Some(ago) if ago < timing.retry_cap && facts.due <= facts.now - ago => {
+            Action::Wait(timing.retry_cap - ago, Until::HoldOff)
+        }
         _ => Action::Renew(Why::Due),
     }
 }
@@ -269,7 +274,7 @@ mod tests {
             (
                 "a certificate due as it arrives waits out the cap",
                 Facts {
-                    due: due_now,
+                    due: NOW - time::Duration::seconds(200),
                     since_success: Some(secs(100)),
                     ..facts()
                 },
@@ -278,8 +283,17 @@ mod tests {
             (
                 "and renews once the cap has passed",
                 Facts {
-                    due: due_now,
+                    due: NOW - time::Duration::seconds(200),
                     since_success: Some(secs(600)),
+                    ..facts()
+                },
+                Action::Renew(Why::Due),
+            ),
+            (
+                "a one-minute certificate due at its planned point renews, however recent the last success",
+                Facts {
+                    due: due_now,
+                    since_success: Some(secs(33)),
                     ..facts()
                 },
                 Action::Renew(Why::Due),

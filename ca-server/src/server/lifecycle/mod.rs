@@ -115,16 +115,19 @@ fn publish(registrar: &Registrar, ca: &CaState, seen: &mut Seen, now: OffsetDate
     }
     let rotation = ca.lineage().rotation_started();
     // Certificates issued before a rotation began chain to the old root only: at its
-    // start and at its end, agents renew those now. Times are whole seconds, so one
-    // issued in the second the rotation began counts as before it.
+    // start, agents renew those now. Times are whole seconds, so one issued in the second
+    // the rotation began counts as before it. At its end nobody renews: a certificate of
+    // the old chain is refused from then on (it was left behind by --force), and one of
+    // the new chain needs only the one-root bundle, which agents fetch without a renewal
+    // (a second engine restart for nothing).
     let renew_before = match (seen.rotation, rotation) {
         (None, Some(started)) => {
             tracing::info!(root = %ca.active_root().digest(), "root rotation started");
             Some(started + time::Duration::seconds(1))
         }
-        (Some(started), None) => {
+        (Some(_), None) => {
             tracing::info!(root = %ca.active_root().digest(), "root rotation finished");
-            Some(started + time::Duration::seconds(1))
+            None
         }
         _ => None,
     };
