@@ -299,6 +299,9 @@ async fn rotate_server_certificate(
     // A change of the trust state (a root rotation, a new intermediate) renews it at
     // once, so the chain it serves holds the roots that join tokens pin.
     let mut trust = registrar.hub().trust_watch();
+    // The trust state the certificate was issued under: the lifecycle driver announces the
+    // state it finds at start, which is no change for this certificate.
+    let mut issued_under = registrar.ca().trust_generation(OffsetDateTime::now_utc());
     loop {
         let at = renewal::renew_at_issued(not_before, not_after, renewal::jitter());
         let wait = (at - OffsetDateTime::now_utc())
@@ -319,6 +322,8 @@ async fn rotate_server_certificate(
             changed = trust.changed() => {
                 if changed.is_err() {
                     tokio::time::sleep(wait).await;
+                } else if *trust.borrow_and_update() == issued_under {
+                    continue;
                 }
             }
         }
@@ -327,6 +332,7 @@ async fn rotate_server_certificate(
                 Ok(()) => {
                     tracing::info!(not_after = %dtca_pki::duration::timestamp(na), "server certificate renewed");
                     (not_before, not_after, failures) = (nb, na, 0);
+                    issued_under = *trust.borrow();
                 }
                 Err(e) => {
                     failures += 1;
