@@ -1,6 +1,7 @@
 //! Pure PKI logic of dtca, shared by `ca-server` and `ca-client`: bytes and `now` in,
 //! bytes out. No files, no sockets, no async.
 //!
+//! - [`access`]: operator access levels and the EKU that carries them.
 //! - [`identity`]: `dtca://<cluster>/<role>/<name>` and the roles.
 //! - [`token`]: join tokens that pin the root by digest; secret hashing.
 //! - [`key`]: private keys, PEM, encryption at rest.
@@ -16,6 +17,7 @@
 //!
 //! It does not store anything, talk to anyone or read the clock: callers pass `now`.
 
+pub mod access;
 pub mod authority;
 pub mod chain;
 pub mod csr;
