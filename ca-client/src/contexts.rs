@@ -109,10 +109,16 @@ pub fn upsert(
 fn write_tls(config: &Path, name: &str, bundle: &Bundle) -> Result<(), FileError> {
     let dir = tls_dir(config, name);
     files::ensure_dir(&dir, 0o700)?;
-    bundle.save(&dir, Layout::CLIENT).map_err(|e| match e {
-        dtca_common::bundle::BundleError::Io(f) => f,
-        other => FileError::new(&dir, "write", std::io::Error::other(other.to_string())),
-    })?;
+    // The CLI lists this directory and reads every file in it: a staged `.cert.pem.next`
+    // beside the real files fails a `docker` command that runs during a renewal ("unknown
+    // file in context TLS bundle", then "does not exist"). Stage outside it.
+    let staging = config.join("dtca").join(".staging").join(id(name));
+    bundle
+        .save_staged(&dir, Layout::CLIENT, Some(&staging))
+        .map_err(|e| match e {
+            dtca_common::bundle::BundleError::Io(f) => f,
+            other => FileError::new(&dir, "write", std::io::Error::other(other.to_string())),
+        })?;
     // The CLI writes its copies 0600; keep ca.pem and cert.pem that way too.
     for f in ["ca.pem", "cert.pem"] {
         let path = dir.join(f);

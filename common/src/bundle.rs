@@ -120,13 +120,39 @@ impl Bundle {
     /// # Errors
     /// [`BundleError::Io`] naming the path that failed; the previous files stay intact.
     pub fn save(&self, dir: &Path, layout: Layout) -> Result<(), BundleError> {
+        self.save_staged(dir, layout, None)
+    }
+
+    /// [`Bundle::save`], staging the new files in `staging` (same filesystem as `dir`)
+    /// instead of beside the old ones, for a directory whose reader would trip over a
+    /// staged file (the docker CLI lists a context's TLS directory and reads every file).
+    ///
+    /// # Errors
+    /// As [`Bundle::save`].
+    pub fn save_staged(
+        &self,
+        dir: &Path,
+        layout: Layout,
+        staging: Option<&Path>,
+    ) -> Result<(), BundleError> {
         files::ensure_dir(dir, 0o755)?;
+        if let Some(staging) = staging {
+            files::ensure_dir(staging, 0o700)?;
+        }
         let paths = Paths::new(dir, layout);
         let chain_pem = inspect::certs_to_pem(self.chain.iter().map(Vec::as_slice));
         let root_pem = inspect::certs_to_pem(self.roots.iter().map(Vec::as_slice));
-        let ca = files::stage(&paths.ca, root_pem.as_bytes(), PUBLIC)?;
-        let cert = files::stage(&paths.cert, chain_pem.as_bytes(), PUBLIC)?;
-        let key = files::stage(&paths.key, self.key.to_pem().as_bytes(), PRIVATE)?;
+        let stage = |path: &Path, data: &[u8], mode| match staging {
+            Some(staging) => files::stage_at(
+                staging.join(files::staged_path(path).file_name().unwrap_or_default()),
+                data,
+                mode,
+            ),
+            None => files::stage(path, data, mode),
+        };
+        let ca = stage(&paths.ca, root_pem.as_bytes(), PUBLIC)?;
+        let cert = stage(&paths.cert, chain_pem.as_bytes(), PUBLIC)?;
+        let key = stage(&paths.key, self.key.to_pem().as_bytes(), PRIVATE)?;
         files::commit(&ca, &paths.ca)?;
         files::commit(&key, &paths.key)?;
         files::commit(&cert, &paths.cert)?;

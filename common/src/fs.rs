@@ -29,7 +29,16 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FileError
 /// # Errors
 /// [`FileError`] naming the path.
 pub fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, FileError> {
-    let tmp = staged_path(path);
+    stage_at(staged_path(path), data, mode)
+}
+
+/// [`stage`] into `tmp`, which must be on the same filesystem as the file it will be
+/// committed over. For directories that a reader lists and reads file by file (the docker
+/// CLI's context TLS directories), where a staged file beside the real ones would be seen.
+///
+/// # Errors
+/// [`FileError`] naming the path.
+pub fn stage_at(tmp: PathBuf, data: &[u8], mode: u32) -> Result<PathBuf, FileError> {
     let err = |source| FileError::new(&tmp, "write", source);
     let _ = fs::remove_file(&tmp);
     let mut file = OpenOptions::new()

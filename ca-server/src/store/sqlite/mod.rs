@@ -544,8 +544,15 @@ mod tests {
         let wal_file = dir.path().join("store.db-wal");
         let mut largest = 0;
         let mut n = 0;
-        // Writers that never pause, until the WAL has started over twice.
-        while store.stats().unwrap().wal_resets < 2 {
+        // Writers that never pause, until more than three times the rewind point has gone
+        // through the WAL and it has started over at least twice. (On a busy machine the
+        // writers do pause, and an idle checkpoint may start the WAL over early: that is
+        // allowed; going past the rewind point without starting over is not.)
+        loop {
+            let stats = store.stats().unwrap();
+            if stats.wal_written_bytes > 3 * wal::REWIND_AT && stats.wal_resets >= 2 {
+                break;
+            }
             assert!(
                 n < 200_000,
                 "no reset after {n} writes: {:?}",
@@ -564,14 +571,12 @@ mod tests {
             n += 64;
             largest = largest.max(file_size(&wal_file));
         }
-        let stats = store.stats().unwrap();
+        // Started over near the rewind point each time, not only when an idle moment
+        // allowed it: the file stayed well under what went through it.
         assert!(
-            stats.wal_written_bytes > wal::REWIND_AT,
-            "{stats:?} after {n} writes"
-        );
-        assert!(
-            largest < wal::HARD_LIMIT,
-            "the WAL file reached {largest} bytes"
+            largest < 2 * wal::REWIND_AT,
+            "the WAL file reached {largest} bytes: {:?} after {n} writes",
+            store.stats()
         );
         store.close().await;
         assert_eq!(file_size(&wal_file), 0, "close left a WAL behind");
