@@ -5,8 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
+use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
+use dtca_pki::{duration, renewal};
+use time::OffsetDateTime;
 use serde::{Deserialize, Serialize};
 
 use dtca_common::endpoint::EngineAddr;
@@ -95,7 +98,7 @@ pub struct FailedSwitch {
 /// failed switch keeps them so that the token-less retry can be run bare.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchFlags {
-    /// `--docker-config`.
+    /// `--daemon-json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
     /// `--docker-tls-dir`.
@@ -196,6 +199,38 @@ impl ClientState {
         let text = toml::to_string(self).map_err(|e| ConfigProblem::StateEncode(e.to_string()))?;
         files::write_atomic(&dir.join(FILE), text.as_bytes(), PUBLIC)?;
         Ok(())
+    }
+
+    /// The planned renewal of `leaf`: the recorded one when it is for this certificate,
+    /// else drawn now (at a random point of 50-70 % of its life) and recorded in `dir`.
+    pub fn planned_renewal(&mut self, leaf: &CertInfo, dir: &Path) -> OffsetDateTime {
+        let serial = leaf.serial.to_string();
+        if let Some(plan) = &self.next_renewal
+            && plan.serial == serial
+            && let Ok(at) = OffsetDateTime::from_unix_timestamp(plan.at_unix)
+        {
+            return at;
+        }
+        let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, renewal::jitter());
+        // Whole seconds, as recorded, so the plan reads back the same.
+        let at = OffsetDateTime::from_unix_timestamp(drawn.unix_timestamp()).unwrap_or(drawn);
+        self.next_renewal = Some(PlannedRenewal {
+            serial,
+            at: duration::timestamp(at),
+            at_unix: at.unix_timestamp(),
+        });
+        if let Err(e) = self.save(dir) {
+            tracing::warn!(error = %e, "cannot record the planned renewal");
+        }
+        at
+    }
+
+    /// The planned renewal when it is for `leaf` (a plan for an earlier certificate is
+    /// no plan for this one).
+    pub fn next_renewal_of(&self, leaf: &CertInfo) -> Option<&PlannedRenewal> {
+        self.next_renewal
+            .as_ref()
+            .filter(|p| p.serial == leaf.serial.to_string())
     }
 
     /// Path of the state file in `dir`.

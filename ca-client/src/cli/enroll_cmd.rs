@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use dtca_pki::duration;
 
-use super::settings;
+use super::{node_cmd, settings};
 use super::{EnrollArgs, FileConfig};
 use crate::enroll;
 use crate::error::ClientError;
@@ -15,13 +15,14 @@ pub(super) async fn enroll_command(
     file: &FileConfig,
 ) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
+    let json = args.json || file.json == Some(true);
     // A failed switch kept the settings it was given: its retry needs none of them.
     let remembered = crate::state::ClientState::load(&opts.out)
         .ok()
         .and_then(|s| s.failed_switch)
         .and_then(|f| f.flags);
     if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
-        let Some(current) = docker_enrollment(&opts, &docker).await? else {
+        let Some(current) = docker_enrollment(&opts, &docker, json).await? else {
             return Ok(ExitCode::SUCCESS);
         };
         if args.docker.dry_run {
@@ -31,6 +32,10 @@ pub(super) async fn enroll_command(
             return Ok(ExitCode::SUCCESS);
         }
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
+        if json {
+            println!("{}", node_cmd::result_json("enrolled", &opts.out, &obtained, None));
+            return Ok(ExitCode::SUCCESS);
+        }
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
             println!(
@@ -41,6 +46,7 @@ pub(super) async fn enroll_command(
                 "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
             );
         }
+        node_cmd::agent_hint(&opts.out);
         return Ok(ExitCode::SUCCESS);
     }
     if args.docker.dry_run {
@@ -52,7 +58,19 @@ pub(super) async fn enroll_command(
         );
     }
     let obtained = enroll::enroll(&opts).await?;
+    if json {
+        println!("{}", node_cmd::result_json("enrolled", &opts.out, &obtained, None));
+        return Ok(ExitCode::SUCCESS);
+    }
     report("enrolled", &opts.out, &obtained);
+    if obtained
+        .info
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Node)
+    {
+        node_cmd::agent_hint(&opts.out);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -63,6 +81,7 @@ pub(super) async fn enroll_command(
 async fn docker_enrollment(
     opts: &enroll::EnrollOptions,
     docker: &crate::docker::DockerOptions,
+    json: bool,
 ) -> Result<Option<Option<(crate::state::ClientState, dtca_common::bundle::Bundle)>>, ClientError> {
     use crate::recover::{Local, judge};
     let token = (!opts.token.is_empty())
@@ -73,7 +92,7 @@ async fn docker_enrollment(
         Local::Empty => None,
         Local::Usable(pair) => Some(*pair),
         Local::Stale(what) if token.is_some() => {
-            println!("replacing {what} in {out}: enrolling afresh with the token");
+            say(json, format!("replacing {what} in {out}: enrolling afresh with the token"));
             None
         }
         Local::Stale(what) => {
@@ -88,10 +107,10 @@ async fn docker_enrollment(
         return Ok(Some(None));
     };
     if docker.force && token.is_some() {
-        println!(
+        say(json, format!(
             "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
             state.identity
-        );
+        ));
         return Ok(Some(None));
     }
     let unused = if token.is_some() {
@@ -103,17 +122,26 @@ async fn docker_enrollment(
     if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
         && !docker.force
     {
-        println!(
+        say(json, format!(
             "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
             done.listen
-        );
+        ));
         return Ok(None);
     }
-    println!(
+    say(json, format!(
         "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
         state.identity
-    );
+    ));
     Ok(Some(Some((state, bundle))))
+}
+
+/// A note on the way: on stdout, or on stderr when stdout is for JSON.
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
 }
 
 pub(super) fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
