@@ -91,11 +91,7 @@ pub async fn watch(
                 continue;
             }
         }
-        let attempt = operator::renew(
-            &opts.docker_config,
-            Some(&cluster),
-            opts.server.as_deref(),
-        );
+        let attempt = operator::renew(&opts.docker_config, Some(&cluster), opts.server.as_deref());
         let outcome = tokio::select! {
             outcome = attempt => outcome,
             () = &mut shutdown => return Ok(()),

@@ -9,8 +9,8 @@ use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
 use dtca_pki::{duration, renewal};
-use time::OffsetDateTime;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use dtca_common::endpoint::EngineAddr;
 

@@ -44,8 +44,8 @@ use self::stop::Stop;
 use self::watch::AddressWatch;
 use crate::docker;
 use crate::enroll;
-use crate::rotation::{self, AgentLock};
 use crate::error::ClientError;
+use crate::rotation::{self, AgentLock};
 use crate::sans::Sans;
 use crate::state::ClientState;
 

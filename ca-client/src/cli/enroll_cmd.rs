@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use dtca_pki::duration;
 
-use super::{node_cmd, settings};
 use super::{EnrollArgs, FileConfig};
+use super::{node_cmd, settings};
 use crate::enroll;
 use crate::error::ClientError;
 
@@ -33,7 +33,10 @@ pub(super) async fn enroll_command(
         }
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
         if json {
-            println!("{}", node_cmd::result_json("enrolled", &opts.out, &obtained, None));
+            println!(
+                "{}",
+                node_cmd::result_json("enrolled", &opts.out, &obtained, None)
+            );
             return Ok(ExitCode::SUCCESS);
         }
         report("enrolled", &opts.out, &obtained);
@@ -59,7 +62,10 @@ pub(super) async fn enroll_command(
     }
     let obtained = enroll::enroll(&opts).await?;
     if json {
-        println!("{}", node_cmd::result_json("enrolled", &opts.out, &obtained, None));
+        println!(
+            "{}",
+            node_cmd::result_json("enrolled", &opts.out, &obtained, None)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     report("enrolled", &opts.out, &obtained);
@@ -92,7 +98,10 @@ async fn docker_enrollment(
         Local::Empty => None,
         Local::Usable(pair) => Some(*pair),
         Local::Stale(what) if token.is_some() => {
-            say(json, format!("replacing {what} in {out}: enrolling afresh with the token"));
+            say(
+                json,
+                format!("replacing {what} in {out}: enrolling afresh with the token"),
+            );
             None
         }
         Local::Stale(what) => {
@@ -107,10 +116,13 @@ async fn docker_enrollment(
         return Ok(Some(None));
     };
     if docker.force && token.is_some() {
-        say(json, format!(
-            "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
-            state.identity
-        ));
+        say(
+            json,
+            format!(
+                "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
+                state.identity
+            ),
+        );
         return Ok(Some(None));
     }
     let unused = if token.is_some() {
@@ -122,16 +134,22 @@ async fn docker_enrollment(
     if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
         && !docker.force
     {
-        say(json, format!(
-            "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
-            done.listen
-        ));
+        say(
+            json,
+            format!(
+                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
+                done.listen
+            ),
+        );
         return Ok(None);
     }
-    say(json, format!(
-        "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
-        state.identity
-    ));
+    say(
+        json,
+        format!(
+            "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
+            state.identity
+        ),
+    );
     Ok(Some(Some((state, bundle))))
 }
 

@@ -175,7 +175,11 @@ pub struct DockerArgs {
     pub docker: bool,
     /// The engine's daemon.json to edit. [default: the running dockerd's --config-file,
     /// else /etc/docker/daemon.json]
-    #[arg(long = "daemon-json", alias = "docker-config", env = "DTCA_DAEMON_JSON")]
+    #[arg(
+        long = "daemon-json",
+        alias = "docker-config",
+        env = "DTCA_DAEMON_JSON"
+    )]
     pub daemon_json: Option<PathBuf>,
     /// Where dockerd's TLS files go. [default: /etc/docker/tls]
     #[arg(long, env = "DTCA_DOCKER_TLS_DIR")]
@@ -238,7 +242,11 @@ pub struct AgentArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Warn (exit 1) when a certificate expires within this. [default: 7d]
-    #[arg(long = "expiring-within", alias = "warn-within", env = "DTCA_EXPIRING_WITHIN")]
+    #[arg(
+        long = "expiring-within",
+        alias = "warn-within",
+        env = "DTCA_EXPIRING_WITHIN"
+    )]
     pub expiring_within: Option<String>,
     /// Print JSON.
     #[arg(long, env = "DTCA_JSON")]
@@ -264,7 +272,11 @@ pub struct DoctorArgs {
     #[arg(long, env = "DTCA_JSON")]
     pub json: bool,
     /// Warn when a certificate expires within this. [default: 7d]
-    #[arg(long = "expiring-within", alias = "warn-within", env = "DTCA_EXPIRING_WITHIN")]
+    #[arg(
+        long = "expiring-within",
+        alias = "warn-within",
+        env = "DTCA_EXPIRING_WITHIN"
+    )]
     pub expiring_within: Option<String>,
     /// CA address. [default: the one this client enrolled with]
     #[arg(long, env = "DTCA_SERVER")]

@@ -110,9 +110,13 @@ pub(super) fn agent_hint(out: &Path) {
         "Next, keep it fresh (renewals, engine rotation): {}",
         agent_command(out)
     );
-    let unit_installed = ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"]
-        .iter()
-        .any(|d| Path::new(d).join("dtca-agent.service").exists());
+    let unit_installed = [
+        "/etc/systemd/system",
+        "/lib/systemd/system",
+        "/usr/lib/systemd/system",
+    ]
+    .iter()
+    .any(|d| Path::new(d).join("dtca-agent.service").exists());
     if out == Path::new(crate::state::DEFAULT_OUT)
         && Path::new("/run/systemd/system").exists()
         && unit_installed

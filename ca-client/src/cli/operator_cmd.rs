@@ -134,12 +134,16 @@ fn print_login(what: &str, report: &LoginReport, as_json: bool) {
         );
     }
     if usable.is_empty() {
-        println!("No docker context yet: nodes appear once switched (ca-client login --renew adds them)");
+        println!(
+            "No docker context yet: nodes appear once switched (ca-client login --renew adds them)"
+        );
     } else {
         println!("Contexts made: {}", usable.join(" "));
         let name = usable[0];
         println!("Try: docker --context {name} ps");
-        println!("  or: eval \"$(ca-client env {name})\"   (undo: eval \"$(ca-client env --unset)\")");
+        println!(
+            "  or: eval \"$(ca-client env {name})\"   (undo: eval \"$(ca-client env --unset)\")"
+        );
     }
     if info
         .identity
@@ -169,10 +173,7 @@ pub(super) fn env_command(args: &EnvArgs, as_json: bool) -> Result<ExitCode, Cli
     let Some(node) = &args.node else {
         let all = contexts::all(&docker_config);
         if as_json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&all).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         } else if all.is_empty() {
             println!(
                 "no dtca contexts in {}: run `ca-client login` first",

@@ -276,8 +276,7 @@ impl ca_server::Ca for CaService {
                     mode: reported(&n.name)
                         .map(|r| r.state.mode.clone())
                         .unwrap_or_default(),
-                    reported_unix: reported(&n.name)
-                        .map_or(0, |r| r.received_at.unix_timestamp()),
+                    reported_unix: reported(&n.name).map_or(0, |r| r.received_at.unix_timestamp()),
                     serial: n.cert.serial.to_string(),
                     not_before_unix: n.cert.not_before.unix_timestamp(),
                     name: n.name,
