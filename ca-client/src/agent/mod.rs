@@ -108,7 +108,7 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot listen for SIGUSR1; `ca-client renew` will renew beside the agent");
         })
         .ok();
-    let _lock = match AgentLock::take(&opts.out)? {
+    let lock = match AgentLock::take(&opts.out)? {
         Ok(lock) => Some(lock),
         Err(holder) => {
             tracing::warn!(
@@ -153,7 +153,7 @@ pub async fn run(
         state,
         current: None,
         channel,
-        asked: asked.filter(|_| _lock.is_some()),
+        asked: asked.filter(|_| lock.is_some()),
     };
     let mut watch = AddressWatch::new();
     drive(

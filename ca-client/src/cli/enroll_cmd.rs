@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use dtca_pki::duration;
-
 use super::{EnrollArgs, FileConfig};
 use super::{node_cmd, settings};
 use crate::enroll;
@@ -39,7 +37,7 @@ pub(super) async fn enroll_command(
             );
             return Ok(ExitCode::SUCCESS);
         }
-        report("enrolled", &opts.out, &obtained);
+        node_cmd::report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
             println!(
                 "  engine:    switched to mutual TLS on {} (published as {})",
@@ -68,7 +66,7 @@ pub(super) async fn enroll_command(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    report("enrolled", &opts.out, &obtained);
+    node_cmd::report("enrolled", &opts.out, &obtained);
     if obtained
         .info
         .identity
@@ -160,31 +158,4 @@ fn say(json: bool, line: String) {
     } else {
         println!("{line}");
     }
-}
-
-pub(super) fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
-    let info = &obtained.info;
-    let now = time::OffsetDateTime::now_utc();
-    println!(
-        "{what} as {} (serial {})",
-        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-        info.serial
-    );
-    let mut names: Vec<String> = info.dns_names.clone();
-    names.extend(info.ip_addresses.iter().map(ToString::to_string));
-    if !names.is_empty() {
-        println!("  names:     {}", names.join(" "));
-    }
-    if !obtained.left_out.is_empty() {
-        println!(
-            "  left out:  {} (names of this host the token does not allow)",
-            obtained.left_out.join(" ")
-        );
-    }
-    println!(
-        "  valid to:  {} ({} left)",
-        duration::timestamp(info.not_after),
-        duration::human(info.seconds_left(now))
-    );
-    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
 }

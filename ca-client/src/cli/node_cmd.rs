@@ -30,7 +30,7 @@ pub(super) async fn renew_command(
         println!("{}", result_json("renewed", &out, &obtained, Some(via)));
         return Ok(ExitCode::SUCCESS);
     }
-    super::enroll_cmd::report("renewed", &out, &obtained);
+    report("renewed", &out, &obtained);
     if let Some(d) = &obtained.state.docker {
         println!(
             "  engine:    rotated onto it, serving mutual TLS on {}",
@@ -123,4 +123,32 @@ pub(super) fn agent_hint(out: &Path) {
     {
         println!("  or as a service: systemctl enable --now dtca-agent.service");
     }
+}
+
+/// What `enroll` and `renew` obtained, for people.
+pub(super) fn report(what: &str, out: &Path, obtained: &Obtained) {
+    let info = &obtained.info;
+    let now = time::OffsetDateTime::now_utc();
+    println!(
+        "{what} as {} (serial {})",
+        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
+        info.serial
+    );
+    let mut names: Vec<String> = info.dns_names.clone();
+    names.extend(info.ip_addresses.iter().map(ToString::to_string));
+    if !names.is_empty() {
+        println!("  names:     {}", names.join(" "));
+    }
+    if !obtained.left_out.is_empty() {
+        println!(
+            "  left out:  {} (names of this host the token does not allow)",
+            obtained.left_out.join(" ")
+        );
+    }
+    println!(
+        "  valid to:  {} ({} left)",
+        duration::timestamp(info.not_after),
+        duration::human(info.seconds_left(now))
+    );
+    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
 }
