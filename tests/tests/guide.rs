@@ -18,7 +18,7 @@ use dtca_tests::cli::{expect_exit, text, token};
 use dtca_tests::docker::{Engine, free_port};
 use dtca_tests::openssl::served_serial;
 use dtca_tests::process::{Proc, wait_until};
-use dtca_tests::serve::{ServeProcess, init_insecure};
+use dtca_tests::serve::ServeProcess;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -34,8 +34,7 @@ impl Ca {
     fn start() -> Ca {
         let tmp = tempfile::tempdir().unwrap();
         let state = tmp.path().join("ca");
-        init_insecure(&state);
-        let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+        let serve = ServeProcess::init_and_start(&state);
         let docker_config = tmp.path().join("docker-config");
         std::fs::create_dir_all(&docker_config).unwrap();
         Ca {
@@ -485,32 +484,8 @@ fn renew_on_a_switched_node_rotates_the_engine_and_status_agrees() {
     let creds_s = creds.to_str().unwrap().to_string();
     let t = token(&ca.state, &["--role", "node", "--name", "web-1"]);
     // The new spellings (--state-dir, --daemon-json).
-    let flags: Vec<std::ffi::OsString> = engine
-        .switch_flags(&listen, &engine.restart)
-        .into_iter()
-        .map(|f| {
-            if f == "--docker-config" {
-                "--daemon-json".into()
-            } else {
-                f
-            }
-        })
-        .collect();
-    let out = Command::new(bin("ca-client"))
-        .args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-            "--server",
-            &ca.serve.addr,
-            "--token",
-            &t,
-            "--state-dir",
-            &creds_s,
-        ])
-        .args(&flags)
+    let out = engine
+        .enroll_command(&ca.serve.addr, &t, &creds, &listen, &engine.restart)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

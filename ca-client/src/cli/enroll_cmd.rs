@@ -30,24 +30,7 @@ pub(super) async fn enroll_command(
             return Ok(ExitCode::SUCCESS);
         }
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
-        if json {
-            println!(
-                "{}",
-                node_cmd::result_json("enrolled", &opts.out, &obtained, None)
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-        node_cmd::report("enrolled", &opts.out, &obtained);
-        if let Some(d) = &obtained.state.docker {
-            println!(
-                "  engine:    switched to mutual TLS on {} (published as {})",
-                d.listen, d.advertise
-            );
-            println!(
-                "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
-            );
-        }
-        node_cmd::agent_hint(&opts.out);
+        node_cmd::enrolled(&opts.out, &obtained, json);
         return Ok(ExitCode::SUCCESS);
     }
     if args.docker.dry_run {
@@ -59,22 +42,7 @@ pub(super) async fn enroll_command(
         );
     }
     let obtained = enroll::enroll(&opts).await?;
-    if json {
-        println!(
-            "{}",
-            node_cmd::result_json("enrolled", &opts.out, &obtained, None)
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    node_cmd::report("enrolled", &opts.out, &obtained);
-    if obtained
-        .info
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.role == dtca_pki::Role::Node)
-    {
-        node_cmd::agent_hint(&opts.out);
-    }
+    node_cmd::enrolled(&opts.out, &obtained, json);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,6 +46,33 @@ pub(super) async fn renew_command(
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `enroll` prints at the end: the result (text or JSON) and, for a node, how to
+/// start its agent.
+pub(super) fn enrolled(out: &Path, obtained: &Obtained, as_json: bool) {
+    if as_json {
+        println!("{}", result_json("enrolled", out, obtained, None));
+        return;
+    }
+    report("enrolled", out, obtained);
+    if let Some(d) = &obtained.state.docker {
+        println!(
+            "  engine:    switched to mutual TLS on {} (published as {})",
+            d.listen, d.advertise
+        );
+        println!(
+            "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
+        );
+    }
+    if obtained
+        .info
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Node)
+    {
+        agent_hint(out);
+    }
+}
+
 /// `enroll` and `renew` as JSON: times RFC 3339, absent values null.
 pub(super) fn result_json(what: &str, out: &Path, obtained: &Obtained, via: Option<Via>) -> Value {
     let info = &obtained.info;
@@ -98,7 +125,7 @@ fn agent_command(out: &Path) -> String {
 
 /// After `enroll`: how to start the agent, as commands that run as printed (the systemd
 /// unit only where systemd runs and the unit is installed).
-pub(super) fn agent_hint(out: &Path) {
+fn agent_hint(out: &Path) {
     if let Some(pid) = AgentLock::holder(out) {
         println!(
             "An agent already runs for {} (pid {pid}): it keeps the certificate fresh.",
