@@ -233,8 +233,56 @@ impl ClientState {
             .filter(|p| p.serial == leaf.serial.to_string())
     }
 
+    /// The last failure as recorded (`TIME: what`): when, and what.
+    pub fn last_failure(&self) -> Option<(Option<OffsetDateTime>, &str)> {
+        let text = self.last_error.as_deref()?;
+        Some(match text.split_once("Z: ") {
+            Some((at, what)) => match duration::parse_timestamp(&format!("{at}Z")) {
+                Some(at) => (Some(at), what),
+                None => (None, text),
+            },
+            None => (None, text),
+        })
+    }
+
     /// Path of the state file in `dir`.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last_error: Option<&str>) -> ClientState {
+        ClientState {
+            server: "x:1".into(),
+            cluster: "c".into(),
+            identity: "dtca://c/node/n".into(),
+            key_type: KeyType::default(),
+            enrolled_at: String::new(),
+            extra_sans: vec![],
+            default_sans: false,
+            last_renewal: None,
+            last_error: last_error.map(str::to_string),
+            next_renewal: None,
+            docker: None,
+            failed_switch: None,
+            token_policy: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_failure_reads_back_as_its_time_and_its_words() {
+        assert_eq!(state(None).last_failure(), None);
+        let s = state(Some("2026-12-03 01:11:36Z: the CA refused: no: really"));
+        let (at, what) = s.last_failure().unwrap();
+        assert_eq!(at, Some(time::macros::datetime!(2026-12-03 01:11:36 UTC)));
+        assert_eq!(what, "the CA refused: no: really");
+        assert_eq!(
+            state(Some("written by hand")).last_failure(),
+            Some((None, "written by hand"))
+        );
     }
 }

@@ -220,7 +220,8 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
             "enrolled_at": machine_time(Some(&state.enrolled_at)),
             "last_renewal": machine_time(state.last_renewal.as_deref()),
             "next_renewal": next.and_then(|p| OffsetDateTime::from_unix_timestamp(p.at_unix).ok()).map(duration::rfc3339),
-            "last_error": state.last_error,
+            "last_error": state.last_failure().map(|(_, what)| what),
+            "last_error_at": state.last_failure().and_then(|(at, _)| at).map(duration::rfc3339),
             "engine": engine,
         });
         println!(
