@@ -209,13 +209,13 @@ async fn refresh_contexts(
 pub struct EnvExports {
     /// The node (context) name.
     pub name: String,
-    /// Its cluster.
+    /// Whose login's credentials these are.
     pub cluster: String,
-    /// `DOCKER_HOST`.
+    /// The engine's mutual-TLS address, as the context has it.
     pub docker_host: String,
-    /// `DOCKER_TLS_VERIFY`.
+    /// Always `1`: the CLI checks the engine's certificate against `ca.pem`.
     pub docker_tls_verify: String,
-    /// `DOCKER_CERT_PATH`: the login's credentials.
+    /// The login's credentials (`ca.pem`, `cert.pem`, `key.pem`).
     pub docker_cert_path: PathBuf,
 }
 
