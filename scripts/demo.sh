@@ -93,29 +93,29 @@ else
   # 3. Enroll this node and switch the engine to mutual TLS on 2376, verified.
   token="$("$server" token create --state-dir "$demo/ca" --role node --ttl 10m 2>/dev/null)"
   "$client" enroll --docker --server 127.0.0.1:8443 --token "$token" --san 127.0.0.1 --san localhost \
-    --out "$demo/node" --docker-config "$engine/daemon.json" --docker-tls-dir "$engine/tls" \
+    --state-dir "$demo/node" --daemon-json "$engine/daemon.json" --docker-tls-dir "$engine/tls" \
     --docker-listen tcp://127.0.0.1:2376 --docker-restart "$engine/restart.sh" --systemd-dir "$engine/no-systemd"
 fi
 
 # 4. The agent keeps it fresh.
-"$client" agent --out "$demo/node" >"$demo/dtca-agent.log" 2>&1 &
+"$client" agent --state-dir "$demo/node" >"$demo/dtca-agent.log" 2>&1 &
 echo $! > "$demo/dtca-agent.pid"
 
 # 5. An operator certificate, and the engine used over mutual TLS.
 op_token="$("$server" token create --state-dir "$demo/ca" --role operator --name demo-operator 2>/dev/null)"
-"$client" enroll --server 127.0.0.1:8443 --token "$op_token" --out "$demo/operator" >/dev/null
+"$client" enroll --server 127.0.0.1:8443 --token "$op_token" --state-dir "$demo/operator" >/dev/null
 tls="--tlsverify -H tcp://127.0.0.1:2376 --tlscacert $demo/operator/ca.pem --tlscert $demo/operator/cert.pem --tlskey $demo/operator/key.pem"
 echo "docker $tls version:"
 docker $tls version --format '  server {{.Server.Version}} over mutual TLS'
 curl -s --max-time 2 http://127.0.0.1:2375/_ping >/dev/null && { echo "2375 still open!"; exit 1; } || echo "  127.0.0.1:2375 refuses connections"
-"$client" status --out "$demo/node"
+"$client" status --state-dir "$demo/node"
 
 cat <<MSG
 
 Done. Try:
   docker $tls ps
   $server cert list --state-dir $demo/ca
-  $client check --out $demo/node; echo \$?
+  $client check --state-dir $demo/node; echo \$?
   curl -s http://127.0.0.1:9443/metrics | grep dtca_
   scripts/demo.sh stop
 MSG

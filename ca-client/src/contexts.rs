@@ -130,6 +130,26 @@ fn write_tls(config: &Path, name: &str, bundle: &Bundle) -> Result<(), FileError
 
 /// Names and endpoints of the contexts dtca made for `cluster`.
 pub fn ours(config: &Path, cluster: &str) -> Vec<(String, String)> {
+    all(config)
+        .into_iter()
+        .filter(|c| c.cluster == cluster)
+        .map(|c| (c.name, c.host))
+        .collect()
+}
+
+/// A context dtca made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ours {
+    /// The context's (and node's) name.
+    pub name: String,
+    /// The dtca cluster it belongs to.
+    pub cluster: String,
+    /// The engine address, `tcp://HOST:PORT`.
+    pub host: String,
+}
+
+/// Every context dtca made, of every cluster, by name.
+pub fn all(config: &Path) -> Vec<Ours> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(config.join("contexts/meta"))
         .into_iter()
@@ -142,16 +162,19 @@ pub fn ours(config: &Path, cluster: &str) -> Vec<(String, String)> {
         let Ok(meta) = serde_json::from_str::<Value>(&text) else {
             continue;
         };
-        if meta["Metadata"]["dtca"].as_str() == Some(cluster)
-            && let (Some(name), Some(host)) = (
-                meta["Name"].as_str(),
-                meta["Endpoints"]["docker"]["Host"].as_str(),
-            )
-        {
-            out.push((name.to_string(), host.to_string()));
+        if let (Some(cluster), Some(name), Some(host)) = (
+            meta["Metadata"]["dtca"].as_str(),
+            meta["Name"].as_str(),
+            meta["Endpoints"]["docker"]["Host"].as_str(),
+        ) {
+            out.push(Ours {
+                name: name.to_string(),
+                cluster: cluster.to_string(),
+                host: host.to_string(),
+            });
         }
     }
-    out.sort();
+    out.sort_by(|a, b| (&a.name, &a.cluster).cmp(&(&b.name, &b.cluster)));
     out
 }
 

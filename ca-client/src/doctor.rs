@@ -36,8 +36,7 @@ pub struct Check {
     pub level: Level,
     /// What was found.
     pub detail: String,
-    /// What to do about it (WARN and FAIL).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// What to do about it (WARN and FAIL; null for OK).
     pub fix: Option<String>,
 }
 
@@ -438,9 +437,13 @@ async fn ca_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, server:
     }
 }
 
-/// The pid of a running `ca-client agent` for the credentials in `out` (its `--out`, or
-/// none and `out` the default).
+/// The pid of a running `ca-client agent` for the credentials in `out`: the one holding
+/// its lock, else one whose `--state-dir` (or `--out`) is `out` (or none and `out` the
+/// default).
 fn agent_pid(out: &Path) -> Option<u32> {
+    if let Some(pid) = crate::rotation::AgentLock::holder(out) {
+        return Some(pid);
+    }
     let same = |dir: &str| {
         std::fs::canonicalize(dir).ok() == std::fs::canonicalize(out).ok() || Path::new(dir) == out
     };
@@ -453,10 +456,12 @@ fn agent_pid(out: &Path) -> Option<u32> {
             .collect();
         let is_client = words.first().is_some_and(|w| w.ends_with("ca-client"));
         let given = words.iter().enumerate().find_map(|(i, w)| {
-            if w == "--out" {
+            if w == "--out" || w == "--state-dir" {
                 words.get(i + 1).cloned()
             } else {
-                w.strip_prefix("--out=").map(str::to_string)
+                w.strip_prefix("--out=")
+                    .or_else(|| w.strip_prefix("--state-dir="))
+                    .map(str::to_string)
             }
         });
         let ours = match given {

@@ -52,6 +52,8 @@ pub enum ClientError {
     Clock(#[from] ClockSkew),
     #[error(transparent)]
     Launch(#[from] LaunchProblem),
+    #[error(transparent)]
+    HandOff(#[from] HandOff),
 }
 
 impl ClientError {
@@ -68,6 +70,7 @@ impl ClientError {
                 Invalid::SanOutsideToken { .. } | Invalid::NoNameInsideToken { .. },
             ) => Reason::NameNotAllowed,
             ClientError::Invalid(_) => Reason::InvalidArgument,
+            ClientError::NotEnrolled(NotEnrolled::Context { .. }) => Reason::UnknownNode,
             ClientError::NotEnrolled(_) => Reason::NotInitialized,
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
             ClientError::Config(_) => Reason::Config,
@@ -75,6 +78,7 @@ impl ClientError {
             ClientError::Switch(_) => Reason::DockerSwitch,
             ClientError::Clock(_) => Reason::ClockSkew,
             ClientError::Launch(_) => Reason::DockerLauncher,
+            ClientError::HandOff(_) => Reason::AgentRenewal,
         }
     }
 }
@@ -163,10 +167,39 @@ pub enum NotEnrolled {
     Stale { dir: PathBuf, what: String },
     #[error("no login in {}: run `ca-client login --server ... --token ...` first", dir.display())]
     Login { dir: PathBuf },
-    #[error("no dtca context named {name:?} in {}: run `ca-client login` (or `login --renew`) first", docker_config.display())]
+    #[error(
+        "no dtca context named {name:?} in {}: {}",
+        docker_config.display(),
+        if known.is_empty() {
+            "there are none yet; run `ca-client login` first".to_string()
+        } else {
+            format!("the known ones are {} (`ca-client login --renew` adds nodes enrolled since)", known.join(", "))
+        }
+    )]
     Context {
         name: String,
         docker_config: PathBuf,
+        /// The dtca contexts there are.
+        known: Vec<String>,
+    },
+}
+
+/// `ca-client renew` handed the renewal to the running agent, and it did not come back.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOff {
+    #[error("cannot ask the running agent (pid {pid}) to renew: {detail}")]
+    Signal { pid: u32, detail: String },
+    #[error(
+        "the running agent (pid {pid}) was asked to renew and failed: {error} (its log says more)"
+    )]
+    Failed { pid: u32, error: String },
+    #[error(
+        "the running agent (pid {pid}) was asked to renew and has not within {}: it may be waiting out a back-off after failures (see its log and `ca-client status`)",
+        duration::format(*waited)
+    )]
+    Timeout {
+        pid: u32,
+        waited: std::time::Duration,
     },
 }
 
@@ -304,7 +337,7 @@ pub enum LaunchProblem {
         evidence: String,
     },
     #[error(
-        "--docker-config {} is not the file the running dockerd reads ({}); nothing was spent: leave --docker-config out, or point it at that file",
+        "--daemon-json {} is not the file the running dockerd reads ({}); nothing was spent: leave --daemon-json out, or point it at that file",
         given.display(), reads.display()
     )]
     OtherConfig { given: PathBuf, reads: PathBuf },

@@ -5,8 +5,11 @@
 //! - [`docker`]: the switch itself (daemon.json, systemd drop-in, TLS pairs, verify,
 //!   rollback) and certificate rotation in the engine.
 //! - [`agent`]: the long-running renewal loop.
+//! - [`rotation`]: one renewal put in service (the engine rotated), for the agent and
+//!   `renew`, and `renew`'s hand-off to a running agent.
 //! - [`status`]: `check` and `status`.
-//! - [`operator`]: `login` (operator and admin certificates, docker contexts) and `env`.
+//! - [`operator`]: `login` (operator and admin certificates, docker contexts), `env` and
+//!   `nodes`; [`freshness`]: `login --watch`.
 //! - [`contexts`]: docker contexts in the CLI's own store.
 //! - [`ca`]: talking to the CA: root pinning by token digest, checking what comes back.
 //! - [`clock`]: whether this clock would accept what the CA issues, before anything is
@@ -28,9 +31,11 @@ pub mod doctor;
 pub mod dryrun;
 pub mod enroll;
 pub mod error;
+pub mod freshness;
 pub mod node;
 pub mod operator;
 pub mod recover;
+pub mod rotation;
 pub mod sans;
 pub mod state;
 pub mod status;

@@ -49,6 +49,8 @@ pub struct LoginReport {
     pub info: CertInfo,
     /// Where the credentials are.
     pub dir: PathBuf,
+    /// The cluster logged in to.
+    pub cluster: String,
     /// Contexts and what happened to each.
     pub contexts: Vec<(String, String, Outcome)>,
     /// Nodes without a reported engine address (no context made).
@@ -115,6 +117,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
     Ok(LoginReport {
         info,
         dir,
+        cluster: trusted.cluster,
         contexts,
         unreachable,
     })
@@ -155,6 +158,7 @@ pub async fn renew(
     Ok(LoginReport {
         info: bundle.leaf()?,
         dir,
+        cluster,
         contexts,
         unreachable,
     })
@@ -199,25 +203,152 @@ async fn refresh_contexts(
     Ok((done, unreachable))
 }
 
-/// `export` lines for using `node` without contexts.
-///
-/// # Errors
-/// [`ClientError::NotEnrolled`] when `node` is not a dtca context.
-pub fn env(docker_config: &Path, node: &str) -> Result<String, ClientError> {
-    let (cluster, host) =
-        contexts::endpoint(docker_config, node).ok_or_else(|| NotEnrolled::Context {
-            name: node.to_string(),
-            docker_config: docker_config.to_path_buf(),
-        })?;
-    let dir = credentials_dir(docker_config, &cluster);
-    Ok(format!(
-        "export DOCKER_HOST={}\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH={}\n",
-        shell_quote(&host),
-        shell_quote(&dir.display().to_string())
-    ))
+/// What `env NODE` exports: the node's engine and the login's credentials, for the
+/// docker CLI without contexts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnvExports {
+    /// The node (context) name.
+    pub name: String,
+    /// Whose login's credentials these are.
+    pub cluster: String,
+    /// The engine's mutual-TLS address, as the context has it.
+    pub docker_host: String,
+    /// Always `1`: the CLI checks the engine's certificate against `ca.pem`.
+    pub docker_tls_verify: String,
+    /// The login's credentials (`ca.pem`, `cert.pem`, `key.pem`).
+    pub docker_cert_path: PathBuf,
 }
 
-fn only_cluster(docker_config: &Path) -> Result<String, ClientError> {
+/// The variables `env NODE` sets, in the order it sets them.
+pub const ENV_VARIABLES: [&str; 3] = ["DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"];
+
+impl EnvExports {
+    /// `export` lines for a POSIX shell.
+    pub fn shell(&self) -> String {
+        format!(
+            "export DOCKER_HOST={}\nexport DOCKER_TLS_VERIFY={}\nexport DOCKER_CERT_PATH={}\n",
+            shell_quote(&self.docker_host),
+            self.docker_tls_verify,
+            shell_quote(&self.docker_cert_path.display().to_string())
+        )
+    }
+}
+
+/// The line that unsets what [`EnvExports::shell`] sets.
+pub fn env_unset() -> String {
+    format!("unset {}\n", ENV_VARIABLES.join(" "))
+}
+
+/// What `env NODE` exports for using `node` without contexts.
+///
+/// # Errors
+/// [`NotEnrolled::Context`] when `node` is not a dtca context; it lists the ones there are.
+pub fn env(docker_config: &Path, node: &str) -> Result<EnvExports, ClientError> {
+    let Some((cluster, host)) = contexts::endpoint(docker_config, node) else {
+        return Err(NotEnrolled::Context {
+            name: node.to_string(),
+            docker_config: docker_config.to_path_buf(),
+            known: contexts::all(docker_config)
+                .into_iter()
+                .map(|c| c.name)
+                .collect(),
+        }
+        .into());
+    };
+    Ok(EnvExports {
+        name: node.to_string(),
+        docker_cert_path: credentials_dir(docker_config, &cluster),
+        cluster,
+        docker_host: host,
+        docker_tls_verify: "1".into(),
+    })
+}
+
+/// A node of the CA's inventory, as `ca-client nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeView {
+    /// Identity name (and the name of its docker context).
+    pub name: String,
+    /// Where its engine listens for operators; `None` until its agent reports one.
+    pub endpoint: Option<String>,
+    /// `native`, `guard` or `none`, as its agent last reported; `None` when it never did.
+    pub mode: Option<String>,
+    /// Its newest valid certificate.
+    pub serial: Option<String>,
+    /// That certificate's names.
+    pub dns_names: Vec<String>,
+    /// That certificate's addresses.
+    pub ip_addresses: Vec<String>,
+    /// Its validity, RFC 3339.
+    pub not_before: Option<String>,
+    /// Its end, RFC 3339.
+    pub not_after: Option<String>,
+    /// When its agent last reported, RFC 3339; `None` when never.
+    pub last_report: Option<String>,
+}
+
+impl NodeView {
+    fn from_wire(node: v1::Node) -> NodeView {
+        let time = |unix: i64| {
+            (unix != 0)
+                .then(|| OffsetDateTime::from_unix_timestamp(unix).ok())
+                .flatten()
+                .map(duration::rfc3339)
+        };
+        let text = |s: String| (!s.is_empty()).then_some(s);
+        NodeView {
+            name: node.name,
+            endpoint: text(node.endpoint),
+            mode: text(node.mode),
+            serial: text(node.serial),
+            dns_names: node.dns_names,
+            ip_addresses: node.ip_addresses,
+            not_before: time(node.not_before_unix),
+            not_after: time(node.not_after_unix),
+            last_report: time(node.reported_unix),
+        }
+    }
+}
+
+/// The CA's node inventory, asked with the login of `cluster` (the only one when `None`).
+///
+/// # Errors
+/// [`ClientError`]: no login, or the CA's refusal (an expired login says to renew it).
+pub async fn nodes(
+    docker_config: &Path,
+    cluster: Option<&str>,
+    server: Option<&str>,
+) -> Result<Vec<NodeView>, ClientError> {
+    let cluster = match cluster {
+        Some(c) => c.to_string(),
+        None => only_cluster(docker_config)?,
+    };
+    let dir = credentials_dir(docker_config, &cluster);
+    let state = ClientState::load(&dir)?;
+    let bundle = Bundle::load(&dir, Layout::CLIENT)?;
+    let addr = ServerAddr::parse(server.unwrap_or(&state.server))?;
+    let mut client = ca::authenticated(&addr, &bundle).await?;
+    let nodes = client
+        .list_nodes(v1::ListNodesRequest {})
+        .await
+        .map_err(|status| match ClientError::from(status) {
+            ClientError::Refused { reason, message } => ClientError::Refused {
+                reason,
+                message: format!("{message} (renew the login: ca-client login --renew)"),
+            },
+            other => other,
+        })?
+        .into_inner()
+        .nodes;
+    Ok(nodes.into_iter().map(NodeView::from_wire).collect())
+}
+
+/// The one cluster logged in to.
+///
+/// # Errors
+/// [`NotEnrolled::Login`] when there is none, [`ConfigProblem::SeveralClusters`] when
+/// there are several (`--cluster` chooses).
+pub fn only_cluster(docker_config: &Path) -> Result<String, ClientError> {
     let mut clusters: Vec<String> = std::fs::read_dir(docker_config.join("dtca"))
         .into_iter()
         .flatten()
@@ -300,7 +431,8 @@ pub fn host_context(arg: &str) -> Result<(String, String), ClientError> {
     Ok((name, addr.to_string()))
 }
 
-fn shell_quote(s: &str) -> String {
+/// `s` as one word for a POSIX shell (quoted only when it must be).
+pub fn shell_quote(s: &str) -> String {
     if s.chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c))
     {
@@ -342,5 +474,41 @@ mod tests {
     fn env_quotes_what_the_shell_would_split() {
         assert_eq!(shell_quote("/home/a b/x"), "'/home/a b/x'");
         assert_eq!(shell_quote("tcp://h:1"), "tcp://h:1");
+    }
+
+    #[test]
+    fn env_unset_undoes_every_export() {
+        let exports = EnvExports {
+            name: "n".into(),
+            cluster: "c".into(),
+            docker_host: "tcp://h:2376".into(),
+            docker_tls_verify: "1".into(),
+            docker_cert_path: "/x".into(),
+        }
+        .shell();
+        let unset = env_unset();
+        for line in exports.lines() {
+            let var = line
+                .trim_start_matches("export ")
+                .split_once('=')
+                .unwrap()
+                .0;
+            assert!(unset.split_whitespace().any(|w| w == var), "{var}");
+        }
+    }
+
+    #[test]
+    fn absent_inventory_values_are_none_and_times_rfc3339() {
+        let view = NodeView::from_wire(v1::Node {
+            name: "n".into(),
+            not_after_unix: 1_796_260_296,
+            ..Default::default()
+        });
+        assert_eq!(view.endpoint, None);
+        assert_eq!(view.mode, None);
+        assert_eq!(view.last_report, None);
+        assert_eq!(view.not_after.as_deref(), Some("2026-12-03T01:11:36Z"));
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json["endpoint"].is_null() && json["last_report"].is_null());
     }
 }

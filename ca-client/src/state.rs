@@ -5,9 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
+use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
+use dtca_pki::{duration, renewal};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use dtca_common::endpoint::EngineAddr;
 
@@ -95,7 +98,7 @@ pub struct FailedSwitch {
 /// failed switch keeps them so that the token-less retry can be run bare.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchFlags {
-    /// `--docker-config`.
+    /// `--daemon-json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<PathBuf>,
     /// `--docker-tls-dir`.
@@ -198,8 +201,88 @@ impl ClientState {
         Ok(())
     }
 
+    /// The planned renewal of `leaf`: the recorded one when it is for this certificate,
+    /// else drawn now (at a random point of 50-70 % of its life) and recorded in `dir`.
+    pub fn planned_renewal(&mut self, leaf: &CertInfo, dir: &Path) -> OffsetDateTime {
+        let serial = leaf.serial.to_string();
+        if let Some(plan) = &self.next_renewal
+            && plan.serial == serial
+            && let Ok(at) = OffsetDateTime::from_unix_timestamp(plan.at_unix)
+        {
+            return at;
+        }
+        let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, renewal::jitter());
+        // Whole seconds, as recorded, so the plan reads back the same.
+        let at = OffsetDateTime::from_unix_timestamp(drawn.unix_timestamp()).unwrap_or(drawn);
+        self.next_renewal = Some(PlannedRenewal {
+            serial,
+            at: duration::timestamp(at),
+            at_unix: at.unix_timestamp(),
+        });
+        if let Err(e) = self.save(dir) {
+            tracing::warn!(error = %e, "cannot record the planned renewal");
+        }
+        at
+    }
+
+    /// The planned renewal when it is for `leaf` (a plan for an earlier certificate is
+    /// no plan for this one).
+    pub fn next_renewal_of(&self, leaf: &CertInfo) -> Option<&PlannedRenewal> {
+        self.next_renewal
+            .as_ref()
+            .filter(|p| p.serial == leaf.serial.to_string())
+    }
+
+    /// The last failure as recorded (`TIME: what`): when, and what.
+    pub fn last_failure(&self) -> Option<(Option<OffsetDateTime>, &str)> {
+        let text = self.last_error.as_deref()?;
+        Some(match text.split_once("Z: ") {
+            Some((at, what)) => match duration::parse_timestamp(&format!("{at}Z")) {
+                Some(at) => (Some(at), what),
+                None => (None, text),
+            },
+            None => (None, text),
+        })
+    }
+
     /// Path of the state file in `dir`.
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last_error: Option<&str>) -> ClientState {
+        ClientState {
+            server: "x:1".into(),
+            cluster: "c".into(),
+            identity: "dtca://c/node/n".into(),
+            key_type: KeyType::default(),
+            enrolled_at: String::new(),
+            extra_sans: vec![],
+            default_sans: false,
+            last_renewal: None,
+            last_error: last_error.map(str::to_string),
+            next_renewal: None,
+            docker: None,
+            failed_switch: None,
+            token_policy: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_failure_reads_back_as_its_time_and_its_words() {
+        assert_eq!(state(None).last_failure(), None);
+        let s = state(Some("2026-12-03 01:11:36Z: the CA refused: no: really"));
+        let (at, what) = s.last_failure().unwrap();
+        assert_eq!(at, Some(time::macros::datetime!(2026-12-03 01:11:36 UTC)));
+        assert_eq!(what, "the CA refused: no: really");
+        assert_eq!(
+            state(Some("written by hand")).last_failure(),
+            Some((None, "written by hand"))
+        );
     }
 }

@@ -37,12 +37,16 @@ impl Health {
     /// Exit code, in the Nagios convention monitoring systems read: 0 OK, 1 WARNING,
     /// 2 CRITICAL, 3 UNKNOWN.
     pub fn exit_code(self) -> ExitCode {
-        ExitCode::from(match self {
+        ExitCode::from(self.code())
+    }
+
+    fn code(self) -> u8 {
+        match self {
             Health::Ok => 0,
             Health::Expiring => 1,
             Health::NotYetValid | Health::Expired | Health::Broken => 2,
             Health::Missing => 3,
-        })
+        }
     }
 
     fn word(self) -> &'static str {
@@ -71,43 +75,79 @@ pub fn judge(leaf: &CertInfo, now: OffsetDateTime, warn_within: Duration) -> Hea
 }
 
 /// Checks the client certificate in `out` and, on a switched node, the pair dockerd
-/// serves; prints one line each and returns the worst.
-pub fn check(out: &Path, warn_within: Duration, now: OffsetDateTime) -> Health {
-    let mut worst = Health::Ok;
+/// serves; prints one line each (or one JSON document) and returns the worst.
+pub fn check(out: &Path, warn_within: Duration, now: OffsetDateTime, as_json: bool) -> Health {
     let mut places = vec![("client", out.to_path_buf(), Layout::CLIENT)];
     if let Ok(state) = ClientState::load(out)
         && let Some(d) = state.docker
     {
         places.push(("docker", d.tls_dir, Layout::DOCKERD));
     }
-    for (what, dir, layout) in places {
-        let (health, line) = check_one(what, &dir, layout, warn_within, now);
-        println!("{line}");
-        worst = worst.max(health);
+    let (worst, lines, values) = places.into_iter().fold(
+        (Health::Ok, Vec::new(), Vec::new()),
+        |(worst, mut lines, mut values), (what, dir, layout)| {
+            let (health, line, value) = check_one(what, &dir, layout, warn_within, now);
+            lines.push(line);
+            values.push(value);
+            (worst.max(health), lines, values)
+        },
+    );
+    if as_json {
+        let value = json!({
+            "status": worst.word(),
+            "exit_code": worst.code(),
+            "expiring_within_seconds": warn_within.as_secs(),
+            "certificates": values,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        for line in lines {
+            println!("{line}");
+        }
     }
     worst
 }
 
-/// Judges the credentials of one place (`client`, `docker`) and says so in one line.
+/// Judges the credentials of one place (`client`, `docker`) and says so in one line and
+/// as JSON.
 fn check_one(
     what: &str,
     dir: &Path,
     layout: Layout,
     warn_within: Duration,
     now: OffsetDateTime,
-) -> (Health, String) {
+) -> (Health, String, serde_json::Value) {
+    let value = |h: Health, leaf: Option<&CertInfo>, problem: Option<String>| {
+        json!({
+            "place": what,
+            "dir": dir.display().to_string(),
+            "status": h.word(),
+            "identity": leaf.and_then(|l| l.identity.as_ref()).map(|i| i.uri()),
+            "serial": leaf.map(|l| l.serial.to_string()),
+            "not_before": leaf.map(|l| duration::rfc3339(l.not_before)),
+            "not_after": leaf.map(|l| duration::rfc3339(l.not_after)),
+            "seconds_left": leaf.map(|l| l.seconds_left(now)),
+            "problem": problem,
+        })
+    };
     let leaf = match Bundle::load(dir, layout).and_then(|bundle| bundle.leaf()) {
         Ok(leaf) => leaf,
         Err(BundleError::Missing(path)) => {
+            let problem = format!("{} is missing", path.display());
             return (
                 Health::Missing,
                 format!("MISSING {what} {}", path.display()),
+                value(Health::Missing, None, Some(problem)),
             );
         }
         Err(e) => {
             return (
                 Health::Broken,
                 format!("BROKEN {what} {}: {e}", dir.display()),
+                value(Health::Broken, None, Some(e.to_string())),
             );
         }
     };
@@ -119,7 +159,7 @@ fn check_one(
         leaf.serial,
         describe_validity(&leaf, now)
     );
-    (h, line)
+    (h, line, value(h, Some(&leaf), None))
 }
 
 /// When the certificate is valid, as seen from `now`.
@@ -159,23 +199,29 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
     let mut names: Vec<String> = leaf.dns_names.clone();
     names.extend(leaf.ip_addresses.iter().map(ToString::to_string));
     let engine = engine_status(&state).await;
+    // A plan recorded for an earlier certificate is no plan for this one.
+    let next = state.next_renewal_of(&leaf);
     if as_json {
         let value = json!({
+            "state_dir": out.display().to_string(),
             "identity": leaf.identity.as_ref().map(|i| i.uri()),
+            "cluster": state.cluster,
             "server": state.server,
             "serial": leaf.serial.to_string(),
             "names": names,
-            "not_before": duration::timestamp(leaf.not_before),
-            "not_after": duration::timestamp(leaf.not_after),
+            "not_before": duration::rfc3339(leaf.not_before),
+            "not_after": duration::rfc3339(leaf.not_after),
             "seconds_left": leaf.seconds_left(now),
             "validity": match judge(&leaf, now, Duration::ZERO) {
                 Health::NotYetValid => "not-yet-valid",
                 Health::Expired => "expired",
                 _ => "valid",
             },
-            "last_renewal": state.last_renewal,
-            "next_renewal": state.next_renewal.as_ref().map(|p| p.at.clone()),
-            "last_error": state.last_error,
+            "enrolled_at": machine_time(Some(&state.enrolled_at)),
+            "last_renewal": machine_time(state.last_renewal.as_deref()),
+            "next_renewal": next.and_then(|p| OffsetDateTime::from_unix_timestamp(p.at_unix).ok()).map(duration::rfc3339),
+            "last_error": state.last_failure().map(|(_, what)| what),
+            "last_error_at": state.last_failure().and_then(|(at, _)| at).map(duration::rfc3339),
             "engine": engine,
         });
         println!(
@@ -214,15 +260,15 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
         "last renewal: {}",
         state.last_renewal.as_deref().unwrap_or("never")
     );
-    match &state.next_renewal {
-        Some(p) if p.serial == leaf.serial.to_string() => {
+    match next {
+        Some(p) => {
             println!(
                 "next renewal: {} ({})",
                 p.at,
                 describe_next(p.at_unix - now.unix_timestamp(), state.last_error.is_some())
             );
         }
-        _ => println!("next renewal: not planned yet (is `ca-client agent` running?)"),
+        None => println!("next renewal: not planned yet (is `ca-client agent` running?)"),
     }
     if let Some(e) = &state.last_error {
         println!("last error:   {e}");
@@ -264,12 +310,33 @@ fn unmanaged_summary(failed: Option<&FailedSwitch>) -> String {
     }
 }
 
+/// A time recorded in the state file, in RFC 3339 (`None`, and unreadable ones, as null).
+fn machine_time(recorded: Option<&str>) -> Option<String> {
+    recorded
+        .and_then(duration::parse_timestamp)
+        .map(duration::rfc3339)
+}
+
+/// The engine as `status` shows it; every key is there in both shapes (null when it does
+/// not apply).
 async fn engine_status(state: &ClientState) -> serde_json::Value {
     let Some(d) = &state.docker else {
         return json!({
             "managed": false,
+            "listen": null,
+            "advertise": null,
+            "hosts": null,
+            "tlsverify": null,
+            "swarm": null,
+            "served_serial": null,
+            "error": null,
             "summary": unmanaged_summary(state.failed_switch.as_ref()),
-            "failed_switch": state.failed_switch,
+            "failed_switch": state.failed_switch.as_ref().map(|f| json!({
+                "at": machine_time(Some(&f.at)),
+                "step": f.step,
+                "rolled_back": f.rolled_back,
+                "error": f.error,
+            })),
         });
     };
     let config = std::fs::read_to_string(&d.config).unwrap_or_default();
@@ -320,6 +387,7 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
         "served_serial": served.as_ref().ok(),
         "error": served.as_ref().err(),
         "summary": summary,
+        "failed_switch": null,
     })
 }
 
@@ -414,16 +482,16 @@ mod tests {
         cert.save(tmp.path(), Layout::CLIENT).unwrap();
         let week = Duration::from_secs(7 * 86_400);
         let now = OffsetDateTime::now_utc();
-        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        let (health, line, _) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
         assert_eq!(health, Health::Expiring, "{line}"); // a one-hour sample
         std::fs::write(tmp.path().join("key.pem"), other.key.to_pem()).unwrap();
-        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        let (health, line, _) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
         assert_eq!(health, Health::Broken);
         assert!(line.starts_with("BROKEN client "), "{line}");
         assert!(line.contains("does not belong to"), "{line}");
         assert_eq!(health.exit_code(), ExitCode::from(2));
         std::fs::remove_file(tmp.path().join("key.pem")).unwrap();
-        let (health, line) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
+        let (health, line, _) = check_one("client", tmp.path(), Layout::CLIENT, week, now);
         assert_eq!(health, Health::Missing);
         assert!(line.starts_with("MISSING client "), "{line}");
     }

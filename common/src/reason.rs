@@ -94,6 +94,8 @@ reasons! {
     NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
     NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
+    AgentRenewal = 55, "agent-renewal", Unavailable, "the running agent, asked to renew, did not renew in time (see its log and `ca-client status`)";
+    UnknownNode = 56, "unknown-node", NotFound, "no node or docker context of that name (the known ones are listed)";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

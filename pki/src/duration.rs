@@ -68,6 +68,27 @@ pub fn timestamp(at: time::OffsetDateTime) -> String {
     .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+/// A point in time for machines: RFC 3339 in UTC, whole seconds
+/// (`2026-11-26T05:41:20Z`), the form of every time in the tools' JSON.
+pub fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// Reads a time written by [`timestamp`] or [`rfc3339`] (UTC, whole seconds).
+pub fn parse_timestamp(text: &str) -> Option<time::OffsetDateTime> {
+    let text = text.trim().replacen(' ', "T", 1);
+    time::PrimitiveDateTime::parse(
+        text.strip_suffix('Z')?,
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"),
+    )
+    .ok()
+    .map(time::PrimitiveDateTime::assume_utc)
+}
+
 /// A duration that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -78,6 +99,17 @@ pub struct DurationError(pub String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_times_are_rfc3339_utc_and_both_forms_read_back() {
+        let at = time::macros::datetime!(2026-12-03 01:11:36 +02:00);
+        assert_eq!(rfc3339(at), "2026-12-02T23:11:36Z");
+        assert_eq!(timestamp(at), "2026-12-02 23:11:36Z");
+        assert_eq!(parse_timestamp(&rfc3339(at)), Some(at));
+        assert_eq!(parse_timestamp(&timestamp(at)), Some(at));
+        assert_eq!(parse_timestamp("2026-12-02 23:11:36"), None);
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
 
     #[test]
     fn reads_every_unit() {

@@ -201,13 +201,43 @@ impl Engine {
         );
     }
 
+    /// `ca-client enroll --docker` of this engine with `token` from the CA at `server`,
+    /// into `creds`, with 127.0.0.1 as its only name, `listen` as the mutual-TLS address and
+    /// `restart` as the restart command (the other [`Engine::switch_flags`]); to run, or to
+    /// add flags to.
+    pub fn enroll_command(
+        &self,
+        server: &str,
+        token: &str,
+        creds: &Path,
+        listen: &str,
+        restart: impl AsRef<OsStr>,
+    ) -> Command {
+        let mut cmd = Command::new(crate::bins::bin("ca-client"));
+        cmd.args([
+            "enroll",
+            "--docker",
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+            "--server",
+            server,
+            "--token",
+            token,
+            "--state-dir",
+        ])
+        .arg(creds)
+        .args(self.switch_flags(listen, restart));
+        cmd
+    }
+
     /// `docker -H unix://<socket> <args>`.
     /// The `ca-client enroll --docker` flags that point at this engine: its daemon.json,
     /// `tls/` in its directory, `listen`, `restart` as the restart command, and no systemd
     /// unit.
     pub fn switch_flags(&self, listen: &str, restart: impl AsRef<OsStr>) -> Vec<OsString> {
         vec![
-            "--docker-config".into(),
+            "--daemon-json".into(),
             self.config.clone().into(),
             "--docker-tls-dir".into(),
             self.dir.join("tls").into(),

@@ -35,3 +35,21 @@ pub fn serial(cert: &Path) -> String {
         .expect("run openssl");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The serial of the certificate a TLS server at `addr` (`HOST:PORT`) presents, as
+/// `openssl s_client` receives it and `openssl x509 -noout -serial` prints it (without
+/// `serial=`); `None` when nothing was presented. No client certificate is offered:
+/// the server's own certificate arrives before it asks for one.
+pub fn served_serial(addr: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("serial=")
+        .map(str::to_string)
+}

@@ -39,6 +39,13 @@ pub fn init_insecure(state: &Path) {
 }
 
 impl ServeProcess {
+    /// `init_insecure` in `state`, then `start` with `--insecure-no-passphrase`: a CA for
+    /// a test, on a free port.
+    pub fn init_and_start(state: &Path) -> ServeProcess {
+        init_insecure(state);
+        Self::start(state, &["--insecure-no-passphrase"], &[])
+    }
+
     /// Starts `ca-server serve --state-dir state --listen 127.0.0.1:0 <extra>` and waits
     /// until it has recorded its address and accepts connections.
     pub fn start(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ServeProcess {

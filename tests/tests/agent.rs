@@ -32,21 +32,8 @@ fn served_serial(creds: &Path) -> Option<String> {
 /// `restart` as its restart command.
 fn switch(state: &Path, serve: &ServeProcess, engine: &Engine, listen: &str, restart: &Path) {
     let t = token(state, &["--role", "node"]);
-    let out = Command::new(bin("ca-client"))
-        .args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-            "--server",
-            &serve.addr,
-            "--token",
-            &t,
-        ])
-        .arg("--out")
-        .arg(engine.dir.join("client"))
-        .args(engine.switch_flags(listen, restart))
+    let out = engine
+        .enroll_command(&serve.addr, &t, &engine.dir.join("client"), listen, restart)
         .output()
         .unwrap();
     assert!(

@@ -224,10 +224,13 @@ fn login_gives_working_contexts_and_leaves_other_docker_config_alone() {
         "docker with {exports}: {}",
         text(&out)
     );
+    // An unknown node: its own exit code, and the valid names.
+    let unknown = f.client(&["env", "nope"]);
     assert_eq!(
-        f.client(&["env", "nope"]).status.code(),
-        Some(i32::from(Reason::NotInitialized.exit_code()))
+        unknown.status.code(),
+        Some(i32::from(Reason::UnknownNode.exit_code()))
     );
+    assert!(text(&unknown).contains("web-1"), "{}", text(&unknown));
 
     // The audit log says who got which certificate when.
     let audit = Command::new(bin("ca-server"))

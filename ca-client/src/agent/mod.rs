@@ -27,7 +27,7 @@ mod stop;
 pub(crate) mod watch;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dtca_common::Reason;
@@ -43,10 +43,11 @@ use self::plan::{Action, Facts, Failed, Timing, Until, Why};
 use self::stop::Stop;
 use self::watch::AddressWatch;
 use crate::docker;
-use crate::enroll::{self, renew_with};
+use crate::enroll;
 use crate::error::ClientError;
+use crate::rotation::{self, AgentLock};
 use crate::sans::Sans;
-use crate::state::{ClientState, PlannedRenewal};
+use crate::state::ClientState;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -100,6 +101,23 @@ pub async fn run(
     let state = ClientState::load(&opts.out)?;
     enroll::private_out(&opts.out)?;
     Bundle::load(&opts.out, Layout::CLIENT)?;
+    // `ca-client renew` asks a running agent to renew with SIGUSR1 (see `rotation`): the
+    // handler is in place before the lock that tells it an agent runs.
+    let asked = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1; `ca-client renew` will renew beside the agent");
+        })
+        .ok();
+    let lock = match AgentLock::take(&opts.out)? {
+        Ok(lock) => Some(lock),
+        Err(holder) => {
+            tracing::warn!(
+                pid = holder,
+                "another agent runs for this state directory; two agents rotate the same engine"
+            );
+            None
+        }
+    };
     tracing::info!(out = %opts.out.display(), identity = %state.identity, "agent started");
 
     let recovered = stop
@@ -135,6 +153,7 @@ pub async fn run(
         state,
         current: None,
         channel,
+        asked: asked.filter(|_| lock.is_some()),
     };
     let mut watch = AddressWatch::new();
     drive(
@@ -301,6 +320,8 @@ struct Enrolled<'a> {
     current: Option<Bundle>,
     /// The agent channel; `None` when the CA's address does not parse.
     channel: Option<Channel>,
+    /// SIGUSR1: `ca-client renew` asks for a renewal now.
+    asked: Option<tokio::signal::unix::Signal>,
 }
 
 impl Enrolled<'_> {
@@ -315,7 +336,7 @@ impl Renewable for Enrolled<'_> {
     fn look(&mut self, refused: Option<&Sans>) -> Result<Look, ClientError> {
         let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
         let leaf = bundle.leaf()?;
-        let due = planned(&mut self.state, &leaf, &self.opts.out);
+        let due = self.state.planned_renewal(&leaf, &self.opts.out);
         let wanted = watch::wanted_names(&self.state, &leaf, refused);
         self.current = Some(bundle);
         Ok(Look { due, wanted })
@@ -326,27 +347,17 @@ impl Renewable for Enrolled<'_> {
             Some(b) => b,
             None => Bundle::load(&self.opts.out, Layout::CLIENT)?,
         };
-        let leaf = current.leaf()?;
-        let sans = names.unwrap_or(Sans {
-            dns: leaf.dns_names.clone(),
-            ips: leaf.ip_addresses.clone(),
-        });
-        let state = &mut self.state;
-        let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
-        let new = renew_with(&addr, &current, &sans, state.key_type).await?;
-        if let Some(d) = &state.docker {
-            docker::rotate(d, &new, self.opts.docker_timeout).await?;
-        }
+        let addr = self.addr()?;
+        let new = rotation::put_in_service(
+            &self.opts.out,
+            &mut self.state,
+            &addr,
+            &current,
+            names,
+            self.opts.docker_timeout,
+        )
+        .await?;
         let info = new.leaf()?;
-        state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
-        state.last_error = None;
-        state.next_renewal = None;
-        enroll::write(&self.opts.out, &new, state)?;
-        if let Some(d) = &state.docker
-            && let Err(e) = crate::ca::report_engine(&addr, &new, &d.advertise).await
-        {
-            tracing::warn!(error = %e, "could not report the engine address to the CA");
-        }
         // The stream speaks for the new certificate from now on.
         if let Some(channel) = &mut self.channel {
             channel.reopen(new);
@@ -362,9 +373,23 @@ impl Renewable for Enrolled<'_> {
     }
 
     async fn signal(&mut self) -> Signal {
-        match &mut self.channel {
-            Some(channel) => channel.next().await,
-            None => std::future::pending().await,
+        let from_ca = async {
+            match &mut self.channel {
+                Some(channel) => channel.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let asked = async {
+            match &mut self.asked {
+                Some(usr1) => {
+                    usr1.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = from_ca => signal,
+            () = asked => Signal::Renew("`ca-client renew` asked for it".into()),
         }
     }
 
@@ -430,30 +455,6 @@ impl Renewable for Enrolled<'_> {
             self.failed(&error, now);
         }
     }
-}
-
-/// The planned renewal of `leaf`: recorded when it is for this certificate, else drawn
-/// now (50-70 % of its life) and recorded.
-fn planned(state: &mut ClientState, leaf: &CertInfo, out: &Path) -> OffsetDateTime {
-    let serial = leaf.serial.to_string();
-    if let Some(plan) = &state.next_renewal
-        && plan.serial == serial
-        && let Ok(at) = OffsetDateTime::from_unix_timestamp(plan.at_unix)
-    {
-        return at;
-    }
-    let drawn = renewal::renew_at_issued(leaf.not_before, leaf.not_after, renewal::jitter());
-    // Whole seconds, as recorded, so the plan reads back the same.
-    let at = OffsetDateTime::from_unix_timestamp(drawn.unix_timestamp()).unwrap_or(drawn);
-    state.next_renewal = Some(PlannedRenewal {
-        serial,
-        at: duration::timestamp(at),
-        at_unix: at.unix_timestamp(),
-    });
-    if let Err(e) = state.save(out) {
-        tracing::warn!(error = %e, "cannot record the planned renewal");
-    }
-    at
 }
 
 /// Why the agent woke up.
@@ -743,16 +744,16 @@ pub(crate) mod tests {
             not_after: now + time::Duration::days(30),
             ..node_leaf(&[])
         };
-        let first = planned(&mut state, &leaf, tmp.path());
+        let first = state.planned_renewal(&leaf, tmp.path());
         assert!(first >= now + time::Duration::days(15) && first <= now + time::Duration::days(21));
-        assert_eq!(planned(&mut state, &leaf, tmp.path()), first);
+        assert_eq!(state.planned_renewal(&leaf, tmp.path()), first);
         // Reloaded from disk: still the same point.
         let mut reloaded = ClientState::load(tmp.path()).unwrap();
-        assert_eq!(planned(&mut reloaded, &leaf, tmp.path()), first);
+        assert_eq!(reloaded.planned_renewal(&leaf, tmp.path()), first);
         // A new certificate gets a new point.
         leaf.serial = "0C0D".parse().unwrap();
         leaf.not_before = now + time::Duration::days(1);
         leaf.not_after = now + time::Duration::days(31);
-        assert_ne!(planned(&mut state, &leaf, tmp.path()), first);
+        assert_ne!(state.planned_renewal(&leaf, tmp.path()), first);
     }
 }

@@ -3,10 +3,8 @@
 
 use std::process::ExitCode;
 
-use dtca_pki::duration;
-
-use super::settings;
 use super::{EnrollArgs, FileConfig};
+use super::{node_cmd, settings};
 use crate::enroll;
 use crate::error::ClientError;
 
@@ -15,13 +13,14 @@ pub(super) async fn enroll_command(
     file: &FileConfig,
 ) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
+    let json = args.json || file.json == Some(true);
     // A failed switch kept the settings it was given: its retry needs none of them.
     let remembered = crate::state::ClientState::load(&opts.out)
         .ok()
         .and_then(|s| s.failed_switch)
         .and_then(|f| f.flags);
     if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
-        let Some(current) = docker_enrollment(&opts, &docker).await? else {
+        let Some(current) = docker_enrollment(&opts, &docker, json).await? else {
             return Ok(ExitCode::SUCCESS);
         };
         if args.docker.dry_run {
@@ -31,16 +30,7 @@ pub(super) async fn enroll_command(
             return Ok(ExitCode::SUCCESS);
         }
         let obtained = crate::node::enroll_docker(&opts, &docker, current).await?;
-        report("enrolled", &opts.out, &obtained);
-        if let Some(d) = &obtained.state.docker {
-            println!(
-                "  engine:    switched to mutual TLS on {} (published as {})",
-                d.listen, d.advertise
-            );
-            println!(
-                "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
-            );
-        }
+        node_cmd::enrolled(&opts.out, &obtained, json);
         return Ok(ExitCode::SUCCESS);
     }
     if args.docker.dry_run {
@@ -52,7 +42,7 @@ pub(super) async fn enroll_command(
         );
     }
     let obtained = enroll::enroll(&opts).await?;
-    report("enrolled", &opts.out, &obtained);
+    node_cmd::enrolled(&opts.out, &obtained, json);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -63,6 +53,7 @@ pub(super) async fn enroll_command(
 async fn docker_enrollment(
     opts: &enroll::EnrollOptions,
     docker: &crate::docker::DockerOptions,
+    json: bool,
 ) -> Result<Option<Option<(crate::state::ClientState, dtca_common::bundle::Bundle)>>, ClientError> {
     use crate::recover::{Local, judge};
     let token = (!opts.token.is_empty())
@@ -73,7 +64,10 @@ async fn docker_enrollment(
         Local::Empty => None,
         Local::Usable(pair) => Some(*pair),
         Local::Stale(what) if token.is_some() => {
-            println!("replacing {what} in {out}: enrolling afresh with the token");
+            say(
+                json,
+                format!("replacing {what} in {out}: enrolling afresh with the token"),
+            );
             None
         }
         Local::Stale(what) => {
@@ -88,9 +82,12 @@ async fn docker_enrollment(
         return Ok(Some(None));
     };
     if docker.force && token.is_some() {
-        println!(
-            "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
-            state.identity
+        say(
+            json,
+            format!(
+                "--force: replacing the enrollment of {} in {out}: enrolling afresh with the token",
+                state.identity
+            ),
         );
         return Ok(Some(None));
     }
@@ -103,42 +100,30 @@ async fn docker_enrollment(
     if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
         && !docker.force
     {
-        println!(
-            "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
-            done.listen
+        say(
+            json,
+            format!(
+                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
+                done.listen
+            ),
         );
         return Ok(None);
     }
-    println!(
-        "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
-        state.identity
+    say(
+        json,
+        format!(
+            "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",
+            state.identity
+        ),
     );
     Ok(Some(Some((state, bundle))))
 }
 
-pub(super) fn report(what: &str, out: &std::path::Path, obtained: &enroll::Obtained) {
-    let info = &obtained.info;
-    let now = time::OffsetDateTime::now_utc();
-    println!(
-        "{what} as {} (serial {})",
-        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-        info.serial
-    );
-    let mut names: Vec<String> = info.dns_names.clone();
-    names.extend(info.ip_addresses.iter().map(ToString::to_string));
-    if !names.is_empty() {
-        println!("  names:     {}", names.join(" "));
+/// A note on the way: on stdout, or on stderr when stdout is for JSON.
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
     }
-    if !obtained.left_out.is_empty() {
-        println!(
-            "  left out:  {} (names of this host the token does not allow)",
-            obtained.left_out.join(" ")
-        );
-    }
-    println!(
-        "  valid to:  {} ({} left)",
-        duration::timestamp(info.not_after),
-        duration::human(info.seconds_left(now))
-    );
-    println!("  files:     {}/{{ca.pem,cert.pem,key.pem}}", out.display());
 }

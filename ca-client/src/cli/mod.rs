@@ -2,6 +2,8 @@
 //! file, and the commands. `main.rs` only parses and calls [`run`].
 
 mod enroll_cmd;
+mod node_cmd;
+mod operator_cmd;
 mod settings;
 
 use std::path::PathBuf;
@@ -9,9 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 pub use dtca_common::cli::LogFormat;
-use dtca_pki::duration;
 
-use crate::enroll;
 use crate::error::ClientError;
 pub use settings::FileConfig;
 
@@ -50,8 +50,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Operators: get a short-lived client certificate and a docker context per node.
     Login(LoginArgs),
-    /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node.
+    /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node (no
+    /// node: list them; --unset: the lines that undo them).
     Env(EnvArgs),
+    /// Operators: the CA's node inventory (name, engine address, mode, serial, expiry).
+    Nodes(NodesArgs),
 }
 
 /// `login` flags.
@@ -82,20 +85,52 @@ pub struct LoginArgs {
     /// Key algorithm: p256 or ed25519. [default: p256]
     #[arg(long, env = "DTCA_KEY_TYPE")]
     pub key_type: Option<String>,
+    /// Stay in the foreground and keep the login fresh: renew at the usual point of its
+    /// life (50-70 %), retry with backoff, until SIGINT or SIGTERM. With a token, log in
+    /// first; without one, renew the current login.
+    #[arg(long, env = "DTCA_WATCH")]
+    pub watch: bool,
+    /// Longest wait between retries under --watch. [default: 5m]
+    #[arg(long, env = "DTCA_RETRY_CAP")]
+    pub retry_cap: Option<String>,
+    /// Print the result as JSON (under --watch: one line per renewal).
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
 }
 
 /// `env` flags.
 #[derive(Debug, Args)]
 pub struct EnvArgs {
-    /// Node (docker context) name, as `login` made it.
-    pub node: String,
+    /// Node (docker context) name, as `login` made it. [default: list them]
+    pub node: Option<String>,
+    /// Print the shell lines that unset what `env NODE` sets.
+    #[arg(long, conflicts_with = "node")]
+    pub unset: bool,
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
+}
+
+/// `nodes` flags.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// CA address. [default: the one logged in with]
+    #[arg(long, env = "DTCA_SERVER")]
+    pub server: Option<String>,
+    /// Which cluster's login to ask with, when logged in to several.
+    #[arg(long, env = "DTCA_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
 }
 
 /// Where the credentials live.
 #[derive(Debug, Args)]
 pub struct OutArgs {
-    /// Credential directory (ca.pem, cert.pem, key.pem, client.toml). [default: /var/lib/dtca-client]
-    #[arg(long, env = "DTCA_OUT")]
+    /// The client's state directory: its credentials (ca.pem, cert.pem, key.pem) and
+    /// client.toml. [default: /var/lib/dtca-client]
+    #[arg(long = "state-dir", alias = "out", env = "DTCA_STATE_DIR")]
     pub out: Option<PathBuf>,
 }
 
@@ -123,6 +158,9 @@ pub struct EnrollArgs {
     /// Key algorithm: p256 or ed25519. [default: p256]
     #[arg(long, env = "DTCA_KEY_TYPE")]
     pub key_type: Option<String>,
+    /// Print the result as JSON (progress and notes go to stderr).
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
     #[command(flatten)]
     pub out: OutArgs,
     #[command(flatten)]
@@ -135,9 +173,14 @@ pub struct DockerArgs {
     /// Also install the certificate into dockerd and switch it from plain TCP to mutual TLS.
     #[arg(long, env = "DTCA_DOCKER")]
     pub docker: bool,
-    /// daemon.json to edit. [default: the unit's --config-file, else /etc/docker/daemon.json]
-    #[arg(long, env = "DTCA_DOCKER_CONFIG")]
-    pub docker_config: Option<PathBuf>,
+    /// The engine's daemon.json to edit. [default: the running dockerd's --config-file,
+    /// else /etc/docker/daemon.json]
+    #[arg(
+        long = "daemon-json",
+        alias = "docker-config",
+        env = "DTCA_DAEMON_JSON"
+    )]
+    pub daemon_json: Option<PathBuf>,
     /// Where dockerd's TLS files go. [default: /etc/docker/tls]
     #[arg(long, env = "DTCA_DOCKER_TLS_DIR")]
     pub docker_tls_dir: Option<PathBuf>,
@@ -199,8 +242,15 @@ pub struct AgentArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Warn (exit 1) when a certificate expires within this. [default: 7d]
-    #[arg(long, env = "DTCA_WARN_WITHIN")]
-    pub warn_within: Option<String>,
+    #[arg(
+        long = "expiring-within",
+        alias = "warn-within",
+        env = "DTCA_EXPIRING_WITHIN"
+    )]
+    pub expiring_within: Option<String>,
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -222,8 +272,12 @@ pub struct DoctorArgs {
     #[arg(long, env = "DTCA_JSON")]
     pub json: bool,
     /// Warn when a certificate expires within this. [default: 7d]
-    #[arg(long, env = "DTCA_WARN_WITHIN")]
-    pub warn_within: Option<String>,
+    #[arg(
+        long = "expiring-within",
+        alias = "warn-within",
+        env = "DTCA_EXPIRING_WITHIN"
+    )]
+    pub expiring_within: Option<String>,
     /// CA address. [default: the one this client enrolled with]
     #[arg(long, env = "DTCA_SERVER")]
     pub server: Option<String>,
@@ -237,6 +291,13 @@ pub struct RenewArgs {
     /// CA address. [default: the one this client enrolled with]
     #[arg(long, env = "DTCA_SERVER")]
     pub server: Option<String>,
+    /// How long to wait for the engine after a restart (a switched node), or for the
+    /// running agent to finish the renewal it is asked for. [default: 60s]
+    #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
+    pub docker_timeout: Option<String>,
+    /// Print JSON.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -252,32 +313,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
     );
+    let json = |flag: bool| flag || file.json == Some(true);
     match cli.command {
         Command::Enroll(args) => enroll_cmd::enroll_command(*args, &file).await,
-        Command::Renew(args) => renew_command(args, &file).await,
+        Command::Renew(args) => node_cmd::renew_command(args, &file).await,
         Command::Agent(args) => agent_command(args, &file).await,
         Command::Check(args) => {
             let out = settings::out_dir(&args.out, &file);
-            let warn = settings::duration_or(
-                args.warn_within.as_deref(),
-                file.warn_within.as_deref(),
-                "7d",
-                "--warn-within",
-            )?;
-            Ok(crate::status::check(&out, warn, time::OffsetDateTime::now_utc()).exit_code())
+            let within = settings::expiring_within(args.expiring_within.as_deref(), &file)?;
+            let now = time::OffsetDateTime::now_utc();
+            Ok(crate::status::check(&out, within, now, json(args.json)).exit_code())
         }
-        Command::Login(args) => login_command(args, &file).await,
+        Command::Login(args) => operator_cmd::login_command(args, &file).await,
         Command::Doctor(args) => {
             let out = settings::out_dir(&args.out, &file);
-            let warn = settings::duration_or(
-                args.warn_within.as_deref(),
-                file.warn_within.as_deref(),
-                "7d",
-                "--warn-within",
-            )?;
+            let within = settings::expiring_within(args.expiring_within.as_deref(), &file)?;
             let server = args.server.or_else(|| file.server.clone());
-            let report = crate::doctor::doctor(&out, server.as_deref(), warn).await;
-            if args.json || file.json == Some(true) {
+            let report = crate::doctor::doctor(&out, server.as_deref(), within).await;
+            if json(args.json) {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -287,85 +340,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             }
             Ok(report.exit_code())
         }
-        Command::Env(args) => {
-            print!(
-                "{}",
-                crate::operator::env(&crate::contexts::docker_config_dir(), &args.node)?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Env(args) => operator_cmd::env_command(&args, json(args.json)),
+        Command::Nodes(args) => operator_cmd::nodes_command(&args, &file, json(args.json)).await,
         Command::Status(args) => {
-            let json = args.json || file.json == Some(true);
-            crate::status::status(&settings::out_dir(&args.out, &file), json).await?;
+            crate::status::status(&settings::out_dir(&args.out, &file), json(args.json)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
-    let docker_config = crate::contexts::docker_config_dir();
-    let renew = args.renew || file.renew == Some(true);
-    let report = if renew {
-        crate::operator::renew(
-            &docker_config,
-            args.cluster.as_deref().or(file.cluster.as_deref()),
-            args.server.as_deref().or(file.server.as_deref()),
-        )
-        .await?
-    } else {
-        let opts = settings::login_options(&args, file, docker_config)?;
-        crate::operator::login(&opts).await?
-    };
-    let info = &report.info;
-    let now = time::OffsetDateTime::now_utc();
-    println!(
-        "{} as {} until {} ({} left)",
-        if renew { "renewed login" } else { "logged in" },
-        info.identity.as_ref().map(|i| i.uri()).unwrap_or_default(),
-        duration::timestamp(info.not_after),
-        duration::human(info.seconds_left(now))
-    );
-    println!(
-        "  credentials: {}/{{ca.pem,cert.pem,key.pem}}",
-        report.dir.display()
-    );
-    for (name, endpoint, outcome) in &report.contexts {
-        let what = match outcome {
-            crate::contexts::Outcome::Created => "created".to_string(),
-            crate::contexts::Outcome::Updated => "updated".to_string(),
-            crate::contexts::Outcome::SkippedForeign(None) => {
-                "SKIPPED (a context of that name exists and is not dtca's)".to_string()
-            }
-            crate::contexts::Outcome::SkippedForeign(Some(other)) => {
-                format!("SKIPPED (a context of that name belongs to dtca cluster {other:?})")
-            }
-        };
-        println!("  context {name:<24} {endpoint:<32} {what}");
-    }
-    for name in &report.unreachable {
-        println!(
-            "  node {name}: no engine address reported yet (is it switched with `enroll --docker`?)"
-        );
-    }
-    if let Some((name, _, _)) = report
-        .contexts
-        .iter()
-        .find(|(_, _, o)| !matches!(o, crate::contexts::Outcome::SkippedForeign(_)))
-    {
-        println!("Try: docker --context {name} ps");
-    }
-    if info
-        .identity
-        .as_ref()
-        .is_some_and(|i| i.role == dtca_pki::Role::Admin)
-    {
-        println!(
-            "Admin: ca-server cert list --admin-dir {} --server <ca>",
-            report.dir.display()
-        );
-    }
-    println!("Renew before it expires: ca-client login --renew");
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
@@ -391,13 +372,5 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
         "--docker-timeout",
     )?;
     crate::agent::run(opts, dtca_common::cli::wait_for_signal()).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn renew_command(args: RenewArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {
-    let out = settings::out_dir(&args.out, file);
-    let server = args.server.or_else(|| file.server.clone());
-    let obtained = enroll::renew(&out, server.as_deref()).await?;
-    enroll_cmd::report("renewed", &out, &obtained);
     Ok(ExitCode::SUCCESS)
 }

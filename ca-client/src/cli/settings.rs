@@ -27,9 +27,13 @@ pub struct FileConfig {
     pub san: Option<Vec<String>>,
     pub no_default_sans: Option<bool>,
     pub key_type: Option<String>,
-    pub out: Option<PathBuf>,
+    /// `state_dir`; `out` is its old name.
+    #[serde(alias = "out")]
+    pub state_dir: Option<PathBuf>,
     pub docker: Option<bool>,
-    pub docker_config: Option<PathBuf>,
+    /// `daemon_json`; `docker_config` is its old name.
+    #[serde(alias = "docker_config")]
+    pub daemon_json: Option<PathBuf>,
     pub docker_tls_dir: Option<PathBuf>,
     pub docker_listen: Option<String>,
     pub docker_restart: Option<String>,
@@ -39,12 +43,30 @@ pub struct FileConfig {
     pub force: Option<bool>,
     pub retry_base: Option<String>,
     pub retry_cap: Option<String>,
-    pub warn_within: Option<String>,
+    /// `expiring_within`; `warn_within` is its old name.
+    #[serde(alias = "warn_within")]
+    pub expiring_within: Option<String>,
     pub host: Option<Vec<String>>,
     pub renew: Option<bool>,
     pub cluster: Option<String>,
     pub renew_now: Option<bool>,
     pub json: Option<bool>,
+    pub watch: Option<bool>,
+}
+
+/// Old names of renamed settings' environment variables, still read when the new one is
+/// not set: (new, old).
+const OLD_ENV: &[(&str, &str)] = &[
+    ("DTCA_STATE_DIR", "DTCA_OUT"),
+    ("DTCA_DAEMON_JSON", "DTCA_DOCKER_CONFIG"),
+    ("DTCA_EXPIRING_WITHIN", "DTCA_WARN_WITHIN"),
+];
+
+/// The value of a renamed setting's old environment variable (`new` is the variable clap
+/// reads), when set and not empty.
+pub(super) fn old_env(new: &str) -> Option<String> {
+    let (_, old) = OLD_ENV.iter().find(|(n, _)| *n == new)?;
+    std::env::var(old).ok().filter(|v| !v.is_empty())
 }
 
 /// Reads the config file named by `--config`, or the default one when it exists.
@@ -59,12 +81,31 @@ pub(super) fn load_file(path: Option<&Path>) -> Result<FileConfig, ClientError> 
     Ok(config::load(&path, required).map_err(ConfigProblem::Settings)?)
 }
 
-/// The credential directory.
+/// The client's state directory: `--state-dir` (or its old name `--out`), its variables,
+/// the file, the default.
 pub(super) fn out_dir(args: &OutArgs, file: &FileConfig) -> PathBuf {
     args.out
         .clone()
-        .or_else(|| file.out.clone())
+        .or_else(|| old_env("DTCA_STATE_DIR").map(PathBuf::from))
+        .or_else(|| file.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT))
+}
+
+/// `--expiring-within` (or its old name `--warn-within`): flag, variables, file, 7d.
+///
+/// # Errors
+/// [`ClientError::Config`] naming the setting.
+pub(super) fn expiring_within(
+    arg: Option<&str>,
+    file: &FileConfig,
+) -> Result<std::time::Duration, ClientError> {
+    let old = old_env("DTCA_EXPIRING_WITHIN");
+    duration_or(
+        arg.or(old.as_deref()),
+        file.expiring_within.as_deref(),
+        "7d",
+        "--expiring-within",
+    )
 }
 
 /// Checks `enroll` settings, reporting every problem at once.
@@ -160,9 +201,10 @@ pub(super) fn docker_options(
     }
     let given = SwitchFlags {
         config: args
-            .docker_config
+            .daemon_json
             .clone()
-            .or_else(|| file.docker_config.clone()),
+            .or_else(|| old_env("DTCA_DAEMON_JSON").map(PathBuf::from))
+            .or_else(|| file.daemon_json.clone()),
         tls_dir: args
             .docker_tls_dir
             .clone()

@@ -260,17 +260,25 @@ impl ca_server::Ca for CaService {
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
         let peer = peer(&request);
         let cx = &self.cx;
-        let nodes = cx
+        let (nodes, reports) = cx
             .call(Rpc::Other, "ListNodes", peer.clone(), async {
                 let caller = cx.caller(peer.as_ref(), false).await?;
                 require(&caller, &[Role::Operator, Role::Admin], "list nodes")?;
-                cx.registrar.nodes(OffsetDateTime::now_utc()).await
+                let nodes = cx.registrar.nodes(OffsetDateTime::now_utc()).await?;
+                Ok((nodes, cx.registrar.reports().await?))
             })
             .await?;
+        let reported = |name: &str| reports.iter().find(|r| r.name == name);
         Ok(Response::new(v1::ListNodesResponse {
             nodes: nodes
                 .into_iter()
                 .map(|n| v1::Node {
+                    mode: reported(&n.name)
+                        .map(|r| r.state.mode.clone())
+                        .unwrap_or_default(),
+                    reported_unix: reported(&n.name).map_or(0, |r| r.received_at.unix_timestamp()),
+                    serial: n.cert.serial.to_string(),
+                    not_before_unix: n.cert.not_before.unix_timestamp(),
                     name: n.name,
                     endpoint: n.endpoint.unwrap_or_default(),
                     dns_names: n.cert.dns_names,

@@ -1,0 +1,275 @@
+//! One renewal put into service, the same way for the agent and for `ca-client renew`:
+//! renew (new key), rotate the engine onto the new pair on a switched node (write, swap,
+//! restart, verify, fall back), write the node's files, plan the next renewal, tell the
+//! CA where the engine listens.
+//!
+//! While an agent runs for a state directory, `ca-client renew` does not rotate beside
+//! it: it hands the renewal to the agent ([`AgentLock`], SIGUSR1) and waits for the new
+//! certificate, so there is only ever one rotation of an engine at a time, and the
+//! agent's stream to the CA follows the new certificate.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dtca_common::bundle::{Bundle, Layout};
+use dtca_common::tls::ServerAddr;
+use dtca_pki::duration;
+use time::OffsetDateTime;
+
+use crate::docker;
+use crate::enroll::{self, Obtained, renew_with};
+use crate::error::{ClientError, HandOff};
+use crate::sans::Sans;
+use crate::state::ClientState;
+
+/// File in the state directory that a running agent holds locked, with its pid in it.
+pub const AGENT_PID: &str = "agent.pid";
+
+/// Renews with `current` (for `names`, its own when `None`) and puts the result in
+/// service: the engine of a switched node rotates onto it first, then the node's files
+/// and `state` (last renewal, the next one planned) are written, and the CA hears the
+/// engine's address.
+///
+/// # Errors
+/// [`ClientError`]: the CA's refusal (nothing changed), or a rotation that failed (the
+/// engine went back to its previous pair; the files keep the current one).
+pub async fn put_in_service(
+    out: &Path,
+    state: &mut ClientState,
+    addr: &ServerAddr,
+    current: &Bundle,
+    names: Option<Sans>,
+    docker_timeout: Duration,
+) -> Result<Bundle, ClientError> {
+    let leaf = current.leaf()?;
+    let sans = names.unwrap_or(Sans {
+        dns: leaf.dns_names.clone(),
+        ips: leaf.ip_addresses.clone(),
+    });
+    let new = renew_with(addr, current, &sans, state.key_type).await?;
+    if let Some(d) = &state.docker {
+        docker::rotate(d, &new, docker_timeout).await?;
+    }
+    let info = new.leaf()?;
+    state.server = addr.to_string();
+    state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+    state.last_error = None;
+    // The plan for the new certificate is on disk before the certificate is: whoever
+    // sees the new certificate (`status`, a waiting `renew`) sees when it renews.
+    state.next_renewal = None;
+    state.planned_renewal(&info, out);
+    enroll::write(out, &new, state)?;
+    if let Some(d) = &state.docker
+        && let Err(e) = crate::ca::report_engine(addr, &new, &d.advertise).await
+    {
+        tracing::warn!(error = %e, "could not report the engine address to the CA");
+    }
+    Ok(new)
+}
+
+/// How `ca-client renew` got its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Renewed here (no agent runs for the state directory).
+    Here,
+    /// The running agent (this pid) renewed when asked.
+    Agent(u32),
+}
+
+/// `ca-client renew`: hands the renewal to the agent running for `out` when there is one,
+/// else renews here and puts the new certificate in service (rotating a switched engine).
+///
+/// # Errors
+/// [`ClientError`]; [`HandOff`] when the agent did not renew in time or failed.
+pub async fn renew_now(
+    out: &Path,
+    server: Option<&str>,
+    docker_timeout: Duration,
+) -> Result<(Obtained, Via), ClientError> {
+    let mut state = ClientState::load(out)?;
+    enroll::private_out(out)?;
+    let current = Bundle::load(out, Layout::CLIENT)?;
+    if let Some(pid) = AgentLock::holder(out) {
+        // The agent renews with its own settings; a --server given here is for it to use
+        // on its next start, not now.
+        let before = current.leaf()?.serial;
+        let asked = OffsetDateTime::now_utc();
+        ask_agent(pid)?;
+        // A rotation restarts the engine twice at worst (the new pair, then back).
+        let patience = docker_timeout * 2 + Duration::from_secs(30);
+        let obtained = wait_for_agent(out, &before, asked, pid, patience).await?;
+        return Ok((obtained, Via::Agent(pid)));
+    }
+    let addr = ServerAddr::parse(server.unwrap_or(&state.server))?;
+    let new = put_in_service(out, &mut state, &addr, &current, None, docker_timeout).await?;
+    let info = new.leaf()?;
+    Ok((
+        Obtained {
+            bundle: new,
+            info,
+            state,
+            left_out: Vec::new(),
+        },
+        Via::Here,
+    ))
+}
+
+/// SIGUSR1 to the agent: renew now.
+fn ask_agent(pid: u32) -> Result<(), ClientError> {
+    let target = i32::try_from(pid).map_err(|_| HandOff::Signal {
+        pid,
+        detail: "not a pid".into(),
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(target),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .map_err(|e| {
+        HandOff::Signal {
+            pid,
+            detail: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// Waits until the agent has written a certificate other than `before` (done), or
+/// recorded a failure after `asked` (failed), for at most `patience`.
+async fn wait_for_agent(
+    out: &Path,
+    before: &dtca_pki::Serial,
+    asked: OffsetDateTime,
+    pid: u32,
+    patience: Duration,
+) -> Result<Obtained, ClientError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Ok(bundle) = Bundle::load(out, Layout::CLIENT)
+            && let Ok(info) = bundle.leaf()
+            && info.serial != *before
+        {
+            let state = ClientState::load(out)?;
+            return Ok(Obtained {
+                bundle,
+                info,
+                state,
+                left_out: Vec::new(),
+            });
+        }
+        if let Ok(state) = ClientState::load(out)
+            && let Some((Some(at), error)) = state.last_failure()
+            && at >= asked.replace_nanosecond(0).unwrap_or(asked)
+        {
+            return Err(HandOff::Failed {
+                pid,
+                error: error.to_string(),
+            }
+            .into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(HandOff::Timeout {
+                pid,
+                waited: patience,
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The lock a running agent holds on `<state-dir>/agent.pid`: it says that an agent runs
+/// for the directory, and which. The kernel drops it when the agent exits, however it
+/// exits, so a stale file never counts.
+#[derive(Debug)]
+pub struct AgentLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl AgentLock {
+    /// Takes the lock for this process and writes its pid. `Ok(None)` when another agent
+    /// holds it (its pid is logged by the caller).
+    ///
+    /// # Errors
+    /// [`ClientError::File`] when the file cannot be opened or written.
+    pub fn take(out: &Path) -> Result<Result<AgentLock, Option<u32>>, ClientError> {
+        let path = out.join(AGENT_PID);
+        let io = |e| dtca_common::fs::FileError::new(&path, "lock", e);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        // `holder` takes a shared lock for a moment: a few tries before concluding that
+        // another agent holds it.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(Err(read_pid(&mut file))),
+                Err(TryLockError::Error(e)) => return Err(io(e).into()),
+            }
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Ok(AgentLock { file, path }))
+    }
+
+    /// The pid of the agent holding the lock of `out`, if one does.
+    pub fn holder(out: &Path) -> Option<u32> {
+        let mut file = File::open(out.join(AGENT_PID)).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(TryLockError::WouldBlock) => read_pid(&mut file),
+            Err(TryLockError::Error(_)) => None,
+        }
+    }
+}
+
+impl Drop for AgentLock {
+    fn drop(&mut self) {
+        // Emptied, not removed: removing could race with the next agent's lock.
+        let _ = self.file.set_len(0);
+        tracing::debug!(path = %self.path.display(), "agent lock released");
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_lock_names_its_holder_until_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(AgentLock::holder(tmp.path()), None, "no file");
+        let lock = AgentLock::take(tmp.path()).unwrap().unwrap();
+        assert_eq!(AgentLock::holder(tmp.path()), Some(std::process::id()));
+        // A second agent for the same directory is told who holds it.
+        assert_eq!(
+            AgentLock::take(tmp.path()).unwrap().unwrap_err(),
+            Some(std::process::id())
+        );
+        drop(lock);
+        assert_eq!(AgentLock::holder(tmp.path()), None, "released");
+        // A file left behind (an agent killed by -9 leaves its pid) does not count.
+        std::fs::write(tmp.path().join(AGENT_PID), "4242\n").unwrap();
+        assert_eq!(AgentLock::holder(tmp.path()), None);
+    }
+}
