@@ -31,6 +31,8 @@ use time::OffsetDateTime;
 
 pub use ca::{CaCertRecord, CaMaterial, CaUpdate, RotationChange};
 
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
+
 /// Why an unused successor is revoked when its predecessor renews again.
 pub(crate) const SUPERSEDED_UNUSED: &str =
     "superseded: its predecessor renewed again before it was ever used";
@@ -230,6 +232,12 @@ pub enum AuditKind {
     /// The CA's own certificates changed: an intermediate prepared, a root rotation
     /// started or finished.
     Ca,
+    /// A restart slot was granted to a node's agent.
+    RestartGrant,
+    /// A node's agent gave its restart slot back.
+    RestartRelease,
+    /// A restart slot's lease ran out unreleased and the CA took it back.
+    RestartExpire,
 }
 
 impl AuditKind {
@@ -244,6 +252,9 @@ impl AuditKind {
             AuditKind::TokenRevoke => "token-revoke",
             AuditKind::EngineReport => "engine-report",
             AuditKind::Ca => "ca",
+            AuditKind::RestartGrant => "restart-grant",
+            AuditKind::RestartRelease => "restart-release",
+            AuditKind::RestartExpire => "restart-expire",
         }
     }
 }
@@ -442,6 +453,27 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`StoreError::Conflict`] when the material changed meanwhile: read it again.
     async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError>;
+
+    /// Asks for a restart slot: reclaims the slots whose lease ran out, then grants,
+    /// renews or queues by [`crate::restart::decide`], in one transaction that no other
+    /// decision (of any replica) interleaves with; audits every reclaim and grant.
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError>;
+    /// Gives `name`'s slot back, auditing it; false when it held none (its lease ran out
+    /// and was reclaimed).
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError>;
+    /// The slots whose lease has not run out at `now`.
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError>;
+    /// How many engines are restarting at `now` (slots held, leases not run out): what
+    /// the fleet metrics show.
+    async fn restarts_in_progress(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        Ok(self.restart_slots(now).await?.len())
+    }
 }
 
 /// Helpers shared by the SQL backends: how lists and times are written in a column.

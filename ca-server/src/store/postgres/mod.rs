@@ -73,6 +73,7 @@ use super::{
     AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
     EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
 
 /// Writer tasks, each with its own connection.
 const WRITERS: usize = 4;
@@ -338,6 +339,49 @@ impl Store for PostgresStore {
         self.write(Write::Change(Box::new(Change::Report(report))))
             .await
             .map(|_| ())
+    }
+
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError> {
+        self.write(Write::Change(Box::new(Change::RestartRequest {
+            request,
+            limits,
+            actor: actor.to_string(),
+            now,
+        })))
+        .await?
+        .into_decision()
+    }
+
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError> {
+        let outcome = self
+            .write(Write::Change(Box::new(Change::RestartRelease {
+                name: name.to_string(),
+                audit,
+            })))
+            .await?;
+        Ok(outcome.released())
+    }
+
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            let rows = c
+                .query(
+                    "SELECT name, serial, manager_of, granted_at, expires_at FROM restart_slots
+                     WHERE expires_at > $1 ORDER BY granted_at, name",
+                    &[&now.unix_timestamp()],
+                )
+                .await
+                .map_err(unavailable)?;
+            rows.iter().map(rows::slot_from_row).collect()
+        })
+        .await
     }
 
     async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {

@@ -50,6 +50,7 @@ use super::{
     AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
     EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, StoreStats, TokenRecord,
 };
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
 
 /// Writes that may wait for the writer before callers are held back.
 const QUEUE: usize = 8192;
@@ -322,6 +323,38 @@ impl Store for SqliteStore {
 
     async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.read(reads::reports).await
+    }
+
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError> {
+        self.write(Write::Change(Box::new(Change::RestartRequest {
+            request,
+            limits,
+            actor: actor.to_string(),
+            now,
+        })))
+        .await?
+        .into_decision()
+    }
+
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError> {
+        let outcome = self
+            .write(Write::Change(Box::new(Change::RestartRelease {
+                name: name.to_string(),
+                audit,
+            })))
+            .await?;
+        Ok(outcome.released())
+    }
+
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError> {
+        let all = self.read(reads::restart_slots).await?;
+        Ok(all.into_iter().filter(|s| !s.expired(now)).collect())
     }
 
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {
