@@ -94,6 +94,7 @@ reasons! {
     NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
     NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
+    RestartSlotWaiting = 60, "restart-slot-waiting", ResourceExhausted, "the engine's restart for a rotation got no restart slot (the CA unreachable for the whole wait), and the certificate in service does not need it yet; the rotation is tried again later";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

@@ -17,12 +17,17 @@
 //!   serving a certificate the node's files do not hold.
 //! - `watch`: the kernel's address notifications, and the names the certificate should
 //!   carry.
+//! - [`slot`] and `rolling`: before a native-mode engine restarts for a rotation, a
+//!   restart slot from the CA (rolling restarts: never too many engines at once, never
+//!   two managers of one swarm); what to do while none is granted, decided purely.
 //!
 //! This file is the loop: gather the facts, ask [`plan::next`], do it.
 
 mod channel;
 pub mod plan;
 mod report;
+mod rolling;
+pub mod slot;
 mod stop;
 pub(crate) mod watch;
 
@@ -63,6 +68,9 @@ pub struct AgentOptions {
     pub docker_timeout: Duration,
     /// Renew right away once at start (for operators and tests).
     pub renew_now: bool,
+    /// How long to wait for a restart slot while the CA cannot be reached (never past
+    /// the point where the certificate in service would expire first).
+    pub restart_slot_wait: Duration,
 }
 
 impl AgentOptions {
@@ -75,6 +83,7 @@ impl AgentOptions {
             retry_cap: Duration::from_secs(600),
             docker_timeout: docker::DEFAULT_TIMEOUT,
             renew_now: false,
+            restart_slot_wait: slot::DEFAULT_WAIT_LIMIT,
         }
     }
 }
@@ -135,6 +144,7 @@ pub async fn run(
         state,
         current: None,
         channel,
+        stopping: stop.watch(),
     };
     let mut watch = AddressWatch::new();
     drive(
@@ -301,6 +311,8 @@ struct Enrolled<'a> {
     current: Option<Bundle>,
     /// The agent channel; `None` when the CA's address does not parse.
     channel: Option<Channel>,
+    /// True once a stop is requested: ends a wait for a restart slot.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Enrolled<'_> {
@@ -335,7 +347,39 @@ impl Renewable for Enrolled<'_> {
         let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
         let new = renew_with(&addr, &current, &sans, state.key_type).await?;
         if let Some(d) = &state.docker {
-            docker::rotate(d, &new, self.opts.docker_timeout).await?;
+            let info = docker::engine::info_unix(&d.socket).await.ok();
+            let asker = rolling::Asker {
+                addr: &addr,
+                bundle: &current,
+                manager_of: rolling::manager_of(info.as_ref()),
+            };
+            let deadline =
+                slot::deadline(leaf.not_before, leaf.not_after, self.opts.docker_timeout);
+            let permit = asker
+                .acquire(deadline, self.opts.restart_slot_wait, &mut self.stopping)
+                .await?;
+            let rotation = docker::rotate(d, &new, self.opts.docker_timeout);
+            let rotated = match &permit {
+                rolling::Permit::Slot { lease } => {
+                    let rotated = asker.holding(*lease, rotation).await;
+                    let outcome = match &rotated {
+                        Ok(()) => "verified".to_string(),
+                        Err(e) => format!("failed: {e}"),
+                    };
+                    asker.release(&new, &outcome).await;
+                    state.restart_without_slot = None;
+                    rotated
+                }
+                rolling::Permit::Uncoordinated => rotation.await,
+                rolling::Permit::WithoutSlot(why) => {
+                    state.restart_without_slot = Some(format!(
+                        "{}: {why}",
+                        duration::timestamp(OffsetDateTime::now_utc())
+                    ));
+                    rotation.await
+                }
+            };
+            rotated?;
         }
         let info = new.leaf()?;
         state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
@@ -735,6 +779,7 @@ pub(crate) mod tests {
             docker: None,
             failed_switch: None,
             token_policy: None,
+            restart_without_slot: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub force: Option<bool>,
     pub retry_base: Option<String>,
     pub retry_cap: Option<String>,
+    pub restart_slot_wait: Option<String>,
     pub warn_within: Option<String>,
     pub host: Option<Vec<String>>,
     pub renew: Option<bool>,
