@@ -353,8 +353,11 @@ impl Renewable for Enrolled<'_> {
                 bundle: &current,
                 manager_of: rolling::manager_of(info.as_ref()),
             };
-            let deadline =
-                slot::deadline(leaf.not_before, leaf.not_after, self.opts.docker_timeout);
+            let deadline = slot::deadline(
+                OffsetDateTime::now_utc(),
+                leaf.not_after,
+                self.opts.docker_timeout,
+            );
             let permit = asker
                 .acquire(deadline, self.opts.restart_slot_wait, &mut self.stopping)
                 .await?;

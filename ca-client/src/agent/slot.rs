@@ -92,17 +92,18 @@ pub(super) fn step(heard: &Heard, facts: &Facts) -> Step {
 }
 
 /// The last moment to start a restart of an engine whose certificate in service expires
-/// at `not_after` (issued at `not_before`): a restart and its verify may take up to
-/// `restart_time`, or a tenth of the certificate's life when that is shorter.
+/// at `not_after`, for a wait that begins `now`: a restart and its verify may take up to
+/// `restart_time`, or a quarter of the time left when that is shorter (short-lived
+/// certificates restart in seconds, and must not give the whole wait away).
 pub(super) fn deadline(
-    not_before: OffsetDateTime,
+    now: OffsetDateTime,
     not_after: OffsetDateTime,
     restart_time: Duration,
 ) -> OffsetDateTime {
-    let life = (not_after - not_before).max(time::Duration::ZERO);
+    let left = (not_after - now).max(time::Duration::ZERO);
     let margin = time::Duration::try_from(restart_time)
         .unwrap_or(time::Duration::MAX)
-        .min(life / 10);
+        .min(left / 4);
     not_after - margin
 }
 
@@ -204,15 +205,21 @@ mod tests {
         }
     }
 
+    /// Regression: the margin was a tenth of the certificate's whole life, which for a
+    /// one-minute certificate includes the CA's backdating of several minutes: the
+    /// deadline fell before the planned renewal and every queued restart went ahead
+    /// without a slot.
     #[test]
-    fn the_deadline_leaves_room_for_a_restart_or_a_tenth_of_a_short_life() {
+    fn the_deadline_leaves_room_for_a_restart_or_a_quarter_of_the_time_left() {
         let day = 86_400;
-        // A 30-day certificate: the restart time.
+        // A 30-day certificate renewed with 12 days left: the restart time.
         assert_eq!(
-            deadline(at(0), at(30 * day), Duration::from_secs(60)),
+            deadline(at(18 * day), at(30 * day), Duration::from_secs(60)),
             at(30 * day - 60)
         );
-        // A one-minute certificate: six seconds.
-        assert_eq!(deadline(at(0), at(60), Duration::from_secs(60)), at(54));
+        // A one-minute certificate renewed with 20 s left: five seconds.
+        assert_eq!(deadline(at(40), at(60), Duration::from_secs(30)), at(55));
+        // Already expired: the deadline is its expiry (restart at once).
+        assert_eq!(deadline(at(70), at(60), Duration::from_secs(30)), at(60));
     }
 }
