@@ -17,9 +17,8 @@
 //!   serving a certificate the node's files do not hold.
 //! - `watch`: the kernel's address notifications, and the names the certificate should
 //!   carry.
-//! - [`slot`] and `rolling`: before a native-mode engine restarts for a rotation, a
-//!   restart slot from the CA (rolling restarts: never too many engines at once, never
-//!   two managers of one swarm); what to do while none is granted, decided purely.
+//! - [`slot`] (pure) and `rolling`: a restart slot from the CA before a native engine
+//!   restarts for a rotation (never too many at once, nor two managers of one swarm).
 //!
 //! This file is the loop: gather the facts, ask [`plan::next`], do it.
 
@@ -347,42 +346,9 @@ impl Renewable for Enrolled<'_> {
         let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
         let new = renew_with(&addr, &current, &sans, state.key_type).await?;
         if let Some(d) = &state.docker {
-            let info = docker::engine::info_unix(&d.socket).await.ok();
-            let asker = rolling::Asker {
-                addr: &addr,
-                bundle: &current,
-                manager_of: rolling::manager_of(info.as_ref()),
-            };
-            let deadline = slot::deadline(
-                OffsetDateTime::now_utc(),
-                leaf.not_after,
-                self.opts.docker_timeout,
-            );
-            let permit = asker
-                .acquire(deadline, self.opts.restart_slot_wait, &mut self.stopping)
-                .await?;
-            let rotation = docker::rotate(d, &new, self.opts.docker_timeout);
-            let rotated = match &permit {
-                rolling::Permit::Slot { lease } => {
-                    let rotated = asker.holding(*lease, rotation).await;
-                    let outcome = match &rotated {
-                        Ok(()) => "verified".to_string(),
-                        Err(e) => format!("failed: {e}"),
-                    };
-                    asker.release(&new, &outcome).await;
-                    state.restart_without_slot = None;
-                    rotated
-                }
-                rolling::Permit::Uncoordinated => rotation.await,
-                rolling::Permit::WithoutSlot(why) => {
-                    state.restart_without_slot = Some(format!(
-                        "{}: {why}",
-                        duration::timestamp(OffsetDateTime::now_utc())
-                    ));
-                    rotation.await
-                }
-            };
-            rotated?;
+            let turn = rolling::Turn::new(self.opts, leaf.not_after);
+            let went = turn.rotate(&addr, &current, &new, d, &mut self.stopping);
+            state.restart_without_slot = went.await?;
         }
         let info = new.leaf()?;
         state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::slot::{self, Facts, Heard, Step};
 use crate::error::ClientError;
+use crate::state::DockerState;
 
 /// How long one slot request may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +22,69 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// this cluster ID, whatever the engine says (two engines of one host cannot easily be
 /// two real managers of one swarm in a test).
 pub(super) const INSECURE_TEST_SWARM_MANAGER_OF: &str = "DTCA_INSECURE_TEST_SWARM_MANAGER_OF";
+
+/// One rotation's restart, taken in turn.
+pub(super) struct Turn {
+    /// How long a restart and its verify may take.
+    pub(super) docker_timeout: Duration,
+    /// How long to wait for a slot while the CA cannot be reached.
+    pub(super) wait_limit: Duration,
+    /// When the certificate in service expires.
+    pub(super) expires: OffsetDateTime,
+}
+
+impl Turn {
+    /// The turn of a rotation under `opts`, of a certificate in service until `expires`.
+    pub(super) fn new(opts: &super::AgentOptions, expires: OffsetDateTime) -> Self {
+        Turn {
+            docker_timeout: opts.docker_timeout,
+            wait_limit: opts.restart_slot_wait,
+            expires,
+        }
+    }
+
+    /// Puts `new` into service on the engine `d` in turn: a slot first (asked for with
+    /// `current`, the certificate in service), held while it rotates, given back after.
+    /// Returns when and why it went ahead without a slot, if it did.
+    ///
+    /// # Errors
+    /// As [`Asker::acquire`] and [`crate::docker::rotate`].
+    pub(super) async fn rotate(
+        &self,
+        addr: &ServerAddr,
+        current: &Bundle,
+        new: &Bundle,
+        d: &DockerState,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<Option<String>, ClientError> {
+        let info = crate::docker::engine::info_unix(&d.socket).await.ok();
+        let asker = Asker {
+            addr,
+            bundle: current,
+            manager_of: manager_of(info.as_ref()),
+        };
+        let now = OffsetDateTime::now_utc();
+        let deadline = slot::deadline(now, self.expires, self.docker_timeout);
+        let permit = asker.acquire(deadline, self.wait_limit, stopping).await?;
+        let rotation = crate::docker::rotate(d, new, self.docker_timeout);
+        match permit {
+            Permit::Slot { lease } => {
+                let rotated = asker.holding(lease, rotation).await;
+                let outcome = match &rotated {
+                    Ok(()) => "verified".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                asker.release(new, &outcome).await;
+                rotated.map(|()| None)
+            }
+            Permit::Uncoordinated => rotation.await.map(|()| None),
+            Permit::WithoutSlot(why) => {
+                let at = dtca_pki::duration::timestamp(OffsetDateTime::now_utc());
+                rotation.await.map(|()| Some(format!("{at}: {why}")))
+            }
+        }
+    }
+}
 
 /// Whom the restart concerns: the CA, the credentials that ask, and the engine's seat.
 pub(super) struct Asker<'a> {

@@ -18,7 +18,6 @@ use super::{
     MAX_BATCH, OPERATION_TIMEOUT, RETRY_ROUNDS, corrupt, insert_audit, parse_serial, secs,
     unavailable,
 };
-use crate::restart;
 use crate::store::queue::{Change, Job, Outcome, Write};
 use crate::store::{AuditEntry, AuditKind, RevokeTarget, StoreError};
 
@@ -320,59 +319,9 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             limits,
             actor,
             now,
-        } => {
-            // One decision at a time, across every writer of every replica: the lock
-            // conflicts with itself (not with plain reads) and lasts until the commit.
-            conn.batch("LOCK TABLE restart_slots IN SHARE ROW EXCLUSIVE MODE")
-                .await?;
-            let rows = conn
-                .query(
-                    "SELECT name, serial, manager_of, granted_at, expires_at FROM restart_slots
-                     ORDER BY granted_at, name",
-                    &[],
-                )
-                .await?;
-            let all = rows
-                .iter()
-                .map(super::rows::slot_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let change = restart::change(all, request, limits, actor, *now);
-            let expired: Vec<&str> = change.expired.iter().map(|s| s.name.as_str()).collect();
-            if !expired.is_empty() {
-                conn.execute(
-                    "DELETE FROM restart_slots WHERE name = ANY($1)",
-                    &[&expired],
-                )
-                .await?;
-            }
-            if let Some(slot) = &change.slot {
-                conn.execute(
-                    "INSERT INTO restart_slots (name, serial, manager_of, granted_at, expires_at)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
-                    &[
-                        &slot.name,
-                        &slot.serial,
-                        &slot.manager_of.clone().unwrap_or_default(),
-                        &slot.granted_at.unix_timestamp(),
-                        &slot.expires_at.unix_timestamp(),
-                    ],
-                )
-                .await?;
-            }
-            insert_audit(conn, &change.audit).await?;
-            return Ok(Outcome::Restart(change.decision));
-        }
+        } => return super::slots::request(conn, request, limits, actor, *now).await,
         Change::RestartRelease { name, audit } => {
-            conn.batch("LOCK TABLE restart_slots IN SHARE ROW EXCLUSIVE MODE")
-                .await?;
-            let gone = conn
-                .execute("DELETE FROM restart_slots WHERE name = $1", &[name])
-                .await?;
-            if gone > 0 {
-                insert_audit(conn, std::slice::from_ref(audit)).await?;
-            }
-            return Ok(Outcome::Released(gone > 0));
+            return super::slots::release(conn, name, audit).await;
         }
         Change::MarkUsed { serial, at } => {
             conn.execute(

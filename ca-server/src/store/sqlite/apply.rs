@@ -8,7 +8,6 @@ use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
 use super::db_error;
-use crate::restart;
 use crate::store::columns::{self, parse_serial, secs};
 use crate::store::queue::{Change, Outcome, Write};
 use crate::store::{
@@ -123,43 +122,18 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             actor,
             now,
         } => {
-            let all = super::reads::restart_slots(tx)?;
-            let change = restart::change(all, request, limits, actor, *now);
-            for slot in &change.expired {
-                tx.execute(
-                    "DELETE FROM restart_slots WHERE name = ?1",
-                    params![slot.name],
-                )
-                .map_err(db_error)?;
-            }
-            if let Some(slot) = &change.slot {
-                tx.execute(
-                    "INSERT INTO restart_slots (name, serial, manager_of, granted_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at",
-                    params![
-                        slot.name,
-                        slot.serial,
-                        slot.manager_of.clone().unwrap_or_default(),
-                        slot.granted_at.unix_timestamp(),
-                        slot.expires_at.unix_timestamp()
-                    ],
-                )
-                .map_err(db_error)?;
-            }
-            for entry in &change.audit {
+            let (decision, audit) = super::slots::request(tx, request, limits, actor, *now)?;
+            for entry in &audit {
                 insert_audit(tx, entry)?;
             }
-            return Ok(Outcome::Restart(change.decision));
+            return Ok(Outcome::Restart(decision));
         }
         Change::RestartRelease { name, audit } => {
-            let gone = tx
-                .execute("DELETE FROM restart_slots WHERE name = ?1", params![name])
-                .map_err(db_error)?;
-            if gone > 0 {
+            let released = super::slots::release(tx, name)?;
+            if released {
                 insert_audit(tx, audit)?;
             }
-            return Ok(Outcome::Released(gone > 0));
+            return Ok(Outcome::Released(released));
         }
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(

@@ -23,6 +23,7 @@ mod condition;
 mod reads;
 mod rows;
 mod schema;
+mod slots;
 mod wal;
 mod writer;
 
@@ -353,7 +354,7 @@ impl Store for SqliteStore {
     }
 
     async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError> {
-        let all = self.read(reads::restart_slots).await?;
+        let all = self.read(slots::all).await?;
         Ok(all.into_iter().filter(|s| !s.expired(now)).collect())
     }
 

@@ -13,7 +13,6 @@ use time::OffsetDateTime;
 use super::db_error;
 use super::rows::{SUMMARY_COLUMNS, record_from_row, summary_from_row, token_from_row};
 use super::schema::open_connection;
-use crate::restart::Slot;
 use crate::store::columns::{self, parse_serial, secs};
 use crate::store::{
     AgentRecord, AuditEntry, CertQuery, CertRecord, CertSummary, EngineRecord, NodeRecord,
@@ -333,36 +332,4 @@ mod tests {
             "{NODES}"
         );
     }
-}
-
-/// Every restart slot, expired or not.
-pub(super) fn restart_slots(c: &Connection) -> Result<Vec<Slot>, StoreError> {
-    let mut stmt = c
-        .prepare_cached(
-            "SELECT name, serial, manager_of, granted_at, expires_at FROM restart_slots ORDER BY granted_at, name",
-        )
-        .map_err(db_error)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })
-        .map_err(db_error)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, serial, manager_of, granted, expires) = row.map_err(db_error)?;
-        out.push(Slot {
-            name,
-            serial,
-            manager_of: Some(manager_of).filter(|m| !m.is_empty()),
-            granted_at: columns::time(granted).map_err(StoreError::Corrupt)?,
-            expires_at: columns::time(expires).map_err(StoreError::Corrupt)?,
-        });
-    }
-    Ok(out)
 }
