@@ -292,6 +292,7 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
     conformance::restart_slots_are_never_over_granted(
         Arc::new(stores[1].clone()),
         Arc::new(stores[2].clone()),
+        "replicas",
     )
     .await;
 

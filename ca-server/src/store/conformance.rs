@@ -39,7 +39,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     ca_material_changes_whole_and_only_from_the_generation_read(&*store).await;
     current_certificates_are_the_valid_unrenewed_ones(&*store).await;
     restart_slots_are_leases_that_expire_and_keep_swarm_managers_apart(&*store).await;
-    restart_slots_are_never_over_granted(store.clone(), store).await;
+    restart_slots_are_never_over_granted(store.clone(), store, "crowd").await;
 }
 
 fn now() -> OffsetDateTime {
@@ -1161,11 +1161,16 @@ async fn restart_slots_are_leases_that_expire_and_keep_swarm_managers_apart(stor
 }
 
 /// Many agents ask at once, through `a` and `b` (two replicas on PostgreSQL): exactly
-/// the limit is granted, and each grant is audited.
+/// the limit is granted, and each grant is audited. `crowd` prefixes the node names (one
+/// crowd per call on one database).
 ///
 /// # Panics
 /// When more (or fewer) slots are granted than the limit.
-pub async fn restart_slots_are_never_over_granted(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+pub async fn restart_slots_are_never_over_granted(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    crowd: &str,
+) {
     let limits = RestartLimits {
         max_concurrent: 3,
         lease: Duration::from_secs(60),
@@ -1174,11 +1179,12 @@ pub async fn restart_slots_are_never_over_granted(a: Arc<dyn Store>, b: Arc<dyn 
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let name = format!("{crowd}-{i}");
             tokio::spawn(async move {
                 store
                     .request_restart(
                         SlotRequest {
-                            name: format!("crowd-{i}"),
+                            name,
                             serial: format!("{i:02X}"),
                             manager_of: (i % 4 == 0).then(|| "swarm-crowd".to_string()),
                         },
@@ -1208,11 +1214,11 @@ pub async fn restart_slots_are_never_over_granted(a: Arc<dyn Store>, b: Arc<dyn 
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "restart-grant" && e.subject.starts_with("crowd-"))
+        .filter(|e| e.kind == "restart-grant" && e.subject.starts_with(&format!("{crowd}-")))
         .count();
     assert_eq!(grants, 3);
     for i in granted {
-        let name = format!("crowd-{i}");
+        let name = format!("{crowd}-{i}");
         let audit = AuditEntry::new(at, AuditKind::RestartRelease, "test", name.clone(), "");
         assert!(a.release_restart(&name, audit).await.unwrap());
     }
