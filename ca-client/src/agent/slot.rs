@@ -130,6 +130,9 @@ mod tests {
         }
     }
 
+    /// A name, what the CA said, the facts, and what the step must be.
+    type Case = (&'static str, Heard, Facts, fn(&Step) -> bool);
+
     fn queued() -> Heard {
         Heard::Queued {
             retry_after: Duration::from_secs(10),
@@ -141,7 +144,7 @@ mod tests {
     fn the_agent_waits_for_its_slot_and_restarts_without_one_only_at_expiry() {
         let failed = Heard::Failed("connection refused".into());
         let lease = Duration::from_secs(90);
-        let cases: &[(&str, Heard, Facts, fn(&Step) -> bool)] = &[
+        let cases: &[Case] = &[
             ("granted", Heard::Granted { lease }, facts(0, None), |s| {
                 *s == Step::Restart {
                     lease: Duration::from_secs(90),
