@@ -201,6 +201,20 @@ impl Engine {
         );
     }
 
+    /// `ca-client enroll --docker` of this engine with `token` at `server`: its only name
+    /// `san`, its credentials in `client/` of its directory, TLS on `listen`, restarted
+    /// by its own restart script.
+    pub fn enroll(&self, server: &str, token: &str, san: &str, listen: &str) -> Output {
+        Command::new(crate::bins::bin("ca-client"))
+            .args(["enroll", "--docker", "--no-default-sans", "--san", san])
+            .args(["--server", server, "--token", token])
+            .arg("--out")
+            .arg(self.dir.join("client"))
+            .args(self.switch_flags(listen, &self.restart))
+            .output()
+            .unwrap()
+    }
+
     /// `docker -H unix://<socket> <args>`.
     /// The `ca-client enroll --docker` flags that point at this engine: its daemon.json,
     /// `tls/` in its directory, `listen`, `restart` as the restart command, and no systemd

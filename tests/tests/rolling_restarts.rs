@@ -58,23 +58,7 @@ impl Node {
             state,
             &["--role", "node", "--name", name, "--cert-ttl", "60s"],
         );
-        let out = Command::new(bin("ca-client"))
-            .args([
-                "enroll",
-                "--docker",
-                "--no-default-sans",
-                "--san",
-                ip,
-                "--server",
-                &serve.addr,
-                "--token",
-                &t,
-            ])
-            .arg("--out")
-            .arg(engine.dir.join("client"))
-            .args(engine.switch_flags(&listen, &engine.restart))
-            .output()
-            .unwrap();
+        let out = engine.enroll(&serve.addr, &t, ip, &listen);
         assert!(out.status.success(), "enroll {name}: {}", text(&out));
         let restarts_before = engine.restarts();
         Node {

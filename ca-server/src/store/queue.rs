@@ -71,6 +71,31 @@ impl Change {
     }
 }
 
+impl Write {
+    /// A restart slot asked for.
+    pub(super) fn restart_request(
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Self {
+        Write::Change(Box::new(Change::RestartRequest {
+            request,
+            limits,
+            actor: actor.to_string(),
+            now,
+        }))
+    }
+
+    /// A restart slot given back.
+    pub(super) fn restart_release(name: &str, audit: AuditEntry) -> Self {
+        Write::Change(Box::new(Change::RestartRelease {
+            name: name.to_string(),
+            audit,
+        }))
+    }
+}
+
 /// What a write gives back.
 pub(super) enum Outcome {
     Done,

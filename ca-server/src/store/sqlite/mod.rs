@@ -333,23 +333,13 @@ impl Store for SqliteStore {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<Decision, StoreError> {
-        self.write(Write::Change(Box::new(Change::RestartRequest {
-            request,
-            limits,
-            actor: actor.to_string(),
-            now,
-        })))
-        .await?
-        .into_decision()
+        self.write(Write::restart_request(request, limits, actor, now))
+            .await?
+            .into_decision()
     }
 
     async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError> {
-        let outcome = self
-            .write(Write::Change(Box::new(Change::RestartRelease {
-                name: name.to_string(),
-                audit,
-            })))
-            .await?;
+        let outcome = self.write(Write::restart_release(name, audit)).await?;
         Ok(outcome.released())
     }
 
