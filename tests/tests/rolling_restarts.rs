@@ -218,9 +218,11 @@ fn five_engines_rotate_with_at_most_the_allowed_restarts_and_never_two_managers_
     let done = wait_until(Duration::from_secs(150), grants_done);
     // Stopping an agent lets a restart under way finish and give its slot back (and ends
     // a wait for one): after this every slot granted has been released.
+    let stopping = Instant::now();
     for node in &mut nodes {
         drop(node.agent.take());
     }
+    eprintln!("agents stopped in {} s", stopping.elapsed().as_secs());
     let elapsed = started.elapsed();
     let events = audit(&state);
     let logs: String = nodes
@@ -285,4 +287,7 @@ fn five_engines_rotate_with_at_most_the_allowed_restarts_and_never_two_managers_
             node.restarts_since_agent()
         );
     }
+    let stopping = Instant::now();
+    drop(nodes);
+    eprintln!("engines stopped in {} s", stopping.elapsed().as_secs());
 }
