@@ -220,6 +220,50 @@ pub async fn report(
     Ok(())
 }
 
+/// Asks for (or renews) this node's restart slot; `swarm_cluster` is the swarm the
+/// engine manages, if it is a manager.
+///
+/// # Errors
+/// [`ClientError`] when the CA cannot be reached or refuses. `None` from a CA that
+/// predates restart slots (it does not know the call).
+pub async fn request_restart(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+    swarm_cluster: Option<&str>,
+) -> Result<Option<v1::RestartReply>, ClientError> {
+    let answer = authenticated(addr, bundle)
+        .await?
+        .request_restart(v1::RestartRequest {
+            swarm_cluster: swarm_cluster.unwrap_or_default().to_string(),
+            reason: "rotation".into(),
+        })
+        .await;
+    match answer {
+        Ok(reply) => Ok(Some(reply.into_inner())),
+        Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+        Err(status) => Err(status.into()),
+    }
+}
+
+/// Gives this node's restart slot back; false when it held none any more.
+///
+/// # Errors
+/// [`ClientError`] when the CA cannot be reached or refuses.
+pub async fn release_restart(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+    outcome: &str,
+) -> Result<bool, ClientError> {
+    Ok(authenticated(addr, bundle)
+        .await?
+        .release_restart(v1::RestartRelease {
+            outcome: outcome.to_string(),
+        })
+        .await?
+        .into_inner()
+        .released)
+}
+
 /// The trust bundle as the CA serves it now, checked against the roots `bundle` trusts:
 /// every root it holds, DER, the first the cluster's current one.
 ///

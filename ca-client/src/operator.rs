@@ -104,6 +104,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         docker: None,
         failed_switch: None,
         token_policy: None,
+        restart_without_slot: None,
     };
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(

@@ -17,8 +17,9 @@ use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::tls::ServerAddr;
 use dtca_pki::duration;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
-use crate::docker;
+use crate::agent::rolling::Turn;
 use crate::enroll::{self, Obtained, renew_with};
 use crate::error::{ClientError, HandOff};
 use crate::sans::Sans;
@@ -35,13 +36,13 @@ pub const AGENT_PID: &str = "agent.pid";
 /// # Errors
 /// [`ClientError`]: the CA's refusal (nothing changed), or a rotation that failed (the
 /// engine went back to its previous pair; the files keep the current one).
-pub async fn put_in_service(
+pub(crate) async fn put_in_service(
     out: &Path,
     state: &mut ClientState,
     addr: &ServerAddr,
     current: &Bundle,
     names: Option<Sans>,
-    docker_timeout: Duration,
+    engine: InTurn<'_>,
 ) -> Result<Bundle, ClientError> {
     let leaf = current.leaf()?;
     let sans = names.unwrap_or(Sans {
@@ -50,7 +51,8 @@ pub async fn put_in_service(
     });
     let new = renew_with(addr, current, &sans, state.key_type).await?;
     if let Some(d) = &state.docker {
-        docker::rotate(d, &new, docker_timeout).await?;
+        let went = engine.turn.rotate(addr, current, &new, d, engine.stopping);
+        state.restart_without_slot = went.await?;
     }
     let info = new.leaf()?;
     state.server = addr.to_string();
@@ -67,6 +69,16 @@ pub async fn put_in_service(
         tracing::warn!(error = %e, "could not report the engine address to the CA");
     }
     Ok(new)
+}
+
+/// How a switched engine's restart is taken in turn: a restart slot from the CA first
+/// (rolling restarts), and what ends a wait for one.
+#[derive(Debug)]
+pub(crate) struct InTurn<'a> {
+    /// The rotation's turn (timeouts, how long to wait, the expiry in service).
+    pub(crate) turn: &'a Turn,
+    /// True once a stop is requested.
+    pub(crate) stopping: &'a mut watch::Receiver<bool>,
 }
 
 /// How `ca-client renew` got its certificate.
@@ -103,7 +115,19 @@ pub async fn renew_now(
         return Ok((obtained, Via::Agent(pid)));
     }
     let addr = ServerAddr::parse(server.unwrap_or(&state.server))?;
-    let new = put_in_service(out, &mut state, &addr, &current, None, docker_timeout).await?;
+    // The engine's restart takes its turn as the agent's would, waiting for a slot for
+    // as long as the agent would; Ctrl-C ends the command, and with it the wait.
+    let turn = Turn {
+        docker_timeout,
+        wait_limit: crate::agent::slot::DEFAULT_WAIT_LIMIT,
+        expires: current.leaf()?.not_after,
+    };
+    let (_never, mut stopping) = watch::channel(false);
+    let engine = InTurn {
+        turn: &turn,
+        stopping: &mut stopping,
+    };
+    let new = put_in_service(out, &mut state, &addr, &current, None, engine).await?;
     let info = new.leaf()?;
     Ok((
         Obtained {

@@ -60,6 +60,10 @@ pub struct ClientState {
     /// outside them is not taken for a change of names the certificate should follow.
     #[serde(default)]
     pub token_policy: Option<SanPolicy>,
+    /// When the last engine restart went ahead without a restart slot from the CA, and
+    /// why (reported to the CA); cleared by the next restart that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_without_slot: Option<String>,
 }
 
 fn yes() -> bool {
@@ -270,6 +274,7 @@ mod tests {
             docker: None,
             failed_switch: None,
             token_policy: None,
+            restart_without_slot: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //! - [`server`]: `run(listener, registrar, options, shutdown)`.
 //! - [`channel`]: the CA's half of the agent channel (what every `Watch` stream hears).
 //! - [`tls`]: server-side rustls (hot-swapped server certificate, optional client certs).
+//! - [`restart`]: restart slots (how many native engines restart at once, never two
+//!   managers of one swarm), decided purely; the store applies the decision.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod lifecycle;
 pub mod metrics;
 pub mod registrar;
+pub mod restart;
 pub mod server;
 pub mod service;
 pub mod state;

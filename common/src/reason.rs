@@ -96,6 +96,7 @@ reasons! {
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
     AgentRenewal = 55, "agent-renewal", Unavailable, "the running agent, asked to renew, did not renew in time (see its log and `ca-client status`)";
     UnknownNode = 56, "unknown-node", NotFound, "no node or docker context of that name (the known ones are listed)";
+    RestartSlotWaiting = 60, "restart-slot-waiting", ResourceExhausted, "the engine's restart for a rotation got no restart slot (the CA unreachable for the whole wait), and the certificate in service does not need it yet; the rotation is tried again later";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 

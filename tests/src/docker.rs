@@ -231,6 +231,18 @@ impl Engine {
         cmd
     }
 
+    /// `ca-client enroll --docker` of this engine with `token` at `server`: `san` as a
+    /// name too, its credentials in `client/` of its directory, TLS on `listen`, restarted
+    /// by its own restart script.
+    pub fn enroll(&self, server: &str, token: &str, san: &str, listen: &str) -> Output {
+        let creds = self.dir.join("client");
+        let mut cmd = self.enroll_command(server, token, &creds, listen, &self.restart);
+        if san != "127.0.0.1" {
+            cmd.args(["--san", san]);
+        }
+        cmd.output().unwrap()
+    }
+
     /// `docker -H unix://<socket> <args>`.
     /// The `ca-client enroll --docker` flags that point at this engine: its daemon.json,
     /// `tls/` in its directory, `listen`, `restart` as the restart command, and no systemd

@@ -403,6 +403,7 @@ async fn renewal_is_refused_for_revoked_expired_and_foreign_certificates() {
 async fn expired_node_renews_within_a_configured_grace() {
     let ca = TestCa::start_with(Rules {
         renew_grace: Duration::from_secs(3600),
+        ..Rules::default()
     })
     .await;
     let short = ca

@@ -288,6 +288,13 @@ async fn the_store_contract_holds_and_migrations_are_safe_when_replicas_start_to
         ca_server::store::postgres::schema_version().to_string()
     );
     conformance::run_all(Arc::new(stores[0].clone())).await;
+    // Restart slots asked for through two replicas at once: never more than the limit.
+    conformance::restart_slots_are_never_over_granted(
+        Arc::new(stores[1].clone()),
+        Arc::new(stores[2].clone()),
+        "replicas",
+    )
+    .await;
 
     // A shared token under concurrency (uses counted per batch while its row is
     // locked): exactly its uses are spent, each with its certificate.

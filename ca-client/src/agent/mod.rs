@@ -17,12 +17,16 @@
 //!   serving a certificate the node's files do not hold.
 //! - `watch`: the kernel's address notifications, and the names the certificate should
 //!   carry.
+//! - [`slot`] (pure) and `rolling`: a restart slot from the CA before a native engine
+//!   restarts for a rotation (never too many at once, nor two managers of one swarm).
 //!
 //! This file is the loop: gather the facts, ask [`plan::next`], do it.
 
 mod channel;
 pub mod plan;
 mod report;
+pub(crate) mod rolling;
+pub mod slot;
 mod stop;
 pub(crate) mod watch;
 
@@ -64,6 +68,9 @@ pub struct AgentOptions {
     pub docker_timeout: Duration,
     /// Renew right away once at start (for operators and tests).
     pub renew_now: bool,
+    /// How long to wait for a restart slot while the CA cannot be reached (never past
+    /// the point where the certificate in service would expire first).
+    pub restart_slot_wait: Duration,
 }
 
 impl AgentOptions {
@@ -76,6 +83,7 @@ impl AgentOptions {
             retry_cap: Duration::from_secs(600),
             docker_timeout: docker::DEFAULT_TIMEOUT,
             renew_now: false,
+            restart_slot_wait: slot::DEFAULT_WAIT_LIMIT,
         }
     }
 }
@@ -154,6 +162,7 @@ pub async fn run(
         current: None,
         channel,
         asked: asked.filter(|_| lock.is_some()),
+        stopping: stop.watch(),
     };
     let mut watch = AddressWatch::new();
     drive(
@@ -322,6 +331,8 @@ struct Enrolled<'a> {
     channel: Option<Channel>,
     /// SIGUSR1: `ca-client renew` asks for a renewal now.
     asked: Option<tokio::signal::unix::Signal>,
+    /// True once a stop is requested: ends a wait for a restart slot.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Enrolled<'_> {
@@ -348,13 +359,17 @@ impl Renewable for Enrolled<'_> {
             None => Bundle::load(&self.opts.out, Layout::CLIENT)?,
         };
         let addr = self.addr()?;
+        let turn = rolling::Turn::new(self.opts, current.leaf()?.not_after);
         let new = rotation::put_in_service(
             &self.opts.out,
             &mut self.state,
             &addr,
             &current,
             names,
-            self.opts.docker_timeout,
+            rotation::InTurn {
+                turn: &turn,
+                stopping: &mut self.stopping,
+            },
         )
         .await?;
         let info = new.leaf()?;
@@ -736,6 +751,7 @@ pub(crate) mod tests {
             docker: None,
             failed_switch: None,
             token_policy: None,
+            restart_without_slot: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

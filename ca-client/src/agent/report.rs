@@ -31,6 +31,7 @@ pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentRep
             .map_or(0, OffsetDateTime::unix_timestamp),
         next_renewal_unix: state.next_renewal.as_ref().map_or(0, |p| p.at_unix),
         last_error: state.last_error.clone().unwrap_or_default(),
+        restart_without_slot: state.restart_without_slot.clone().unwrap_or_default(),
         trusted_roots: bundle
             .roots
             .iter()

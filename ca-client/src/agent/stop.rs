@@ -5,12 +5,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Waker};
 
+use tokio::sync::watch;
+
 /// The shutdown future, polled so that a stop request ends the agent's waits at once but
 /// its work only after that work is done.
 pub(super) struct Stop<'a, F> {
     signal: Pin<&'a mut F>,
     /// The signal has completed (an `async fn` must not be polled again after that).
     seen: bool,
+    /// Turns true once the stop is seen: for waits inside work that may end early (a
+    /// restart slot not yet granted).
+    seen_tx: watch::Sender<bool>,
 }
 
 impl<'a, F: Future<Output = ()>> Stop<'a, F> {
@@ -18,7 +23,14 @@ impl<'a, F: Future<Output = ()>> Stop<'a, F> {
         Stop {
             signal,
             seen: false,
+            seen_tx: watch::channel(false).0,
         }
+    }
+
+    /// Turns true once a stop is seen (while the agent waits, or works under
+    /// [`Stop::finish`]).
+    pub(super) fn watch(&self) -> watch::Receiver<bool> {
+        self.seen_tx.subscribe()
     }
 
     /// Resolves once a stop is requested; at once when one was.
@@ -26,6 +38,7 @@ impl<'a, F: Future<Output = ()>> Stop<'a, F> {
         if !self.seen {
             self.signal.as_mut().await;
             self.seen = true;
+            self.seen_tx.send_replace(true);
         }
     }
 
@@ -34,6 +47,9 @@ impl<'a, F: Future<Output = ()>> Stop<'a, F> {
         if !self.seen {
             let mut cx = Context::from_waker(Waker::noop());
             self.seen = self.signal.as_mut().poll(&mut cx).is_ready();
+            if self.seen {
+                self.seen_tx.send_replace(true);
+            }
         }
         self.seen
     }

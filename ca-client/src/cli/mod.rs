@@ -234,6 +234,11 @@ pub struct AgentArgs {
     /// How long to wait for the engine after a restart. [default: 60s]
     #[arg(long, env = "DTCA_DOCKER_TIMEOUT")]
     pub docker_timeout: Option<String>,
+    /// How long a rotation waits for a restart slot while the CA cannot be reached; then
+    /// it is retried later. Never past the point where the certificate in service would
+    /// expire: there the engine restarts without a slot (logged and reported). [default: 30m]
+    #[arg(long, env = "DTCA_RESTART_SLOT_WAIT")]
+    pub restart_slot_wait: Option<String>,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -370,6 +375,12 @@ async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, C
         file.docker_timeout.as_deref(),
         "60s",
         "--docker-timeout",
+    )?;
+    opts.restart_slot_wait = settings::duration_or(
+        args.restart_slot_wait.as_deref(),
+        file.restart_slot_wait.as_deref(),
+        "30m",
+        "--restart-slot-wait",
     )?;
     crate::agent::run(opts, dtca_common::cli::wait_for_signal()).await?;
     Ok(ExitCode::SUCCESS)

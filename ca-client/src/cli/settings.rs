@@ -46,6 +46,7 @@ pub struct FileConfig {
     /// `expiring_within`; `warn_within` is its old name.
     #[serde(alias = "warn_within")]
     pub expiring_within: Option<String>,
+    pub restart_slot_wait: Option<String>,
     pub host: Option<Vec<String>>,
     pub renew: Option<bool>,
     pub cluster: Option<String>,

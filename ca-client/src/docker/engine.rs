@@ -35,6 +35,9 @@ pub struct EngineInfo {
     pub live_restore: bool,
     /// A manager of its swarm (`Swarm.ControlAvailable`).
     pub manager: bool,
+    /// The swarm's cluster ID (`Swarm.Cluster.ID`; only managers see it): which swarm's
+    /// managers must not restart together.
+    pub cluster_id: String,
 }
 
 /// `GET /_ping` over the unix socket.
@@ -68,6 +71,10 @@ pub async fn info_unix(socket: &Path) -> Result<EngineInfo, EngineError> {
         swarm: matches!(state, "active" | "pending" | "locked"),
         live_restore: v["LiveRestoreEnabled"].as_bool().unwrap_or(false),
         manager: v["Swarm"]["ControlAvailable"].as_bool().unwrap_or(false),
+        cluster_id: v["Swarm"]["Cluster"]["ID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 

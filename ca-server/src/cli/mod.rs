@@ -192,6 +192,16 @@ pub struct ServeArgs {
     /// resume by themselves once there is room. 0 keeps none. [default: 64MiB]
     #[arg(long, env = "DTCA_STORE_RESERVE")]
     pub store_reserve: Option<String>,
+    /// Most native-mode engines restarting at once for a certificate rotation (each
+    /// agent asks for a slot first); managers of one swarm restart one at a time
+    /// whatever this says. [default: 2]
+    #[arg(long, env = "DTCA_MAX_CONCURRENT_RESTARTS")]
+    pub max_concurrent_restarts: Option<u32>,
+    /// How long a restart slot lasts unless its agent renews it (it does, every third
+    /// of it, while it restarts): an agent that vanished holds its slot no longer.
+    /// [default: 90s]
+    #[arg(long, env = "DTCA_RESTART_LEASE")]
+    pub restart_lease: Option<String>,
 }
 
 /// `store` subcommands.

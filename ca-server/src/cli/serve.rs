@@ -18,6 +18,7 @@ use crate::lifecycle::{self, CaState, Custody};
 use crate::metrics::Metrics;
 use crate::registrar::Refusal;
 use crate::registrar::{Registrar, Rules};
+use crate::restart::{MIN_RESTART_LEASE, RestartLimits};
 use crate::server::{self, ServerOptions};
 use crate::state::{StateDir, StateError};
 use crate::store::postgres::{PostgresStore, redact};
@@ -165,6 +166,27 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
     {
         options.idle_timeout = d;
     }
+    let mut restarts = RestartLimits::default();
+    if let Some(n) = count(
+        "max-concurrent-restarts",
+        args.max_concurrent_restarts
+            .or(file.max_concurrent_restarts)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        &mut problems,
+    ) {
+        restarts.max_concurrent = u32::try_from(n).unwrap_or(u32::MAX);
+    }
+    if let Some(text) = args.restart_lease.or_else(|| file.restart_lease.clone())
+        && let Some(d) = settings::duration_of("restart-lease", &text, &mut problems)
+    {
+        if d < MIN_RESTART_LEASE {
+            problems.push(format!(
+                "--restart-lease {text} is shorter than {}s: an agent could not renew it in time",
+                MIN_RESTART_LEASE.as_secs()
+            ));
+        }
+        restarts.lease = d;
+    }
     let database = args.database.or_else(|| file.database.clone());
     let postgres = database
         .as_deref()
@@ -218,7 +240,10 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         state,
         Some(Arc::new(custody)),
         store.clone(),
-        Rules { renew_grace },
+        Rules {
+            renew_grace,
+            restarts,
+        },
         metrics.clone(),
     ));
 

@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub handshake_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub store_reserve: Option<String>,
+    pub max_concurrent_restarts: Option<u32>,
+    pub restart_lease: Option<String>,
     pub server: Option<String>,
     pub admin_dir: Option<PathBuf>,
     pub json: Option<bool>,

@@ -16,6 +16,7 @@ mod inventory;
 mod issue;
 mod lifecycle;
 mod refusal;
+mod restart;
 mod revoke;
 mod tokens;
 
@@ -44,6 +45,8 @@ pub struct Rules {
     /// How long after expiry a node may still renew with its expired certificate; zero
     /// means never (it re-enrolls with a token).
     pub renew_grace: Duration,
+    /// How many native-mode engines may restart at once, and a slot's lease.
+    pub restarts: crate::restart::RestartLimits,
 }
 
 /// The CA's decisions, over the CA's certificates ([`CaState`]) and a [`Store`].

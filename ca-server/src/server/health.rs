@@ -233,6 +233,24 @@ mod tests {
         async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
             down()
         }
+        async fn request_restart(
+            &self,
+            _: crate::restart::SlotRequest,
+            _: crate::restart::RestartLimits,
+            _: &str,
+            _: OffsetDateTime,
+        ) -> Result<crate::restart::Decision, StoreError> {
+            down()
+        }
+        async fn release_restart(&self, _: &str, _: AuditEntry) -> Result<bool, StoreError> {
+            down()
+        }
+        async fn restart_slots(
+            &self,
+            _: OffsetDateTime,
+        ) -> Result<Vec<crate::restart::Slot>, StoreError> {
+            down()
+        }
         async fn holders(
             &self,
             _: &[(Role, String)],

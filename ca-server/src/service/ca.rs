@@ -18,6 +18,7 @@ use super::{Context, peer, role_to_proto};
 use crate::channel::{Event, Hub};
 use crate::metrics::Rpc;
 use crate::registrar::{Issued, require};
+use crate::restart::Decision;
 use crate::store::AgentState;
 
 /// How often a `Watch` stream says Hello (with the CA's clock): an agent that hears
@@ -109,6 +110,7 @@ impl ca_server::Ca for CaService {
             next_renewal_unix: r.next_renewal_unix,
             last_error: r.last_error,
             trusted_roots: r.trusted_roots,
+            restart_without_slot: r.restart_without_slot,
         };
         let now = OffsetDateTime::now_utc();
         cx.call(Rpc::Other, "Report", peer.clone(), async {
@@ -119,6 +121,61 @@ impl ca_server::Ca for CaService {
         Ok(Response::new(v1::ReportResponse {
             server_time_unix: now.unix_timestamp(),
         }))
+    }
+
+    async fn request_restart(
+        &self,
+        request: Request<v1::RestartRequest>,
+    ) -> Result<Response<v1::RestartReply>, Status> {
+        let peer = peer(&request);
+        let req = request.into_inner();
+        let cx = &self.cx;
+        let now = OffsetDateTime::now_utc();
+        let manager_of = Some(req.swarm_cluster).filter(|c| !c.is_empty());
+        let decision = cx
+            .call(Rpc::Other, "RequestRestart", peer.clone(), async {
+                let caller = cx.caller(peer.as_ref(), false).await?;
+                cx.registrar.request_restart(&caller, manager_of, now).await
+            })
+            .await?;
+        let limits = cx.registrar.restart_limits();
+        let lease_seconds = i64::try_from(limits.lease.as_secs()).unwrap_or(i64::MAX);
+        Ok(Response::new(match decision {
+            Decision::Granted { expires_at } | Decision::Renewed { expires_at } => {
+                v1::RestartReply {
+                    granted: true,
+                    lease_expires_unix: expires_at.unix_timestamp(),
+                    lease_seconds,
+                    ..Default::default()
+                }
+            }
+            Decision::Queued(why) => v1::RestartReply {
+                granted: false,
+                lease_seconds,
+                retry_after_seconds: i64::try_from(limits.retry_after().as_secs())
+                    .unwrap_or(i64::MAX),
+                waiting_for: why.to_string(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn release_restart(
+        &self,
+        request: Request<v1::RestartRelease>,
+    ) -> Result<Response<v1::RestartReleased>, Status> {
+        let peer = peer(&request);
+        let req = request.into_inner();
+        let cx = &self.cx;
+        let released = cx
+            .call(Rpc::Other, "ReleaseRestart", peer.clone(), async {
+                let caller = cx.caller(peer.as_ref(), false).await?;
+                cx.registrar
+                    .release_restart(&caller, &req.outcome, OffsetDateTime::now_utc())
+                    .await
+            })
+            .await?;
+        Ok(Response::new(v1::RestartReleased { released }))
     }
 
     async fn trust_bundle(

@@ -45,4 +45,7 @@ pub struct AgentState {
     pub last_error: String,
     /// Digests of the roots the node trusts (its ca.pem).
     pub trusted_roots: Vec<String>,
+    /// When the last engine restart went ahead without a restart slot, and why; empty
+    /// when it had one.
+    pub restart_without_slot: String,
 }

@@ -11,6 +11,8 @@ use dtca_pki::identity::{Identity, Role};
 use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
 
+use crate::restart::{Decision, RestartLimits, SlotRequest, Wait};
+
 use super::{
     AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, Issuance, RevokeTarget, Store,
     StoreError, TokenRecord,
@@ -36,6 +38,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     the_newest_agent_report_of_each_node_is_kept(&*store).await;
     ca_material_changes_whole_and_only_from_the_generation_read(&*store).await;
     current_certificates_are_the_valid_unrenewed_ones(&*store).await;
+    restart_slots_are_leases_that_expire_and_keep_swarm_managers_apart(&*store).await;
+    restart_slots_are_never_over_granted(store.clone(), store, "crowd").await;
 }
 
 fn now() -> OffsetDateTime {
@@ -1066,4 +1070,156 @@ async fn current_certificates_are_the_valid_unrenewed_ones(store: &dyn Store) {
         .find(|c| c.summary.serial == kept.summary.serial)
         .unwrap();
     assert_eq!(mine.der, kept.der);
+}
+
+async fn restart_slots_are_leases_that_expire_and_keep_swarm_managers_apart(store: &dyn Store) {
+    let limits = RestartLimits {
+        max_concurrent: 2,
+        lease: Duration::from_secs(60),
+    };
+    let t0 = now();
+    let ask = |name: &str, manager_of: Option<&str>, at: OffsetDateTime| {
+        store.request_restart(
+            SlotRequest {
+                name: name.into(),
+                serial: format!("{name}-serial"),
+                manager_of: manager_of.map(Into::into),
+            },
+            limits,
+            "test",
+            at,
+        )
+    };
+    let granted = |d: &Decision| matches!(d, Decision::Granted { .. });
+    assert!(granted(
+        &ask("lease-m1", Some("swarm-x"), t0).await.unwrap()
+    ));
+    // Another manager of that swarm waits, though a slot is free.
+    assert!(matches!(
+        ask("lease-m2", Some("swarm-x"), t0).await.unwrap(),
+        Decision::Queued(Wait::SwarmManager { .. })
+    ));
+    assert!(granted(&ask("lease-w1", None, t0).await.unwrap()));
+    assert!(matches!(
+        ask("lease-w2", None, t0).await.unwrap(),
+        Decision::Queued(Wait::Full { .. })
+    ));
+    assert_eq!(store.restarts_in_progress(t0).await.unwrap(), 2);
+    // m1 renews its lease; w1 vanishes. After w1's lease ran out its slot is reclaimed.
+    let t1 = t0 + time::Duration::seconds(40);
+    assert_eq!(
+        ask("lease-m1", Some("swarm-x"), t1).await.unwrap(),
+        Decision::Renewed {
+            expires_at: t1 + time::Duration::seconds(60)
+        }
+    );
+    let t2 = t0 + time::Duration::seconds(61);
+    assert_eq!(store.restarts_in_progress(t2).await.unwrap(), 1);
+    assert!(granted(&ask("lease-w2", None, t2).await.unwrap()));
+    let audit = store.audit(10).await.unwrap();
+    let expire = audit.iter().find(|e| e.kind == "restart-expire").unwrap();
+    assert_eq!(expire.subject, "lease-w1");
+    // The manager gives its slot back: the other manager goes.
+    let release = AuditEntry::new(
+        t2,
+        AuditKind::RestartRelease,
+        "test",
+        "lease-m1",
+        "verified",
+    );
+    assert!(
+        store
+            .release_restart("lease-m1", release.clone())
+            .await
+            .unwrap()
+    );
+    assert!(!store.release_restart("lease-m1", release).await.unwrap());
+    assert!(granted(
+        &ask("lease-m2", Some("swarm-x"), t2).await.unwrap()
+    ));
+    let kinds: Vec<String> = store
+        .audit(4)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.kind, e.subject))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "restart-grant lease-m2",
+            "restart-release lease-m1",
+            "restart-grant lease-w2",
+            "restart-expire lease-w1"
+        ]
+    );
+    for name in ["lease-m2", "lease-w2"] {
+        let audit = AuditEntry::new(t2, AuditKind::RestartRelease, "test", name, "");
+        assert!(store.release_restart(name, audit).await.unwrap());
+    }
+    assert_eq!(store.restarts_in_progress(t2).await.unwrap(), 0);
+}
+
+/// Many agents ask at once, through `a` and `b` (two replicas on PostgreSQL): exactly
+/// the limit is granted, and each grant is audited. `crowd` prefixes the node names (one
+/// crowd per call on one database).
+///
+/// # Panics
+/// When more (or fewer) slots are granted than the limit.
+pub async fn restart_slots_are_never_over_granted(
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    crowd: &str,
+) {
+    let limits = RestartLimits {
+        max_concurrent: 3,
+        lease: Duration::from_secs(60),
+    };
+    let at = now();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let name = format!("{crowd}-{i}");
+            tokio::spawn(async move {
+                store
+                    .request_restart(
+                        SlotRequest {
+                            name,
+                            serial: format!("{i:02X}"),
+                            manager_of: (i % 4 == 0).then(|| "swarm-crowd".to_string()),
+                        },
+                        limits,
+                        "test",
+                        at,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if matches!(t.await.unwrap(), Decision::Granted { .. }) {
+            granted.push(i);
+        }
+    }
+    assert_eq!(granted.len(), 3, "granted {granted:?}");
+    assert!(
+        granted.iter().filter(|i| *i % 4 == 0).count() <= 1,
+        "two managers of one swarm: {granted:?}"
+    );
+    assert_eq!(a.restarts_in_progress(at).await.unwrap(), 3);
+    let grants = a
+        .audit(50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "restart-grant" && e.subject.starts_with(&format!("{crowd}-")))
+        .count();
+    assert_eq!(grants, 3);
+    for i in granted {
+        let name = format!("{crowd}-{i}");
+        let audit = AuditEntry::new(at, AuditKind::RestartRelease, "test", name.clone(), "");
+        assert!(a.release_restart(&name, audit).await.unwrap());
+    }
 }

@@ -13,9 +13,11 @@
 
 mod agent;
 pub mod ca;
+pub(crate) mod columns;
 pub mod conformance;
 pub mod postgres;
 mod queue;
+mod slots;
 pub mod sqlite;
 
 pub use agent::{AgentRecord, AgentState};
@@ -30,6 +32,8 @@ use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
 
 pub use ca::{CaCertRecord, CaMaterial, CaUpdate, RotationChange};
+
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
 
 /// Why an unused successor is revoked when its predecessor renews again.
 pub(crate) const SUPERSEDED_UNUSED: &str =
@@ -230,6 +234,12 @@ pub enum AuditKind {
     /// The CA's own certificates changed: an intermediate prepared, a root rotation
     /// started or finished.
     Ca,
+    /// A restart slot was granted to a node's agent.
+    RestartGrant,
+    /// A node's agent gave its restart slot back.
+    RestartRelease,
+    /// A restart slot's lease ran out unreleased and the CA took it back.
+    RestartExpire,
 }
 
 impl AuditKind {
@@ -244,6 +254,9 @@ impl AuditKind {
             AuditKind::TokenRevoke => "token-revoke",
             AuditKind::EngineReport => "engine-report",
             AuditKind::Ca => "ca",
+            AuditKind::RestartGrant => "restart-grant",
+            AuditKind::RestartRelease => "restart-release",
+            AuditKind::RestartExpire => "restart-expire",
         }
     }
 }
@@ -442,49 +455,25 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`StoreError::Conflict`] when the material changed meanwhile: read it again.
     async fn update_ca(&self, update: CaUpdate) -> Result<u64, StoreError>;
-}
 
-/// Helpers shared by the SQL backends: how lists and times are written in a column.
-pub(crate) mod columns {
-    use std::net::IpAddr;
-    use std::time::Duration;
-
-    use dtca_pki::Serial;
-    use time::OffsetDateTime;
-
-    use super::StoreError;
-
-    /// Space-separated list (DNS names and IP addresses never contain spaces).
-    pub(crate) fn join<T: ToString>(items: &[T]) -> String {
-        items
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    pub(crate) fn dns(text: &str) -> Vec<String> {
-        text.split_whitespace().map(str::to_string).collect()
-    }
-
-    pub(crate) fn ips(text: &str) -> Result<Vec<IpAddr>, String> {
-        text.split_whitespace()
-            .map(|s| s.parse().map_err(|_| format!("bad IP {s:?}")))
-            .collect()
-    }
-
-    pub(crate) fn time(secs: i64) -> Result<OffsetDateTime, String> {
-        OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
-    }
-
-    /// A serial as stored (openssl's notation); anything else is a corrupt record.
-    pub(crate) fn parse_serial(text: &str) -> Result<Serial, StoreError> {
-        text.parse()
-            .map_err(|e: dtca_pki::serial::SerialError| StoreError::Corrupt(e.to_string()))
-    }
-
-    /// A duration in whole seconds, as the columns hold it.
-    pub(crate) fn secs(d: Duration) -> i64 {
-        i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+    /// Asks for a restart slot: reclaims the slots whose lease ran out, then grants,
+    /// renews or queues by [`crate::restart::decide`], in one transaction that no other
+    /// decision (of any replica) interleaves with; audits every reclaim and grant.
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError>;
+    /// Gives `name`'s slot back, auditing it; false when it held none (its lease ran out
+    /// and was reclaimed).
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError>;
+    /// The slots whose lease has not run out at `now`.
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError>;
+    /// How many engines are restarting at `now` (slots held, leases not run out): what
+    /// the fleet metrics show.
+    async fn restarts_in_progress(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        Ok(self.restart_slots(now).await?.len())
     }
 }

@@ -6,6 +6,8 @@ use dtca_pki::Serial;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::restart::{Decision, RestartLimits, SlotRequest};
+
 use super::{AgentRecord, AuditEntry, CaUpdate, Issuance, RevokeTarget, StoreError, TokenRecord};
 
 /// What a caller asked to write.
@@ -38,6 +40,18 @@ pub(super) enum Change {
     },
     Report(AgentRecord),
     Ca(CaUpdate),
+    /// A restart slot asked for (the decision is made inside the transaction).
+    RestartRequest {
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: String,
+        now: OffsetDateTime,
+    },
+    /// A restart slot given back.
+    RestartRelease {
+        name: String,
+        audit: AuditEntry,
+    },
 }
 
 impl Change {
@@ -50,8 +64,35 @@ impl Change {
             | Change::Engine { .. }
             | Change::MarkUsed { .. }
             | Change::Report(_)
-            | Change::Ca(_) => None,
+            | Change::Ca(_)
+            | Change::RestartRequest { .. }
+            | Change::RestartRelease { .. } => None,
         }
+    }
+}
+
+impl Write {
+    /// A restart slot asked for.
+    pub(super) fn restart_request(
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Self {
+        Write::Change(Box::new(Change::RestartRequest {
+            request,
+            limits,
+            actor: actor.to_string(),
+            now,
+        }))
+    }
+
+    /// A restart slot given back.
+    pub(super) fn restart_release(name: &str, audit: AuditEntry) -> Self {
+        Write::Change(Box::new(Change::RestartRelease {
+            name: name.to_string(),
+            audit,
+        }))
     }
 }
 
@@ -61,6 +102,10 @@ pub(super) enum Outcome {
     Serials(Vec<Serial>),
     /// The CA material's new generation.
     Generation(u64),
+    /// What a restart slot request got.
+    Restart(Decision),
+    /// Whether a release found a slot.
+    Released(bool),
 }
 
 impl Outcome {
@@ -68,15 +113,30 @@ impl Outcome {
     pub(super) fn into_serials(self) -> Vec<Serial> {
         match self {
             Outcome::Serials(serials) => serials,
-            Outcome::Done | Outcome::Generation(_) => Vec::new(),
+            _ => Vec::new(),
         }
+    }
+
+    /// What a restart slot request got.
+    pub(super) fn into_decision(self) -> Result<Decision, StoreError> {
+        match self {
+            Outcome::Restart(decision) => Ok(decision),
+            _ => Err(StoreError::Corrupt(
+                "a restart request came back without a decision".into(),
+            )),
+        }
+    }
+
+    /// Whether a release found a slot (false for other writes).
+    pub(super) fn released(&self) -> bool {
+        matches!(self, Outcome::Released(true))
     }
 
     /// The generation a CA update left (0 for other writes).
     pub(super) fn generation(&self) -> u64 {
         match self {
             Outcome::Generation(g) => *g,
-            Outcome::Done | Outcome::Serials(_) => 0,
+            _ => 0,
         }
     }
 }

@@ -82,6 +82,7 @@ async fn authentication_refuses_missing_foreign_unknown_and_revoked_certificates
 async fn expired_certificates_renew_only_within_the_grace() {
     let f = fixture_with(Rules {
         renew_grace: Duration::from_secs(3600),
+        ..Rules::default()
     })
     .await;
     let (token, _) = f

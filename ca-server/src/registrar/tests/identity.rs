@@ -181,6 +181,7 @@ async fn a_node_certificate_is_refused_as_a_client_but_serves_the_cas_node_calls
 async fn a_revoked_name_renews_with_no_copy_expired_or_not() {
     let f = fixture_with(Rules {
         renew_grace: Duration::from_secs(3600),
+        ..Rules::default()
     })
     .await;
     let (token, _) = f

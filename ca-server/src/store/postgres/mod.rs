@@ -40,6 +40,7 @@ mod issue;
 mod reads;
 mod rows;
 mod schema;
+mod slots;
 mod url;
 mod writer;
 
@@ -64,6 +65,7 @@ pub fn schema_version() -> i32 {
 
 use audit::insert_audit;
 use conn::{Conn, Readers, within};
+use failure::{corrupt, describe, time_of, unavailable};
 use rows::{SUMMARY_COLUMNS, TOKEN_COLUMNS, record_from_row, summary_from_row, token_from_row};
 use writer::writer_loop;
 
@@ -73,6 +75,7 @@ use super::{
     AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
     EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, TokenRecord,
 };
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
 
 /// Writer tasks, each with its own connection.
 const WRITERS: usize = 4;
@@ -340,6 +343,27 @@ impl Store for PostgresStore {
             .map(|_| ())
     }
 
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError> {
+        self.write(Write::restart_request(request, limits, actor, now))
+            .await?
+            .into_decision()
+    }
+
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError> {
+        let outcome = self.write(Write::restart_release(name, audit)).await?;
+        Ok(outcome.released())
+    }
+
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError> {
+        within(async { slots::live(&mut *self.readers.take().await?, now).await }).await
+    }
+
     async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
         within(async {
             let mut c = self.readers.take().await?;
@@ -441,39 +465,4 @@ impl Store for PostgresStore {
             .await
             .map(|o| o.generation())
     }
-}
-
-fn time_of(secs: i64) -> Result<OffsetDateTime, StoreError> {
-    columns::time(secs).map_err(StoreError::Corrupt)
-}
-
-fn corrupt(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Corrupt(describe(&e))
-}
-
-/// A failed statement: a full disk and a damaged database are reasons of their own;
-/// anything else is an outage to retry.
-fn unavailable(e: tokio_postgres::Error) -> StoreError {
-    use tokio_postgres::error::SqlState;
-    let text = format!("PostgreSQL: {}", describe(&e));
-    match e.code() {
-        Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(text),
-        Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
-            StoreError::Corrupt(text)
-        }
-        _ => StoreError::Unavailable(text),
-    }
-}
-
-/// The error with its causes: tokio-postgres puts the useful part ("connection refused",
-/// the server's message) in the source.
-fn describe(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -7,6 +7,7 @@ use dtca_pki::identity::Identity;
 use tokio_postgres::Row;
 
 use super::{columns, corrupt, parse_serial, time_of};
+use crate::restart::Slot;
 use crate::store::{CertRecord, CertSummary, StoreError, TokenRecord};
 
 /// The columns of a [`CertSummary`], in the order [`summary_from_row`] reads.
@@ -76,5 +77,17 @@ pub(super) fn record_from_row(row: &Row) -> Result<CertRecord, StoreError> {
             .map_err(corrupt)?
             .map(time_of)
             .transpose()?,
+    })
+}
+
+/// A restart slot from `name, serial, manager_of, granted_at, expires_at`.
+pub(super) fn slot_from_row(r: &Row) -> Result<Slot, StoreError> {
+    let manager_of: String = r.try_get(2).map_err(corrupt)?;
+    Ok(Slot {
+        name: r.try_get(0).map_err(corrupt)?,
+        serial: r.try_get(1).map_err(corrupt)?,
+        manager_of: Some(manager_of).filter(|m| !m.is_empty()),
+        granted_at: time_of(r.try_get(3).map_err(corrupt)?)?,
+        expires_at: time_of(r.try_get(4).map_err(corrupt)?)?,
     })
 }

@@ -97,6 +97,20 @@ CREATE TABLE agent_reports (
 );
 ",
     super::ca::MIGRATION,
+    // COORDINATOR: replace with issue 15's migration 6 at the merge; a no-op here so that
+    // this branch's migration 7 has its number.
+    "SELECT 1;",
+    // 7: restart slots (rolling restarts of native-mode engines), one row per node
+    // restarting; `manager_of` is the swarm cluster ID of a manager, empty otherwise.
+    "
+CREATE TABLE restart_slots (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    manager_of TEXT NOT NULL,
+    granted_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+",
 ];
 
 /// Fills `identities` and `host_names` from the certificates (the newest current

@@ -47,6 +47,9 @@ fn lock_key(write: &Write) -> (u8, String) {
             Change::MarkUsed { serial, .. } => (1, serial.to_string()),
             Change::Report(report) => (4, report.name.clone()),
             Change::Ca(_) => (5, String::new()),
+            // Last: the restart table's lock is taken after every row lock of the batch.
+            Change::RestartRequest { request, .. } => (6, request.name.clone()),
+            Change::RestartRelease { name, .. } => (6, name.clone()),
         },
     }
 }
@@ -310,6 +313,15 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             return super::ca::apply(conn, update)
                 .await
                 .map(Outcome::Generation);
+        }
+        Change::RestartRequest {
+            request,
+            limits,
+            actor,
+            now,
+        } => return super::slots::request(conn, request, limits, actor, *now).await,
+        Change::RestartRelease { name, audit } => {
+            return super::slots::release(conn, name, audit).await;
         }
         Change::MarkUsed { serial, at } => {
             conn.execute(

@@ -116,6 +116,25 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
             }
             return Ok(Outcome::Generation(generation));
         }
+        Change::RestartRequest {
+            request,
+            limits,
+            actor,
+            now,
+        } => {
+            let (decision, audit) = super::slots::request(tx, request, limits, actor, *now)?;
+            for entry in &audit {
+                insert_audit(tx, entry)?;
+            }
+            return Ok(Outcome::Restart(decision));
+        }
+        Change::RestartRelease { name, audit } => {
+            let released = super::slots::release(tx, name)?;
+            if released {
+                insert_audit(tx, audit)?;
+            }
+            return Ok(Outcome::Released(released));
+        }
         Change::MarkUsed { serial, at } => {
             tx.prepare_cached(
                 "UPDATE certificates SET first_used_at = ?2 WHERE serial = ?1 AND first_used_at IS NULL",

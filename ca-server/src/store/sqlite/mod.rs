@@ -23,6 +23,7 @@ mod condition;
 mod reads;
 mod rows;
 mod schema;
+mod slots;
 mod wal;
 mod writer;
 
@@ -50,6 +51,7 @@ use super::{
     AgentRecord, AuditEntry, CaMaterial, CaUpdate, CertQuery, CertRecord, CertSummary,
     EngineRecord, Issuance, NodeRecord, RevokeTarget, Store, StoreError, StoreStats, TokenRecord,
 };
+use crate::restart::{Decision, RestartLimits, Slot, SlotRequest};
 
 /// Writes that may wait for the writer before callers are held back.
 const QUEUE: usize = 8192;
@@ -322,6 +324,28 @@ impl Store for SqliteStore {
 
     async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
         self.read(reads::reports).await
+    }
+
+    async fn request_restart(
+        &self,
+        request: SlotRequest,
+        limits: RestartLimits,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Decision, StoreError> {
+        self.write(Write::restart_request(request, limits, actor, now))
+            .await?
+            .into_decision()
+    }
+
+    async fn release_restart(&self, name: &str, audit: AuditEntry) -> Result<bool, StoreError> {
+        let outcome = self.write(Write::restart_release(name, audit)).await?;
+        Ok(outcome.released())
+    }
+
+    async fn restart_slots(&self, now: OffsetDateTime) -> Result<Vec<Slot>, StoreError> {
+        let all = self.read(slots::all).await?;
+        Ok(all.into_iter().filter(|s| !s.expired(now)).collect())
     }
 
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError> {

@@ -137,7 +137,25 @@ const MIGRATIONS: &[&str] = &[
     V3_FEWER_PAGES_PER_CERTIFICATE,
     AGENT_REPORTS_V4,
     CA_LIFECYCLE_V5,
+    PLACEHOLDER_V6,
+    RESTART_SLOTS_V7,
 ];
+
+/// COORDINATOR: replace with issue 15's version 6 at the merge. A no-op here so that this
+/// branch's version 7 has its number.
+const PLACEHOLDER_V6: &str = "SELECT 1;";
+
+/// Version 7: restart slots (rolling restarts of native-mode engines), one row per node
+/// restarting; `manager_of` is the swarm cluster ID of a manager, empty otherwise.
+const RESTART_SLOTS_V7: &str = "
+CREATE TABLE restart_slots (
+    name TEXT PRIMARY KEY,
+    serial TEXT NOT NULL,
+    manager_of TEXT NOT NULL,
+    granted_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
 
 /// Version 4: what each node's agent last reported (the agent channel), one row per node.
 const AGENT_REPORTS_V4: &str = "
@@ -400,7 +418,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 7);
         assert!(!tables(&conn).contains("AUTOINCREMENT"));
         let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(
