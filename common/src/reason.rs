@@ -94,6 +94,8 @@ reasons! {
     NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
     NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
+    Expiring = 52, "expiring", FailedPrecondition, "`ca-server cert list --expiring-within`: certificates expire within the window (listed on stdout)";
+    NotRunning = 53, "not-running", Unavailable, "`ca-server serve` is not running for the state directory (start it, or give --server)";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 
