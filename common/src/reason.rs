@@ -99,6 +99,32 @@ reasons! {
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
 }
 
+impl Reason {
+    /// Whether the server can refuse a request with this reason; the others only the
+    /// tools report (an unreachable server, a local file, Docker, the command line), so
+    /// the server does not count them.
+    pub fn sent_by_server(self) -> bool {
+        !matches!(
+            self,
+            Reason::RootMismatch
+                | Reason::Unreachable
+                | Reason::ServerUntrusted
+                | Reason::WrongPassphrase
+                | Reason::LocalIo
+                | Reason::AlreadyInitialized
+                | Reason::NotInitialized
+                | Reason::Config
+                | Reason::DockerSwitch
+                | Reason::DockerUnavailable
+                | Reason::ClockSkew
+                | Reason::DockerLauncher
+                | Reason::Expiring
+                | Reason::NotRunning
+                | Reason::Usage
+        )
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

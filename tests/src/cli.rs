@@ -51,7 +51,13 @@ pub fn expect_exit(out: &Output, reason: Reason) {
 /// `ca-server token create --state-dir STATE ARGS...` (on the CA's host, so it finds
 /// the running server): the token it printed.
 pub fn token(state: &Path, args: &[&str]) -> String {
-    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
+    let mut full = vec![
+        "token",
+        "create",
+        "--quiet",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
     full.extend_from_slice(args);
     let out = run("ca-server", &full);
     assert!(out.status.success(), "token create: {}", text(&out));

@@ -271,6 +271,7 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             l,
             metrics,
             store.clone(),
+            Some(dir.admin_dir().join("cert.pem")),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
