@@ -41,6 +41,7 @@ if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
 ./scripts/install-deps.sh
 cargo build -q --release --bins -p ca-server -p ca-client
+./scripts/install.sh   # /usr/local/bin, completions, man pages
 stop >/dev/null 2>&1 || true
 mkdir -p "$demo"
 chmod 700 "$demo"

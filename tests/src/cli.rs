@@ -89,3 +89,32 @@ pub fn operator(state: &Path, server: &str, dir: &Path) -> std::path::PathBuf {
     assert!(out.status.success(), "operator enroll: {}", text(&out));
     dir.to_path_buf()
 }
+
+/// A shell running a command line as a tool printed it (`ca-server serve ...`), with
+/// the workspace binaries first on `PATH`: the test of "runs as printed".
+pub fn printed(line: &str, envs: &[(&str, &str)]) -> Command {
+    let dir = bin("ca-server").parent().expect("binary dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("exec {line}")).env("PATH", path);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// The line of `text` after `prefix` (a hint like `Next: `), trimmed.
+///
+/// # Panics
+/// When no line starts with `prefix`.
+pub fn line_after(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+        .trim()
+        .to_string()
+}
