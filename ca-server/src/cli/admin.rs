@@ -14,68 +14,9 @@ use time::OffsetDateTime;
 use tonic::transport::Channel;
 
 use super::offline::Offline;
-use super::settings::{self, FileConfig};
-use super::{AdminArgs, AuditArgs, CertCommand, CliError, TokenCommand};
-use crate::state::StateDir;
-
-pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
-    match cmd {
-        TokenCommand::Create(args) => super::token::create(args, file).await,
-        TokenCommand::List(admin) => {
-            let tokens = match connect(&admin, file).await {
-                Ok(mut client) => {
-                    client
-                        .list_tokens(v1::ListTokensRequest {})
-                        .await
-                        .map_err(status_error)?
-                        .into_inner()
-                        .tokens
-                }
-                Err(e) => Offline::instead_of(&admin, file, e)?.tokens()?,
-            };
-            if admin.wants_json(file) {
-                let rows: Vec<_> = tokens.iter().map(token_json).collect();
-                print_json(&json!(rows));
-            } else {
-                println!(
-                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
-                );
-                let now = OffsetDateTime::now_utc().unix_timestamp();
-                for t in &tokens {
-                    let state = if t.revoked {
-                        "revoked"
-                    } else if t.expires_unix <= now {
-                        "expired"
-                    } else if t.uses >= t.max_uses {
-                        "used-up"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                        t.id,
-                        role_name(t.role),
-                        if t.name.is_empty() { "-" } else { &t.name },
-                        format!("{}/{}", t.uses, t.max_uses),
-                        timestamp(t.expires_unix),
-                        state
-                    );
-                }
-            }
-            Ok(())
-        }
-        TokenCommand::Revoke { id, admin } => {
-            let mut client = connect(&admin, file).await?;
-            client
-                .revoke_token(v1::RevokeTokenRequest { id: id.clone() })
-                .await
-                .map_err(status_error)?;
-            println!("token {id} revoked");
-            Ok(())
-        }
-    }
-}
+use super::settings::FileConfig;
+use super::target::Target;
+use super::{AdminArgs, AuditArgs, CertCommand, CliError};
 
 /// `--role` as the API names it.
 pub(super) fn role_arg(text: &str) -> Result<v1::Role, CliError> {
@@ -256,7 +197,7 @@ pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliE
     if args.admin.wants_json(file) {
         let rows: Vec<_> = events
             .iter()
-            .map(|e| json!({"at": timestamp(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))
+            .map(|e| json!({"at": rfc3339(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))
             .collect();
         print_json(&json!(rows));
     } else {
@@ -272,54 +213,6 @@ pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliE
         }
     }
     Ok(())
-}
-
-/// Where an admin command finds the CA: the address and whether the user named it
-/// (`--server`, `DTCA_SERVER`, `server =`) or the state dir's record did.
-#[derive(Debug)]
-pub(super) struct Target {
-    pub(super) state: StateDir,
-    pub(super) server: Option<String>,
-    pub(super) named: bool,
-}
-
-impl Target {
-    pub(super) fn of(args: &AdminArgs, file: &FileConfig) -> Self {
-        let state = StateDir::new(settings::state_dir(&args.state, file));
-        let named = args.server.clone().or_else(|| file.server.clone());
-        let server = named.clone().or_else(|| state.server_addr());
-        Target {
-            state,
-            server,
-            named: named.is_some(),
-        }
-    }
-
-    /// `serve` is not running for this state dir: one line naming where it last listened.
-    fn not_running(&self) -> CliError {
-        CliError::new(
-            Reason::NotRunning,
-            format!(
-                "{}: start it, or give --server HOST:PORT",
-                self.not_running_why()
-            ),
-        )
-    }
-
-    /// "ca-server serve is not running for DIR (it last listened on ADDR)".
-    pub(super) fn not_running_why(&self) -> String {
-        let last = match self.state.server_record() {
-            Some(r) => match r.advertise {
-                Some(a) => format!("it last listened on {}, advertised as {a}", r.listen),
-                None => format!("it last listened on {}", r.listen),
-            },
-            None => "no address recorded".into(),
-        };
-        format!(
-            "ca-server serve is not running for {} ({last})",
-            self.state.path().display()
-        )
-    }
 }
 
 /// Connects to the CA with the admin bundle (renewing it when due).
@@ -385,6 +278,20 @@ pub(super) fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// A time in JSON output: RFC 3339 in UTC (`2026-12-03T01:11:36Z`), `null` for none (0).
+pub(super) fn rfc3339(unix: i64) -> serde_json::Value {
+    if unix == 0 {
+        return serde_json::Value::Null;
+    }
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
 pub(super) fn timestamp(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -400,7 +307,7 @@ pub(super) fn timestamp(unix: i64) -> String {
 pub(super) fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
-        "expires": timestamp(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
+        "expires": rfc3339(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
         "replace": t.replace,
     })
 }
@@ -408,7 +315,7 @@ pub(super) fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
 fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
     json!({
         "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
-        "not_before": timestamp(c.not_before_unix), "not_after": timestamp(c.not_after_unix),
+        "not_before": rfc3339(c.not_before_unix), "not_after": rfc3339(c.not_after_unix),
         "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
         "forked": c.forked,
     })

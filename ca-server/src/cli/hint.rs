@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::Path;
 
-use super::PassphraseArgs;
-use super::settings::{FileConfig, PASSPHRASE_ENV};
+use super::settings::{self, FileConfig, PASSPHRASE_ENV};
+use super::{AdminArgs, PassphraseArgs};
 
 /// A command line to print.
 #[derive(Debug, Clone)]
@@ -40,6 +40,22 @@ impl Hint {
         match &file.source {
             Some(source) => self.path("--config", source),
             None => self,
+        }
+    }
+
+    /// The flags that reach the CA the way this admin command did: the config file, the
+    /// state dir, and `--server` / `--admin-dir` when they were given.
+    pub(super) fn admin(self, args: &AdminArgs, file: &FileConfig) -> Self {
+        let hint = self
+            .config(file)
+            .path("--state-dir", &settings::state_dir(&args.state, file));
+        let hint = match &args.server {
+            Some(server) => hint.arg("--server", server),
+            None => hint,
+        };
+        match &args.admin_dir {
+            Some(dir) => hint.path("--admin-dir", dir),
+            None => hint,
         }
     }
 

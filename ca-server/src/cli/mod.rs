@@ -9,6 +9,7 @@ mod offline;
 mod serve;
 mod settings;
 mod store;
+mod target;
 mod token;
 
 use std::path::PathBuf;
@@ -409,7 +410,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let done = match cli.command {
         Command::Init(args) => serve::init(args, &file).await,
         Command::Serve(args) => serve::serve(args, &file).await,
-        Command::Token(cmd) => admin::token(cmd, &file).await,
+        Command::Token(cmd) => token::run(cmd, &file).await,
         Command::Cert(cmd) => return admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Ca(cmd) => ca::run(cmd, &file).await,

@@ -6,8 +6,8 @@ use dtca_common::Reason;
 use dtca_proto::v1;
 use time::OffsetDateTime;
 
-use super::admin::Target;
 use super::settings::{self, FileConfig};
+use super::target::Target;
 use super::{AdminArgs, CliError};
 use crate::registrar::{current_identities, forked};
 use crate::service::admin::{audit_event, cert_query, summary, token_info};

@@ -1,4 +1,4 @@
-//! `ca-server token create`: makes a join token and prints, as `docker swarm join-token`
+//! `ca-server token create | list | revoke`. `create` makes a join token and prints, as `docker swarm join-token`
 //! does, the command that uses it: `ca-client enroll --docker ...` for a node token,
 //! `ca-client login ...` for an operator or admin token (`--quiet`: the token alone).
 
@@ -7,14 +7,74 @@ use dtca_pki::duration;
 use dtca_proto::v1;
 use serde_json::json;
 
-use super::admin::{
-    Target, connect, print_json, role_arg, role_name, status_error, timestamp, token_json,
-};
+use super::admin::{connect, print_json, role_arg, role_name, status_error, timestamp, token_json};
 use super::hint::Hint;
+use super::offline::Offline;
 use super::settings::FileConfig;
-use super::{CliError, TokenCreateArgs};
+use super::target::Target;
+use super::{CliError, TokenCommand, TokenCreateArgs};
+use time::OffsetDateTime;
 
-pub(super) async fn create(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn run(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
+    match cmd {
+        TokenCommand::Create(args) => create(args, file).await,
+        TokenCommand::List(admin) => {
+            let tokens = match connect(&admin, file).await {
+                Ok(mut client) => {
+                    client
+                        .list_tokens(v1::ListTokensRequest {})
+                        .await
+                        .map_err(status_error)?
+                        .into_inner()
+                        .tokens
+                }
+                Err(e) => Offline::instead_of(&admin, file, e)?.tokens()?,
+            };
+            if admin.wants_json(file) {
+                let rows: Vec<_> = tokens.iter().map(token_json).collect();
+                print_json(&json!(rows));
+            } else {
+                println!(
+                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
+                );
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                for t in &tokens {
+                    let state = if t.revoked {
+                        "revoked"
+                    } else if t.expires_unix <= now {
+                        "expired"
+                    } else if t.uses >= t.max_uses {
+                        "used-up"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                        t.id,
+                        role_name(t.role),
+                        if t.name.is_empty() { "-" } else { &t.name },
+                        format!("{}/{}", t.uses, t.max_uses),
+                        timestamp(t.expires_unix),
+                        state
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { id, admin } => {
+            let mut client = connect(&admin, file).await?;
+            client
+                .revoke_token(v1::RevokeTokenRequest { id: id.clone() })
+                .await
+                .map_err(status_error)?;
+            println!("token {id} revoked");
+            Ok(())
+        }
+    }
+}
+
+async fn create(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
     let role = args.role.as_ref().or(file.role.as_ref()).ok_or_else(|| {
         CliError::new(Reason::Usage, "--role is required: node, operator or admin")
     })?;
