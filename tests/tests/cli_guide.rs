@@ -38,6 +38,14 @@ fn client_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// `ca-server token create ARGS... --state-dir STATE`, as printed.
+fn token_create(state: &Path, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["token", "create"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["--state-dir", s(state)]);
+    run("ca-server", &full)
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -91,17 +99,7 @@ fn token_create_prints_the_command_that_uses_it_and_it_runs() {
     init_insecure(&state);
     let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
 
-    let created = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "--role",
-            "operator",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let created = token_create(&state, &["--role", "operator"]);
     assert!(created.status.success(), "{}", text(&created));
     let login = line_after(&stdout(&created), "ca-client login");
     let login = format!("ca-client login {login}");
@@ -127,34 +125,13 @@ fn token_create_prints_the_command_that_uses_it_and_it_runs() {
     );
 
     // A node token: the enroll --docker line; --quiet prints the token alone.
-    let node = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "--role",
-            "node",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let node = token_create(&state, &["--role", "node"]);
     let enroll = line_after(&stdout(&node), "ca-client enroll");
     assert!(
         enroll.starts_with(&format!("--docker --server {} --token DTCA-1-", serve.addr)),
         "{enroll}"
     );
-    let quiet = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "-q",
-            "--role",
-            "node",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let quiet = token_create(&state, &["-q", "--role", "node"]);
     let token = stdout(&quiet);
     assert!(
         token.starts_with("DTCA-1-") && !token.contains(' '),
@@ -172,17 +149,7 @@ fn token_create_prints_the_command_that_uses_it_and_it_runs() {
         ],
         &[],
     );
-    let node = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "--role",
-            "node",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let node = token_create(&state, &["--role", "node"]);
     assert!(
         stdout(&node)
             .contains("ca-client enroll --docker --server ca.example.test:9443 --token DTCA-1-"),
@@ -198,17 +165,7 @@ fn token_create_prints_the_command_that_uses_it_and_it_runs() {
 
     // A wildcard listen address is replaced by this host's name, with a note.
     let _serve = ServeProcess::start_at(&state, "0.0.0.0:0", &["--insecure-no-passphrase"], &[]);
-    let node = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "--role",
-            "node",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let node = token_create(&state, &["--role", "node"]);
     assert!(node.status.success(), "{}", text(&node));
     assert!(stderr(&node).contains("every address"), "{}", text(&node));
     assert!(!stdout(&node).contains("0.0.0.0"), "{}", text(&node));
@@ -243,17 +200,7 @@ fn admin_commands_without_a_server_say_so_and_read_only_ones_read_the_store() {
     serve.proc.stop();
 
     // A write says the server is not running, naming where it last listened.
-    let refused = run(
-        "ca-server",
-        &[
-            "token",
-            "create",
-            "--role",
-            "node",
-            "--state-dir",
-            s(&state),
-        ],
-    );
+    let refused = token_create(&state, &["--role", "node"]);
     expect_exit(&refused, Reason::NotRunning);
     assert!(
         stderr(&refused).contains("not running") && stderr(&refused).contains(&addr),
