@@ -34,10 +34,10 @@ for _ in $(seq 100); do
 done
 addr="$(cat "$here/ca/server.addr")"
 
-node_token="$("$server" token create --state-dir "$here/ca" --role node --name node-1 2>/dev/null)"
+node_token="$("$server" token create --quiet --state-dir "$here/ca" --role node --name node-1 2>/dev/null)"
 "$client" enroll --server "$addr" --token "$node_token" --out "$here/node" \
   --no-default-sans --san node-1.example.com --san 192.0.2.10 >/dev/null
-operator_token="$("$server" token create --state-dir "$here/ca" --role operator --name alice 2>/dev/null)"
+operator_token="$("$server" token create --quiet --state-dir "$here/ca" --role operator --name alice 2>/dev/null)"
 "$client" enroll --server "$addr" --token "$operator_token" --out "$here/operator" --no-default-sans >/dev/null
 
 kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; serve_pid=""

@@ -27,7 +27,7 @@ for _ in $(seq 100); do [ -s "$work/ca/server.addr" ] && break; sleep 0.1; done
 addr=$(cat "$work/ca/server.addr")
 csrs=$((SECONDS_EACH * 4000 + 8000))
 rate() { grep -oE '[0-9]+/s' | head -1 | tr -d '/s'; }
-token=$($S token create --state-dir "$work/ca" --role node --uses 1000000 --ttl 1h 2>/dev/null)
+token=$($S token create --quiet --state-dir "$work/ca" --role node --uses 1000000 --ttl 1h 2>/dev/null)
 before=$($B drive --server "$addr" --token "$token" --in-flight "$IN_FLIGHT" \
   --seconds "$SECONDS_EACH" --csrs "$csrs" --pid "$pid")
 echo "$before"

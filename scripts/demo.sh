@@ -41,6 +41,7 @@ if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
 ./scripts/install-deps.sh
 cargo build -q --release --bins -p ca-server -p ca-client
+./scripts/install.sh   # /usr/local/bin, completions, man pages
 stop >/dev/null 2>&1 || true
 mkdir -p "$demo"
 chmod 700 "$demo"
@@ -91,7 +92,7 @@ if grep -q '"tlsverify": true' "$engine/daemon.json"; then
 else
   echo "engine up, unauthenticated: $(curl -s http://127.0.0.1:2375/_ping) from http://127.0.0.1:2375/_ping"
   # 3. Enroll this node and switch the engine to mutual TLS on 2376, verified.
-  token="$("$server" token create --state-dir "$demo/ca" --role node --ttl 10m 2>/dev/null)"
+  token="$("$server" token create --quiet --state-dir "$demo/ca" --role node --ttl 10m 2>/dev/null)"
   "$client" enroll --docker --server 127.0.0.1:8443 --token "$token" --san 127.0.0.1 --san localhost \
     --state-dir "$demo/node" --daemon-json "$engine/daemon.json" --docker-tls-dir "$engine/tls" \
     --docker-listen tcp://127.0.0.1:2376 --docker-restart "$engine/restart.sh" --systemd-dir "$engine/no-systemd"
@@ -102,7 +103,7 @@ fi
 echo $! > "$demo/dtca-agent.pid"
 
 # 5. An operator certificate, and the engine used over mutual TLS.
-op_token="$("$server" token create --state-dir "$demo/ca" --role operator --name demo-operator 2>/dev/null)"
+op_token="$("$server" token create --quiet --state-dir "$demo/ca" --role operator --name demo-operator 2>/dev/null)"
 "$client" enroll --server 127.0.0.1:8443 --token "$op_token" --state-dir "$demo/operator" >/dev/null
 tls="--tlsverify -H tcp://127.0.0.1:2376 --tlscacert $demo/operator/ca.pem --tlscert $demo/operator/cert.pem --tlskey $demo/operator/key.pem"
 echo "docker $tls version:"

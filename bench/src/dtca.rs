@@ -164,7 +164,7 @@ impl Server {
         let out = output(
             Command::new(&bins.server)
                 .args([
-                    "token", "create", "--role", "node", "--ttl", "24h", "--uses",
+                    "token", "create", "--quiet", "--role", "node", "--ttl", "24h", "--uses",
                 ])
                 .arg(uses.to_string())
                 .arg("--state-dir")

@@ -73,6 +73,7 @@ impl ClientError {
             ClientError::NotEnrolled(NotEnrolled::Context { .. }) => Reason::UnknownNode,
             ClientError::NotEnrolled(_) => Reason::NotInitialized,
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
+            ClientError::Config(ConfigProblem::Missing(_)) => Reason::Usage,
             ClientError::Config(_) => Reason::Config,
             ClientError::Engine(_) => Reason::DockerUnavailable,
             ClientError::Switch(_) => Reason::DockerSwitch,
@@ -260,6 +261,9 @@ pub enum ConfigProblem {
     /// The config file, or every problem of the flags at once.
     #[error("{0}")]
     Settings(#[from] ConfigError),
+    /// Required settings not given (and nothing else wrong): a usage error, exit 64.
+    #[error("{0}")]
+    Missing(ConfigError),
     #[error("{setting}: {source}")]
     Duration {
         setting: &'static str,

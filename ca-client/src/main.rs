@@ -2,21 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use dtca_common::Reason;
+use dtca_common::cli::fail;
 
 fn main() -> ExitCode {
     dtca_common::cli::quiet_broken_pipe();
-    let cli = match ca_client::cli::Cli::try_parse() {
+    let cli = match dtca_common::cli::parse::<ca_client::cli::Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(Reason::Usage.exit_code())
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -24,16 +17,10 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(Reason::Internal.exit_code());
-        }
+        Err(e) => return fail(&format!("cannot start the runtime: {e}"), Reason::Internal),
     };
     match runtime.block_on(ca_client::cli::run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.reason().exit_code())
-        }
+        Err(e) => fail(&e, e.reason()),
     }
 }

@@ -39,12 +39,24 @@ pub struct ConfigError(pub String);
 
 /// Collects every problem of a config before giving up, so users fix them in one go.
 #[derive(Debug, Default)]
-pub struct Problems(Vec<String>);
+pub struct Problems(Vec<String>, usize);
 
 impl Problems {
     /// Records a problem.
     pub fn push(&mut self, problem: impl Into<String>) {
         self.0.push(problem.into());
+    }
+
+    /// Records a required setting that was not given.
+    pub fn missing(&mut self, problem: impl Into<String>) {
+        self.1 += 1;
+        self.push(problem);
+    }
+
+    /// Whether every problem is a required setting not given: a usage error (exit 64,
+    /// as clap's own missing arguments), not a bad configuration.
+    pub fn only_missing(&self) -> bool {
+        self.1 > 0 && self.1 == self.0.len()
     }
 
     /// Keeps the value of `result`, or records its error and returns `None`.
@@ -103,5 +115,15 @@ mod tests {
         let _ = p.check::<(), _>(Err("b is wrong"));
         let err = p.finish().unwrap_err();
         assert!(err.0.contains("a is wrong") && err.0.contains("b is wrong"));
+    }
+
+    #[test]
+    fn only_missing_settings_make_a_usage_error() {
+        let mut p = Problems::default();
+        assert!(!p.only_missing());
+        p.missing("--out is required");
+        assert!(p.only_missing());
+        p.push("--ttl: not a duration");
+        assert!(!p.only_missing());
     }
 }

@@ -94,10 +94,41 @@ reasons! {
     NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
     NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
+    Expiring = 52, "expiring", FailedPrecondition, "`ca-server cert list --expiring-within`: certificates expire within the window (listed on stdout)";
+    NotRunning = 53, "not-running", Unavailable, "`ca-server serve` is not running for the state directory (start it, or give --server)";
     AgentRenewal = 55, "agent-renewal", Unavailable, "the running agent, asked to renew, did not renew in time (see its log and `ca-client status`)";
     UnknownNode = 56, "unknown-node", NotFound, "no node or docker context of that name (the known ones are listed)";
     RestartSlotWaiting = 60, "restart-slot-waiting", ResourceExhausted, "the engine's restart for a rotation got no restart slot (the CA unreachable for the whole wait), and the certificate in service does not need it yet; the rotation is tried again later";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";
+}
+
+impl Reason {
+    /// Whether the server can refuse a request with this reason; the others only the
+    /// tools report (an unreachable server, a local file, Docker, the command line), so
+    /// the server does not count them.
+    pub fn sent_by_server(self) -> bool {
+        !matches!(
+            self,
+            Reason::RootMismatch
+                | Reason::Unreachable
+                | Reason::ServerUntrusted
+                | Reason::WrongPassphrase
+                | Reason::LocalIo
+                | Reason::AlreadyInitialized
+                | Reason::NotInitialized
+                | Reason::Config
+                | Reason::DockerSwitch
+                | Reason::DockerUnavailable
+                | Reason::ClockSkew
+                | Reason::DockerLauncher
+                | Reason::Expiring
+                | Reason::NotRunning
+                | Reason::AgentRenewal
+                | Reason::UnknownNode
+                | Reason::RestartSlotWaiting
+                | Reason::Usage
+        )
+    }
 }
 
 impl fmt::Display for Reason {

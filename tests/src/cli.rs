@@ -51,7 +51,13 @@ pub fn expect_exit(out: &Output, reason: Reason) {
 /// `ca-server token create --state-dir STATE ARGS...` (on the CA's host, so it finds
 /// the running server): the token it printed.
 pub fn token(state: &Path, args: &[&str]) -> String {
-    let mut full = vec!["token", "create", "--state-dir", state.to_str().unwrap()];
+    let mut full = vec![
+        "token",
+        "create",
+        "--quiet",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ];
     full.extend_from_slice(args);
     let out = run("ca-server", &full);
     assert!(out.status.success(), "token create: {}", text(&out));
@@ -82,4 +88,33 @@ pub fn operator(state: &Path, server: &str, dir: &Path) -> std::path::PathBuf {
     );
     assert!(out.status.success(), "operator enroll: {}", text(&out));
     dir.to_path_buf()
+}
+
+/// A shell running a command line as a tool printed it (`ca-server serve ...`), with
+/// the workspace binaries first on `PATH`: the test of "runs as printed".
+pub fn printed(line: &str, envs: &[(&str, &str)]) -> Command {
+    let dir = bin("ca-server").parent().expect("binary dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!("exec {line}")).env("PATH", path);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// The line of `text` after `prefix` (a hint like `Next: `), trimmed.
+///
+/// # Panics
+/// When no line starts with `prefix`.
+pub fn line_after(text: &str, prefix: &str) -> String {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+        .trim()
+        .to_string()
 }

@@ -265,7 +265,14 @@ fn a_node_whose_addresses_change_gets_a_certificate_with_the_new_names() {
     let creds = tmp.path().join("node");
     let out = ns
         .command(&bin("ca-server"))
-        .args(["token", "create", "--role", "node", "--state-dir"])
+        .args([
+            "token",
+            "create",
+            "--quiet",
+            "--role",
+            "node",
+            "--state-dir",
+        ])
         .arg(&state)
         .output()
         .unwrap();

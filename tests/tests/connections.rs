@@ -120,10 +120,7 @@ async fn node_identity(ca: &TestCa) -> ClientIdentity {
 async fn wait_for_metric(ca: &TestCa, series: &str, at_least: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let text = ca
-            .registrar
-            .metrics()
-            .render(time::OffsetDateTime::now_utc(), None);
+        let text = ca.registrar.metrics().render();
         let value = text
             .lines()
             .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())

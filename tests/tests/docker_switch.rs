@@ -486,6 +486,7 @@ fn the_agent_rotates_keeps_the_old_pair_while_the_ca_is_down_and_containers_surv
             .args([
                 "token",
                 "create",
+                "--quiet",
                 "--role",
                 "node",
                 "--cert-ttl",

@@ -21,7 +21,7 @@ pub use settings::FileConfig;
 pub struct Cli {
     /// TOML config file; its keys are the long flag names with '_' for '-'.
     /// [default: /etc/dtca/ca-client.toml when it exists]
-    #[arg(long, env = "DTCA_CLIENT_CONFIG", global = true)]
+    #[arg(long, env = "DTCA_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "DTCA_LOG_FORMAT", global = true, value_enum)]
@@ -312,7 +312,11 @@ pub struct RenewArgs {
 /// # Errors
 /// [`ClientError`], whose reason decides the exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
-    let file = settings::load_file(cli.config.as_deref())?;
+    // DTCA_CLIENT_CONFIG is the variable's old name (DTCA_CONFIG in both binaries now).
+    let config = cli
+        .config
+        .or_else(|| std::env::var_os("DTCA_CLIENT_CONFIG").map(PathBuf::from));
+    let file = settings::load_file(config.as_deref())?;
     dtca_common::cli::init_logging(
         cli.log_format
             .or(file.log_format)

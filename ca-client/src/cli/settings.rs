@@ -124,7 +124,7 @@ pub(super) fn enroll_options(
         && crate::node::current_enrollment(&out_dir(&args.out, file)).is_some();
     let server = args.server.clone().or_else(|| file.server.clone());
     if server.is_none() && !enrolled {
-        problems.push("--server is required (the CA's HOST:PORT)");
+        problems.missing("--server is required (the CA's HOST:PORT)");
     }
     let token = match (
         &args.token,
@@ -138,7 +138,7 @@ pub(super) fn enroll_options(
         ),
         (None, None) if enrolled => None,
         (None, None) => {
-            problems.push("a join token is required: --token, --token-file or DTCA_TOKEN");
+            problems.missing("a join token is required: --token, --token-file or DTCA_TOKEN");
             None
         }
     };
@@ -159,7 +159,7 @@ pub(super) fn enroll_options(
         .clone()
         .or_else(|| file.name.clone())
         .unwrap_or_else(dtca_common::net::hostname);
-    problems.finish().map_err(ConfigProblem::Settings)?;
+    finish(problems)?;
     Ok(EnrollOptions {
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),
@@ -274,7 +274,7 @@ pub(super) fn login_options(
     let mut problems = Problems::default();
     let server = args.server.clone().or_else(|| file.server.clone());
     if server.is_none() {
-        problems.push("--server is required (the CA's HOST:PORT)");
+        problems.missing("--server is required (the CA's HOST:PORT)");
     }
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_string()),
@@ -284,8 +284,9 @@ pub(super) fn login_options(
                 .map_err(|e| format!("cannot read the token file {}: {e}", path.display())),
         ),
         (None, None) => {
-            problems
-                .push("a join token is required: --token, --token-file or DTCA_TOKEN (or --renew)");
+            problems.missing(
+                "a join token is required: --token, --token-file or DTCA_TOKEN (or --renew)",
+            );
             None
         }
     };
@@ -302,7 +303,7 @@ pub(super) fn login_options(
         .or_else(|| file.name.clone())
         .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "operator".into());
-    problems.finish().map_err(ConfigProblem::Settings)?;
+    finish(problems)?;
     Ok(crate::operator::LoginOptions {
         server: server.unwrap_or_default(),
         token: token.unwrap_or_default(),
@@ -314,5 +315,20 @@ pub(super) fn login_options(
         },
         docker_config,
         key_type,
+    })
+}
+
+/// Every problem at once: a usage error when only required settings are missing.
+///
+/// # Errors
+/// [`ConfigProblem::Missing`] or [`ConfigProblem::Settings`] listing the problems.
+fn finish(problems: Problems) -> Result<(), ConfigProblem> {
+    let missing = problems.only_missing();
+    problems.finish().map_err(|e| {
+        if missing {
+            ConfigProblem::Missing(e)
+        } else {
+            ConfigProblem::Settings(e)
+        }
     })
 }

@@ -1,6 +1,7 @@
 //! Admin subcommands: they reach the running server over gRPC with the admin bundle.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use dtca_common::Reason;
 use dtca_common::bundle::{Bundle, BundleError, Layout};
@@ -12,67 +13,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tonic::transport::Channel;
 
-use super::settings::{self, FileConfig};
-use super::{AdminArgs, AuditArgs, CertCommand, CliError, TokenCommand, TokenCreateArgs};
-use crate::state::StateDir;
-
-pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
-    match cmd {
-        TokenCommand::Create(args) => create_token(args, file).await,
-        TokenCommand::List(admin) => {
-            let mut client = connect(&admin, file).await?;
-            let tokens = client
-                .list_tokens(v1::ListTokensRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .tokens;
-            if admin.wants_json(file) {
-                let rows: Vec<_> = tokens.iter().map(token_json).collect();
-                print_json(&json!(rows));
-            } else {
-                println!(
-                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
-                );
-                let now = OffsetDateTime::now_utc().unix_timestamp();
-                for t in &tokens {
-                    let state = if t.revoked {
-                        "revoked"
-                    } else if t.expires_unix <= now {
-                        "expired"
-                    } else if t.uses >= t.max_uses {
-                        "used-up"
-                    } else {
-                        "active"
-                    };
-                    println!(
-                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                        t.id,
-                        role_name(t.role),
-                        if t.name.is_empty() { "-" } else { &t.name },
-                        format!("{}/{}", t.uses, t.max_uses),
-                        timestamp(t.expires_unix),
-                        state
-                    );
-                }
-            }
-            Ok(())
-        }
-        TokenCommand::Revoke { id, admin } => {
-            let mut client = connect(&admin, file).await?;
-            client
-                .revoke_token(v1::RevokeTokenRequest { id: id.clone() })
-                .await
-                .map_err(status_error)?;
-            println!("token {id} revoked");
-            Ok(())
-        }
-    }
-}
+use super::offline::Offline;
+use super::settings::FileConfig;
+use super::target::Target;
+use super::{AdminArgs, AuditArgs, CertCommand, CliError};
 
 /// `--role` as the API names it.
-fn role_arg(text: &str) -> Result<v1::Role, CliError> {
+pub(super) fn role_arg(text: &str) -> Result<v1::Role, CliError> {
     match text {
         "node" => Ok(v1::Role::Node),
         "operator" => Ok(v1::Role::Operator),
@@ -84,86 +31,7 @@ fn role_arg(text: &str) -> Result<v1::Role, CliError> {
     }
 }
 
-async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError> {
-    let role = args.role.as_ref().or(file.role.as_ref()).ok_or_else(|| {
-        CliError::new(Reason::Usage, "--role is required: node, operator or admin")
-    })?;
-    let role = role_arg(role)?;
-    let or_file = |flag: &[String], file: &Option<Vec<String>>| {
-        if flag.is_empty() {
-            file.clone().unwrap_or_default()
-        } else {
-            flag.to_vec()
-        }
-    };
-    let ttl = args.ttl.clone().or_else(|| file.ttl.clone());
-    let cert_ttl = args.cert_ttl.clone().or_else(|| file.cert_ttl.clone());
-    let uses = args.uses.or(file.uses);
-    let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
-        match text {
-            None => Ok(0),
-            Some(t) => duration::parse(t)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .map_err(|e| CliError::new(Reason::Usage, format!("--{flag}: {e}"))),
-        }
-    };
-    let request = v1::CreateTokenRequest {
-        role: role.into(),
-        ttl_seconds: seconds("ttl", &ttl)?,
-        uses: uses.unwrap_or(0),
-        name: args
-            .name
-            .clone()
-            .or_else(|| file.name.clone())
-            .unwrap_or_default(),
-        allow_dns: or_file(&args.allow_dns, &file.allow_dns),
-        allow_ip: or_file(&args.allow_ip, &file.allow_ip),
-        cert_ttl_seconds: seconds("cert-ttl", &cert_ttl)?,
-        replace: args.replace,
-    };
-    if uses == Some(0) {
-        return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
-    }
-    let mut client = connect(&args.admin, file).await?;
-    let response = client
-        .create_token(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    if args.admin.wants_json(file) {
-        let mut value = response
-            .info
-            .as_ref()
-            .map(token_json)
-            .unwrap_or_else(|| json!({}));
-        value["token"] = json!(response.token);
-        print_json(&value);
-    } else {
-        // The token alone on stdout, so `TOKEN=$(ca-server token create ...)` works;
-        // the details go to stderr.
-        println!("{}", response.token);
-        if let Some(info) = &response.info {
-            eprintln!(
-                "token {} for role {}: {} use(s), expires {}{}",
-                info.id,
-                role_name(info.role),
-                info.max_uses,
-                timestamp(info.expires_unix),
-                if info.replace {
-                    format!(
-                        "; replaces {}: enrolling revokes every certificate of that identity",
-                        info.name
-                    )
-                } else {
-                    String::new()
-                }
-            );
-        }
-    }
-    Ok(())
-}
-
-pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliError> {
+pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<ExitCode, CliError> {
     match cmd {
         CertCommand::List {
             expiring_within,
@@ -184,17 +52,22 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
                 .unwrap_or(i64::MAX),
                 None => 0,
             };
-            let mut client = connect(&admin, file).await?;
-            let certs = client
-                .list_certificates(v1::ListCertificatesRequest {
-                    expiring_within_seconds: within,
-                    include_inactive: all,
-                    limit: limit.unwrap_or(0),
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .certificates;
+            let request = v1::ListCertificatesRequest {
+                expiring_within_seconds: within,
+                include_inactive: all,
+                limit: limit.unwrap_or(0),
+            };
+            let certs = match connect(&admin, file).await {
+                Ok(mut client) => {
+                    client
+                        .list_certificates(request)
+                        .await
+                        .map_err(status_error)?
+                        .into_inner()
+                        .certificates
+                }
+                Err(e) => Offline::instead_of(&admin, file, e)?.certificates(&request)?,
+            };
             if admin.wants_json(file) {
                 let rows: Vec<_> = certs.iter().map(cert_json).collect();
                 print_json(&json!(rows));
@@ -224,7 +97,11 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
                     eprintln!("no certificates match");
                 }
             }
-            Ok(())
+            // A monitoring job alerts on the exit code: something expires soon.
+            if expiring_within.is_some() && !certs.is_empty() {
+                return Ok(ExitCode::from(Reason::Expiring.exit_code()));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         CertCommand::Show { serial, admin } => {
             let mut client = connect(&admin, file).await?;
@@ -264,7 +141,7 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
                 }
                 print!("{}", d.pem);
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         CertCommand::Revoke {
             serial,
@@ -299,25 +176,28 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
                     println!("revoked {s}");
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliError> {
-    let mut client = connect(&args.admin, file).await?;
-    let events = client
-        .list_audit(v1::ListAuditRequest {
-            limit: args.limit.or(file.limit).unwrap_or(50),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .events;
+    let limit = args.limit.or(file.limit).unwrap_or(50);
+    let events = match connect(&args.admin, file).await {
+        Ok(mut client) => {
+            client
+                .list_audit(v1::ListAuditRequest { limit })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .events
+        }
+        Err(e) => Offline::instead_of(&args.admin, file, e)?.audit(limit)?,
+    };
     if args.admin.wants_json(file) {
         let rows: Vec<_> = events
             .iter()
-            .map(|e| json!({"at": timestamp(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))
+            .map(|e| json!({"at": rfc3339(e.at_unix), "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail}))
             .collect();
         print_json(&json!(rows));
     } else {
@@ -336,22 +216,20 @@ pub(super) async fn audit(args: AuditArgs, file: &FileConfig) -> Result<(), CliE
 }
 
 /// Connects to the CA with the admin bundle (renewing it when due).
+///
+/// # Errors
+/// [`Reason::NotRunning`] when the state dir says no server runs (nothing recorded, or
+/// nothing answers at the recorded address), else why the connection failed.
 pub(super) async fn connect(
     args: &AdminArgs,
     file: &FileConfig,
 ) -> Result<AdminClient<Channel>, CliError> {
-    let state = StateDir::new(settings::state_dir(&args.state, file));
+    let target = Target::of(args, file);
     let admin_dir: PathBuf = args
         .admin_dir
         .clone()
         .or_else(|| file.admin_dir.clone())
-        .unwrap_or_else(|| state.admin_dir());
-    let server = args
-        .server
-        .clone()
-        .or_else(|| file.server.clone())
-        .or_else(|| state.server_addr())
-        .unwrap_or_else(|| "127.0.0.1:8443".into());
+        .unwrap_or_else(|| target.state.admin_dir());
     let bundle = Bundle::load(&admin_dir, Layout::CLIENT).map_err(|e| match e {
         BundleError::Missing(path) => CliError::new(
             Reason::NotInitialized,
@@ -362,15 +240,23 @@ pub(super) async fn connect(
         ),
         other => CliError::new(Reason::LocalIo, other.to_string()),
     })?;
+    let Some(server) = target.server.clone() else {
+        return Err(target.not_running());
+    };
     let addr = ServerAddr::parse(&server).map_err(|e| CliError::new(e.reason(), e.to_string()))?;
     let config = tls::client_config(
         Trust::Roots(bundle.roots.clone()),
         Some(bundle.client_identity()),
     )
     .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
-    let channel = tls::connect(&addr, config)
-        .await
-        .map_err(|e| CliError::new(e.reason(), e.to_string()))?;
+    let channel = tls::connect(&addr, config).await.map_err(|e| {
+        if e.reason() == Reason::Unreachable && !target.named {
+            // A server killed without stopping leaves its address behind.
+            target.not_running()
+        } else {
+            CliError::new(e.reason(), e.to_string())
+        }
+    })?;
     super::admin_bundle::refresh(&admin_dir, &bundle, channel.clone()).await;
     Ok(AdminClient::new(channel))
 }
@@ -392,6 +278,20 @@ pub(super) fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// A time in JSON output: RFC 3339 in UTC (`2026-12-03T01:11:36Z`), `null` for none (0).
+pub(super) fn rfc3339(unix: i64) -> serde_json::Value {
+    if unix == 0 {
+        return serde_json::Value::Null;
+    }
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
 pub(super) fn timestamp(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -404,10 +304,10 @@ pub(super) fn timestamp(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
+pub(super) fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
-        "expires": timestamp(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
+        "expires": rfc3339(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
         "replace": t.replace,
     })
 }
@@ -415,7 +315,7 @@ fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
 fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
     json!({
         "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
-        "not_before": timestamp(c.not_before_unix), "not_after": timestamp(c.not_after_unix),
+        "not_before": rfc3339(c.not_before_unix), "not_after": rfc3339(c.not_after_unix),
         "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
         "forked": c.forked,
     })

@@ -4,11 +4,16 @@
 mod admin;
 mod admin_bundle;
 mod ca;
+mod hint;
+mod offline;
 mod serve;
 mod settings;
 mod store;
+mod target;
+mod token;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dtca_common::Reason;
@@ -155,6 +160,11 @@ pub struct ServeArgs {
     /// Address to listen on. [default: 0.0.0.0:8443]
     #[arg(long, env = "DTCA_LISTEN")]
     pub listen: Option<String>,
+    /// The address clients use to reach this CA, HOST:PORT (a load balancer's or DNS
+    /// name); recorded in the state dir, printed in the commands `token create` shows.
+    /// [default: the listen address; this host's name for a wildcard one]
+    #[arg(long, env = "DTCA_ADVERTISE")]
+    pub advertise: Option<String>,
     /// PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DBNAME) shared by every replica;
     /// the embedded database in the state dir when absent. Fill it with `store migrate`.
     #[arg(long, env = "DTCA_DATABASE")]
@@ -265,7 +275,7 @@ impl AdminArgs {
 /// `token` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Create a join token and print it.
+    /// Create a join token and print the command that uses it (`--quiet`: the token only).
     Create(TokenCreateArgs),
     /// List tokens.
     List(AdminArgs),
@@ -308,6 +318,9 @@ pub struct TokenCreateArgs {
     /// revokes.
     #[arg(long)]
     pub replace: bool,
+    /// Print the token alone (for scripts: `TOKEN=$(ca-server token create --quiet ...)`).
+    #[arg(long, short, env = "DTCA_QUIET")]
+    pub quiet: bool,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -317,7 +330,8 @@ pub struct TokenCreateArgs {
 pub enum CertCommand {
     /// List certificates (valid ones by default).
     List {
-        /// Only current certificates expiring within this duration (e.g. 7d).
+        /// Only current certificates expiring within this duration (e.g. 7d); exits 52
+        /// when any does, 0 when none does.
         #[arg(long, env = "DTCA_EXPIRING_WITHIN")]
         expiring_within: Option<String>,
         /// Also list expired and revoked certificates.
@@ -396,21 +410,22 @@ impl std::fmt::Display for CliError {
 ///
 /// # Errors
 /// [`CliError`] with the exit code to use.
-pub async fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let file = settings::load_file(cli.config.as_deref())?;
     let log_format = cli
         .log_format
         .or(file.log_format)
         .unwrap_or(LogFormat::Text);
     dtca_common::cli::init_logging(log_format);
-    match cli.command {
+    let done = match cli.command {
         Command::Init(args) => serve::init(args, &file).await,
         Command::Serve(args) => serve::serve(args, &file).await,
-        Command::Token(cmd) => admin::token(cmd, &file).await,
-        Command::Cert(cmd) => admin::cert(cmd, &file).await,
+        Command::Token(cmd) => token::run(cmd, &file).await,
+        Command::Cert(cmd) => return admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Ca(cmd) => ca::run(cmd, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
         Command::Store(StoreCommand::Backup(args)) => store::backup(args, &file),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

@@ -12,7 +12,8 @@ use dtca_pki::key::KeyType;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use super::settings::{self, FileConfig};
+use super::hint::Hint;
+use super::settings::{self, FileConfig, PASSPHRASE_ENV};
 use super::{CliError, InitArgs, ServeArgs};
 use crate::lifecycle::{self, CaState, Custody};
 use crate::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::registrar::Refusal;
 use crate::registrar::{Registrar, Rules};
 use crate::restart::{MIN_RESTART_LEASE, RestartLimits};
 use crate::server::{self, ServerOptions};
-use crate::state::{StateDir, StateError};
+use crate::state::{ServerRecord, StateDir, StateError};
 use crate::store::postgres::{PostgresStore, redact};
 use crate::store::sqlite::{DEFAULT_RESERVE, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
@@ -90,7 +91,15 @@ pub(super) async fn init(args: InitArgs, file: &FileConfig) -> Result<(), CliErr
     if matches!(passphrase, crate::state::Passphrase::InsecureNone) {
         println!("  WARNING: CA keys are NOT encrypted (--insecure-no-passphrase)");
     }
-    println!("Next: ca-server serve --state-dir {}", dir.path().display());
+    let (next, needs_env) = Hint::new(&["ca-server", "serve"])
+        .config(file)
+        .path("--state-dir", dir.path())
+        .passphrase(&args.passphrase, file);
+    if needs_env {
+        println!("Next (with {PASSPHRASE_ENV} set, as for init): {next}");
+    } else {
+        println!("Next: {next}");
+    }
     Ok(())
 }
 
@@ -103,6 +112,12 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .or_else(|| file.listen.clone())
         .unwrap_or_else(|| settings::DEFAULT_LISTEN.into());
     let listen = settings::socket_addr("listen", &listen_text, &mut problems);
+    let advertise = args.advertise.or_else(|| file.advertise.clone());
+    if let Some(a) = &advertise
+        && let Err(e) = dtca_common::tls::ServerAddr::parse(a)
+    {
+        problems.push(format!("--advertise: {e}"));
+    }
     let metrics_listen = args
         .metrics_listen
         .or_else(|| file.metrics_listen.clone())
@@ -116,11 +131,19 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         Some(text) => settings::duration_of("renew-grace", &text, &mut problems),
         None => Some(std::time::Duration::ZERO),
     };
-    let sans = if args.sans.is_empty() {
+    let mut sans = if args.sans.is_empty() {
         file.san.clone().unwrap_or_default()
     } else {
         args.sans
     };
+    // Clients check the name they dial against the server's certificate.
+    if let Some(addr) = advertise
+        .as_deref()
+        .and_then(|a| dtca_common::tls::ServerAddr::parse(a).ok())
+        && !sans.contains(&addr.host)
+    {
+        sans.push(addr.host);
+    }
     for san in &sans {
         if san.parse::<std::net::IpAddr>().is_err()
             && dtca_pki::policy::check_dns_name(san).is_err()
@@ -254,6 +277,11 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .local_addr()
         .map_err(|e| CliError::new(Reason::LocalIo, e.to_string()))?;
     let recorded = dir.record_server_addr(local).map_err(state_error)?;
+    dir.record_server(&ServerRecord {
+        listen: local.to_string(),
+        advertise,
+    })
+    .map_err(state_error)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = metrics_listen {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -268,6 +296,7 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             l,
             metrics,
             store.clone(),
+            Some(dir.admin_dir().join("cert.pem")),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

@@ -27,6 +27,10 @@ pub(super) const PASSPHRASE_ENV: &str = "DTCA_PASSPHRASE";
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// The file these settings came from when one was named (`--config`, `DTCA_CONFIG`),
+    /// so the commands a hint prints name it too.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub cluster: Option<String>,
@@ -37,6 +41,8 @@ pub struct FileConfig {
     pub insecure_no_passphrase: Option<bool>,
     pub insecure_passphrase_file_permissions: Option<bool>,
     pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub quiet: Option<bool>,
     pub database: Option<String>,
     pub metrics_listen: Option<String>,
     pub san: Option<Vec<String>>,
@@ -74,7 +80,10 @@ pub(super) fn load_file(path: Option<&Path>) -> Result<FileConfig, CliError> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    config::load(&path, required).map_err(|e| CliError::new(Reason::Config, e.to_string()))
+    let mut file: FileConfig =
+        config::load(&path, required).map_err(|e| CliError::new(Reason::Config, e.to_string()))?;
+    file.source = required.then_some(path);
+    Ok(file)
 }
 
 /// The state directory from flag, env, file or default.
@@ -196,11 +205,17 @@ fn parse_size(text: &str) -> Option<u64> {
 /// Turns collected problems into a config error.
 ///
 /// # Errors
-/// [`CliError`] with [`Reason::Config`] listing every problem.
+/// [`CliError`] listing every problem: [`Reason::Usage`] when they are all required
+/// settings not given, else [`Reason::Config`].
 pub(super) fn finish(problems: Problems) -> Result<(), CliError> {
+    let reason = if problems.only_missing() {
+        Reason::Usage
+    } else {
+        Reason::Config
+    };
     problems
         .finish()
-        .map_err(|e| CliError::new(Reason::Config, e.to_string()))
+        .map_err(|e| CliError::new(reason, e.to_string()))
 }
 
 #[cfg(test)]

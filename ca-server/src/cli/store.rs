@@ -16,7 +16,7 @@ pub(super) fn backup(args: BackupArgs, file: &FileConfig) -> Result<(), CliError
     let dir = StateDir::new(settings::state_dir(&args.state, file));
     let Some(out) = args.out else {
         return Err(CliError::new(
-            Reason::Config,
+            Reason::Usage,
             "--out is required: the new file to write the backup to",
         ));
     };
@@ -54,7 +54,7 @@ pub(super) async fn migrate(args: MigrateArgs, file: &FileConfig) -> Result<(), 
     let config = match &url {
         Some(url) => problems.check(PostgresStore::parse_url(url)),
         None => {
-            problems.push(
+            problems.missing(
                 "--database is required: the empty PostgreSQL database to copy into (postgres://USER:PASSWORD@HOST:PORT/DBNAME)",
             );
             None

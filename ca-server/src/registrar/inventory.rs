@@ -31,29 +31,12 @@ impl Registrar {
         certs: &[CertSummary],
         now: OffsetDateTime,
     ) -> Result<Vec<Serial>, Refusal> {
-        let current: Vec<&CertSummary> = certs
-            .iter()
-            .filter(|c| c.status(now) == "valid" && c.identity.role != Role::Ca)
-            .collect();
-        let mut identities: Vec<(Role, String)> = current
-            .iter()
-            .map(|c| (c.identity.role, c.identity.name.clone()))
-            .collect();
-        identities.sort();
-        identities.dedup();
+        let identities = current_identities(certs, now);
         if identities.is_empty() {
             return Ok(Vec::new());
         }
         let holders = self.store.holders(&identities).await?;
-        Ok(current
-            .into_iter()
-            .filter(|c| {
-                holders.iter().any(|(role, name, holder)| {
-                    *role == c.identity.role && *name == c.identity.name && *holder != c.serial
-                })
-            })
-            .map(|c| c.serial.clone())
-            .collect())
+        Ok(forked(certs, &holders, now))
     }
 
     /// One certificate.
@@ -164,6 +147,38 @@ impl Registrar {
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>, Refusal> {
         Ok(self.store.audit(limit).await?)
     }
+}
+
+/// The identities of the valid, current certificates among `certs` (not the CA's own),
+/// once each: whose name holders [`forked`] needs.
+pub fn current_identities(certs: &[CertSummary], now: OffsetDateTime) -> Vec<(Role, String)> {
+    let mut identities: Vec<(Role, String)> = certs
+        .iter()
+        .filter(|c| c.status(now) == "valid" && c.identity.role != Role::Ca)
+        .map(|c| (c.identity.role, c.identity.name.clone()))
+        .collect();
+    identities.sort();
+    identities.dedup();
+    identities
+}
+
+/// The valid, current certificates among `certs` whose identity's name `holders` (role,
+/// name, holder serial) gives to another certificate.
+pub fn forked(
+    certs: &[CertSummary],
+    holders: &[(Role, String, Serial)],
+    now: OffsetDateTime,
+) -> Vec<Serial> {
+    certs
+        .iter()
+        .filter(|c| c.status(now) == "valid" && c.identity.role != Role::Ca)
+        .filter(|c| {
+            holders.iter().any(|(role, name, holder)| {
+                *role == c.identity.role && *name == c.identity.name && *holder != c.serial
+            })
+        })
+        .map(|c| c.serial.clone())
+        .collect()
 }
 
 /// Most entries of a list in a report, and longest text: a node has a handful of addresses

@@ -28,6 +28,7 @@ use dtca_pki::inspect;
 use time::OffsetDateTime;
 
 pub use authorize::{Caller, require};
+pub use inventory::{current_identities, forked};
 pub use issue::Issued;
 pub use lifecycle::CaReport;
 pub use refusal::Refusal;

@@ -42,12 +42,30 @@ fn seconds(value: i64, what: &str) -> Result<Option<Duration>, Refusal> {
     }
 }
 
+/// The store query a `ListCertificates` request asks for.
+///
+/// # Errors
+/// [`Refusal::InvalidArgument`] for a negative duration.
+pub(crate) fn cert_query(
+    req: &v1::ListCertificatesRequest,
+    now: OffsetDateTime,
+) -> Result<CertQuery, Refusal> {
+    Ok(CertQuery {
+        now,
+        expiring_within: seconds(req.expiring_within_seconds, "expiring_within")?,
+        include_inactive: req.include_inactive,
+        limit: (req.limit > 0).then_some(req.limit),
+        role: None,
+        name: None,
+    })
+}
+
 fn parse_serial(text: &str) -> Result<Serial, Refusal> {
     text.parse()
         .map_err(|e: dtca_pki::serial::SerialError| Refusal::InvalidArgument(e.to_string()))
 }
 
-fn token_info(t: &TokenRecord) -> v1::TokenInfo {
+pub(crate) fn token_info(t: &TokenRecord) -> v1::TokenInfo {
     v1::TokenInfo {
         id: t.id.clone(),
         role: role_to_proto(t.role).into(),
@@ -67,7 +85,7 @@ fn token_info(t: &TokenRecord) -> v1::TokenInfo {
     }
 }
 
-fn summary(c: &CertSummary, now: OffsetDateTime) -> v1::CertificateSummary {
+pub(crate) fn summary(c: &CertSummary, now: OffsetDateTime) -> v1::CertificateSummary {
     v1::CertificateSummary {
         serial: c.serial.to_string(),
         role: role_to_proto(c.identity.role).into(),
@@ -82,7 +100,7 @@ fn summary(c: &CertSummary, now: OffsetDateTime) -> v1::CertificateSummary {
     }
 }
 
-fn audit_event(e: AuditEntry) -> v1::AuditEvent {
+pub(crate) fn audit_event(e: AuditEntry) -> v1::AuditEvent {
     v1::AuditEvent {
         at_unix: e.at.unix_timestamp(),
         kind: e.kind,
@@ -256,14 +274,7 @@ impl admin_server::Admin for AdminService {
             .cx
             .call(Rpc::Admin, "ListCertificates", peer.clone(), async {
                 self.admin(peer.as_ref()).await?;
-                let query = CertQuery {
-                    now,
-                    expiring_within: seconds(req.expiring_within_seconds, "expiring_within")?,
-                    include_inactive: req.include_inactive,
-                    limit: (req.limit > 0).then_some(req.limit),
-                    role: None,
-                    name: None,
-                };
+                let query = cert_query(&req, now)?;
                 let certs = self.cx.registrar.certificates(&query).await?;
                 let forks = self.cx.registrar.forks(&certs, now).await?;
                 Ok((certs, forks))

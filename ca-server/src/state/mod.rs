@@ -13,6 +13,7 @@
 //!                             -wal and -shm files and store.db.reserve (`serve --store-reserve`)
 //! DIR/admin/{ca,cert,key}.pem admin client bundle for the admin subcommands
 //! DIR/server.addr             address the running server listens on (for admin commands)
+//! DIR/server.toml             listen and advertised addresses, kept after it stops ([`address`])
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+mod address;
 pub mod keys;
+
+pub use address::ServerRecord;
 
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, Rules};

@@ -14,7 +14,8 @@
 //! with their name claims, revocations, the rest), [`wal`] (checkpoints and the WAL's
 //! bounds), [`condition`] (full disk, damage, the reserve), [`reads`] (queries and the
 //! read connections), [`rows`] (rows to records), [`schema`] (tables, migrations, the
-//! check at open), [`ca`] (the CA's own certificates and lifecycle), [`backup`] (an online copy of the file).
+//! check at open), [`ca`] (the CA's own certificates and lifecycle), [`backup`] (an online copy of the file),
+//! [`snapshot`] (a read-only connection for admin commands while `serve` is down).
 
 mod apply;
 pub mod backup;
@@ -24,6 +25,7 @@ mod reads;
 mod rows;
 mod schema;
 mod slots;
+mod snapshot;
 mod wal;
 mod writer;
 
@@ -43,6 +45,7 @@ use condition::Condition;
 pub use condition::DEFAULT_RESERVE;
 use reads::ReadPool;
 use schema::{check, migrate, open_connection};
+pub use snapshot::Snapshot;
 use wal::{Poke, Wal, maintenance_loop};
 use writer::writer_loop;
 

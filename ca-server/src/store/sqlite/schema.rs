@@ -168,7 +168,7 @@ CREATE TABLE agent_reports (
 ";
 
 /// Schema version kept in `PRAGMA user_version`: the number of [`MIGRATIONS`] applied.
-const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Version 5: the CA's own certificates (intermediate keys encrypted) and its lifecycle: one row
 /// whose generation every change bumps. Filled at `init`, or at the first `serve` from the

@@ -1,7 +1,21 @@
 //! What both command lines share: the log format, logging set-up, the exit-code table
 //! for `--help`, and waiting for SIGTERM/SIGINT.
+//!
+//! - [`args`]: parsing with the conventions of both binaries (boolean environment
+//!   variables, usage errors exit 64, the final error as a log line).
+//! - [`docs`]: shell completions and man pages made from the clap definitions.
+
+pub mod args;
+pub mod docs;
+
+use std::sync::OnceLock;
 
 use crate::reason::Reason;
+
+pub use args::{fail, parse};
+
+/// The log format chosen by [`init_logging`], for the final error line.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Log formats on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -15,6 +29,7 @@ pub enum LogFormat {
 
 /// Sets up `tracing` on stderr (`RUST_LOG` overrides the level); colours only on a terminal.
 pub fn init_logging(format: LogFormat) {
+    let _ = FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
     });
