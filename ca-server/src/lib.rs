@@ -10,12 +10,14 @@
 //! - [`channel`]: the CA's half of the agent channel (what every `Watch` stream hears).
 //! - [`tls`]: server-side rustls (hot-swapped server certificate, optional client certs).
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`fleet`]: every node's state in one view (`fleet`, the web page, fleet metrics).
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
 
 pub mod channel;
 pub mod cli;
+pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
 pub mod registrar;

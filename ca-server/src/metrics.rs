@@ -393,6 +393,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
+    registrar: Arc<crate::registrar::Registrar>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut shutdown = Box::pin(shutdown);
@@ -404,11 +405,13 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else { continue };
         let metrics = metrics.clone();
         let store = store.clone();
+        let registrar = registrar.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 let store = store.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &metrics, &*store).await) }
+                let registrar = registrar.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &metrics, &*store, &registrar).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -421,6 +424,7 @@ async fn answer(
     req: &Request<hyper::body::Incoming>,
     metrics: &Metrics,
     store: &dyn Store,
+    registrar: &crate::registrar::Registrar,
 ) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
@@ -444,6 +448,7 @@ async fn answer(
     if let Some(stats) = store.stats() {
         text.push_str(&render_store(&stats));
     }
+    text.push_str(&crate::fleet::metrics::scrape(registrar, now).await);
     *response.body_mut() = Full::new(Bytes::from(text));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -274,7 +274,10 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
         let wait = wait.min(next_report.saturating_duration_since(Instant::now()));
         match sleep_or_wake(wait, watch, stop, node).await {
             Wake::Stop => return Ok(()),
-            Wake::Addresses => refused = None,
+            Wake::Addresses => {
+                refused = None;
+                next_report = Instant::now();
+            }
             Wake::Due => {}
             Wake::Signal(Signal::Renew(why)) => {
                 tracing::info!(%why, "the CA asks for a renewal now");
@@ -284,6 +287,7 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
                 tracing::info!(generation, renew, "the CA's trust changed");
                 node.refresh_trust().await;
                 forced |= renew;
+                next_report = Instant::now();
             }
             Wake::Signal(Signal::Revoked(serials)) => {
                 tracing::debug!(count = serials.len(), "revocations heard");

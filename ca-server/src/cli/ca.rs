@@ -222,7 +222,8 @@ fn print_status(s: &v1::CaStatusResponse) {
     }
 }
 
-fn status_json(s: &v1::CaStatusResponse) -> serde_json::Value {
+/// `ca status --json`, and the CA part of the web page's data.
+pub(crate) fn status_json(s: &v1::CaStatusResponse) -> serde_json::Value {
     json!({
         "cluster": s.cluster,
         "generation": s.generation,

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_bundle;
 mod ca;
+mod fleet;
 mod serve;
 mod settings;
 mod store;
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use dtca_common::Reason;
 pub use dtca_common::cli::LogFormat;
 
+pub(crate) use ca::status_json;
 pub use settings::FileConfig;
 
 /// `ca-server`: the dtca certificate authority.
@@ -53,6 +55,20 @@ pub enum Command {
     /// The CA's own certificates: status, intermediate renewal, root rotation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Every enrolled node in one view: engine address, state, mode, expiry, last agent
+    /// report (stale ones flagged), last error; then a summary line.
+    Fleet(FleetArgs),
+}
+
+/// `fleet` flags.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Only nodes in this state: mtls, plain, failed, unhealthy, stale, unreported, or
+    /// expiring (within 7 days). Repeatable; the summary still counts every node.
+    #[arg(long, env = "DTCA_STATE", value_delimiter = ',')]
+    pub state: Vec<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `ca` subcommands.
@@ -192,6 +208,14 @@ pub struct ServeArgs {
     /// resume by themselves once there is room. 0 keeps none. [default: 64MiB]
     #[arg(long, env = "DTCA_STORE_RESERVE")]
     pub store_reserve: Option<String>,
+    /// Address for the read-only fleet web page (e.g. 127.0.0.1:8080); off when absent.
+    /// It has no login: keep it on loopback or a trusted network (README, "Fleet").
+    #[arg(long, env = "DTCA_UI_LISTEN")]
+    pub ui_listen: Option<String>,
+    /// How long an agent may stay silent before its node shows as stale (agents report
+    /// every 5 minutes). [default: 15m]
+    #[arg(long, env = "DTCA_STALE_AFTER", hide = true)]
+    pub stale_after: Option<String>,
 }
 
 /// `store` subcommands.
@@ -400,6 +424,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Cert(cmd) => admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Ca(cmd) => ca::run(cmd, &file).await,
+        Command::Fleet(args) => fleet::run(args, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
         Command::Store(StoreCommand::Backup(args)) => store::backup(args, &file),
     }

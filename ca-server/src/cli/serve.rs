@@ -106,6 +106,14 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .metrics_listen
         .or_else(|| file.metrics_listen.clone())
         .and_then(|m| settings::socket_addr("metrics", &m, &mut problems));
+    let ui_listen = args
+        .ui_listen
+        .or_else(|| file.ui_listen.clone())
+        .and_then(|m| settings::socket_addr("ui", &m, &mut problems));
+    let stale_after = match args.stale_after.or_else(|| file.stale_after.clone()) {
+        Some(text) => settings::duration_of("stale-after", &text, &mut problems),
+        None => Some(crate::fleet::DEFAULT_STALE_AFTER),
+    };
     let store_reserve = match args.store_reserve.or_else(|| file.store_reserve.clone()) {
         Some(text) => settings::size_of("--store-reserve", &text, &mut problems),
         None => Some(DEFAULT_RESERVE),
@@ -170,8 +178,8 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .as_deref()
         .and_then(|url| problems.check(PostgresStore::parse_url(url)));
     settings::finish(problems)?;
-    let (Some(passphrase), Some(listen), Some(renew_grace), Some(store_reserve)) =
-        (passphrase, listen, renew_grace, store_reserve)
+    let (Some(passphrase), Some(listen), Some(renew_grace), Some(store_reserve), Some(stale_after)) =
+        (passphrase, listen, renew_grace, store_reserve, stale_after)
     else {
         return Err(CliError::new(Reason::Config, "invalid configuration"));
     };
@@ -214,13 +222,16 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         warnings: std::sync::Mutex::default(),
     };
     let metrics = Arc::new(Metrics::default());
-    let registrar = Arc::new(Registrar::with_state(
-        state,
-        Some(Arc::new(custody)),
-        store.clone(),
-        Rules { renew_grace },
-        metrics.clone(),
-    ));
+    let registrar = Arc::new(
+        Registrar::with_state(
+            state,
+            Some(Arc::new(custody)),
+            store.clone(),
+            Rules { renew_grace },
+            metrics.clone(),
+        )
+        .with_fleet(crate::fleet::Fleet::new(stale_after)),
+    );
 
     let listener = TcpListener::bind(listen)
         .await
@@ -243,10 +254,24 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             l,
             metrics,
             store.clone(),
+            registrar.clone(),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
         ));
+    }
+    if let Some(addr) = ui_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            CliError::new(
+                Reason::LocalIo,
+                format!("cannot listen on {addr} for the web page: {e}"),
+            )
+        })?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "web page listening");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::fleet::ui::serve(l, registrar.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
     }
     tracing::info!(addr = %local, cluster = %cluster.cluster, "ca-server listening");
     let shutdown = async move {

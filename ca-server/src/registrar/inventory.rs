@@ -184,6 +184,7 @@ fn check_report(state: &AgentState) -> Result<(), Refusal> {
         &state.engine_version,
         &state.agent_version,
         &state.last_error,
+        &state.failed_switch,
     ];
     let too_long = |t: &String| t.len() > MAX_REPORT_TEXT;
     if lists

@@ -34,6 +34,7 @@ pub use revoke::CRL_VALIDITY;
 pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenAllowance, TokenSpec};
 
 use crate::channel::Hub;
+use crate::fleet::Fleet;
 use crate::lifecycle::{CaState, Custody};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -59,6 +60,8 @@ pub struct Registrar {
     metrics: Arc<Metrics>,
     /// What the agent channel tells agents.
     hub: Arc<Hub>,
+    /// The fleet view's settings and gauges.
+    fleet: Arc<Fleet>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -98,7 +101,20 @@ impl Registrar {
             rules,
             metrics,
             hub: Arc::new(Hub::default()),
+            fleet: Arc::new(Fleet::default()),
         }
+    }
+
+    /// The same registrar with the fleet view's settings.
+    #[must_use]
+    pub fn with_fleet(mut self, fleet: Fleet) -> Self {
+        self.fleet = Arc::new(fleet);
+        self
+    }
+
+    /// The fleet view's settings and gauges.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
     }
 
     /// The agent channel's fan-out point.

@@ -109,6 +109,8 @@ impl ca_server::Ca for CaService {
             next_renewal_unix: r.next_renewal_unix,
             last_error: r.last_error,
             trusted_roots: r.trusted_roots,
+            not_after_unix: r.not_after_unix,
+            failed_switch: r.failed_switch,
         };
         let now = OffsetDateTime::now_utc();
         cx.call(Rpc::Other, "Report", peer.clone(), async {

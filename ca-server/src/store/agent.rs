@@ -45,4 +45,8 @@ pub struct AgentState {
     pub last_error: String,
     /// Digests of the roots the node trusts (its ca.pem).
     pub trusted_roots: Vec<String>,
+    /// When the certificate in use expires, Unix seconds (0: not said).
+    pub not_after_unix: i64,
+    /// Why the last `enroll --docker` failed, until a switch succeeds; empty otherwise.
+    pub failed_switch: String,
 }
