@@ -200,12 +200,13 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
     let mut refused: Option<Sans> = None;
     let mut next_report = Instant::now();
     loop {
+        let now = clock();
+        let look = node.look(refused.as_ref())?;
+        // After `look`, so the report carries the renewal it planned.
         if Instant::now() >= next_report {
             node.report().await;
             next_report = Instant::now() + REPORT_EVERY.mul_f64(0.75 + renewal::jitter() / 4.0);
         }
-        let now = clock();
-        let look = node.look(refused.as_ref())?;
         let facts = Facts {
             now,
             due: look.due,

@@ -36,6 +36,12 @@ function ago(iso, now) {
   return Math.round(s / 86400) + " d ago";
 }
 
+function span(seconds) {
+  if (seconds < 120) return seconds + " s";
+  if (seconds < 7200) return Math.round(seconds / 60) + " min";
+  return Math.round(seconds / 3600) + " h";
+}
+
 function summary(fleet) {
   const box = document.getElementById("summary");
   box.replaceChildren();
@@ -215,7 +221,7 @@ async function load() {
   }
   document.getElementById("cluster").textContent = "· " + latest.cluster;
   document.getElementById("generated").textContent = "as of " + when(latest.fleet.generated_at) +
-    "; agents silent for " + Math.round(latest.fleet.stale_after_seconds / 60) + " min are stale";
+    "; agents silent for " + span(latest.fleet.stale_after_seconds) + " are stale";
   summary(latest.fleet);
   table();
   timeline(latest);
