@@ -10,7 +10,8 @@
 //! - [`channel`]: the CA's half of the agent channel (what every `Watch` stream hears).
 //! - [`tls`]: server-side rustls (hot-swapped server certificate, optional client certs).
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
-//! - [`fleet`]: every node's state in one view (`fleet`, the web page, fleet metrics).
+//! - [`fleet`]: every node's state in one view (`fleet`, fleet metrics).
+//! - [`ui`]: the read-only web page (`serve --ui-listen`): fleet, CA lifecycle, audit.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
@@ -26,3 +27,4 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod ui;

@@ -388,12 +388,21 @@ pub fn render_store(stats: &StoreStats) -> String {
     out
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Families another part of the server renders at scrape time (the fleet's), so that this
+/// module needs to know nothing of it.
+#[async_trait::async_trait]
+pub trait Families: Send + Sync {
+    /// The families at `now`, in the text exposition.
+    async fn render(&self, now: OffsetDateTime) -> String;
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes, with `families` after
+/// the server's own.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
-    registrar: Arc<crate::registrar::Registrar>,
+    families: Vec<Arc<dyn Families>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut shutdown = Box::pin(shutdown);
@@ -405,13 +414,13 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else { continue };
         let metrics = metrics.clone();
         let store = store.clone();
-        let registrar = registrar.clone();
+        let families = families.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
                 let store = store.clone();
-                let registrar = registrar.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &metrics, &*store, &registrar).await) }
+                let families = families.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &metrics, &*store, &families).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -424,7 +433,7 @@ async fn answer(
     req: &Request<hyper::body::Incoming>,
     metrics: &Metrics,
     store: &dyn Store,
-    registrar: &crate::registrar::Registrar,
+    families: &[Arc<dyn Families>],
 ) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
@@ -448,7 +457,9 @@ async fn answer(
     if let Some(stats) = store.stats() {
         text.push_str(&render_store(&stats));
     }
-    text.push_str(&crate::fleet::metrics::scrape(registrar, now).await);
+    for f in families {
+        text.push_str(&f.render(now).await);
+    }
     *response.body_mut() = Full::new(Bytes::from(text));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use super::settings::{self, FileConfig};
 use super::{AdminArgs, AuditArgs, CertCommand, CliError, TokenCommand, TokenCreateArgs};
+pub(super) use crate::service::{role_name, timestamp};
 use crate::state::StateDir;
 
 pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliError> {
@@ -380,28 +381,6 @@ pub(super) fn status_error(status: tonic::Status) -> CliError {
         reason::of_status_or_code(&status),
         status.message().to_string(),
     )
-}
-
-pub(super) fn role_name(role: i32) -> &'static str {
-    match v1::Role::try_from(role) {
-        Ok(v1::Role::Node) => "node",
-        Ok(v1::Role::Operator) => "operator",
-        Ok(v1::Role::Admin) => "admin",
-        Ok(v1::Role::Ca) => "ca",
-        _ => "-",
-    }
-}
-
-pub(super) fn timestamp(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 fn token_json(t: &v1::TokenInfo) -> serde_json::Value {

@@ -15,7 +15,6 @@ use clap::{Args, Parser, Subcommand};
 use dtca_common::Reason;
 pub use dtca_common::cli::LogFormat;
 
-pub(crate) use ca::status_json;
 pub use settings::FileConfig;
 
 /// `ca-server`: the dtca certificate authority.

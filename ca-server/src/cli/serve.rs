@@ -254,7 +254,9 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
             l,
             metrics,
             store.clone(),
-            registrar.clone(),
+            vec![Arc::new(crate::fleet::metrics::FleetFamilies(
+                registrar.clone(),
+            ))],
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
@@ -269,7 +271,7 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         })?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "web page listening");
         let mut stop = stop_rx.clone();
-        tokio::spawn(crate::fleet::ui::serve(l, registrar.clone(), async move {
+        tokio::spawn(crate::ui::serve(l, registrar.clone(), async move {
             let _ = stop.wait_for(|s| *s).await;
         }));
     }

@@ -11,6 +11,17 @@ use time::OffsetDateTime;
 use super::NodeState;
 use crate::registrar::Registrar;
 
+/// The fleet's families for the `/metrics` endpoint.
+#[derive(Debug)]
+pub struct FleetFamilies(pub std::sync::Arc<Registrar>);
+
+#[async_trait::async_trait]
+impl crate::metrics::Families for FleetFamilies {
+    async fn render(&self, now: OffsetDateTime) -> String {
+        scrape(&self.0, now).await
+    }
+}
+
 /// The families for `registrar`'s fleet at `now`; nothing when the store cannot be read
 /// (the scrape keeps the server's own counters).
 pub async fn scrape(registrar: &Registrar, now: OffsetDateTime) -> String {

@@ -12,6 +12,7 @@
 //! Every decision takes `now` as an argument.
 
 mod authorize;
+pub mod fleet;
 mod inventory;
 mod issue;
 mod lifecycle;
@@ -34,10 +35,10 @@ pub use revoke::CRL_VALIDITY;
 pub use tokens::{MAX_TOKEN_TTL, MAX_TOKEN_USES, TokenAllowance, TokenSpec};
 
 use crate::channel::Hub;
-use crate::fleet::Fleet;
 use crate::lifecycle::{CaState, Custody};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use fleet::Fleet;
 
 /// Operator choices that shape decisions.
 #[derive(Debug, Clone, Default)]

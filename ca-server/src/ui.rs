@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
+use crate::fleet;
 use crate::registrar::Registrar;
+use crate::service::lifecycle;
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -117,18 +119,18 @@ pub async fn data(
         }
     };
     let (fleet, ca, audit) = tokio::try_join!(
-        super::view(registrar, states, now),
+        fleet::view(registrar, states, now),
         registrar.lifecycle_report(now),
         registrar.audit(AUDIT_ENTRIES),
     )
     .map_err(failed)?;
-    let ca = crate::service::lifecycle::status(&ca, now);
+    let ca = lifecycle::status(&ca, now);
     Ok(json!({
         "cluster": ca.cluster,
-        "fleet": super::json::view(&fleet),
-        "ca": crate::cli::status_json(&ca),
+        "fleet": fleet::json::view(&fleet),
+        "ca": lifecycle::status_json(&ca),
         "audit": audit.iter().map(|e| json!({
-            "at": super::json::time(e.at.unix_timestamp()),
+            "at": fleet::json::time(e.at.unix_timestamp()),
             "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail,
         })).collect::<Vec<_>>(),
     }))
