@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, what the demo and the tests use from Debian's packages:
 # dockerd (docker.io), busybox-static (a tiny image for containers), openssl, iproute2,
-# PostgreSQL, faketime (a client whose clock is wrong). The docker CLI already on the
+# PostgreSQL, faketime (a client whose clock is wrong), chromium (the fleet page's test,
+# headless). The docker CLI already on the
 # machine is used when present.
 # Run as root. Idempotent; prints only what it installs.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ "${DTCA_WITH_CFSSL:-0}" = 1 ]; then
   command -v cfssl >/dev/null 2>&1 || need+=(golang-cfssl)
 fi

@@ -9,6 +9,7 @@
 //! - [`load`]: the closed-loop driver (in flight, window, latency, CPU).
 //! - [`storm`]: a fleet enrolling at once over fresh connections.
 //! - [`inventory`]: a million certificates in the store, then the real CLI.
+//! - [`fleet`]: 10,000 agents holding channels open: the fleet views, reports, fan-out.
 //! - [`storecost`]: the WAL bytes each part of a stored certificate costs.
 //! - [`footprint`]: idle RSS, CPU and wake-ups; peak RSS of one-shot commands; sizes.
 //! - [`profile`]: `perf record` of the server under load, grouped.
@@ -23,6 +24,7 @@
 pub mod cfssl;
 pub mod csrs;
 pub mod dtca;
+pub mod fleet;
 pub mod footprint;
 pub mod grpc;
 pub mod inventory;

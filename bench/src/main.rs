@@ -127,6 +127,20 @@ struct Drive {
     storm: Option<usize>,
 }
 
+/// `dtca-bench fleet`: the fleet view with many agents holding their channels open
+/// (scripts/bench-fleet.sh); prints BENCHMARKS.md rows.
+#[derive(Debug, Parser)]
+#[command(name = "dtca-bench fleet")]
+struct FleetBench {
+    /// Nodes, each with an agent channel open.
+    #[arg(long, default_value_t = 10_000)]
+    nodes: usize,
+    /// Loopback source addresses the agents connect from (127.0.1.1 up), many agents
+    /// behind each as behind a NAT.
+    #[arg(long, default_value_t = 40)]
+    addresses: usize,
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -138,6 +152,13 @@ fn main() -> ExitCode {
                 wal.in_flight,
                 wal.enrollments,
                 wal.baseline_server,
+            ));
+        }
+        Some("fleet") => {
+            let fleet = FleetBench::parse_from(args.iter().skip(1));
+            return block_on(dtca_bench::fleet::run(
+                fleet.nodes,
+                fleet.addresses.clamp(1, 250),
             ));
         }
         Some("drive") => {

@@ -12,12 +12,15 @@
 //! - [`restart`]: restart slots (how many native engines restart at once, never two
 //!   managers of one swarm), decided purely; the store applies the decision.
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
+//! - [`fleet`]: every node's state in one view (`fleet`, fleet metrics).
+//! - [`ui`]: the read-only web page (`serve --ui-listen`): fleet, CA lifecycle, audit.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
 
 pub mod channel;
 pub mod cli;
+pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
 pub mod registrar;
@@ -27,3 +30,4 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod ui;

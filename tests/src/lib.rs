@@ -10,6 +10,7 @@
 //! - [`docker`]: real dockerd engines, plain at first, stopped by pid.
 //! - [`openssl`]: `openssl verify` of issued chains.
 //! - [`postgres`]: a private PostgreSQL server in a temp dir, stopped by pid.
+//! - [`browser`]: headless chromium (the web page's DOM, screenshots) and a bare HTTP GET.
 //! - [`probe`]: `docker --context NAME version` once a second, what it saw sorted.
 //!
 //! Tests talk only to loopback and to network namespaces they create.
@@ -19,6 +20,7 @@
 #![allow(clippy::disallowed_types)]
 
 pub mod bins;
+pub mod browser;
 pub mod ca;
 pub mod cli;
 pub mod docker;

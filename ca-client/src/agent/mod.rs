@@ -228,12 +228,13 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
     let mut refused: Option<Sans> = None;
     let mut next_report = Instant::now();
     loop {
+        let now = clock();
+        let look = node.look(refused.as_ref())?;
+        // After `look`, so the report carries the renewal it planned.
         if Instant::now() >= next_report {
             node.report().await;
             next_report = Instant::now() + REPORT_EVERY.mul_f64(0.75 + renewal::jitter() / 4.0);
         }
-        let now = clock();
-        let look = node.look(refused.as_ref())?;
         let facts = Facts {
             now,
             due: look.due,
@@ -302,7 +303,10 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
         let wait = wait.min(next_report.saturating_duration_since(Instant::now()));
         match sleep_or_wake(wait, watch, stop, node).await {
             Wake::Stop => return Ok(()),
-            Wake::Addresses => refused = None,
+            Wake::Addresses => {
+                refused = None;
+                next_report = Instant::now();
+            }
             Wake::Due => {}
             Wake::Signal(Signal::Renew(why)) => {
                 tracing::info!(%why, "the CA asks for a renewal now");
@@ -312,6 +316,7 @@ async fn drive<N: Renewable, F: Future<Output = ()>>(
                 tracing::info!(generation, renew, "the CA's trust changed");
                 node.refresh_trust().await;
                 forced |= renew;
+                next_report = Instant::now();
             }
             Wake::Signal(Signal::Revoked(serials)) => {
                 tracing::debug!(count = serials.len(), "revocations heard");

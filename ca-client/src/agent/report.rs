@@ -1,6 +1,7 @@
 //! What the agent reports about its node (the agent channel's `Report`): the certificate in
 //! use, how the engine is served and whether it answers, plain listeners left, swarm role,
-//! versions, addresses, the last rotation and error, and the roots the node trusts.
+//! versions, addresses, the last rotation and error, the roots the node trusts, and why
+//! the last docker switch failed when it did.
 
 use dtca_common::bundle::Bundle;
 use dtca_common::net;
@@ -13,8 +14,9 @@ use crate::state::{ClientState, DockerState};
 
 /// The node's state now, as the agent sees it.
 pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentReport {
-    let serial = bundle
-        .leaf()
+    let leaf = bundle.leaf().ok();
+    let serial = leaf
+        .as_ref()
         .map(|l| l.serial.to_string())
         .unwrap_or_default();
     let mut report = v1::AgentReport {
@@ -37,12 +39,35 @@ pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentRep
             .iter()
             .map(|r| RootDigest::of(r).to_string())
             .collect(),
+        not_after_unix: leaf.map_or(0, |l| l.not_after.unix_timestamp()),
         ..Default::default()
     };
     if let Some(d) = &state.docker {
         engine_facts(d, &mut report).await;
+    } else if let Some(failed) = &state.failed_switch {
+        // The engine was left as it was: say why, and what it still listens on.
+        report.failed_switch.clone_from(&failed.error);
+        let config = failed
+            .flags
+            .as_ref()
+            .and_then(|f| f.config.clone())
+            .unwrap_or_else(|| docker::DEFAULT_CONFIG.into());
+        report.plain_listeners = plain_listeners(&config);
     }
     report
+}
+
+/// The plain TCP addresses the daemon.json at `config` lists (none when it turns TLS
+/// verification on, or cannot be read).
+fn plain_listeners(config: &std::path::Path) -> Vec<String> {
+    let config = std::fs::read_to_string(config).unwrap_or_default();
+    if daemon_json::tlsverify_of(&config) {
+        return Vec::new();
+    }
+    daemon_json::tcp_hosts(&daemon_json::hosts_of(&config))
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// How the switched engine answers: its socket (version, swarm role), the certificate it
@@ -65,13 +90,7 @@ async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
             report.engine_error = e.to_string();
         }
     }
-    let config = std::fs::read_to_string(&d.config).unwrap_or_default();
-    if !daemon_json::tlsverify_of(&config) {
-        report.plain_listeners = daemon_json::tcp_hosts(&daemon_json::hosts_of(&config))
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-    }
+    report.plain_listeners = plain_listeners(&d.config);
     if report.engine_healthy
         && let Ok(current) = docker::pairs::TlsDir::new(&d.tls_dir).load_current()
         && let (Some(name), Ok(addr)) = (

@@ -17,6 +17,7 @@ use super::offline::Offline;
 use super::settings::FileConfig;
 use super::target::Target;
 use super::{AdminArgs, AuditArgs, CertCommand, CliError};
+pub(super) use crate::service::{rfc3339, role_name, timestamp};
 
 /// `--role` as the API names it.
 pub(super) fn role_arg(text: &str) -> Result<v1::Role, CliError> {
@@ -266,42 +267,6 @@ pub(super) fn status_error(status: tonic::Status) -> CliError {
         reason::of_status_or_code(&status),
         status.message().to_string(),
     )
-}
-
-pub(super) fn role_name(role: i32) -> &'static str {
-    match v1::Role::try_from(role) {
-        Ok(v1::Role::Node) => "node",
-        Ok(v1::Role::Operator) => "operator",
-        Ok(v1::Role::Admin) => "admin",
-        Ok(v1::Role::Ca) => "ca",
-        _ => "-",
-    }
-}
-
-/// A time in JSON output: RFC 3339 in UTC (`2026-12-03T01:11:36Z`), `null` for none (0).
-pub(super) fn rfc3339(unix: i64) -> serde_json::Value {
-    if unix == 0 {
-        return serde_json::Value::Null;
-    }
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .map_or(serde_json::Value::Null, serde_json::Value::String)
-}
-
-pub(super) fn timestamp(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 pub(super) fn token_json(t: &v1::TokenInfo) -> serde_json::Value {

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use dtca_common::Reason;
 use dtca_common::config::Problems;
 use dtca_proto::v1;
-use serde_json::json;
 use time::OffsetDateTime;
 
-use super::admin::{connect, print_json, rfc3339, role_name, status_error, timestamp};
+use super::admin::{connect, print_json, role_name, status_error, timestamp};
 use super::hint::Hint;
 use super::serve::{lifecycle_error, state_error};
 use super::settings::{self, FileConfig};
 use super::{CaCommand, CliError, RotateIntermediateArgs, RotateRootArgs};
 use crate::lifecycle::{CaState, ops};
+use crate::service::lifecycle;
 use crate::state::StateDir;
 use crate::store::Store;
 use crate::store::postgres::{PostgresStore, redact};
@@ -34,7 +34,7 @@ pub(super) async fn run(cmd: CaCommand, file: &FileConfig) -> Result<(), CliErro
                 .map_err(status_error)?
                 .into_inner();
             if admin.wants_json(file) {
-                print_json(&status_json(&status));
+                print_json(&lifecycle::status_json(&status));
             } else {
                 print_status(&status);
             }
@@ -222,38 +222,4 @@ fn print_status(s: &v1::CaStatusResponse) {
             );
         }
     }
-}
-
-fn status_json(s: &v1::CaStatusResponse) -> serde_json::Value {
-    json!({
-        "cluster": s.cluster,
-        "generation": s.generation,
-        "roots": s.roots.iter().map(|r| json!({
-            "digest": r.digest, "subject": r.subject, "state": r.state,
-            "not_before": rfc3339(r.not_before_unix), "not_after": rfc3339(r.not_after_unix),
-            "not_after_unix": r.not_after_unix,
-        })).collect::<Vec<_>>(),
-        "intermediates": s.intermediates.iter().map(|i| json!({
-            "serial": i.serial, "subject": i.subject, "state": i.state, "root_digest": i.root_digest,
-            "start": rfc3339(i.start_unix), "start_unix": i.start_unix,
-            "switch": rfc3339(i.switch_unix), "switch_unix": i.switch_unix,
-            "not_after": rfc3339(i.not_after_unix), "not_after_unix": i.not_after_unix,
-            "leaf_cap_seconds": i.leaf_cap_seconds,
-        })).collect::<Vec<_>>(),
-        "next_switch_unix": s.next_switch_unix,
-        "leaf_cap_seconds": s.leaf_cap_seconds,
-        "warnings": s.warnings,
-        "rotation": s.rotation.as_ref().map(|r| json!({
-            "started": rfc3339(r.started_unix), "started_unix": r.started_unix,
-            "old_root_digest": r.old_root_digest, "new_root_digest": r.new_root_digest,
-            "lagging": r.lagging,
-            "members": r.members.iter().map(|m| json!({
-                "role": role_name(m.role), "name": m.name, "serial": m.serial,
-                "root_digest": m.root_digest, "trusts_new_root": m.trusts_new_root,
-                "issued_unix": m.issued_unix, "last_seen": rfc3339(m.last_seen_unix),
-                "last_seen_unix": m.last_seen_unix, "not_after_unix": m.not_after_unix,
-                "lagging": m.lagging,
-            })).collect::<Vec<_>>(),
-        })),
-    })
 }

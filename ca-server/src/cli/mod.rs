@@ -6,6 +6,7 @@ mod admin_bundle;
 mod ca;
 mod hint;
 mod offline;
+mod fleet;
 mod serve;
 mod settings;
 mod store;
@@ -58,6 +59,20 @@ pub enum Command {
     /// The CA's own certificates: status, intermediate renewal, root rotation.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Every enrolled node in one view: engine address, state, mode, expiry, last agent
+    /// report (stale ones flagged), last error; then a summary line.
+    Fleet(FleetArgs),
+}
+
+/// `fleet` flags.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Only nodes in this state: mtls, plain, failed, unhealthy, stale, unreported, or
+    /// expiring (within 7 days). Repeatable; the summary still counts every node.
+    #[arg(long, env = "DTCA_STATE", value_delimiter = ',')]
+    pub state: Vec<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// `ca` subcommands.
@@ -212,6 +227,14 @@ pub struct ServeArgs {
     /// [default: 90s]
     #[arg(long, env = "DTCA_RESTART_LEASE")]
     pub restart_lease: Option<String>,
+    /// Address for the read-only fleet web page (e.g. 127.0.0.1:8080); off when absent.
+    /// It has no login: keep it on loopback or a trusted network (README, "Fleet").
+    #[arg(long, env = "DTCA_UI_LISTEN")]
+    pub ui_listen: Option<String>,
+    /// How long an agent may stay silent before its node shows as stale (agents report
+    /// every 5 minutes). [default: 15m]
+    #[arg(long, env = "DTCA_STALE_AFTER", hide = true)]
+    pub stale_after: Option<String>,
 }
 
 /// `store` subcommands.
@@ -424,6 +447,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Cert(cmd) => return admin::cert(cmd, &file).await,
         Command::Audit(args) => admin::audit(args, &file).await,
         Command::Ca(cmd) => ca::run(cmd, &file).await,
+        Command::Fleet(args) => fleet::run(args, &file).await,
         Command::Store(StoreCommand::Migrate(args)) => store::migrate(args, &file).await,
         Command::Store(StoreCommand::Backup(args)) => store::backup(args, &file),
     };

@@ -122,6 +122,14 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .metrics_listen
         .or_else(|| file.metrics_listen.clone())
         .and_then(|m| settings::socket_addr("metrics", &m, &mut problems));
+    let ui_listen = args
+        .ui_listen
+        .or_else(|| file.ui_listen.clone())
+        .and_then(|m| settings::socket_addr("ui", &m, &mut problems));
+    let stale_after = match args.stale_after.or_else(|| file.stale_after.clone()) {
+        Some(text) => settings::duration_of("stale-after", &text, &mut problems),
+        None => Some(crate::fleet::DEFAULT_STALE_AFTER),
+    };
     let store_reserve = match args.store_reserve.or_else(|| file.store_reserve.clone()) {
         Some(text) => settings::size_of("--store-reserve", &text, &mut problems),
         None => Some(DEFAULT_RESERVE),
@@ -215,8 +223,8 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         .as_deref()
         .and_then(|url| problems.check(PostgresStore::parse_url(url)));
     settings::finish(problems)?;
-    let (Some(passphrase), Some(listen), Some(renew_grace), Some(store_reserve)) =
-        (passphrase, listen, renew_grace, store_reserve)
+    let (Some(passphrase), Some(listen), Some(renew_grace), Some(store_reserve), Some(stale_after)) =
+        (passphrase, listen, renew_grace, store_reserve, stale_after)
     else {
         return Err(CliError::new(Reason::Config, "invalid configuration"));
     };
@@ -259,16 +267,19 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         warnings: std::sync::Mutex::default(),
     };
     let metrics = Arc::new(Metrics::default());
-    let registrar = Arc::new(Registrar::with_state(
-        state,
-        Some(Arc::new(custody)),
-        store.clone(),
-        Rules {
-            renew_grace,
-            restarts,
-        },
-        metrics.clone(),
-    ));
+    let registrar = Arc::new(
+        Registrar::with_state(
+            state,
+            Some(Arc::new(custody)),
+            store.clone(),
+            Rules {
+                renew_grace,
+                restarts,
+            },
+            metrics.clone(),
+        )
+        .with_fleet(crate::fleet::Fleet::new(stale_after)),
+    );
 
     let listener = TcpListener::bind(listen)
         .await
@@ -292,15 +303,30 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         })?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics listening");
         let mut stop = stop_rx.clone();
+        let fleet = crate::fleet::metrics::FleetFamilies::register(registrar.clone(), &metrics);
         tokio::spawn(crate::metrics::serve(
             l,
             metrics,
             store.clone(),
             Some(dir.admin_dir().join("cert.pem")),
+            vec![Arc::new(fleet)],
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
         ));
+    }
+    if let Some(addr) = ui_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            CliError::new(
+                Reason::LocalIo,
+                format!("cannot listen on {addr} for the web page: {e}"),
+            )
+        })?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "web page listening");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::ui::serve(l, registrar.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
     }
     tracing::info!(addr = %local, cluster = %cluster.cluster, "ca-server listening");
     let shutdown = async move {

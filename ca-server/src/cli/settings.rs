@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub store_reserve: Option<String>,
     pub max_concurrent_restarts: Option<u32>,
     pub restart_lease: Option<String>,
+    pub ui_listen: Option<String>,
+    pub stale_after: Option<String>,
     pub server: Option<String>,
     pub admin_dir: Option<PathBuf>,
     pub json: Option<bool>,
@@ -69,6 +71,8 @@ pub struct FileConfig {
     pub expiring_within: Option<String>,
     pub all: Option<bool>,
     pub limit: Option<u32>,
+    // fleet
+    pub state: Option<Vec<String>>,
 }
 
 /// Reads the config file named by `--config`, or the default one when it exists.

@@ -16,20 +16,21 @@ use hyper_util::rt::TokioIo;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
-use super::{Metrics, StoreCollector};
+use super::{Metrics, Refresh, StoreCollector};
 use crate::store::{CertQuery, Store};
 
 /// The OpenMetrics text format, which Prometheus asks for and reads.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes, with the store's
-/// metrics and the expiry of the admin certificate at `admin_cert` (the state dir's
-/// `admin/cert.pem`).
+/// metrics, the expiry of the admin certificate at `admin_cert` (the state dir's
+/// `admin/cert.pem`), and what `refresh` sets at each scrape.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     admin_cert: Option<PathBuf>,
+    refresh: Vec<Arc<dyn Refresh>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     metrics.register_collector(Box::new(StoreCollector(store.clone())));
@@ -42,13 +43,16 @@ pub async fn serve(
         };
         let Ok((stream, _)) = accepted else { continue };
         let (metrics, store, admin_cert) = (metrics.clone(), store.clone(), admin_cert.clone());
+        let refresh = refresh.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (metrics, store, admin_cert) =
                     (metrics.clone(), store.clone(), admin_cert.clone());
+                let refresh = refresh.clone();
                 async move {
+                    let admin_cert = admin_cert.as_ref().as_ref();
                     Ok::<_, Infallible>(
-                        answer(&req, &metrics, &*store, admin_cert.as_ref().as_ref()).await,
+                        answer(&req, &metrics, &*store, admin_cert, &refresh).await,
                     )
                 }
             });
@@ -64,6 +68,7 @@ async fn answer(
     metrics: &Metrics,
     store: &dyn Store,
     admin_cert: Option<&PathBuf>,
+    refresh: &[Arc<dyn Refresh>],
 ) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     if req.uri().path() != "/metrics" {
@@ -86,6 +91,9 @@ async fn answer(
     metrics.set_earliest_node_expiry(earliest);
     if let Some(path) = admin_cert {
         metrics.set_admin_expiry(not_after(path));
+    }
+    for r in refresh {
+        r.refresh(now).await;
     }
     *response.body_mut() = Full::new(Bytes::from(metrics.render()));
     response.headers_mut().insert(

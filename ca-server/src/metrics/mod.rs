@@ -32,6 +32,14 @@ use prometheus_client::registry::{Metric, Registry};
 use time::OffsetDateTime;
 
 pub use http::serve;
+
+/// Families another part of the server sets at each scrape from state it must read first
+/// (the fleet's), so that this module needs to know nothing of it.
+#[async_trait::async_trait]
+pub trait Refresh: Send + Sync {
+    /// Sets the families' values for a scrape at `now`.
+    async fn refresh(&self, now: OffsetDateTime);
+}
 pub use store::StoreCollector;
 
 /// Upper bounds (seconds) of the latency histogram buckets.

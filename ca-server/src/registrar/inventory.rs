@@ -200,6 +200,7 @@ fn check_report(state: &AgentState) -> Result<(), Refusal> {
         &state.agent_version,
         &state.last_error,
         &state.restart_without_slot,
+        &state.failed_switch,
     ];
     let too_long = |t: &String| t.len() > MAX_REPORT_TEXT;
     if lists

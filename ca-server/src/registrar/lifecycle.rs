@@ -56,6 +56,15 @@ impl Registrar {
         now: OffsetDateTime,
     ) -> Result<CaReport, Refusal> {
         require(caller, &[Role::Admin], "see the CA's status")?;
+        self.lifecycle_report(now).await
+    }
+
+    /// What [`Registrar::ca_report`] answers, for the server's own read-only views (the
+    /// web page): nothing in it is secret.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn lifecycle_report(&self, now: OffsetDateTime) -> Result<CaReport, Refusal> {
         let state = self.ca();
         let members = status::members(self.store.as_ref(), &state, now).await?;
         let lifetime = self.custody.as_ref().map_or_else(

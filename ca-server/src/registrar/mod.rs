@@ -12,6 +12,7 @@
 //! Every decision takes `now` as an argument.
 
 mod authorize;
+pub mod fleet;
 mod inventory;
 mod issue;
 mod lifecycle;
@@ -39,6 +40,7 @@ use crate::channel::Hub;
 use crate::lifecycle::{CaState, Custody};
 use crate::metrics::Metrics;
 use crate::store::Store;
+use fleet::Fleet;
 
 /// Operator choices that shape decisions.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +65,8 @@ pub struct Registrar {
     metrics: Arc<Metrics>,
     /// What the agent channel tells agents.
     hub: Arc<Hub>,
+    /// The fleet view's settings and gauges.
+    fleet: Arc<Fleet>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -102,7 +106,20 @@ impl Registrar {
             rules,
             metrics,
             hub: Arc::new(Hub::default()),
+            fleet: Arc::new(Fleet::default()),
         }
+    }
+
+    /// The same registrar with the fleet view's settings.
+    #[must_use]
+    pub fn with_fleet(mut self, fleet: Fleet) -> Self {
+        self.fleet = Arc::new(fleet);
+        self
+    }
+
+    /// The fleet view's settings and gauges.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
     }
 
     /// The agent channel's fan-out point.

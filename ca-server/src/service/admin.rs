@@ -391,4 +391,20 @@ impl admin_server::Admin for AdminService {
             events: events.into_iter().map(audit_event).collect(),
         }))
     }
+
+    async fn fleet(
+        &self,
+        request: Request<v1::FleetRequest>,
+    ) -> Result<Response<v1::FleetResponse>, Status> {
+        let peer = peer(&request);
+        let req = request.into_inner();
+        let view = self
+            .cx
+            .call(Rpc::Admin, "Fleet", peer.clone(), async {
+                self.admin(peer.as_ref()).await?;
+                crate::fleet::view(&self.cx.registrar, &req.states, OffsetDateTime::now_utc()).await
+            })
+            .await?;
+        Ok(Response::new(view))
+    }
 }

@@ -111,6 +111,8 @@ impl ca_server::Ca for CaService {
             last_error: r.last_error,
             trusted_roots: r.trusted_roots,
             restart_without_slot: r.restart_without_slot,
+            not_after_unix: r.not_after_unix,
+            failed_switch: r.failed_switch,
         };
         let now = OffsetDateTime::now_utc();
         cx.call(Rpc::Other, "Report", peer.clone(), async {

@@ -107,3 +107,41 @@ pub fn role_to_proto(role: Role) -> v1::Role {
         Role::Ca => v1::Role::Ca,
     }
 }
+
+/// A role's word (`node`, `operator`, `admin`, `ca`), `-` for none.
+pub fn role_name(role: i32) -> &'static str {
+    match v1::Role::try_from(role) {
+        Ok(v1::Role::Node) => "node",
+        Ok(v1::Role::Operator) => "operator",
+        Ok(v1::Role::Admin) => "admin",
+        Ok(v1::Role::Ca) => "ca",
+        _ => "-",
+    }
+}
+
+/// A time in JSON output: RFC 3339 in UTC (`2026-12-03T01:11:36Z`), `null` for none (0).
+pub fn rfc3339(unix: i64) -> serde_json::Value {
+    if unix == 0 {
+        return serde_json::Value::Null;
+    }
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// Unix seconds as the CLI prints times (`2026-12-07 12:00:00Z`).
+pub fn timestamp(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -48,4 +48,8 @@ pub struct AgentState {
     /// When the last engine restart went ahead without a restart slot, and why; empty
     /// when it had one.
     pub restart_without_slot: String,
+    /// When the certificate in use expires, Unix seconds (0: not said).
+    pub not_after_unix: i64,
+    /// Why the last `enroll --docker` failed, until a switch succeeds; empty otherwise.
+    pub failed_switch: String,
 }
