@@ -174,7 +174,7 @@ pub async fn doctor(out: &Path, server: Option<&str>, warn_within: Duration) -> 
         ),
     }
     ca_checks(&mut r, &state, &bundle, server).await;
-    match agent_pid(out) {
+    match crate::agent::running_pid(out) {
         Some(pid) => r.ok("agent", format!("running (pid {pid})")),
         None => r.warn(
             "agent",
@@ -436,35 +436,6 @@ async fn ca_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, server:
     } else {
         r.ok("revocation", "not revoked (the CA's CRL, asked now)".into());
     }
-}
-
-/// The pid of a running `ca-client agent` for the credentials in `out` (its `--out`, or
-/// none and `out` the default).
-fn agent_pid(out: &Path) -> Option<u32> {
-    let same = |dir: &str| {
-        std::fs::canonicalize(dir).ok() == std::fs::canonicalize(out).ok() || Path::new(dir) == out
-    };
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let words: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|w| String::from_utf8_lossy(w).to_string())
-            .collect();
-        let is_client = words.first().is_some_and(|w| w.ends_with("ca-client"));
-        let given = words.iter().enumerate().find_map(|(i, w)| {
-            if w == "--out" {
-                words.get(i + 1).cloned()
-            } else {
-                w.strip_prefix("--out=").map(str::to_string)
-            }
-        });
-        let ours = match given {
-            Some(dir) => same(&dir),
-            None => same(crate::state::DEFAULT_OUT),
-        };
-        (is_client && ours && words.iter().skip(1).any(|w| w == "agent")).then_some(pid)
-    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`docker`]: the switch itself (daemon.json, systemd drop-in, TLS pairs, verify,
 //!   rollback) and certificate rotation in the engine.
 //! - [`agent`]: the long-running renewal loop.
+//! - [`guard`]: guard mode: the agent serves mutual TLS in front of dockerd's socket.
 //! - [`status`]: `check` and `status`.
 //! - [`operator`]: `login` (operator and admin certificates, docker contexts) and `env`.
 //! - [`contexts`]: docker contexts in the CLI's own store.
@@ -28,6 +29,7 @@ pub mod doctor;
 pub mod dryrun;
 pub mod enroll;
 pub mod error;
+pub mod guard;
 pub mod node;
 pub mod operator;
 pub mod recover;
