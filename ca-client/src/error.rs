@@ -52,6 +52,11 @@ pub enum ClientError {
     Clock(#[from] ClockSkew),
     #[error(transparent)]
     Launch(#[from] LaunchProblem),
+    #[error(
+        "no audit log in {}: the guard writes one when this node's engine is in guard mode (enroll --docker --docker-mode guard)",
+        dir.display()
+    )]
+    NoAudit { dir: PathBuf },
 }
 
 impl ClientError {
@@ -75,6 +80,7 @@ impl ClientError {
             ClientError::Switch(_) => Reason::DockerSwitch,
             ClientError::Clock(_) => Reason::ClockSkew,
             ClientError::Launch(_) => Reason::DockerLauncher,
+            ClientError::NoAudit { .. } => Reason::NoAudit,
         }
     }
 }

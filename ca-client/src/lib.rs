@@ -14,6 +14,7 @@
 //! - [`sans`]: the names a node asks for.
 //! - [`state`]: `client.toml`, what a client remembers about its enrollment.
 //! - [`error`]: failures and their exit codes.
+//! - [`guard`]: guard mode: access levels and the per-request audit log.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! Private keys are generated here and never leave the machine.
@@ -28,6 +29,7 @@ pub mod doctor;
 pub mod dryrun;
 pub mod enroll;
 pub mod error;
+pub mod guard;
 pub mod node;
 pub mod operator;
 pub mod recover;
