@@ -54,6 +54,11 @@ pub enum ClientError {
     Launch(#[from] LaunchProblem),
     #[error(transparent)]
     Guard(#[from] GuardFailure),
+    #[error(
+        "no audit log in {}: the guard writes one when this node's engine is in guard mode (enroll --docker --docker-mode guard)",
+        dir.display()
+    )]
+    NoAudit { dir: PathBuf },
 }
 
 impl ClientError {
@@ -83,6 +88,7 @@ impl ClientError {
             ClientError::Launch(_) => Reason::DockerLauncher,
             ClientError::Guard(GuardFailure::NoAgentStart) => Reason::AgentStart,
             ClientError::Guard(_) => Reason::GuardListen,
+            ClientError::NoAudit { .. } => Reason::NoAudit,
         }
     }
 }

@@ -157,6 +157,7 @@ pub async fn run(
     if let Some(crl) = crl {
         crl.abort();
     }
+    node.guard.flush_audit();
     driven?;
     tracing::info!("agent stopped");
     Ok(())

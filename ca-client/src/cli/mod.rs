@@ -52,6 +52,21 @@ pub enum Command {
     Login(LoginArgs),
     /// Print DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH exports for a node.
     Env(EnvArgs),
+    /// Show the guard's per-request audit log on this node, oldest first.
+    Audit(AuditArgs),
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Keep printing requests as they come (across the log's rotations).
+    #[arg(long, short = 'f', env = "DTCA_FOLLOW")]
+    pub follow: bool,
+    /// Print each record as its JSON line.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 /// `login` flags.
@@ -304,6 +319,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
                 "{}",
                 crate::operator::env(&crate::contexts::docker_config_dir(), &args.node)?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(args) => {
+            let json = args.json || file.json == Some(true);
+            let out = settings::out_dir(&args.out, &file);
+            crate::guard::audit::reader::print(&out, args.follow, json).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status(args) => {

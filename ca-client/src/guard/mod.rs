@@ -4,6 +4,8 @@
 //! ever), revocations close a certificate's connections within seconds, node
 //! certificates are refused, and an operator's access level is enforced per request.
 //!
+//! - [`policy`]: what an operator's access level lets through, by method and path.
+//! - [`audit`]: the per-request audit log on the node, and its reader (`ca-client audit`).
 //! - [`verify`]: the handshake's client-certificate check (any root of the bundle, a
 //!   client usage) and what a verified leaf is (operator and access level, or node).
 //! - [`proxy`]: one client connection: checks, then dockerd's socket; bodies streamed,
@@ -16,6 +18,8 @@
 //! `key.pem`, `ca.pem`): what `enroll`, `renew` and the agent write. It does not talk to
 //! the CA itself; the agent feeds it revocations (the agent channel, the CRL).
 
+pub(crate) mod audit;
+pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod verify;
 
@@ -36,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::audit::{AuditLog, AuditRecord};
 use self::verify::Client;
 use crate::error::GuardFailure;
 use crate::state::{ClientState, EngineMode};
@@ -66,6 +71,9 @@ pub(crate) struct Shared {
     /// The listener task and what it listens on, while the guard runs.
     running: Mutex<Option<Running>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// The per-request audit log (`<out>/audit.log`), opened when the guard first
+    /// listens; `None` inside when it cannot be opened.
+    audit: std::sync::OnceLock<Option<AuditLog>>,
 }
 
 /// The pair and trust bundle in service.
@@ -105,6 +113,7 @@ impl Guard {
                 open: Mutex::new(HashMap::new()),
                 running: Mutex::new(None),
                 next_id: std::sync::atomic::AtomicU64::new(0),
+                audit: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -145,6 +154,14 @@ impl Guard {
             running.take();
         }
         let listener = bind(&listen).await?;
+        let out = &self.shared.out;
+        self.shared.audit.get_or_init(|| {
+            AuditLog::open(out)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, dir = %out.display(), "cannot open the audit log; requests are not audited");
+                })
+                .ok()
+        });
         let task = tokio::spawn(accept_loop(listener, self.shared.clone(), socket.clone()));
         tracing::info!(%listen, socket = %socket.display(), "guard listening (mutual TLS in front of the engine's socket)");
         if let Ok(mut running) = self.shared.running.lock() {
@@ -225,6 +242,17 @@ impl Guard {
         }
     }
 
+    /// Writes out the audit records still queued (the agent is stopping).
+    pub fn flush_audit(&self) {
+        if let Some(Some(log)) = self.shared.audit.get() {
+            log.flush();
+            let dropped = log.dropped();
+            if dropped > 0 {
+                tracing::warn!(dropped, "audit records were dropped: the disk fell behind");
+            }
+        }
+    }
+
     /// Watches the state file and the pair every [`POLL`], forever: follows the mode,
     /// reloads changed files.
     pub async fn supervise(self) {
@@ -248,7 +276,8 @@ impl Guard {
 }
 
 impl Shared {
-    /// Whether `client` may make this request; `Err` is the message of the refusal.
+    /// Whether `client` may make this request (`path`: the target, query included);
+    /// `Err` is the message of the refusal.
     pub(crate) fn allowed(&self, client: &Client, method: &Method, path: &str) -> Result<(), String> {
         if self
             .revoked
@@ -262,7 +291,7 @@ impl Shared {
         }
         match client.access {
             Some(Access::Full) => Ok(()),
-            Some(Access::ReadOnly) => read_only(method, path),
+            Some(Access::ReadOnly) => policy::check(Access::ReadOnly, method, path),
             None if self.is_own(&client.serial) && is_ping(method, path) => Ok(()),
             None => Err(format!(
                 "dtca guard: {} is a node certificate, not a docker client: use an operator certificate (ca-client login)",
@@ -280,26 +309,10 @@ impl Shared {
     }
 
     /// Writes the audit record of one request.
-    pub(crate) fn audit(
-        &self,
-        client: &Client,
-        method: &str,
-        path: &str,
-        status: u16,
-        bytes: u64,
-        took: Duration,
-    ) {
-        // TODO(i15a): the per-request audit file (crate::guard::audit); logged meanwhile.
-        tracing::debug!(
-            identity = %client.identity,
-            serial = %client.serial,
-            method,
-            path,
-            status,
-            bytes,
-            took_ms = took.as_secs_f64() * 1000.0,
-            "guard request"
-        );
+    pub(crate) fn audit(&self, record: AuditRecord) {
+        if let Some(Some(log)) = self.audit.get() {
+            log.record(record);
+        }
     }
 
     fn register(&self, serial: &Serial) -> (u64, watch::Receiver<bool>) {
@@ -333,13 +346,9 @@ impl Shared {
     }
 }
 
-/// Read-only certificates: refused outright until the access policy is in.
-fn read_only(_method: &Method, _path: &str) -> Result<(), String> {
-    Err("dtca guard: read-only certificates are not served by this guard yet".into())
-}
-
 /// `GET` or `HEAD` of `/_ping`, versioned or not.
-fn is_ping(method: &Method, path: &str) -> bool {
+fn is_ping(method: &Method, target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or(target);
     let bare = path
         .strip_prefix("/v")
         .and_then(|rest| rest.split_once('/'))

@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -18,15 +17,23 @@ use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{Mutex, watch};
 
+use dtca_pki::access::Access;
+use tokio::time::Instant;
+
 use super::Shared;
+use super::audit::AuditRecord;
 use super::verify::Client;
 
 /// What a response body is here: dockerd's, streamed, or the guard's own.
 type Reply = Response<UnsyncBoxBody<Bytes, hyper::Error>>;
+/// A request body on its way to dockerd: the client's, streamed and counted.
+type Upstream = UnsyncBoxBody<Bytes, hyper::Error>;
+/// What runs once a body has ended, with the bytes it carried.
+type Finish = Box<dyn FnOnce(u64) + Send>;
 
 /// Serves one connection until it ends or `closed` says its certificate was revoked.
 pub(super) async fn serve<S>(
@@ -72,47 +79,57 @@ struct Conn {
     /// dockerd's unix socket.
     socket: PathBuf,
     /// The connection to dockerd for this client connection, made at its first request.
-    upstream: Mutex<Option<SendRequest<Incoming>>>,
+    upstream: Mutex<Option<SendRequest<Upstream>>>,
     closed: watch::Receiver<bool>,
 }
 
 impl Conn {
-    async fn handle(self: &Arc<Self>, mut req: Request<Incoming>) -> Reply {
-        let started = tokio::time::Instant::now();
+    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
         let record = Record {
             shared: self.shared.clone(),
             client: self.client.clone(),
             method: method.to_string(),
-            path: path.clone(),
-            started,
+            path: target.clone(),
+            time: time::OffsetDateTime::now_utc(),
+            started: Instant::now(),
+            bytes_in: Arc::new(AtomicU64::new(0)),
         };
-        if let Err(message) = self.shared.allowed(&self.client, &method, &path) {
-            tracing::info!(identity = %self.client.identity, serial = %self.client.serial, %method, %path, %message, "refused");
-            record.done(StatusCode::FORBIDDEN.as_u16(), 0);
-            return refusal(StatusCode::FORBIDDEN, &message);
+        if let Err(message) = self.shared.allowed(&self.client, &method, &target) {
+            tracing::info!(identity = %self.client.identity, serial = %self.client.serial, %method, path = %target, %message, "refused");
+            let reply = refusal(StatusCode::FORBIDDEN, &message);
+            record.done(StatusCode::FORBIDDEN.as_u16(), 0, Some(message));
+            return reply;
         }
-        let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
-        let downstream = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let upgrade = parts.headers.contains_key(hyper::header::UPGRADE);
+        let downstream = upgrade.then(|| {
+            let mut bare = Request::new(());
+            *bare.extensions_mut() = std::mem::take(&mut parts.extensions);
+            hyper::upgrade::on(bare)
+        });
+        let body = Metered::new(body, record.bytes_in.clone(), None).boxed_unsync();
+        let req = Request::from_parts(parts, body);
         let mut sender = match self.sender().await {
             Ok(s) => s,
             Err(e) => {
-                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0);
-                return refusal(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the guard cannot reach the engine: {e}"),
-                );
+                let message = format!("the guard cannot reach the engine: {e}");
+                let reply = refusal(StatusCode::BAD_GATEWAY, &message);
+                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0, Some(message));
+                return reply;
             }
         };
         let mut response = match sender.send_request(req).await {
             Ok(r) => r,
             Err(e) => {
-                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0);
-                return refusal(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the engine did not answer: {e}"),
-                );
+                let message = format!("the engine did not answer: {e}");
+                let reply = refusal(StatusCode::BAD_GATEWAY, &message);
+                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0, Some(message));
+                return reply;
             }
         };
         let status = response.status();
@@ -121,16 +138,17 @@ impl Conn {
         {
             let upstream = hyper::upgrade::on(&mut response);
             let closed = self.closed.clone();
-            let bytes = Arc::new(AtomicU64::new(0));
-            let counted = bytes.clone();
             tokio::spawn(async move {
+                let (mut to_engine, mut to_client) = (0, 0);
                 match tokio::try_join!(downstream, upstream) {
                     Ok((down, up)) => {
-                        pipe(TokioIo::new(down), TokioIo::new(up), closed, &counted).await;
+                        (to_engine, to_client) =
+                            pipe(TokioIo::new(down), TokioIo::new(up), closed).await;
                     }
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }
-                record.done(status.as_u16(), counted.load(Ordering::Relaxed));
+                record.bytes_in.fetch_add(to_engine, Ordering::Relaxed);
+                record.done(status.as_u16(), to_client, None);
             });
             let (parts, _) = response.into_parts();
             return Response::from_parts(parts, empty());
@@ -140,11 +158,13 @@ impl Conn {
             *self.upstream.lock().await = Some(sender);
         }
         let (parts, body) = response.into_parts();
-        Response::from_parts(parts, Counted::new(body, record, status.as_u16()).boxed_unsync())
+        let out = Arc::new(AtomicU64::new(0));
+        let finish: Finish = Box::new(move |bytes_out| record.done(status.as_u16(), bytes_out, None));
+        Response::from_parts(parts, Metered::new(body, out, Some(finish)).boxed_unsync())
     }
 
     /// The connection to dockerd, made anew when there is none or it closed.
-    async fn sender(&self) -> Result<SendRequest<Incoming>, String> {
+    async fn sender(&self) -> Result<SendRequest<Upstream>, String> {
         if let Some(mut sender) = self.upstream.lock().await.take()
             && sender.ready().await.is_ok()
         {
@@ -155,7 +175,7 @@ impl Conn {
 }
 
 /// Opens a connection to dockerd's unix socket.
-async fn connect(socket: &Path) -> Result<SendRequest<Incoming>, String> {
+async fn connect(socket: &Path) -> Result<SendRequest<Upstream>, String> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -174,29 +194,53 @@ async fn connect(socket: &Path) -> Result<SendRequest<Incoming>, String> {
 /// Copies both ways until both directions have ended (or the certificate is revoked). A
 /// direction ends at its reader's end of input, or a read error (a TLS client that
 /// half-closes its TCP side without close_notify reads as an error); its writer is then
-/// shut down, which passes the half-close on.
-async fn pipe<D, U>(down: D, up: U, mut closed: watch::Receiver<bool>, bytes: &AtomicU64)
+/// shut down, which passes the half-close on. Returns the bytes to the engine and to the
+/// client.
+async fn pipe<D, U>(down: D, up: U, mut closed: watch::Receiver<bool>) -> (u64, u64)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut down_r, mut down_w) = tokio::io::split(down);
     let (mut up_r, mut up_w) = tokio::io::split(up);
-    let to_engine = async {
-        let n = tokio::io::copy(&mut down_r, &mut up_w).await.unwrap_or(0);
+    let to_engine = AtomicU64::new(0);
+    let to_client = AtomicU64::new(0);
+    let forward = async {
+        let n = copy(&mut down_r, &mut up_w).await;
         let _ = up_w.shutdown().await;
-        bytes.fetch_add(n, Ordering::Relaxed);
+        to_engine.store(n, Ordering::Relaxed);
     };
-    let to_client = async {
-        let n = tokio::io::copy(&mut up_r, &mut down_w).await.unwrap_or(0);
+    let back = async {
+        let n = copy(&mut up_r, &mut down_w).await;
         let _ = down_w.shutdown().await;
-        bytes.fetch_add(n, Ordering::Relaxed);
+        to_client.store(n, Ordering::Relaxed);
     };
     tokio::select! {
-        _ = async { tokio::join!(to_engine, to_client) } => {}
+        _ = async { tokio::join!(forward, back) } => {}
         _ = closed.wait_for(|c| *c) => {
             tracing::info!("closed a hijacked session of a revoked certificate");
         }
+    }
+    (to_engine.into_inner(), to_client.into_inner())
+}
+
+/// Copies until the end of input or an error; the bytes copied.
+async fn copy<R, W>(reader: &mut R, writer: &mut W) -> u64
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return total,
+            Ok(n) => n,
+        };
+        if writer.write_all(&buf[..n]).await.is_err() || writer.flush().await.is_err() {
+            return total;
+        }
+        total += n as u64;
     }
 }
 
@@ -227,42 +271,56 @@ pub(super) struct Record {
     shared: Arc<Shared>,
     client: Arc<Client>,
     method: String,
+    /// The request target, query included.
     path: String,
-    started: tokio::time::Instant,
+    time: time::OffsetDateTime,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
 }
 
 impl Record {
-    fn done(self, status: u16, bytes: u64) {
-        let took: Duration = self.started.elapsed();
-        self.shared
-            .audit(&self.client, &self.method, &self.path, status, bytes, took);
+    fn done(self, status: u16, bytes_out: u64, refused: Option<String>) {
+        self.shared.audit(AuditRecord {
+            time: self.time,
+            identity: self.client.identity.clone(),
+            serial: self.client.serial.to_string(),
+            access: self.client.access.unwrap_or(Access::ReadOnly),
+            method: self.method,
+            path: self.path,
+            status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            duration: self.started.elapsed(),
+            refused,
+        });
     }
 }
 
-/// dockerd's response body, passed on frame by frame, counted for the audit record.
-struct Counted {
+/// A body passed on frame by frame, its bytes counted; `finish` runs once it ends (or is
+/// dropped: the client went away).
+struct Metered {
     inner: Incoming,
-    bytes: u64,
-    record: Option<(Record, u16)>,
+    count: Arc<AtomicU64>,
+    finish: Option<Finish>,
 }
 
-impl Counted {
-    fn new(inner: Incoming, record: Record, status: u16) -> Counted {
-        Counted {
+impl Metered {
+    fn new(inner: Incoming, count: Arc<AtomicU64>, finish: Option<Finish>) -> Metered {
+        Metered {
             inner,
-            bytes: 0,
-            record: Some((record, status)),
+            count,
+            finish,
         }
     }
 
-    fn finish(&mut self) {
-        if let Some((record, status)) = self.record.take() {
-            record.done(status, self.bytes);
+    fn end(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish(self.count.load(Ordering::Relaxed));
         }
     }
 }
 
-impl Body for Counted {
+impl Body for Metered {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -274,10 +332,10 @@ impl Body for Counted {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.bytes += data.len() as u64;
+                    self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None | Some(Err(_))) => self.finish(),
+            Poll::Ready(None | Some(Err(_))) => self.end(),
             Poll::Pending => {}
         }
         polled
@@ -292,8 +350,8 @@ impl Body for Counted {
     }
 }
 
-impl Drop for Counted {
+impl Drop for Metered {
     fn drop(&mut self) {
-        self.finish();
+        self.end();
     }
 }
