@@ -289,6 +289,10 @@ pub async fn recover_interrupted(
     let Some(mut backup) = Backup::pending(backup_dir) else {
         return Ok(None);
     };
+    if backup.manifest.owner_alive() {
+        tracing::info!(pid = ?backup.manifest.pid, "a docker switch is under way; not touching it");
+        return Ok(None);
+    }
     tracing::warn!(started = %backup.manifest.started, "an earlier docker switch was interrupted; rolling it back");
     let how = roll_back(&backup, true, timeout)
         .await
