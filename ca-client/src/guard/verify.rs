@@ -59,6 +59,10 @@ impl ClusterVerifier {
     }
 
     /// Whether `leaf` chains to a root through `intermediates` for the EKU `usage`.
+    /// webpki checks the EKU of every certificate of the path, and dtca's intermediates
+    /// carry none, so the usage is "required if present"; what the leaf itself carries
+    /// decides its access after the handshake ([`Client::from_leaf`]: no client usage,
+    /// no access).
     fn chains_for(
         &self,
         leaf: &EndEntityCert<'_>,
@@ -71,7 +75,7 @@ impl ClusterVerifier {
             &self.roots,
             intermediates,
             now,
-            KeyUsage::required(usage),
+            KeyUsage::required_if_present(usage),
             None,
             None,
         )
@@ -226,6 +230,47 @@ pub(crate) fn verifier(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dtca_common::bundle::{Bundle, sample};
+
+    fn check(verifier: &ClusterVerifier, bundle: &Bundle) -> Result<(), rustls::Error> {
+        let leaf = CertificateDer::from(bundle.chain[0].clone());
+        let rest: Vec<CertificateDer<'_>> = bundle.chain[1..]
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        verifier
+            .verify_client_cert(&leaf, &rest, UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn operators_and_nodes_of_the_cluster_pass_the_handshake_and_are_told_apart() {
+        let provider = dtca_common::tls::provider();
+        let operator = sample("c", Role::Operator, "ann", &[]);
+        let verifier = ClusterVerifier::new(&operator.roots, &provider).unwrap();
+        check(&verifier, &operator).unwrap();
+        let client = Client::from_leaf(&operator.chain[0]).unwrap();
+        assert_eq!(client.access, Some(Access::Full));
+        assert_eq!(client.identity, "dtca://c/operator/ann");
+    }
+
+    #[test]
+    fn a_node_certificate_passes_the_handshake_but_has_no_access() {
+        let provider = dtca_common::tls::provider();
+        let node = sample("c", Role::Node, "n1", &["n1.example"]);
+        let verifier = ClusterVerifier::new(&node.roots, &provider).unwrap();
+        check(&verifier, &node).unwrap();
+        assert_eq!(Client::from_leaf(&node.chain[0]).unwrap().access, None);
+    }
+
+    #[test]
+    fn refuses_a_certificate_of_another_cluster() {
+        let provider = dtca_common::tls::provider();
+        let ours = sample("c", Role::Operator, "ann", &[]);
+        let theirs = sample("c", Role::Operator, "ann", &[]);
+        let verifier = ClusterVerifier::new(&ours.roots, &provider).unwrap();
+        assert!(check(&verifier, &theirs).is_err());
+    }
 
     #[test]
     fn oids_encode_as_der_contents() {
