@@ -200,17 +200,17 @@ fn every_docker_command_works_through_the_guard() {
     let node = Node::new();
     switch_to_guard(&node, true);
     let restarts = node.engine.restarts();
-    node.operator_context("g");
+    node.operator_context("gd");
 
     let version = ok(
-        &node.docker("g", &["version", "--format", "{{.Server.Version}}"]),
+        &node.docker("gd", &["version", "--format", "{{.Server.Version}}"]),
         "version",
     );
     assert!(!version.is_empty());
-    ok(&node.docker("g", &["info"]), "info");
-    ok(&node.docker("g", &["ps", "-a"]), "ps");
+    ok(&node.docker("gd", &["info"]), "info");
+    ok(&node.docker("gd", &["ps", "-a"]), "ps");
     let id = ok(
-        &node.docker("g", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("gd", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     assert!(!id.is_empty());
@@ -219,8 +219,8 @@ fn every_docker_command_works_through_the_guard() {
     // through the guard), and the output after it comes back.
     let mut exec = node
         .engine
-        .cli("g")
-        .args(["exec", "-i", "c", "cat"])
+        .cli("gd")
+        .args(["exec", "-i", "ct", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -236,7 +236,7 @@ fn every_docker_command_works_through_the_guard() {
 
     // exec with a tty, under script(1): the terminal's input reaches the shell in the
     // container and its answer comes back.
-    let inner = "docker --context g exec -it c sh -c 'read x; echo got-$x; exit 3'";
+    let inner = "docker --context gd exec -it ct sh -c 'read x; echo got-$x; exit 3'";
     let mut tty = Command::new("script")
         .args(["-qefc", inner, "/dev/null"])
         .env("DOCKER_CONFIG", node.engine.dir.join("cli"))
@@ -268,34 +268,43 @@ fn every_docker_command_works_through_the_guard() {
     // attach to a container waiting for input.
     ok(
         &node.docker(
-            "g",
-            &["run", "-d", "-i", "--name", "a", IMAGE, "sh", "-c", "read x; echo attached-$x"],
+            "gd",
+            &["run", "-d", "-i", "--name", "at", IMAGE, "sh", "-c", "read x; echo attached-$x"],
         ),
         "run -d -i",
     );
     let mut attach = node
         .engine
-        .cli("g")
-        .args(["attach", "a"])
+        .cli("gd")
+        .args(["attach", "at"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    attach.stdin.take().unwrap().write_all(b"hi\n").unwrap();
-    let attach = attach.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&attach.stdout).contains("attached-hi"),
-        "attach: {}",
-        text(&attach)
-    );
+    // Typed while attached; stdin stays open, as a terminal's would, until the
+    // container has answered and exited (which ends the attach).
+    let mut typing = attach.stdin.take().unwrap();
+    typing.write_all(b"hi\n").unwrap();
+    let lines = collect_lines(&mut attach);
+    let answered = wait_until(Duration::from_secs(20), || {
+        lines.lock().unwrap().iter().any(|l| l == "attached-hi")
+    });
+    let ended = wait_until(Duration::from_secs(20), || attach.try_wait().unwrap().is_some());
+    drop(typing);
+    if !ended {
+        let _ = attach.kill();
+    }
+    let _ = attach.wait();
+    assert!(answered, "attach: {:?}", lines.lock().unwrap());
+    assert!(ended, "attach did not end with the container");
 
     // logs -f: a stream that keeps coming.
     ok(
         &node.docker(
-            "g",
+            "gd",
             &[
-                "run", "-d", "--name", "l", IMAGE, "sh", "-c",
+                "run", "-d", "--name", "lg", IMAGE, "sh", "-c",
                 "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
             ],
         ),
@@ -303,8 +312,8 @@ fn every_docker_command_works_through_the_guard() {
     );
     let mut logs = node
         .engine
-        .cli("g")
-        .args(["logs", "-f", "l"])
+        .cli("gd")
+        .args(["logs", "-f", "lg"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -321,7 +330,7 @@ fn every_docker_command_works_through_the_guard() {
     // events: what happened so far, up to now.
     let until = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
     let events = ok(
-        &node.docker("g", &["events", "--since", "0", "--until", &until]),
+        &node.docker("gd", &["events", "--since", "0", "--until", &until]),
         "events",
     );
     assert!(events.contains("container start"), "events: {events}");
@@ -334,12 +343,12 @@ fn every_docker_command_works_through_the_guard() {
     }
     std::fs::write(&big, &data).unwrap();
     ok(
-        &node.docker("g", &["cp", big.to_str().unwrap(), "c:/big.bin"]),
+        &node.docker("gd", &["cp", big.to_str().unwrap(), "ct:/big.bin"]),
         "cp in",
     );
     let back = node.engine.dir.join("back.bin");
     ok(
-        &node.docker("g", &["cp", "c:/big.bin", back.to_str().unwrap()]),
+        &node.docker("gd", &["cp", "ct:/big.bin", back.to_str().unwrap()]),
         "cp out",
     );
     assert!(std::fs::read(&back).unwrap() == data, "cp: the file came back different");
@@ -354,26 +363,26 @@ fn every_docker_command_works_through_the_guard() {
     .unwrap();
     std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
     ok(
-        &node.docker("g", &["build", "-t", "dtca-test/built:1", ctx.to_str().unwrap()]),
+        &node.docker("gd", &["build", "-t", "dtca-test/built:1", ctx.to_str().unwrap()]),
         "build",
     );
     let built = ok(
-        &node.docker("g", &["run", "--rm", "dtca-test/built:1", "cat", "/built", "/hello.txt"]),
+        &node.docker("gd", &["run", "--rm", "dtca-test/built:1", "cat", "/built", "/hello.txt"]),
         "run the built image",
     );
     assert_eq!(built, "built\nhello");
     let tar = node.engine.dir.join("image.tar");
     ok(
-        &node.docker("g", &["save", "-o", tar.to_str().unwrap(), "dtca-test/built:1"]),
+        &node.docker("gd", &["save", "-o", tar.to_str().unwrap(), "dtca-test/built:1"]),
         "save",
     );
-    ok(&node.docker("g", &["rmi", "dtca-test/built:1"]), "rmi");
+    ok(&node.docker("gd", &["rmi", "dtca-test/built:1"]), "rmi");
     ok(
-        &node.docker("g", &["load", "-i", tar.to_str().unwrap()]),
+        &node.docker("gd", &["load", "-i", tar.to_str().unwrap()]),
         "load",
     );
     ok(
-        &node.docker("g", &["image", "inspect", "dtca-test/built:1"]),
+        &node.docker("gd", &["image", "inspect", "dtca-test/built:1"]),
         "inspect the loaded image",
     );
 
@@ -388,7 +397,6 @@ fn every_docker_command_works_through_the_guard() {
 
 #[test]
 fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
-    let t = Instant::now();
     let node = Node::new();
     switch_to_guard(&node, true);
     // The node's own pair, under the names the docker CLI reads.
@@ -413,12 +421,12 @@ fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
 fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let node = Node::new();
     switch_to_guard(&node, true);
-    node.operator_context("g");
+    node.operator_context("gd");
     ok(
         &node.docker(
-            "g",
+            "gd",
             &[
-                "run", "-d", "--name", "l", IMAGE, "sh", "-c",
+                "run", "-d", "--name", "lg", IMAGE, "sh", "-c",
                 "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
             ],
         ),
@@ -428,8 +436,8 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let restarts = node.engine.restarts();
     let mut logs = node
         .engine
-        .cli("g")
-        .args(["logs", "-f", "l"])
+        .cli("gd")
+        .args(["logs", "-f", "lg"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -464,7 +472,7 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
         count(&lines)
     );
     assert!(logs.try_wait().unwrap().is_none(), "logs -f ended");
-    ok(&node.docker("g", &["ps"]), "ps after the rotation");
+    ok(&node.docker("gd", &["ps"]), "ps after the rotation");
     // dockerd was not touched.
     assert_eq!(node.engine.pid(), pid);
     assert_eq!(node.engine.restarts(), restarts);
@@ -476,9 +484,9 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
 fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() {
     let node = Node::new();
     switch_to_guard(&node, true);
-    let creds = node.operator_context("g");
+    let creds = node.operator_context("gd");
     ok(
-        &node.docker("g", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("gd", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     assert!(
@@ -490,8 +498,8 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     );
     let mut exec = node
         .engine
-        .cli("g")
-        .args(["exec", "-i", "c", "sh", "-c", "while read x; do echo got-$x; done"])
+        .cli("gd")
+        .args(["exec", "-i", "ct", "sh", "-c", "while read x; do echo got-$x; done"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -542,7 +550,7 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     );
     println!("revoke to closed exec session: {} ms", took.as_millis());
     // New calls are refused, with a message the CLI prints.
-    let refused = node.docker("g", &["ps"]);
+    let refused = node.docker("gd", &["ps"]);
     assert!(!refused.status.success(), "a revoked certificate got in");
     assert!(text(&refused).contains("revoked"), "{}", text(&refused));
 }
@@ -553,21 +561,21 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
     let native = node.switch("native", true);
     assert!(native.status.success(), "native switch: {}", text(&native));
     assert_eq!(node.status()["engine"]["mode"], "native");
-    node.operator_context("n");
+    node.operator_context("nt");
     let id = ok(
-        &node.docker("n", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("nt", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     let started = ok(
-        &node.docker("n", &["inspect", "-f", "{{.State.StartedAt}}", "c"]),
+        &node.docker("nt", &["inspect", "-f", "{{.State.StartedAt}}", "ct"]),
         "inspect",
     );
 
     switch_to_guard(&node, false);
     let dockerd = node.engine.pid();
-    ok(&node.docker("n", &["version"]), "version through the guard");
+    ok(&node.docker("nt", &["version"]), "version through the guard");
     let running = ok(
-        &node.docker("n", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "c"]),
+        &node.docker("nt", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "ct"]),
         "inspect through the guard",
     );
     assert_eq!(running, format!("{id} true {started}"), "the container did not survive");
@@ -582,7 +590,7 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
     assert_eq!(node.status()["engine"]["mode"], "native");
     assert_ne!(node.engine.pid(), dockerd, "dockerd serves TLS itself again");
     let running = ok(
-        &node.docker("n", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "c"]),
+        &node.docker("nt", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "ct"]),
         "inspect through dockerd's TLS",
     );
     assert_eq!(running, format!("{id} true {started}"), "the container did not survive");
