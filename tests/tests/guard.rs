@@ -595,3 +595,60 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
     );
     assert_eq!(running, format!("{id} true {started}"), "the container did not survive");
 }
+
+/// Why the README recommends guard mode for swarm nodes, measured: dockerd refuses
+/// live-restore in swarm mode, so the restart a native rotation makes stops every
+/// container of the node; in guard mode a rotation leaves dockerd and its containers be.
+#[test]
+fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
+    let node = Node::new();
+    let init = node
+        .engine
+        .docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert!(init.status.success(), "swarm init: {}", text(&init));
+    let running = |args: &[&str]| -> String {
+        let mut all = vec!["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}"];
+        all.extend_from_slice(args);
+        ok(&node.engine.docker(&all), "inspect")
+    };
+    // What a native rotation does to the engine: a restart.
+    ok(
+        &node.engine.docker(&["run", "-d", "--name", "before", IMAGE, "sleep", "600"]),
+        "run -d",
+    );
+    let restart = Command::new(&node.engine.restart).status().unwrap();
+    assert!(restart.success());
+    assert!(wait_until(Duration::from_secs(30), || node
+        .engine
+        .docker(&["version"])
+        .status
+        .success()));
+    assert!(
+        running(&["before"]).starts_with("false"),
+        "a swarm node's container survived a restart: {}",
+        running(&["before"])
+    );
+
+    switch_to_guard(&node, true);
+    node.operator_context("sw");
+    ok(
+        &node.docker("sw", &["run", "-d", "--name", "after", IMAGE, "sleep", "600"]),
+        "run -d through the guard",
+    );
+    let state = running(&["after"]);
+    let pid = node.engine.pid();
+    let before = node.serial();
+    let renew = run("ca-client", &["renew", "--out", node.out.to_str().unwrap()]);
+    assert!(renew.status.success(), "renew: {}", text(&renew));
+    let after = node.serial();
+    assert!(
+        wait_until(Duration::from_secs(10), || node.status()["engine"]["served_serial"]
+            .as_str()
+            == Some(after.as_str())),
+        "the guard does not serve the new pair"
+    );
+    assert_ne!(before, after);
+    assert_eq!(node.engine.pid(), pid, "dockerd was restarted");
+    assert_eq!(running(&["after"]), state, "the container did not survive the rotation");
+    assert!(state.starts_with("true"));
+}
