@@ -652,3 +652,41 @@ fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
     assert_eq!(running(&["after"]), state, "the container did not survive the rotation");
     assert!(state.starts_with("true"));
 }
+
+/// Without a way to start the agent (no systemd here, no `--agent-start`) the switch is
+/// refused before anything is spent (exit 47); an agent start that starts nothing is
+/// rolled back like any failed switch (exit 48), the engine back on its plain address.
+#[test]
+fn a_guard_switch_without_an_agent_is_refused_or_rolled_back() {
+    use dtca_common::Reason;
+    use dtca_tests::cli::expect_exit;
+    let node = Node::new();
+    let config_before = std::fs::read_to_string(&node.engine.config).unwrap();
+    let enroll = |extra: &[&str]| {
+        let t = token(&node.state, &["--role", "node"]);
+        Command::new(bin("ca-client"))
+            .args(["enroll", "--docker", "--no-default-sans", "--san", "127.0.0.1"])
+            .args(["--docker-mode", "guard", "--docker-timeout", "5s"])
+            .args(["--server", &node.serve.addr, "--token", &t, "--out"])
+            .arg(&node.out)
+            .args(node.engine.switch_flags(&node.listen, &node.engine.restart))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = enroll(&[]);
+    expect_exit(&refused, Reason::AgentStart);
+    assert!(stderr(&refused).contains("--agent-start"), "{}", stderr(&refused));
+    assert!(!node.out.join("client.toml").exists(), "something was spent");
+    assert_eq!(std::fs::read_to_string(&node.engine.config).unwrap(), config_before);
+
+    let failed = enroll(&["--agent-start", "true"]);
+    expect_exit(&failed, Reason::GuardSwitch);
+    assert!(stderr(&failed).contains("start the agent"), "{}", stderr(&failed));
+    assert_eq!(std::fs::read_to_string(&node.engine.config).unwrap(), config_before);
+    assert!(accepts(&node.engine.plain), "the engine is not back on its plain address");
+    assert!(!accepts(&node.listen), "something still listens on the guard's address");
+    let status = node.status();
+    assert_eq!(status["engine"]["managed"], false, "{status}");
+    assert_eq!(status["engine"]["failed_switch"]["step"], "start-agent", "{status}");
+}
