@@ -16,8 +16,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::docker::{self, daemon_json, engine, launcher};
-use crate::state::EngineMode;
 use crate::state::ClientState;
+use crate::state::EngineMode;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -277,17 +277,28 @@ async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, out
         (Some(d), _) => {
             let serving = serving(&d.listen, bundle, docker::served_pair(d, out)).await;
             let fix = match d.mode {
-                EngineMode::Native => format!("restart the engine ({}) or run ca-client agent, which restarts it onto the current pair", d.restart),
-                EngineMode::Guard => "run ca-client agent (in guard mode it serves the engine's address)".to_string(),
+                EngineMode::Native => format!(
+                    "restart the engine ({}) or run ca-client agent, which restarts it onto the current pair",
+                    d.restart
+                ),
+                EngineMode::Guard => {
+                    "run ca-client agent (in guard mode it serves the engine's address)".to_string()
+                }
             };
             match serving {
                 Ok(()) => r.ok(
                     "mode",
-                    format!("{}: mutual TLS on {} with the current pair; {launched}", d.mode, d.listen),
+                    format!(
+                        "{}: mutual TLS on {} with the current pair; {launched}",
+                        d.mode, d.listen
+                    ),
                 ),
                 Err(e) => r.fail(
                     "mode",
-                    format!("switched to {} ({} mode), but {e}; {launched}", d.listen, d.mode),
+                    format!(
+                        "switched to {} ({} mode), but {e}; {launched}",
+                        d.listen, d.mode
+                    ),
                     fix,
                 ),
             }

@@ -327,7 +327,9 @@ pub enum LaunchProblem {
 /// Guard mode cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardFailure {
-    #[error("the guard cannot listen on {listen}: {detail}; free the address (is dockerd still on it?) or choose another with --docker-listen")]
+    #[error(
+        "the guard cannot listen on {listen}: {detail}; free the address (is dockerd still on it?) or choose another with --docker-listen"
+    )]
     Listen { listen: EngineAddr, detail: String },
     #[error("the guard cannot serve the node's certificate: {0}")]
     Pair(String),

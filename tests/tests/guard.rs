@@ -70,16 +70,19 @@ impl Node {
     /// `ca-client enroll --docker --docker-mode MODE` (with a token the first time).
     fn switch(&self, mode: &str, first: bool) -> Output {
         let mut cmd = Command::new(bin("ca-client"));
-        cmd.args(["enroll", "--docker", "--no-default-sans", "--san", "127.0.0.1"])
-            .args(["--docker-mode", mode, "--docker-timeout", "20s"])
-            .arg("--agent-start")
-            .arg(self.agent_start())
-            .arg("--out")
-            .arg(&self.out)
-            .args(
-                self.engine
-                    .switch_flags(&self.listen, &self.engine.restart),
-            );
+        cmd.args([
+            "enroll",
+            "--docker",
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+        ])
+        .args(["--docker-mode", mode, "--docker-timeout", "20s"])
+        .arg("--agent-start")
+        .arg(self.agent_start())
+        .arg("--out")
+        .arg(&self.out)
+        .args(self.engine.switch_flags(&self.listen, &self.engine.restart));
         if first {
             let t = token(&self.state, &["--role", "node"]);
             cmd.args(["--server", &self.serve.addr, "--token", &t]);
@@ -179,13 +182,18 @@ fn switch_to_guard(node: &Node, first: bool) {
         serde_json::from_str(&std::fs::read_to_string(&node.engine.config).unwrap()).unwrap();
     let hosts = config["hosts"].as_array().unwrap();
     assert!(
-        hosts.iter().all(|h| h.as_str().unwrap().starts_with("unix://")),
+        hosts
+            .iter()
+            .all(|h| h.as_str().unwrap().starts_with("unix://")),
         "dockerd still listens on TCP: {hosts:?}"
     );
     for key in ["tls", "tlsverify", "tlscacert", "tlscert", "tlskey"] {
         assert!(config.get(key).is_none(), "daemon.json keeps {key}");
     }
-    assert!(!accepts(&node.engine.plain), "the plain address still answers");
+    assert!(
+        !accepts(&node.engine.plain),
+        "the plain address still answers"
+    );
     let status = node.status();
     assert_eq!(status["engine"]["mode"], "guard", "{status}");
     assert_eq!(
@@ -254,7 +262,9 @@ fn every_docker_command_works_through_the_guard() {
         let _ = reader.read_to_string(&mut tty_out);
         tty_out
     });
-    let finished = wait_until(Duration::from_secs(30), || tty.try_wait().unwrap().is_some());
+    let finished = wait_until(Duration::from_secs(30), || {
+        tty.try_wait().unwrap().is_some()
+    });
     drop(typing);
     if !finished {
         let _ = tty.kill();
@@ -269,7 +279,17 @@ fn every_docker_command_works_through_the_guard() {
     ok(
         &node.docker(
             "gd",
-            &["run", "-d", "-i", "--name", "at", IMAGE, "sh", "-c", "read x; echo attached-$x"],
+            &[
+                "run",
+                "-d",
+                "-i",
+                "--name",
+                "at",
+                IMAGE,
+                "sh",
+                "-c",
+                "read x; echo attached-$x",
+            ],
         ),
         "run -d -i",
     );
@@ -290,7 +310,9 @@ fn every_docker_command_works_through_the_guard() {
     let answered = wait_until(Duration::from_secs(20), || {
         lines.lock().unwrap().iter().any(|l| l == "attached-hi")
     });
-    let ended = wait_until(Duration::from_secs(20), || attach.try_wait().unwrap().is_some());
+    let ended = wait_until(Duration::from_secs(20), || {
+        attach.try_wait().unwrap().is_some()
+    });
     drop(typing);
     if !ended {
         let _ = attach.kill();
@@ -304,7 +326,13 @@ fn every_docker_command_works_through_the_guard() {
         &node.docker(
             "gd",
             &[
-                "run", "-d", "--name", "lg", IMAGE, "sh", "-c",
+                "run",
+                "-d",
+                "--name",
+                "lg",
+                IMAGE,
+                "sh",
+                "-c",
                 "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
             ],
         ),
@@ -351,7 +379,10 @@ fn every_docker_command_works_through_the_guard() {
         &node.docker("gd", &["cp", "ct:/big.bin", back.to_str().unwrap()]),
         "cp out",
     );
-    assert!(std::fs::read(&back).unwrap() == data, "cp: the file came back different");
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "cp: the file came back different"
+    );
 
     // build from a local Dockerfile, then save and load the image.
     let ctx = node.engine.dir.join("build");
@@ -363,17 +394,33 @@ fn every_docker_command_works_through_the_guard() {
     .unwrap();
     std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
     ok(
-        &node.docker("gd", &["build", "-t", "dtca-test/built:1", ctx.to_str().unwrap()]),
+        &node.docker(
+            "gd",
+            &["build", "-t", "dtca-test/built:1", ctx.to_str().unwrap()],
+        ),
         "build",
     );
     let built = ok(
-        &node.docker("gd", &["run", "--rm", "dtca-test/built:1", "cat", "/built", "/hello.txt"]),
+        &node.docker(
+            "gd",
+            &[
+                "run",
+                "--rm",
+                "dtca-test/built:1",
+                "cat",
+                "/built",
+                "/hello.txt",
+            ],
+        ),
         "run the built image",
     );
     assert_eq!(built, "built\nhello");
     let tar = node.engine.dir.join("image.tar");
     ok(
-        &node.docker("gd", &["save", "-o", tar.to_str().unwrap(), "dtca-test/built:1"]),
+        &node.docker(
+            "gd",
+            &["save", "-o", tar.to_str().unwrap(), "dtca-test/built:1"],
+        ),
         "save",
     );
     ok(&node.docker("gd", &["rmi", "dtca-test/built:1"]), "rmi");
@@ -400,8 +447,14 @@ fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
     let node = Node::new();
     switch_to_guard(&node, true);
     // The node's own pair, under the names the docker CLI reads.
-    let own = node.engine.docker_tls(&node.listen, &node.out, &["version"]);
-    assert!(!own.status.success(), "the node's certificate got in: {}", text(&own));
+    let own = node
+        .engine
+        .docker_tls(&node.listen, &node.out, &["version"]);
+    assert!(
+        !own.status.success(),
+        "the node's certificate got in: {}",
+        text(&own)
+    );
     assert!(
         text(&own).contains("node certificate"),
         "refused without the guard's message: {}",
@@ -414,7 +467,10 @@ fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
         .env("DOCKER_CONFIG", node.engine.dir.join("cli"))
         .output()
         .unwrap();
-    assert!(!none.status.success(), "a client without a certificate got in");
+    assert!(
+        !none.status.success(),
+        "a client without a certificate got in"
+    );
 }
 
 #[test]
@@ -426,7 +482,13 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
         &node.docker(
             "gd",
             &[
-                "run", "-d", "--name", "lg", IMAGE, "sh", "-c",
+                "run",
+                "-d",
+                "--name",
+                "lg",
+                IMAGE,
+                "sh",
+                "-c",
                 "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
             ],
         ),
@@ -453,9 +515,10 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let written = Instant::now();
     // New connections get the new pair.
     assert!(
-        wait_until(Duration::from_secs(10), || node.status()["engine"]["served_serial"]
-            .as_str()
-            == Some(after.as_str())),
+        wait_until(
+            Duration::from_secs(10),
+            || node.status()["engine"]["served_serial"].as_str() == Some(after.as_str())
+        ),
         "the guard does not serve the new pair: {}\n{}",
         node.status(),
         node.agent_log()
@@ -499,7 +562,14 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     let mut exec = node
         .engine
         .cli("gd")
-        .args(["exec", "-i", "ct", "sh", "-c", "while read x; do echo got-$x; done"])
+        .args([
+            "exec",
+            "-i",
+            "ct",
+            "sh",
+            "-c",
+            "while read x; do echo got-$x; done",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -536,7 +606,9 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     );
     assert!(revoke.status.success(), "revoke: {}", stderr(&revoke));
     // The session is closed (the CLI exits), though its stdin is still open.
-    let closed = wait_until(Duration::from_secs(5), || exec.try_wait().unwrap().is_some());
+    let closed = wait_until(Duration::from_secs(5), || {
+        exec.try_wait().unwrap().is_some()
+    });
     let took = revoked_at.elapsed();
     if !closed {
         let _ = exec.kill();
@@ -573,12 +645,27 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
 
     switch_to_guard(&node, false);
     let dockerd = node.engine.pid();
-    ok(&node.docker("nt", &["version"]), "version through the guard");
+    ok(
+        &node.docker("nt", &["version"]),
+        "version through the guard",
+    );
     let running = ok(
-        &node.docker("nt", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "ct"]),
+        &node.docker(
+            "nt",
+            &[
+                "inspect",
+                "-f",
+                "{{.Id}} {{.State.Running}} {{.State.StartedAt}}",
+                "ct",
+            ],
+        ),
         "inspect through the guard",
     );
-    assert_eq!(running, format!("{id} true {started}"), "the container did not survive");
+    assert_eq!(
+        running,
+        format!("{id} true {started}"),
+        "the container did not survive"
+    );
 
     let back = node.switch("native", false);
     assert!(
@@ -588,12 +675,28 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
         node.agent_log()
     );
     assert_eq!(node.status()["engine"]["mode"], "native");
-    assert_ne!(node.engine.pid(), dockerd, "dockerd serves TLS itself again");
+    assert_ne!(
+        node.engine.pid(),
+        dockerd,
+        "dockerd serves TLS itself again"
+    );
     let running = ok(
-        &node.docker("nt", &["inspect", "-f", "{{.Id}} {{.State.Running}} {{.State.StartedAt}}", "ct"]),
+        &node.docker(
+            "nt",
+            &[
+                "inspect",
+                "-f",
+                "{{.Id}} {{.State.Running}} {{.State.StartedAt}}",
+                "ct",
+            ],
+        ),
         "inspect through dockerd's TLS",
     );
-    assert_eq!(running, format!("{id} true {started}"), "the container did not survive");
+    assert_eq!(
+        running,
+        format!("{id} true {started}"),
+        "the container did not survive"
+    );
 }
 
 /// Why the README recommends guard mode for swarm nodes, measured: dockerd refuses
@@ -613,7 +716,9 @@ fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
     };
     // What a native rotation does to the engine: a restart.
     ok(
-        &node.engine.docker(&["run", "-d", "--name", "before", IMAGE, "sleep", "600"]),
+        &node
+            .engine
+            .docker(&["run", "-d", "--name", "before", IMAGE, "sleep", "600"]),
         "run -d",
     );
     let restart = Command::new(&node.engine.restart).status().unwrap();
@@ -632,7 +737,10 @@ fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
     switch_to_guard(&node, true);
     node.operator_context("sw");
     ok(
-        &node.docker("sw", &["run", "-d", "--name", "after", IMAGE, "sleep", "600"]),
+        &node.docker(
+            "sw",
+            &["run", "-d", "--name", "after", IMAGE, "sleep", "600"],
+        ),
         "run -d through the guard",
     );
     let state = running(&["after"]);
@@ -642,14 +750,19 @@ fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
     assert!(renew.status.success(), "renew: {}", text(&renew));
     let after = node.serial();
     assert!(
-        wait_until(Duration::from_secs(10), || node.status()["engine"]["served_serial"]
-            .as_str()
-            == Some(after.as_str())),
+        wait_until(
+            Duration::from_secs(10),
+            || node.status()["engine"]["served_serial"].as_str() == Some(after.as_str())
+        ),
         "the guard does not serve the new pair"
     );
     assert_ne!(before, after);
     assert_eq!(node.engine.pid(), pid, "dockerd was restarted");
-    assert_eq!(running(&["after"]), state, "the container did not survive the rotation");
+    assert_eq!(
+        running(&["after"]),
+        state,
+        "the container did not survive the rotation"
+    );
     assert!(state.starts_with("true"));
 }
 
@@ -665,7 +778,13 @@ fn a_guard_switch_without_an_agent_is_refused_or_rolled_back() {
     let enroll = |extra: &[&str]| {
         let t = token(&node.state, &["--role", "node"]);
         Command::new(bin("ca-client"))
-            .args(["enroll", "--docker", "--no-default-sans", "--san", "127.0.0.1"])
+            .args([
+                "enroll",
+                "--docker",
+                "--no-default-sans",
+                "--san",
+                "127.0.0.1",
+            ])
             .args(["--docker-mode", "guard", "--docker-timeout", "5s"])
             .args(["--server", &node.serve.addr, "--token", &t, "--out"])
             .arg(&node.out)
@@ -676,17 +795,43 @@ fn a_guard_switch_without_an_agent_is_refused_or_rolled_back() {
     };
     let refused = enroll(&[]);
     expect_exit(&refused, Reason::AgentStart);
-    assert!(stderr(&refused).contains("--agent-start"), "{}", stderr(&refused));
-    assert!(!node.out.join("client.toml").exists(), "something was spent");
-    assert_eq!(std::fs::read_to_string(&node.engine.config).unwrap(), config_before);
+    assert!(
+        stderr(&refused).contains("--agent-start"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !node.out.join("client.toml").exists(),
+        "something was spent"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&node.engine.config).unwrap(),
+        config_before
+    );
 
     let failed = enroll(&["--agent-start", "true"]);
     expect_exit(&failed, Reason::GuardSwitch);
-    assert!(stderr(&failed).contains("start the agent"), "{}", stderr(&failed));
-    assert_eq!(std::fs::read_to_string(&node.engine.config).unwrap(), config_before);
-    assert!(accepts(&node.engine.plain), "the engine is not back on its plain address");
-    assert!(!accepts(&node.listen), "something still listens on the guard's address");
+    assert!(
+        stderr(&failed).contains("start the agent"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&node.engine.config).unwrap(),
+        config_before
+    );
+    assert!(
+        accepts(&node.engine.plain),
+        "the engine is not back on its plain address"
+    );
+    assert!(
+        !accepts(&node.listen),
+        "something still listens on the guard's address"
+    );
     let status = node.status();
     assert_eq!(status["engine"]["managed"], false, "{status}");
-    assert_eq!(status["engine"]["failed_switch"]["step"], "start-agent", "{status}");
+    assert_eq!(
+        status["engine"]["failed_switch"]["step"], "start-agent",
+        "{status}"
+    );
 }

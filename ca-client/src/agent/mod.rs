@@ -114,7 +114,10 @@ pub async fn run(
     // Guard mode: the agent serves the engine's address; it must, or nothing does.
     let guard = crate::guard::Guard::new(&opts.out);
     guard.follow(&state).await?;
-    if let Some(d) = state.docker.as_ref().filter(|d| d.mode == EngineMode::Native)
+    if let Some(d) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.mode == EngineMode::Native)
         && let Err(e) = stop
             .finish(
                 "bringing the engine onto the current certificate",
@@ -384,7 +387,11 @@ impl Renewable for Enrolled<'_> {
         let state = &mut self.state;
         let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
         let new = renew_with(&addr, &current, &sans, state.key_type).await?;
-        if let Some(d) = state.docker.as_ref().filter(|d| d.mode == EngineMode::Native) {
+        if let Some(d) = state
+            .docker
+            .as_ref()
+            .filter(|d| d.mode == EngineMode::Native)
+        {
             docker::rotate(d, &new, self.opts.docker_timeout).await?;
         }
         let info = new.leaf()?;
@@ -442,7 +449,11 @@ impl Renewable for Enrolled<'_> {
             if self.guard.is_running() {
                 self.guard.reload()?;
             }
-            if let Some(d) = self.state.docker.as_ref().filter(|d| d.mode == EngineMode::Native)
+            if let Some(d) = self
+                .state
+                .docker
+                .as_ref()
+                .filter(|d| d.mode == EngineMode::Native)
                 && docker::pairs::TlsDir::new(&d.tls_dir).trust(&roots)?
             {
                 tracing::info!(
@@ -514,8 +525,11 @@ pub fn running_pid(out: &Path) -> Option<u32> {
             Some(dir) => same(&dir),
             None => same(crate::state::DEFAULT_OUT),
         };
-        (is_client && ours && pid != std::process::id() && words.iter().skip(1).any(|w| w == "agent"))
-            .then_some(pid)
+        (is_client
+            && ours
+            && pid != std::process::id()
+            && words.iter().skip(1).any(|w| w == "agent"))
+        .then_some(pid)
     })
 }
 

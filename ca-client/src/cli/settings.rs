@@ -225,10 +225,7 @@ pub(super) fn docker_options(
         timeout: duration_or(given.timeout.as_deref(), None, "60s", "--docker-timeout")?,
         force: args.force || file.force == Some(true),
         dry_run: args.dry_run,
-        mode: given
-            .mode
-            .or(current.map(|d| d.mode))
-            .unwrap_or_default(),
+        mode: given.mode.or(current.map(|d| d.mode)).unwrap_or_default(),
         agent_start: given
             .agent_start
             .clone()

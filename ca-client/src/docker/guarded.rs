@@ -60,10 +60,7 @@ impl Handoff<'_> {
 /// # Errors
 /// [`GuardFailure::NoAgentStart`].
 pub fn check_agent_start(out: &Path, agent_start: Option<&str>) -> Result<(), ClientError> {
-    if agent_start.is_some()
-        || systemd_running()
-        || crate::agent::running_pid(out).is_some()
-    {
+    if agent_start.is_some() || systemd_running() || crate::agent::running_pid(out).is_some() {
         Ok(())
     } else {
         Err(GuardFailure::NoAgentStart.into())
@@ -185,7 +182,9 @@ async fn run(command: &str, out: Option<&Path>) -> Result<(), String> {
             .status(),
     )
     .await
-    .map_err(|_| format!("`{command}` did not return within 60s (it must start the agent in the background)"))?
+    .map_err(|_| {
+        format!("`{command}` did not return within 60s (it must start the agent in the background)")
+    })?
     .map_err(|e| format!("cannot run `{command}`: {e}"))?;
     if status.success() {
         Ok(())

@@ -299,7 +299,12 @@ impl Guard {
 impl Shared {
     /// Whether `client` may make this request (`path`: the target, query included);
     /// `Err` is the message of the refusal.
-    pub(crate) fn allowed(&self, client: &Client, method: &Method, path: &str) -> Result<(), String> {
+    pub(crate) fn allowed(
+        &self,
+        client: &Client,
+        method: &Method,
+        path: &str,
+    ) -> Result<(), String> {
         if self
             .revoked
             .read()
@@ -448,14 +453,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, socket: PathBuf
 /// The files the guard serves, as they are on disk: a TLS server configuration.
 fn load(out: &Path) -> Result<Loaded, GuardFailure> {
     let stamp = stamp(out);
-    let bundle = Bundle::load(out, Layout::CLIENT).map_err(|e| GuardFailure::Pair(e.to_string()))?;
+    let bundle =
+        Bundle::load(out, Layout::CLIENT).map_err(|e| GuardFailure::Pair(e.to_string()))?;
     let serial = bundle
         .leaf()
         .map_err(|e| GuardFailure::Pair(e.to_string()))?
         .serial;
     let provider = provider();
-    let verifier =
-        verify::verifier(&bundle.roots, &provider).map_err(GuardFailure::Pair)?;
+    let verifier = verify::verifier(&bundle.roots, &provider).map_err(GuardFailure::Pair)?;
     let chain: Vec<CertificateDer<'static>> = bundle
         .chain
         .iter()
@@ -480,7 +485,11 @@ fn stamp(out: &Path) -> Vec<Option<SystemTime>> {
     let layout = Layout::CLIENT;
     [layout.ca, layout.cert, layout.key]
         .iter()
-        .map(|name| std::fs::metadata(out.join(name)).and_then(|m| m.modified()).ok())
+        .map(|name| {
+            std::fs::metadata(out.join(name))
+                .and_then(|m| m.modified())
+                .ok()
+        })
         .collect()
 }
 

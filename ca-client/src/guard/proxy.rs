@@ -24,9 +24,9 @@ use tokio::sync::{Mutex, watch};
 use dtca_pki::access::Access;
 use tokio::time::Instant;
 
-use super::{Registration, Shared};
 use super::audit::AuditRecord;
 use super::verify::Client;
+use super::{Registration, Shared};
 
 /// What a response body is here: dockerd's, streamed, or the guard's own.
 type Reply = Response<UnsyncBoxBody<Bytes, hyper::Error>>;
@@ -107,7 +107,11 @@ impl Conn {
             started: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
         };
-        if let Err(message) = self.open.shared.allowed(&self.open.client, &method, &target) {
+        if let Err(message) = self
+            .open
+            .shared
+            .allowed(&self.open.client, &method, &target)
+        {
             tracing::info!(identity = %self.open.client.identity, serial = %self.open.client.serial, %method, path = %target, %message, "refused");
             let reply = refusal(StatusCode::FORBIDDEN, &message);
             record.done(StatusCode::FORBIDDEN.as_u16(), 0, Some(message));
@@ -169,7 +173,8 @@ impl Conn {
         }
         let (parts, body) = response.into_parts();
         let out = Arc::new(AtomicU64::new(0));
-        let finish: Finish = Box::new(move |bytes_out| record.done(status.as_u16(), bytes_out, None));
+        let finish: Finish =
+            Box::new(move |bytes_out| record.done(status.as_u16(), bytes_out, None));
         Response::from_parts(parts, Metered::new(body, out, Some(finish)).boxed_unsync())
     }
 

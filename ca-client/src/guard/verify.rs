@@ -186,12 +186,14 @@ fn has_eku(der: &[u8], dotted: &str) -> bool {
     let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
         return false;
     };
-    cert.extensions().iter().any(|ext| match ext.parsed_extension() {
-        ParsedExtension::ExtendedKeyUsage(eku) => {
-            eku.other.iter().any(|oid| oid.to_id_string() == dotted)
-        }
-        _ => false,
-    })
+    cert.extensions()
+        .iter()
+        .any(|ext| match ext.parsed_extension() {
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                eku.other.iter().any(|oid| oid.to_id_string() == dotted)
+            }
+            _ => false,
+        })
 }
 
 /// The DER contents (no tag, no length) of a dotted OID.
