@@ -497,6 +497,66 @@ fn stamp(out: &Path) -> Vec<Option<SystemTime>> {
 mod tests {
     use super::*;
 
+    fn operator(access: Option<Access>) -> Client {
+        Client {
+            serial: "0A1B".parse().unwrap(),
+            identity: "dtca://c/operator/ann".into(),
+            access,
+        }
+    }
+
+    #[test]
+    fn full_access_passes_read_only_goes_through_the_policy_and_nodes_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let guard = Guard::new(tmp.path());
+        let shared = &guard.shared;
+        let full = operator(Some(Access::Full));
+        assert!(
+            shared
+                .allowed(&full, &Method::POST, "/v1.41/containers/create")
+                .is_ok()
+        );
+        let read_only = operator(Some(Access::ReadOnly));
+        assert!(
+            shared
+                .allowed(&read_only, &Method::GET, "/v1.41/containers/json")
+                .is_ok()
+        );
+        assert!(
+            shared
+                .allowed(&read_only, &Method::POST, "/v1.41/containers/create")
+                .is_err()
+        );
+        // A node certificate that is not the one this guard serves: not even a ping.
+        let node = operator(None);
+        let refused = shared.allowed(&node, &Method::GET, "/_ping").unwrap_err();
+        assert!(refused.contains("node certificate"), "{refused}");
+    }
+
+    #[test]
+    fn a_revocation_refuses_the_serial_and_closes_its_open_connections() {
+        let tmp = tempfile::tempdir().unwrap();
+        let guard = Guard::new(tmp.path());
+        let client = operator(Some(Access::Full));
+        let (registration, closed) = guard.shared.register(&client.serial);
+        assert!(!*closed.borrow());
+        guard.revoke(&["0a1b".into()]);
+        assert!(
+            *closed.borrow(),
+            "the open connection was not told to close"
+        );
+        let refused = guard
+            .shared
+            .allowed(&client, &Method::GET, "/_ping")
+            .unwrap_err();
+        assert!(refused.contains("revoked"), "{refused}");
+        // A connection opened after the revocation starts closed.
+        let (_late, late_closed) = guard.shared.register(&client.serial);
+        assert!(*late_closed.borrow());
+        drop(registration);
+        assert_eq!(guard.shared.open.lock().unwrap()[&client.serial].len(), 1);
+    }
+
     #[test]
     fn pings_are_recognised_with_and_without_a_version() {
         assert!(is_ping(&Method::GET, "/_ping"));

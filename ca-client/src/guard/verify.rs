@@ -266,6 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn refuses_an_expired_certificate() {
+        let provider = dtca_common::tls::provider();
+        let operator = sample("c", Role::Operator, "ann", &[]);
+        let verifier = ClusterVerifier::new(&operator.roots, &provider).unwrap();
+        let later = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            UnixTime::now().as_secs() + 2 * 3600,
+        ));
+        let leaf = CertificateDer::from(operator.chain[0].clone());
+        let rest = [CertificateDer::from(operator.chain[1].clone())];
+        assert_eq!(
+            verifier
+                .verify_client_cert(&leaf, &rest, later)
+                .unwrap_err(),
+            rustls::Error::InvalidCertificate(CertificateError::Expired)
+        );
+    }
+
+    #[test]
     fn refuses_a_certificate_of_another_cluster() {
         let provider = dtca_common::tls::provider();
         let ours = sample("c", Role::Operator, "ann", &[]);
