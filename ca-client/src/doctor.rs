@@ -15,8 +15,9 @@ use dtca_pki::inspect::CertInfo;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::docker::{self, daemon_json, engine, launcher, pairs::TlsDir};
+use crate::docker::{self, daemon_json, engine, launcher};
 use crate::state::ClientState;
+use crate::state::EngineMode;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -150,7 +151,7 @@ pub async fn doctor(out: &Path, server: Option<&str>, warn_within: Duration) -> 
             expiry(&mut r, "chain", &info, now, warn_within);
         }
     }
-    engine_checks(&mut r, &state, &bundle).await;
+    engine_checks(&mut r, &state, &bundle, out).await;
     match crate::agent::watch::wanted_names(&state, &leaf, None) {
         Some(wanted) => {
             let mut has: Vec<String> = leaf.dns_names.clone();
@@ -222,7 +223,7 @@ fn expiry(
 }
 
 /// Engine reachable, launcher and mode, what it serves, plain TCP listeners left.
-async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle) {
+async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, out: &Path) {
     let sockets: Vec<PathBuf> = match &state.docker {
         Some(d) => vec![d.socket.clone()],
         None => std::env::var("DOCKER_HOST")
@@ -273,16 +274,31 @@ async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle) {
     let launched = format!("started by {} ({})", l.kind, l.evidence);
     match (&state.docker, &state.failed_switch) {
         (Some(d), _) => {
-            let serving = serving(&d.listen, bundle, &TlsDir::new(&d.tls_dir)).await;
+            let serving = serving(&d.listen, bundle, docker::served_pair(d, out)).await;
+            let fix = match d.mode {
+                EngineMode::Native => format!(
+                    "restart the engine ({}) or run ca-client agent, which restarts it onto the current pair",
+                    d.restart
+                ),
+                EngineMode::Guard => {
+                    "run ca-client agent (in guard mode it serves the engine's address)".to_string()
+                }
+            };
             match serving {
                 Ok(()) => r.ok(
                     "mode",
-                    format!("native: mutual TLS on {} with the current pair; {launched}", d.listen),
+                    format!(
+                        "{}: mutual TLS on {} with the current pair; {launched}",
+                        d.mode, d.listen
+                    ),
                 ),
                 Err(e) => r.fail(
                     "mode",
-                    format!("switched to {}, but {e}; {launched}", d.listen),
-                    format!("restart the engine ({}) or run ca-client agent, which restarts it onto the current pair", d.restart),
+                    format!(
+                        "switched to {} ({} mode), but {e}; {launched}",
+                        d.listen, d.mode
+                    ),
+                    fix,
                 ),
             }
         }
@@ -345,9 +361,13 @@ async fn dial(host: &EngineAddr) -> Option<SocketAddr> {
     engine::dial_addr(host).await.ok()
 }
 
-/// The engine serves the pair its TLS directory holds now, verified against the root.
-async fn serving(listen: &EngineAddr, bundle: &Bundle, tls: &TlsDir) -> Result<(), String> {
-    let current = tls.load_current().map_err(|e| e.to_string())?;
+/// The engine serves the pair it should now (`current`), verified against the root.
+async fn serving(
+    listen: &EngineAddr,
+    bundle: &Bundle,
+    current: Result<Bundle, crate::error::ClientError>,
+) -> Result<(), String> {
+    let current = current.map_err(|e| e.to_string())?;
     let want = current.leaf().map_err(|e| e.to_string())?.serial;
     let name = docker::tls_name(&current).ok_or("its certificate names no host")?;
     let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;

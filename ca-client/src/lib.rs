@@ -7,6 +7,7 @@
 //! - [`agent`]: the long-running renewal loop.
 //! - [`rotation`]: one renewal put in service (the engine rotated), for the agent and
 //!   `renew`, and `renew`'s hand-off to a running agent.
+//! - [`guard`]: guard mode: the agent serves mutual TLS in front of dockerd's socket.
 //! - [`status`]: `check` and `status`.
 //! - [`operator`]: `login` (operator and admin certificates, docker contexts), `env` and
 //!   `nodes`; [`freshness`]: `login --watch`.
@@ -32,6 +33,7 @@ pub mod dryrun;
 pub mod enroll;
 pub mod error;
 pub mod freshness;
+pub mod guard;
 pub mod node;
 pub mod operator;
 pub mod recover;

@@ -23,7 +23,7 @@ use crate::agent::rolling::Turn;
 use crate::enroll::{self, Obtained, renew_with};
 use crate::error::{ClientError, HandOff};
 use crate::sans::Sans;
-use crate::state::ClientState;
+use crate::state::{ClientState, EngineMode};
 
 /// File in the state directory that a running agent holds locked, with its pid in it.
 pub const AGENT_PID: &str = "agent.pid";
@@ -50,7 +50,9 @@ pub(crate) async fn put_in_service(
         ips: leaf.ip_addresses.clone(),
     });
     let new = renew_with(addr, current, &sans, state.key_type).await?;
-    if let Some(d) = &state.docker {
+    // A guard-mode engine is never restarted: the guard serves the new pair (the agent
+    // reloads it, and notices new files on disk).
+    if let Some(d) = state.docker.as_ref().filter(|d| d.mode == EngineMode::Native) {
         let went = engine.turn.rotate(addr, current, &new, d, engine.stopping);
         state.restart_without_slot = went.await?;
     }

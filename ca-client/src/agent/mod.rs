@@ -51,7 +51,7 @@ use crate::enroll;
 use crate::error::ClientError;
 use crate::rotation::{self, AgentLock};
 use crate::sans::Sans;
-use crate::state::ClientState;
+use crate::state::{ClientState, EngineMode};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -137,7 +137,13 @@ pub async fn run(
     if let Some(how) = recovered {
         tracing::warn!(%how, "rolled back an interrupted docker switch");
     }
-    if let Some(d) = &state.docker
+    // Guard mode: the agent serves the engine's address; it must, or nothing does.
+    let guard = crate::guard::Guard::new(&opts.out);
+    guard.follow(&state).await?;
+    if let Some(d) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.mode == EngineMode::Native)
         && let Err(e) = stop
             .finish(
                 "bringing the engine onto the current certificate",
@@ -152,10 +158,13 @@ pub async fn run(
         retry_base: opts.retry_base,
         retry_cap: opts.retry_cap,
     };
-    let channel = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server))
-        .ok()
+    let addr = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server)).ok();
+    let channel = addr
+        .clone()
         .zip(Bundle::load(&opts.out, Layout::CLIENT).ok())
-        .map(|(addr, bundle)| Channel::open(addr, bundle));
+        .map(|(addr, bundle)| Channel::open(addr, bundle, guard.clone()));
+    let supervisor = tokio::spawn(guard.clone().supervise());
+    let crl = addr.map(|addr| tokio::spawn(revocation_list(addr, opts.out.clone(), guard.clone())));
     let mut node = Enrolled {
         opts: &opts,
         state,
@@ -163,9 +172,10 @@ pub async fn run(
         channel,
         asked: asked.filter(|_| lock.is_some()),
         stopping: stop.watch(),
+        guard,
     };
     let mut watch = AddressWatch::new();
-    drive(
+    let driven = drive(
         &mut node,
         timing,
         opts.renew_now,
@@ -173,9 +183,34 @@ pub async fn run(
         &mut stop,
         OffsetDateTime::now_utc,
     )
-    .await?;
+    .await;
+    supervisor.abort();
+    if let Some(crl) = crl {
+        crl.abort();
+    }
+    node.guard.flush_audit();
+    driven?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How often the guard's revoked serials are read again from the CA's CRL (the agent
+/// channel delivers new ones within a second; this covers what it missed while away).
+const CRL_EVERY: Duration = Duration::from_secs(60);
+
+/// Feeds the guard the serials on the CA's CRL, at start and every [`CRL_EVERY`].
+async fn revocation_list(addr: ServerAddr, out: PathBuf, guard: crate::guard::Guard) {
+    loop {
+        let fetched = async {
+            let bundle = Bundle::load(&out, Layout::CLIENT)?;
+            crate::ca::revoked_serials(&addr, &bundle).await
+        };
+        match fetched.await {
+            Ok(serials) => guard.revoke_serials(&serials),
+            Err(e) => tracing::debug!(error = %e, "cannot read the CA's CRL; trying again later"),
+        }
+        tokio::time::sleep(CRL_EVERY).await;
+    }
 }
 
 /// What the loop sees of the certificate it keeps fresh.
@@ -338,6 +373,8 @@ struct Enrolled<'a> {
     asked: Option<tokio::signal::unix::Signal>,
     /// True once a stop is requested: ends a wait for a restart slot.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// The guard, serving the engine's address in guard mode.
+    guard: crate::guard::Guard,
 }
 
 impl Enrolled<'_> {
@@ -350,8 +387,24 @@ impl Enrolled<'_> {
 
 impl Renewable for Enrolled<'_> {
     fn look(&mut self, refused: Option<&Sans>) -> Result<Look, ClientError> {
+        // The files are the truth: `enroll --docker` (a mode move) and `renew` write them
+        // while the agent runs.
+        if let Ok(state) = ClientState::load(&self.opts.out) {
+            self.state = state;
+        }
         let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
         let leaf = bundle.leaf()?;
+        let before = self
+            .current
+            .as_ref()
+            .and_then(|b| b.leaf().ok())
+            .map(|l| l.serial);
+        if before.is_some_and(|s| s != leaf.serial)
+            && let Some(channel) = &mut self.channel
+        {
+            // Renewed behind the agent's back: the stream speaks for the new certificate.
+            channel.reopen(Bundle::load(&self.opts.out, Layout::CLIENT)?);
+        }
         let due = self.state.planned_renewal(&leaf, &self.opts.out);
         let wanted = watch::wanted_names(&self.state, &leaf, refused);
         self.current = Some(bundle);
@@ -378,6 +431,10 @@ impl Renewable for Enrolled<'_> {
         )
         .await?;
         let info = new.leaf()?;
+        if self.guard.is_running() {
+            // Guard mode: new connections get the new pair now; dockerd is not touched.
+            self.guard.reload()?;
+        }
         // The stream speaks for the new certificate from now on.
         if let Some(channel) = &mut self.channel {
             channel.reopen(new);
@@ -430,7 +487,14 @@ impl Renewable for Enrolled<'_> {
                 enroll::write(&self.opts.out, &bundle, &self.state)?;
                 tracing::info!(roots = roots.len(), "installed the CA's new trust bundle");
             }
-            if let Some(d) = &self.state.docker
+            if self.guard.is_running() {
+                self.guard.reload()?;
+            }
+            if let Some(d) = self
+                .state
+                .docker
+                .as_ref()
+                .filter(|d| d.mode == EngineMode::Native)
                 && docker::pairs::TlsDir::new(&d.tls_dir).trust(&roots)?
             {
                 tracing::info!(
@@ -449,7 +513,7 @@ impl Renewable for Enrolled<'_> {
         let sent = async {
             let addr = self.addr()?;
             let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
-            let report = report::gather(&self.state, &bundle).await;
+            let report = report::gather(&self.state, &bundle, &self.opts.out).await;
             crate::ca::report(&addr, &bundle, report).await
         };
         if let Err(e) = sent.await {

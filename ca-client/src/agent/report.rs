@@ -13,7 +13,11 @@ use crate::docker::{self, daemon_json, engine};
 use crate::state::{ClientState, DockerState};
 
 /// The node's state now, as the agent sees it.
-pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentReport {
+pub(super) async fn gather(
+    state: &ClientState,
+    bundle: &Bundle,
+    out: &std::path::Path,
+) -> v1::AgentReport {
     let leaf = bundle.leaf().ok();
     let serial = leaf
         .as_ref()
@@ -43,7 +47,7 @@ pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentRep
         ..Default::default()
     };
     if let Some(d) = &state.docker {
-        engine_facts(d, &mut report).await;
+        engine_facts(d, out, &mut report).await;
     } else if let Some(failed) = &state.failed_switch {
         // The engine was left as it was: say why, and what it still listens on.
         report.failed_switch.clone_from(&failed.error);
@@ -72,8 +76,8 @@ fn plain_listeners(config: &std::path::Path) -> Vec<String> {
 
 /// How the switched engine answers: its socket (version, swarm role), the certificate it
 /// serves, and any plain TCP address its daemon.json still lists.
-async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
-    report.mode = "native".into();
+async fn engine_facts(d: &DockerState, out: &std::path::Path, report: &mut v1::AgentReport) {
+    report.mode = d.mode.as_str().into();
     match engine::info_unix(&d.socket).await {
         Ok(info) => {
             report.engine_healthy = true;
@@ -92,7 +96,7 @@ async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
     }
     report.plain_listeners = plain_listeners(&d.config);
     if report.engine_healthy
-        && let Ok(current) = docker::pairs::TlsDir::new(&d.tls_dir).load_current()
+        && let Ok(current) = docker::served_pair(d, out)
         && let (Some(name), Ok(addr)) = (
             docker::tls_name(&current),
             engine::dial_addr(&d.listen).await,

@@ -15,11 +15,14 @@ pub(super) async fn enroll_command(
     let opts = settings::enroll_options(&args, file)?;
     let json = args.json || file.json == Some(true);
     // A failed switch kept the settings it was given: its retry needs none of them.
-    let remembered = crate::state::ClientState::load(&opts.out)
-        .ok()
-        .and_then(|s| s.failed_switch)
+    let enrolled = crate::state::ClientState::load(&opts.out).ok();
+    let remembered = enrolled
+        .as_ref()
+        .and_then(|s| s.failed_switch.clone())
         .and_then(|f| f.flags);
-    if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
+    if let Some(docker) =
+        settings::docker_options(&args.docker, file, remembered.as_ref(), enrolled.as_ref())?
+    {
         let Some(current) = docker_enrollment(&opts, &docker, json).await? else {
             return Ok(ExitCode::SUCCESS);
         };
@@ -97,17 +100,29 @@ async fn docker_enrollment(
         ""
     };
     // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-    if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
+    if let Some(done) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.listen == docker.listen && d.mode == docker.mode)
         && !docker.force
     {
         say(
             json,
             format!(
-                "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
-                done.listen
+                "already enrolled and switched: the engine listens on {} (mutual TLS, {} mode); nothing to do{unused}",
+                done.listen, done.mode
             ),
         );
         return Ok(None);
+    }
+    if let Some(done) = state.docker.as_ref().filter(|d| d.mode != docker.mode) {
+        say(
+            json,
+            format!(
+                "moving the engine from {} mode to {} mode",
+                done.mode, docker.mode
+            ),
+        );
     }
     say(
         json,

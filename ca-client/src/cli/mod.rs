@@ -55,6 +55,21 @@ pub enum Command {
     Env(EnvArgs),
     /// Operators: the CA's node inventory (name, engine address, mode, serial, expiry).
     Nodes(NodesArgs),
+    /// Show the guard's per-request audit log on this node, oldest first.
+    Audit(AuditArgs),
+}
+
+/// `audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Keep printing requests as they come (across the log's rotations).
+    #[arg(long, short = 'f', env = "DTCA_FOLLOW")]
+    pub follow: bool,
+    /// Print each record as its JSON line.
+    #[arg(long, env = "DTCA_JSON")]
+    pub json: bool,
+    #[command(flatten)]
+    pub out: OutArgs,
 }
 
 /// `login` flags.
@@ -206,6 +221,18 @@ pub struct DockerArgs {
     /// [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
     #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
     pub systemd_dirs: Vec<PathBuf>,
+    /// Who serves mutual TLS on --docker-listen: `native`, dockerd itself (a new
+    /// certificate restarts it), or `guard`, the agent in front of dockerd's unix socket
+    /// (rotation never restarts dockerd, revocations apply in seconds, access levels are
+    /// enforced). On a switched node, moves it to that mode. [default: native, or the
+    /// node's current mode]
+    #[arg(long, env = "DTCA_DOCKER_MODE", value_enum)]
+    pub docker_mode: Option<crate::state::EngineMode>,
+    /// Guard mode: command that starts `ca-client agent` where systemd does not run it
+    /// (it must return once the agent runs in the background). [default: systemctl
+    /// enable + restart dtca-agent.service]
+    #[arg(long, env = "DTCA_AGENT_START")]
+    pub agent_start: Option<String>,
     /// Switch again even when already switched: renew (or, with a token, enroll afresh)
     /// and redo every step.
     #[arg(long, env = "DTCA_FORCE")]
@@ -351,6 +378,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
         }
         Command::Env(args) => operator_cmd::env_command(&args, json(args.json)),
         Command::Nodes(args) => operator_cmd::nodes_command(&args, &file, json(args.json)).await,
+        Command::Audit(args) => {
+            let out = settings::out_dir(&args.out, &file);
+            crate::guard::audit::reader::print(&out, args.follow, json(args.json)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status(args) => {
             crate::status::status(&settings::out_dir(&args.out, &file), json(args.json)).await?;
             Ok(ExitCode::SUCCESS)

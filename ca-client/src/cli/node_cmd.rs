@@ -32,10 +32,11 @@ pub(super) async fn renew_command(
     }
     report("renewed", &out, &obtained);
     if let Some(d) = &obtained.state.docker {
-        println!(
-            "  engine:    rotated onto it, serving mutual TLS on {}",
-            d.listen
-        );
+        let how = match d.mode {
+            crate::state::EngineMode::Guard => "served by the guard (no engine restart)",
+            crate::state::EngineMode::Native => "rotated onto it",
+        };
+        println!("  engine:    {how}, serving mutual TLS on {}", d.listen);
     }
     if let Some(plan) = obtained.state.next_renewal_of(&obtained.info) {
         println!("  next:      renewal planned at {}", plan.at);
@@ -56,8 +57,15 @@ pub(super) fn enrolled(out: &Path, obtained: &Obtained, as_json: bool) {
     report("enrolled", out, obtained);
     if let Some(d) = &obtained.state.docker {
         println!(
-            "  engine:    switched to mutual TLS on {} (published as {})",
-            d.listen, d.advertise
+            "  engine:    switched to mutual TLS on {} (published as {}), {} mode{}",
+            d.listen,
+            d.advertise,
+            d.mode,
+            match d.mode {
+                crate::state::EngineMode::Guard =>
+                    ": the agent serves it in front of dockerd's socket",
+                crate::state::EngineMode::Native => "",
+            }
         );
         println!(
             "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
@@ -97,6 +105,7 @@ pub(super) fn result_json(what: &str, out: &Path, obtained: &Obtained, via: Opti
         "engine": state.docker.as_ref().map(|d| json!({
             "listen": d.listen.to_string(),
             "advertise": d.advertise.to_string(),
+            "mode": d.mode.as_str(),
         })),
         "next_renewal": next,
         "renewed_by": via.map(|v| match v {
