@@ -175,6 +175,7 @@ pub async fn obtain_with(
         docker: None,
         failed_switch: None,
         token_policy: allowance.filter(|a| a.role == Role::Node).map(|a| a.policy),
+        access: None,
     };
     Ok(Obtained {
         bundle,

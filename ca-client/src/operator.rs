@@ -102,6 +102,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         docker: None,
         failed_switch: None,
         token_policy: None,
+        access: Some(info.access),
     };
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(
@@ -148,6 +149,7 @@ pub async fn renew(
             other => other,
         })?;
     state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+    state.access = Some(bundle.leaf()?.access);
     enroll::write(&dir, &bundle, &state)?;
     let hosts = host_contexts(&state.extra_sans)?;
     let (contexts, unreachable) =

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
+use dtca_pki::access::Access;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,10 @@ pub struct ClientState {
     /// outside them is not taken for a change of names the certificate should follow.
     #[serde(default)]
     pub token_policy: Option<SanPolicy>,
+    /// An operator's access level, as its current certificate carries it (`login` and
+    /// `login --renew` record it; `status` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
 }
 
 fn yes() -> bool {

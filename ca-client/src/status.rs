@@ -159,9 +159,14 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
     let mut names: Vec<String> = leaf.dns_names.clone();
     names.extend(leaf.ip_addresses.iter().map(ToString::to_string));
     let engine = engine_status(&state).await;
+    let is_operator = leaf
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Operator);
     if as_json {
         let value = json!({
             "identity": leaf.identity.as_ref().map(|i| i.uri()),
+            "access": is_operator.then(|| leaf.access.as_str()),
             "server": state.server,
             "serial": leaf.serial.to_string(),
             "names": names,
@@ -188,6 +193,9 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
         "identity:     {}",
         leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default()
     );
+    if is_operator {
+        println!("access:       {}", crate::cli::access_note(leaf.access));
+    }
     println!("server:       {}", state.server);
     println!("serial:       {}", leaf.serial);
     println!(
@@ -341,6 +349,7 @@ mod tests {
             public_key_der: vec![],
             server_auth: false,
             client_auth: true,
+            access: dtca_pki::access::Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         }

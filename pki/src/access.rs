@@ -19,8 +19,19 @@ pub const ARC: &str = "2.25.129926020494527248288744792990249038043";
 /// The EKU of a read-only operator certificate (dotted form).
 pub const READ_ONLY_EKU: &str = "2.25.129926020494527248288744792990249038043.1.1";
 
+/// [`READ_ONLY_EKU`] as DER content octets (the OID without tag and length): what webpki
+/// and x509-parser compare. Its UUID arc does not fit in 64 bits, so rcgen's EKU list
+/// cannot carry it; the CA writes the EKU extension itself ([`eku_extension_der`]).
+pub const READ_ONLY_EKU_DER: &[u8] = &[
+    0x69, 0x81, 0xc3, 0xbe, 0xeb, 0xd8, 0xc7, 0x9a, 0xc2, 0x9b, 0xc7, 0x8b, 0x9c, 0x92, 0xaa, 0xa6,
+    0xcb, 0xfa, 0xe1, 0x5b, 0x01, 0x01,
+];
+
 /// What an operator's certificate lets it do on a guard engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Access {
     /// Everything the Docker API offers.
     #[default]
@@ -51,6 +62,56 @@ impl Access {
     /// The level a restricted EKU names.
     pub fn from_eku(dotted: &str) -> Option<Access> {
         (dotted == READ_ONLY_EKU).then_some(Access::ReadOnly)
+    }
+
+    /// [`Access::eku`] as DER content octets.
+    pub const fn eku_der(self) -> Option<&'static [u8]> {
+        match self {
+            Access::Full => None,
+            Access::ReadOnly => Some(READ_ONLY_EKU_DER),
+        }
+    }
+
+    /// The level of a certificate whose EKU extension lists `others` (the OIDs besides the
+    /// well-known ones, as DER content octets): the level a dtca EKU names; an unknown OID
+    /// under dtca's EKU arc reads as read-only, so a level this build does not know fails
+    /// closed; none is full access.
+    pub fn of_ekus<'a>(others: impl IntoIterator<Item = &'a [u8]>) -> Access {
+        // `<arc>.1`, dtca's EKU arc (its last byte ends a component).
+        let arc = &READ_ONLY_EKU_DER[..READ_ONLY_EKU_DER.len() - 1];
+        let mut access = Access::Full;
+        for oid in others {
+            if oid.starts_with(arc) {
+                access = Access::ReadOnly;
+            }
+        }
+        access
+    }
+}
+
+/// The DER value of an extendedKeyUsage extension that lists exactly `eku` (content
+/// octets of one OID): `SEQUENCE { OBJECT IDENTIFIER }`.
+pub fn eku_extension_der(eku: &[u8]) -> Vec<u8> {
+    let mut oid = vec![0x06];
+    push_len(&mut oid, eku.len());
+    oid.extend_from_slice(eku);
+    let mut seq = vec![0x30];
+    push_len(&mut seq, oid.len());
+    seq.extend_from_slice(&oid);
+    seq
+}
+
+fn push_len(out: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
     }
 }
 
@@ -88,11 +149,6 @@ impl FromStr for Access {
     }
 }
 
-/// The OID components of a dotted OID string (for rcgen's `Other` EKU).
-pub fn oid_components(dotted: &str) -> Vec<u64> {
-    dotted.split('.').filter_map(|c| c.parse().ok()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +169,46 @@ mod tests {
         assert!(eku.starts_with(ARC));
         assert_eq!(Access::from_eku(eku), Some(Access::ReadOnly));
         assert_eq!(Access::from_eku("1.3.6.1.5.5.7.3.2"), None);
+        assert_eq!(Access::Full.eku_der(), None);
+        assert_eq!(Access::ReadOnly.eku_der(), Some(READ_ONLY_EKU_DER));
+    }
+
+    /// Base-128 encoding of a dotted OID (the UUID arc fits in a u128).
+    fn encode(dotted: &str) -> Vec<u8> {
+        let arcs: Vec<u128> = dotted.split('.').map(|a| a.parse().unwrap()).collect();
+        let mut out = vec![(40 * arcs[0] + arcs[1]) as u8];
+        for &arc in &arcs[2..] {
+            let mut groups = vec![(arc & 0x7f) as u8];
+            let mut rest = arc >> 7;
+            while rest > 0 {
+                groups.push((rest & 0x7f) as u8 | 0x80);
+                rest >>= 7;
+            }
+            out.extend(groups.into_iter().rev());
+        }
+        out
+    }
+
+    #[test]
+    fn the_der_form_is_the_dotted_oid() {
+        assert_eq!(encode(READ_ONLY_EKU), READ_ONLY_EKU_DER);
+        assert_eq!(encode(&format!("{ARC}.1")), READ_ONLY_EKU_DER[..21]);
+    }
+
+    #[test]
+    fn a_dtca_eku_restricts_and_an_unknown_one_under_the_arc_fails_closed() {
+        let client_auth: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+        assert_eq!(Access::of_ekus([client_auth]), Access::Full);
+        assert_eq!(Access::of_ekus([]), Access::Full);
+        assert_eq!(Access::of_ekus([READ_ONLY_EKU_DER]), Access::ReadOnly);
+        let future = encode(&format!("{ARC}.1.9"));
+        assert_eq!(Access::of_ekus([future.as_slice()]), Access::ReadOnly);
+    }
+
+    #[test]
+    fn the_extension_lists_exactly_the_one_eku() {
+        let der = eku_extension_der(READ_ONLY_EKU_DER);
+        assert_eq!(der[..4], [0x30, 24, 0x06, 22]);
+        assert_eq!(&der[4..], READ_ONLY_EKU_DER);
     }
 }

@@ -507,6 +507,7 @@ pub(crate) mod tests {
             public_key_der: vec![],
             server_auth: true,
             client_auth: false,
+            access: dtca_pki::access::Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         }
@@ -735,6 +736,7 @@ pub(crate) mod tests {
             docker: None,
             failed_switch: None,
             token_policy: None,
+            access: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

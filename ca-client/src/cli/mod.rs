@@ -346,6 +346,13 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
         duration::timestamp(info.not_after),
         duration::human(info.seconds_left(now))
     );
+    if info
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Operator)
+    {
+        println!("  access: {}", access_note(info.access));
+    }
     println!(
         "  credentials: {}/{{ca.pem,cert.pem,key.pem}}",
         report.dir.display()
@@ -387,6 +394,16 @@ async fn login_command(args: LoginArgs, file: &FileConfig) -> Result<ExitCode, C
     }
     println!("Renew before it expires: ca-client login --renew");
     Ok(ExitCode::SUCCESS)
+}
+
+/// An operator's access level, and what it means where.
+pub(crate) fn access_note(access: dtca_pki::access::Access) -> String {
+    match access {
+        dtca_pki::access::Access::Full => "full".to_string(),
+        level => format!(
+            "{level} (guard engines allow reads only: lists, inspect, logs, events; native engines refuse this certificate)"
+        ),
+    }
 }
 
 async fn agent_command(args: AgentArgs, file: &FileConfig) -> Result<ExitCode, ClientError> {

@@ -6,6 +6,7 @@ use dtca_common::Reason;
 use dtca_common::bundle::{Bundle, BundleError, Layout};
 use dtca_common::reason;
 use dtca_common::tls::{self, ServerAddr, Trust};
+use dtca_pki::access::{Access, UnknownAccess};
 use dtca_pki::duration;
 use dtca_proto::v1::{self, admin_client::AdminClient};
 use serde_json::json;
@@ -32,8 +33,8 @@ pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), Cl
                 print_json(&json!(rows));
             } else {
                 println!(
-                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
+                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8} {:<9}",
+                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE", "ACCESS"
                 );
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 for t in &tokens {
@@ -47,13 +48,14 @@ pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), Cl
                         "active"
                     };
                     println!(
-                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8} {:<9}",
                         t.id,
                         role_name(t.role),
                         if t.name.is_empty() { "-" } else { &t.name },
                         format!("{}/{}", t.uses, t.max_uses),
                         timestamp(t.expires_unix),
-                        state
+                        state,
+                        access_shown(t.role, &t.access)
                     );
                 }
             }
@@ -69,6 +71,29 @@ pub(super) async fn token(cmd: TokenCommand, file: &FileConfig) -> Result<(), Cl
             Ok(())
         }
     }
+}
+
+/// `--access` for a token of `role`: operators only (whatever the level), `full` or
+/// `read-only`.
+fn access_arg(role: v1::Role, text: Option<&str>) -> Result<Option<Access>, CliError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let access: Access = text
+        .parse()
+        .map_err(|e: UnknownAccess| CliError::new(Reason::Usage, format!("--access: {e}")))?;
+    if role != v1::Role::Operator {
+        return Err(CliError::new(
+            Reason::AccessLevel,
+            format!(
+                "--access {access} is for operator tokens only: a {} certificate has no access level (leave --access out)",
+                role.as_str_name()
+                    .trim_start_matches("ROLE_")
+                    .to_lowercase()
+            ),
+        ));
+    }
+    Ok(Some(access))
 }
 
 /// `--role` as the API names it.
@@ -99,6 +124,7 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
     let ttl = args.ttl.clone().or_else(|| file.ttl.clone());
     let cert_ttl = args.cert_ttl.clone().or_else(|| file.cert_ttl.clone());
     let uses = args.uses.or(file.uses);
+    let access = access_arg(role, args.access.as_deref().or(file.access.as_deref()))?;
     let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
         match text {
             None => Ok(0),
@@ -120,6 +146,7 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
         allow_ip: or_file(&args.allow_ip, &file.allow_ip),
         cert_ttl_seconds: seconds("cert-ttl", &cert_ttl)?,
         replace: args.replace,
+        access: access.map(|a| a.as_str().to_string()).unwrap_or_default(),
     };
     if uses == Some(0) {
         return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
@@ -144,9 +171,14 @@ async fn create_token(args: TokenCreateArgs, file: &FileConfig) -> Result<(), Cl
         println!("{}", response.token);
         if let Some(info) = &response.info {
             eprintln!(
-                "token {} for role {}: {} use(s), expires {}{}",
+                "token {} for role {}{}: {} use(s), expires {}{}",
                 info.id,
                 role_name(info.role),
+                if info.access.is_empty() || info.access == "full" {
+                    String::new()
+                } else {
+                    format!(" ({} access)", info.access)
+                },
                 info.max_uses,
                 timestamp(info.expires_unix),
                 if info.replace {
@@ -201,18 +233,19 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
             } else {
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 println!(
-                    "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
-                    "SERIAL", "ROLE", "NAME", "NOT AFTER", "STATUS", "LEFT"
+                    "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9} {:<9}",
+                    "SERIAL", "ROLE", "NAME", "NOT AFTER", "STATUS", "LEFT", "ACCESS"
                 );
                 for c in &certs {
                     println!(
-                        "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
+                        "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9} {:<9}",
                         c.serial,
                         role_name(c.role),
                         c.name,
                         timestamp(c.not_after_unix),
                         if c.forked { "FORKED" } else { &c.status },
-                        duration::human(c.not_after_unix - now)
+                        duration::human(c.not_after_unix - now),
+                        access_shown(c.role, &c.access)
                     );
                 }
                 if certs.iter().any(|c| c.forked) {
@@ -244,6 +277,9 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<(), CliE
             } else {
                 println!("serial:     {}", s.serial);
                 println!("identity:   {}", s.identity);
+                if s.role == i32::from(v1::Role::Operator) {
+                    println!("access:     {}", access_shown(s.role, &s.access));
+                }
                 println!("status:     {}", s.status);
                 println!("not before: {}", timestamp(s.not_before_unix));
                 println!("not after:  {}", timestamp(s.not_after_unix));
@@ -392,6 +428,15 @@ pub(super) fn role_name(role: i32) -> &'static str {
     }
 }
 
+/// An operator's level as lists show it (`-` for roles that have none).
+fn access_shown(role: i32, access: &str) -> &str {
+    match (v1::Role::try_from(role), access) {
+        (Ok(v1::Role::Operator), "") => "full",
+        (Ok(v1::Role::Operator), level) => level,
+        _ => "-",
+    }
+}
+
 pub(super) fn timestamp(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
@@ -408,7 +453,7 @@ fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
         "expires": timestamp(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
-        "replace": t.replace,
+        "replace": t.replace, "access": access_shown(t.role, &t.access),
     })
 }
 
@@ -417,7 +462,7 @@ fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
         "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
         "not_before": timestamp(c.not_before_unix), "not_after": timestamp(c.not_after_unix),
         "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
-        "forked": c.forked,
+        "forked": c.forked, "access": access_shown(c.role, &c.access),
     })
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtca_pki::Serial;
+use dtca_pki::access::Access;
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
@@ -67,6 +68,8 @@ pub struct TokenRecord {
     /// certificate of that identity is revoked in the same transaction. Without it, a
     /// name held by a live certificate is refused.
     pub replace: bool,
+    /// Access level of the operator certificates it enrolls (full for other roles).
+    pub access: Access,
 }
 
 /// What lists of certificates show.
@@ -89,6 +92,8 @@ pub struct CertSummary {
     /// The certificate that renewed it, if any: a renewed certificate is superseded and
     /// left out of `--expiring-within` lists.
     pub renewed_by: Option<Serial>,
+    /// The operator access level its EKU names (full for every other role).
+    pub access: Access,
 }
 
 impl CertSummary {
@@ -475,6 +480,12 @@ pub(crate) mod columns {
 
     pub(crate) fn time(secs: i64) -> Result<OffsetDateTime, String> {
         OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
+    }
+
+    /// An access level as stored (`full`, `read-only`); anything else is a corrupt record.
+    pub(crate) fn access(text: &str) -> Result<dtca_pki::access::Access, StoreError> {
+        text.parse()
+            .map_err(|e: dtca_pki::access::UnknownAccess| StoreError::Corrupt(e.to_string()))
     }
 
     /// A serial as stored (openssl's notation); anything else is a corrupt record.

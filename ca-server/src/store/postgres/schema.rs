@@ -97,6 +97,11 @@ CREATE TABLE agent_reports (
 );
 ",
     super::ca::MIGRATION,
+    // Version 6: operator access levels; everything stored before is full access.
+    "
+ALTER TABLE tokens ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+ALTER TABLE certificates ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+",
 ];
 
 /// Fills `identities` and `host_names` from the certificates (the newest current
