@@ -7,24 +7,30 @@
 //! enforce levels, refuses a restricted certificate at the handshake: it fails closed. The
 //! guard verifies such a certificate's chain for the level's EKU and enforces the level.
 //!
-//! The OIDs live under `2.25.<UUID>` (ITU-T X.667: an arc anyone may use without
-//! registration): `<arc>.1` is dtca's EKU arc, `<arc>.1.1` read-only.
+//! The OIDs live under dtca's arc, made from dtca's UUID (61bed762-39a8-46e3-8b38-
+//! 4952697eb0db) in Microsoft's arc for GUID-derived OIDs (1.2.840.113556.1.8000.2554,
+//! which anyone may use without registration): `<arc>.1` is dtca's EKU arc, `<arc>.1.1`
+//! read-only. Not `2.25.<UUID>` (ITU-T X.667), whose 128-bit arc Go cannot parse: the
+//! docker CLI refuses to load such a certificate at all ("x509: invalid extended key
+//! usages"), so a read-only operator could not reach even a guard engine. Every arc here
+//! fits in 31 bits, as Go's parser requires.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// dtca's private OID arc (dotted form).
-pub const ARC: &str = "2.25.129926020494527248288744792990249038043";
+pub const ARC: &str = "1.2.840.113556.1.8000.2554.25022.55138.14760.18147.35640.4805225.8302811";
 
 /// The EKU of a read-only operator certificate (dotted form).
-pub const READ_ONLY_EKU: &str = "2.25.129926020494527248288744792990249038043.1.1";
+pub const READ_ONLY_EKU: &str =
+    "1.2.840.113556.1.8000.2554.25022.55138.14760.18147.35640.4805225.8302811.1.1";
 
 /// [`READ_ONLY_EKU`] as DER content octets (the OID without tag and length): what webpki
-/// and x509-parser compare. Its UUID arc does not fit in 64 bits, so rcgen's EKU list
-/// cannot carry it; the CA writes the EKU extension itself ([`eku_extension_der`]).
+/// and x509-parser compare.
 pub const READ_ONLY_EKU_DER: &[u8] = &[
-    0x69, 0x81, 0xc3, 0xbe, 0xeb, 0xd8, 0xc7, 0x9a, 0xc2, 0x9b, 0xc7, 0x8b, 0x9c, 0x92, 0xaa, 0xa6,
-    0xcb, 0xfa, 0xe1, 0x5b, 0x01, 0x01,
+    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x14, 0x01, 0xbe, 0x40, 0x93, 0x7a, 0x81, 0xc3, 0x3e, 0x83, 0xae,
+    0x62, 0xf3, 0x28, 0x81, 0x8d, 0x63, 0x82, 0x96, 0x38, 0x82, 0xa5, 0xa4, 0x69, 0x83, 0xfa, 0xe1,
+    0x5b, 0x01, 0x01,
 ];
 
 /// What an operator's certificate lets it do on a guard engine.
@@ -89,30 +95,9 @@ impl Access {
     }
 }
 
-/// The DER value of an extendedKeyUsage extension that lists exactly `eku` (content
-/// octets of one OID): `SEQUENCE { OBJECT IDENTIFIER }`.
-pub fn eku_extension_der(eku: &[u8]) -> Vec<u8> {
-    let mut oid = vec![0x06];
-    push_len(&mut oid, eku.len());
-    oid.extend_from_slice(eku);
-    let mut seq = vec![0x30];
-    push_len(&mut seq, oid.len());
-    seq.extend_from_slice(&oid);
-    seq
-}
-
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
+/// The arcs of a dotted OID (for rcgen's `Other` EKU); `None` when one is not a number.
+pub fn oid_components(dotted: &str) -> Option<Vec<u64>> {
+    dotted.split('.').map(|c| c.parse().ok()).collect()
 }
 
 impl fmt::Display for Access {
@@ -173,9 +158,9 @@ mod tests {
         assert_eq!(Access::ReadOnly.eku_der(), Some(READ_ONLY_EKU_DER));
     }
 
-    /// Base-128 encoding of a dotted OID (the UUID arc fits in a u128).
+    /// Base-128 encoding of a dotted OID.
     fn encode(dotted: &str) -> Vec<u8> {
-        let arcs: Vec<u128> = dotted.split('.').map(|a| a.parse().unwrap()).collect();
+        let arcs: Vec<u64> = oid_components(dotted).unwrap();
         let mut out = vec![(40 * arcs[0] + arcs[1]) as u8];
         for &arc in &arcs[2..] {
             let mut groups = vec![(arc & 0x7f) as u8];
@@ -192,7 +177,17 @@ mod tests {
     #[test]
     fn the_der_form_is_the_dotted_oid() {
         assert_eq!(encode(READ_ONLY_EKU), READ_ONLY_EKU_DER);
-        assert_eq!(encode(&format!("{ARC}.1")), READ_ONLY_EKU_DER[..21]);
+        let eku_arc = &READ_ONLY_EKU_DER[..READ_ONLY_EKU_DER.len() - 1];
+        assert_eq!(encode(&format!("{ARC}.1")), eku_arc);
+    }
+
+    /// Regression: under 2.25.<UUID> the docker CLI (Go) could not parse a read-only
+    /// certificate at all: Go's OID parser takes arcs of at most 31 bits.
+    #[test]
+    fn every_arc_fits_go_s_oid_parser() {
+        let arcs = oid_components(READ_ONLY_EKU).unwrap();
+        assert!(arcs.iter().all(|a| *a < 1 << 31), "{arcs:?}");
+        assert!(READ_ONLY_EKU.starts_with("1.2.840.113556.1.8000.2554."));
     }
 
     #[test]
@@ -203,12 +198,5 @@ mod tests {
         assert_eq!(Access::of_ekus([READ_ONLY_EKU_DER]), Access::ReadOnly);
         let future = encode(&format!("{ARC}.1.9"));
         assert_eq!(Access::of_ekus([future.as_slice()]), Access::ReadOnly);
-    }
-
-    #[test]
-    fn the_extension_lists_exactly_the_one_eku() {
-        let der = eku_extension_der(READ_ONLY_EKU_DER);
-        assert_eq!(der[..4], [0x30, 24, 0x06, 22]);
-        assert_eq!(&der[4..], READ_ONLY_EKU_DER);
     }
 }

@@ -346,21 +346,17 @@ fn leaf_params(
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
+    // A restricted operator's level instead of clientAuth.
+    if let Some(eku) = profile.access.eku() {
+        let arcs = access::oid_components(eku)
+            .ok_or_else(|| AuthorityError::Signing(format!("EKU {eku} is not an OID")))?;
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::Other(arcs));
+    }
     params.name_constraints = None;
     params.crl_distribution_points = Vec::new();
     params.custom_extensions = Vec::new();
-    // A restricted level's EKU is under an arc rcgen cannot encode (a component past 64
-    // bits): the extension is written here. Its profile has no clientAuth or serverAuth,
-    // so rcgen writes no EKU extension of its own.
-    if let Some(eku) = profile.access.eku_der() {
-        const EXTENDED_KEY_USAGE: &[u64] = &[2, 5, 29, 37];
-        params
-            .custom_extensions
-            .push(rcgen::CustomExtension::from_oid_content(
-                EXTENDED_KEY_USAGE,
-                access::eku_extension_der(eku),
-            ));
-    }
     params.use_authority_key_identifier_extension = true;
     params.key_identifier_method = KeyIdMethod::Sha256;
     Ok(params)

@@ -372,9 +372,7 @@ fn refuses_a_read_only_leaf_that_is_also_a_plain_client_or_lacks_its_eku() {
     });
     assert_eq!(c.refusal(&with_client_auth), LeafMismatch::ExtendedKeyUsage);
     let without_level = c.signed(|p| {
-        p.custom_extensions.clear();
-        p.extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ClientAuth);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     });
     assert_eq!(c.refusal(&without_level), LeafMismatch::ExtendedKeyUsage);
     // A full-access operator leaf must not carry the level's EKU either.
