@@ -152,6 +152,28 @@ pub struct Revocation {
 /// [`ClientError::Connect`] when the CA cannot be reached; [`ClientError::BadAnswer`]
 /// for a CRL that does not verify.
 pub async fn revocation(addr: &ServerAddr, bundle: &Bundle) -> Result<Revocation, ClientError> {
+    let serial = bundle.leaf()?.serial;
+    let info = crl(addr, bundle).await?;
+    Ok(Revocation {
+        revoked: info.revoked.contains(&serial),
+        ca_time: info.this_update + dtca_pki::profile::BACKDATE,
+    })
+}
+
+/// Every serial on the CA's CRL (the guard refuses them), fetched as [`revocation`] does.
+///
+/// # Errors
+/// As [`revocation`].
+pub async fn revoked_serials(
+    addr: &ServerAddr,
+    bundle: &Bundle,
+) -> Result<Vec<dtca_pki::Serial>, ClientError> {
+    Ok(crl(addr, bundle).await?.revoked)
+}
+
+/// The CA's CRL, fetched over a connection that trusts `bundle`'s roots, checked against
+/// the intermediate the CA serves now (or the one in `bundle`'s chain).
+async fn crl(addr: &ServerAddr, bundle: &Bundle) -> Result<inspect::CrlInfo, ClientError> {
     let config = tls::client_config(Trust::Roots(bundle.roots.clone()), None)?;
     let mut client = CaClient::new(tls::connect(addr, config).await?);
     let trust = client
@@ -159,19 +181,13 @@ pub async fn revocation(addr: &ServerAddr, bundle: &Bundle) -> Result<Revocation
         .await?
         .into_inner();
     let crl = client.crl(v1::CrlRequest {}).await?.into_inner().crl_der;
-    let serial = bundle.leaf()?.serial;
     let mut issuers =
         inspect::certs_from_pem(&trust.intermediate_pem).map_err(BadAnswer::TrustBundle)?;
     issuers.extend(bundle.chain.iter().skip(1).cloned());
     let mut last = None;
     for issuer in &issuers {
         match inspect::read_crl(&crl, issuer) {
-            Ok(info) => {
-                return Ok(Revocation {
-                    revoked: info.revoked.contains(&serial),
-                    ca_time: info.this_update + dtca_pki::profile::BACKDATE,
-                });
-            }
+            Ok(info) => return Ok(info),
             Err(e) => last = Some(e),
         }
     }

@@ -15,8 +15,9 @@ use dtca_pki::inspect::CertInfo;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::docker::{self, daemon_json, engine, launcher, pairs::TlsDir};
+use crate::docker::{self, daemon_json, engine, launcher};
 use crate::state::ClientState;
+use crate::state::EngineMode;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -151,7 +152,7 @@ pub async fn doctor(out: &Path, server: Option<&str>, warn_within: Duration) -> 
             expiry(&mut r, "chain", &info, now, warn_within);
         }
     }
-    engine_checks(&mut r, &state, &bundle).await;
+    engine_checks(&mut r, &state, &bundle, out).await;
     match crate::agent::watch::wanted_names(&state, &leaf, None) {
         Some(wanted) => {
             let mut has: Vec<String> = leaf.dns_names.clone();
@@ -174,7 +175,7 @@ pub async fn doctor(out: &Path, server: Option<&str>, warn_within: Duration) -> 
         ),
     }
     ca_checks(&mut r, &state, &bundle, server).await;
-    match agent_pid(out) {
+    match crate::agent::running_pid(out) {
         Some(pid) => r.ok("agent", format!("running (pid {pid})")),
         None => r.warn(
             "agent",
@@ -223,7 +224,7 @@ fn expiry(
 }
 
 /// Engine reachable, launcher and mode, what it serves, plain TCP listeners left.
-async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle) {
+async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, out: &Path) {
     let sockets: Vec<PathBuf> = match &state.docker {
         Some(d) => vec![d.socket.clone()],
         None => std::env::var("DOCKER_HOST")
@@ -274,16 +275,31 @@ async fn engine_checks(r: &mut Report, state: &ClientState, bundle: &Bundle) {
     let launched = format!("started by {} ({})", l.kind, l.evidence);
     match (&state.docker, &state.failed_switch) {
         (Some(d), _) => {
-            let serving = serving(&d.listen, bundle, &TlsDir::new(&d.tls_dir)).await;
+            let serving = serving(&d.listen, bundle, docker::served_pair(d, out)).await;
+            let fix = match d.mode {
+                EngineMode::Native => format!(
+                    "restart the engine ({}) or run ca-client agent, which restarts it onto the current pair",
+                    d.restart
+                ),
+                EngineMode::Guard => {
+                    "run ca-client agent (in guard mode it serves the engine's address)".to_string()
+                }
+            };
             match serving {
                 Ok(()) => r.ok(
                     "mode",
-                    format!("native: mutual TLS on {} with the current pair; {launched}", d.listen),
+                    format!(
+                        "{}: mutual TLS on {} with the current pair; {launched}",
+                        d.mode, d.listen
+                    ),
                 ),
                 Err(e) => r.fail(
                     "mode",
-                    format!("switched to {}, but {e}; {launched}", d.listen),
-                    format!("restart the engine ({}) or run ca-client agent, which restarts it onto the current pair", d.restart),
+                    format!(
+                        "switched to {} ({} mode), but {e}; {launched}",
+                        d.listen, d.mode
+                    ),
+                    fix,
                 ),
             }
         }
@@ -346,9 +362,13 @@ async fn dial(host: &EngineAddr) -> Option<SocketAddr> {
     engine::dial_addr(host).await.ok()
 }
 
-/// The engine serves the pair its TLS directory holds now, verified against the root.
-async fn serving(listen: &EngineAddr, bundle: &Bundle, tls: &TlsDir) -> Result<(), String> {
-    let current = tls.load_current().map_err(|e| e.to_string())?;
+/// The engine serves the pair it should now (`current`), verified against the root.
+async fn serving(
+    listen: &EngineAddr,
+    bundle: &Bundle,
+    current: Result<Bundle, crate::error::ClientError>,
+) -> Result<(), String> {
+    let current = current.map_err(|e| e.to_string())?;
     let want = current.leaf().map_err(|e| e.to_string())?.serial;
     let name = docker::tls_name(&current).ok_or("its certificate names no host")?;
     let addr = engine::dial_addr(listen).await.map_err(|e| e.to_string())?;
@@ -436,35 +456,6 @@ async fn ca_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, server:
     } else {
         r.ok("revocation", "not revoked (the CA's CRL, asked now)".into());
     }
-}
-
-/// The pid of a running `ca-client agent` for the credentials in `out` (its `--out`, or
-/// none and `out` the default).
-fn agent_pid(out: &Path) -> Option<u32> {
-    let same = |dir: &str| {
-        std::fs::canonicalize(dir).ok() == std::fs::canonicalize(out).ok() || Path::new(dir) == out
-    };
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let words: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|w| String::from_utf8_lossy(w).to_string())
-            .collect();
-        let is_client = words.first().is_some_and(|w| w.ends_with("ca-client"));
-        let given = words.iter().enumerate().find_map(|(i, w)| {
-            if w == "--out" {
-                words.get(i + 1).cloned()
-            } else {
-                w.strip_prefix("--out=").map(str::to_string)
-            }
-        });
-        let ours = match given {
-            Some(dir) => same(&dir),
-            None => same(crate::state::DEFAULT_OUT),
-        };
-        (is_client && ours && words.iter().skip(1).any(|w| w == "agent")).then_some(pid)
-    })
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub enum ClientError {
     Clock(#[from] ClockSkew),
     #[error(transparent)]
     Launch(#[from] LaunchProblem),
+    #[error(transparent)]
+    Guard(#[from] GuardFailure),
     #[error(
         "no audit log in {}: the guard writes one when this node's engine is in guard mode (enroll --docker --docker-mode guard)",
         dir.display()
@@ -77,9 +79,15 @@ impl ClientError {
             ClientError::BadAnswer(_) => Reason::ServerUntrusted,
             ClientError::Config(_) => Reason::Config,
             ClientError::Engine(_) => Reason::DockerUnavailable,
+            ClientError::Switch(SwitchFailure::RolledBack {
+                step: Step::StopGuard | Step::StartAgent | Step::VerifyGuard,
+                ..
+            }) => Reason::GuardSwitch,
             ClientError::Switch(_) => Reason::DockerSwitch,
             ClientError::Clock(_) => Reason::ClockSkew,
             ClientError::Launch(_) => Reason::DockerLauncher,
+            ClientError::Guard(GuardFailure::NoAgentStart) => Reason::AgentStart,
+            ClientError::Guard(_) => Reason::GuardListen,
             ClientError::NoAudit { .. } => Reason::NoAudit,
         }
     }
@@ -316,6 +324,21 @@ pub enum LaunchProblem {
     OtherConfig { given: PathBuf, reads: PathBuf },
 }
 
+/// Guard mode cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardFailure {
+    #[error(
+        "the guard cannot listen on {listen}: {detail}; free the address (is dockerd still on it?) or choose another with --docker-listen"
+    )]
+    Listen { listen: EngineAddr, detail: String },
+    #[error("the guard cannot serve the node's certificate: {0}")]
+    Pair(String),
+    #[error(
+        "guard mode needs `ca-client agent` running (it serves the engine's address), and systemd does not run this machine; nothing was spent: say how to start the agent with --agent-start 'COMMAND' (it must return once the agent runs)"
+    )]
+    NoAgentStart,
+}
+
 /// A switch or rotation that failed and was undone: the engine answers as before.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchFailure {
@@ -345,6 +368,12 @@ pub enum Step {
     WriteEnvFile,
     Restart,
     Verify,
+    /// Guard mode: the agent releases the engine's address (moving to native).
+    StopGuard,
+    /// Guard mode: the agent is started (or, running, takes the new mode up).
+    StartAgent,
+    /// Guard mode: a mutually-authenticated `/_ping` through the guard.
+    VerifyGuard,
 }
 
 impl fmt::Display for Step {
@@ -357,6 +386,9 @@ impl fmt::Display for Step {
             Step::WriteEnvFile => "edit the launcher's environment file",
             Step::Restart => "restart",
             Step::Verify => "verify",
+            Step::StopGuard => "stop the guard",
+            Step::StartAgent => "start the agent",
+            Step::VerifyGuard => "verify through the guard",
         })
     }
 }

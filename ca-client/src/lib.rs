@@ -5,6 +5,7 @@
 //! - [`docker`]: the switch itself (daemon.json, systemd drop-in, TLS pairs, verify,
 //!   rollback) and certificate rotation in the engine.
 //! - [`agent`]: the long-running renewal loop.
+//! - [`guard`]: guard mode: the agent serves mutual TLS in front of dockerd's socket.
 //! - [`status`]: `check` and `status`.
 //! - [`operator`]: `login` (operator and admin certificates, docker contexts) and `env`.
 //! - [`contexts`]: docker contexts in the CLI's own store.
@@ -14,7 +15,6 @@
 //! - [`sans`]: the names a node asks for.
 //! - [`state`]: `client.toml`, what a client remembers about its enrollment.
 //! - [`error`]: failures and their exit codes.
-//! - [`guard`]: guard mode: access levels and the per-request audit log.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! Private keys are generated here and never leave the machine.

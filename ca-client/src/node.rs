@@ -56,12 +56,19 @@ pub async fn enroll_docker(
         pre.config.display(),
         pre.restart
     );
+    if docker_opts.mode == crate::state::EngineMode::Guard {
+        docker::guarded::check_agent_start(&opts.out, docker_opts.agent_start.as_deref())?;
+    }
     let opts = &with_engine_names(opts, docker_opts);
     let mut obtained = match current {
         Some((state, current)) => renew_enrolled(opts, state, current).await?,
         None => enroll::obtain(opts).await?,
     };
-    match docker::switch(docker_opts, &pre, &obtained.bundle, &backups).await {
+    let handoff = docker::guarded::Handoff {
+        out: &opts.out,
+        state: &obtained.state,
+    };
+    match docker::switch(docker_opts, &pre, &obtained.bundle, &backups, &handoff).await {
         Ok(state) => {
             obtained.state.docker = Some(state.clone());
             obtained.state.last_error = None;

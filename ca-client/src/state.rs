@@ -121,6 +121,12 @@ pub struct SwitchFlags {
     /// `--systemd-dir`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub systemd_dirs: Vec<PathBuf>,
+    /// `--docker-mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<EngineMode>,
+    /// `--agent-start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_start: Option<String>,
 }
 
 impl SwitchFlags {
@@ -139,6 +145,8 @@ impl SwitchFlags {
             } else {
                 self.systemd_dirs
             },
+            mode: self.mode.or(e.mode),
+            agent_start: self.agent_start.or_else(|| e.agent_start.clone()),
         }
     }
 }
@@ -164,6 +172,40 @@ pub struct DockerState {
     pub swarm: bool,
     /// The address published for operators, e.g. tcp://node-1.example.com:2376.
     pub advertise: EngineAddr,
+    /// Who serves mutual TLS on `listen`: dockerd itself, or the agent's guard.
+    #[serde(default)]
+    pub mode: EngineMode,
+    /// How the agent is started where systemd does not run it (`--agent-start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_start: Option<String>,
+}
+
+/// Who serves the engine's mutual-TLS address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineMode {
+    /// dockerd serves TLS itself; a new certificate restarts it.
+    #[default]
+    Native,
+    /// The agent serves TLS in front of dockerd's unix socket: rotation never restarts
+    /// dockerd, revocations apply in seconds, access levels are enforced.
+    Guard,
+}
+
+impl EngineMode {
+    /// The name on the command line, in `status` and in the agent's report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineMode::Native => "native",
+            EngineMode::Guard => "guard",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ClientState {

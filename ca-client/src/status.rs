@@ -11,9 +11,9 @@ use dtca_pki::inspect::CertInfo;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::docker::{self, daemon_json, engine, pairs::TlsDir};
+use crate::docker::{self, daemon_json, engine};
 use crate::error::ClientError;
-use crate::state::{ClientState, FailedSwitch};
+use crate::state::{ClientState, EngineMode, FailedSwitch};
 
 /// What `check` found for one certificate, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,7 +158,7 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
     let now = OffsetDateTime::now_utc();
     let mut names: Vec<String> = leaf.dns_names.clone();
     names.extend(leaf.ip_addresses.iter().map(ToString::to_string));
-    let engine = engine_status(&state).await;
+    let engine = engine_status(&state, out).await;
     let is_operator = leaf
         .identity
         .as_ref()
@@ -272,7 +272,7 @@ fn unmanaged_summary(failed: Option<&FailedSwitch>) -> String {
     }
 }
 
-async fn engine_status(state: &ClientState) -> serde_json::Value {
+async fn engine_status(state: &ClientState, out: &Path) -> serde_json::Value {
     let Some(d) = &state.docker else {
         return json!({
             "managed": false,
@@ -283,8 +283,7 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
     let config = std::fs::read_to_string(&d.config).unwrap_or_default();
     let tlsverify = daemon_json::tlsverify_of(&config);
     let hosts = daemon_json::hosts_of(&config);
-    let tls = TlsDir::new(&d.tls_dir);
-    let current = tls.load_current().ok();
+    let current = docker::served_pair(d, out).ok();
     let served = match (&current, engine::dial_addr(&d.listen).await) {
         (Some(bundle), Ok(addr)) => match docker::tls_name(bundle) {
             Some(name) => match engine::probe_tls(addr, &name, &bundle.roots, None).await {
@@ -305,10 +304,10 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
         )),
         (_, Err(e)) => Err(e.to_string()),
     };
-    let mode = if tlsverify {
-        "mutual TLS"
-    } else {
-        "NOT mutual TLS (daemon.json has no tlsverify)"
+    let mode = match d.mode {
+        EngineMode::Guard => "mutual TLS served by the agent's guard (guard mode)",
+        EngineMode::Native if tlsverify => "mutual TLS (native mode)",
+        EngineMode::Native => "NOT mutual TLS (daemon.json has no tlsverify)",
     };
     let summary = match &served {
         Ok(serial) => format!(
@@ -320,6 +319,7 @@ async fn engine_status(state: &ClientState) -> serde_json::Value {
     };
     json!({
         "managed": true,
+        "mode": d.mode.as_str(),
         "listen": d.listen.to_string(),
         "advertise": d.advertise.to_string(),
         "hosts": hosts,

@@ -94,6 +94,9 @@ reasons! {
     NoRootKey = 44, "no-root-key", FailedPrecondition, "this host does not hold the CA's root key: run the command on the root's host";
     NoIntermediate = 45, "no-intermediate", FailedPrecondition, "no intermediate of the CA can sign: run `ca-server ca rotate-intermediate` where the root key is";
     DockerLauncher = 46, "docker-launcher", FailedPrecondition, "how the Docker engine is started, or its restart command, cannot be told or cannot run here; nothing was spent (say it with --docker-restart)";
+    AgentStart = 47, "agent-start", FailedPrecondition, "guard mode needs the agent running, and dtca cannot tell how to start it here; nothing was spent (say it with --agent-start)";
+    GuardSwitch = 48, "guard-switch", Aborted, "the agent did not start, or the engine did not answer through the guard; the previous configuration was restored";
+    GuardListen = 49, "guard-listen", Unavailable, "the agent cannot serve guard mode: the engine's address is taken or the node's pair cannot be served";
     AccessLevel = 50, "access-level", InvalidArgument, "an access level was given where none applies: only operator tokens take --access (read-only or full)";
     NoAudit = 51, "no-audit", FailedPrecondition, "this node keeps no audit log: the guard writes one when the engine is in guard mode";
     Usage = 64, "usage", InvalidArgument, "the command line was not understood";

@@ -253,6 +253,41 @@ impl Engine {
             .unwrap()
     }
 
+    /// Makes a docker context `name` for `host` with the client bundle in `certs`, in this
+    /// engine's CLI config.
+    pub fn context(&self, name: &str, host: &str, certs: &Path) {
+        let spec = format!(
+            "host={host},ca={},cert={},key={}",
+            certs.join("ca.pem").display(),
+            certs.join("cert.pem").display(),
+            certs.join("key.pem").display()
+        );
+        let out = self
+            .cli("")
+            .args(["context", "create", name, "--docker", &spec])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker context create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `docker --context <context>` as a command to finish (arguments, stdin) and run.
+    pub fn cli(&self, context: &str) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            // No buildx here: the classic builder, said explicitly.
+            .env("DOCKER_BUILDKIT", "0");
+        if !context.is_empty() {
+            cmd.arg("--context").arg(context);
+        }
+        cmd
+    }
+
     /// Imports the busybox image (no registry is reachable: never pull).
     pub fn import_busybox(&self) {
         let root = self.dir.join("rootfs");

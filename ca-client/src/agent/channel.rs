@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::ca;
+use crate::guard::Guard;
 
 /// Silence longer than this (the CA says Hello every minute) means the stream is dead.
 const SILENCE: Duration = Duration::from_secs(150);
@@ -44,11 +45,14 @@ pub(super) struct Channel {
     task: JoinHandle<()>,
     /// The trust generation last heard, kept across re-opens.
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Told of revocations as they arrive, ahead of the agent's loop.
+    guard: Guard,
 }
 
 impl Channel {
     /// Opens the stream to the CA at `addr` with `bundle`'s certificate, on a task.
-    pub(super) fn open(addr: ServerAddr, bundle: Bundle) -> Channel {
+    /// Revocations also go straight to `guard`.
+    pub(super) fn open(addr: ServerAddr, bundle: Bundle, guard: Guard) -> Channel {
         let (sender, signals) = mpsc::channel(64);
         let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
         let task = tokio::spawn(keep(
@@ -56,6 +60,7 @@ impl Channel {
             bundle,
             sender.clone(),
             generation.clone(),
+            guard.clone(),
         ));
         Channel {
             addr,
@@ -63,6 +68,7 @@ impl Channel {
             sender,
             task,
             generation,
+            guard,
         }
     }
 
@@ -74,6 +80,7 @@ impl Channel {
             bundle,
             self.sender.clone(),
             self.generation.clone(),
+            self.guard.clone(),
         ));
     }
 
@@ -98,6 +105,7 @@ async fn keep(
     bundle: Bundle,
     signals: mpsc::Sender<Signal>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    guard: Guard,
 ) {
     let mut failures: u32 = 0;
     // Revocations are asked for again from the last one heard, so a reconnect misses none.
@@ -133,6 +141,9 @@ async fn keep(
                     };
                     failures = 0;
                     let signal = translate(event, &generation, &mut revoked_since);
+                    if let Some(Signal::Revoked(serials)) = &signal {
+                        guard.revoke(serials);
+                    }
                     if let Some(signal) = signal
                         && signals.send(signal).await.is_err()
                     {

@@ -46,7 +46,7 @@ use crate::docker;
 use crate::enroll::{self, renew_with};
 use crate::error::ClientError;
 use crate::sans::Sans;
-use crate::state::{ClientState, PlannedRenewal};
+use crate::state::{ClientState, EngineMode, PlannedRenewal};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -111,7 +111,13 @@ pub async fn run(
     if let Some(how) = recovered {
         tracing::warn!(%how, "rolled back an interrupted docker switch");
     }
-    if let Some(d) = &state.docker
+    // Guard mode: the agent serves the engine's address; it must, or nothing does.
+    let guard = crate::guard::Guard::new(&opts.out);
+    guard.follow(&state).await?;
+    if let Some(d) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.mode == EngineMode::Native)
         && let Err(e) = stop
             .finish(
                 "bringing the engine onto the current certificate",
@@ -126,18 +132,22 @@ pub async fn run(
         retry_base: opts.retry_base,
         retry_cap: opts.retry_cap,
     };
-    let channel = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server))
-        .ok()
+    let addr = ServerAddr::parse(opts.server.as_deref().unwrap_or(&state.server)).ok();
+    let channel = addr
+        .clone()
         .zip(Bundle::load(&opts.out, Layout::CLIENT).ok())
-        .map(|(addr, bundle)| Channel::open(addr, bundle));
+        .map(|(addr, bundle)| Channel::open(addr, bundle, guard.clone()));
+    let supervisor = tokio::spawn(guard.clone().supervise());
+    let crl = addr.map(|addr| tokio::spawn(revocation_list(addr, opts.out.clone(), guard.clone())));
     let mut node = Enrolled {
         opts: &opts,
         state,
         current: None,
         channel,
+        guard,
     };
     let mut watch = AddressWatch::new();
-    drive(
+    let driven = drive(
         &mut node,
         timing,
         opts.renew_now,
@@ -145,9 +155,34 @@ pub async fn run(
         &mut stop,
         OffsetDateTime::now_utc,
     )
-    .await?;
+    .await;
+    supervisor.abort();
+    if let Some(crl) = crl {
+        crl.abort();
+    }
+    node.guard.flush_audit();
+    driven?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// How often the guard's revoked serials are read again from the CA's CRL (the agent
+/// channel delivers new ones within a second; this covers what it missed while away).
+const CRL_EVERY: Duration = Duration::from_secs(60);
+
+/// Feeds the guard the serials on the CA's CRL, at start and every [`CRL_EVERY`].
+async fn revocation_list(addr: ServerAddr, out: PathBuf, guard: crate::guard::Guard) {
+    loop {
+        let fetched = async {
+            let bundle = Bundle::load(&out, Layout::CLIENT)?;
+            crate::ca::revoked_serials(&addr, &bundle).await
+        };
+        match fetched.await {
+            Ok(serials) => guard.revoke_serials(&serials),
+            Err(e) => tracing::debug!(error = %e, "cannot read the CA's CRL; trying again later"),
+        }
+        tokio::time::sleep(CRL_EVERY).await;
+    }
 }
 
 /// What the loop sees of the certificate it keeps fresh.
@@ -301,6 +336,8 @@ struct Enrolled<'a> {
     current: Option<Bundle>,
     /// The agent channel; `None` when the CA's address does not parse.
     channel: Option<Channel>,
+    /// The guard, serving the engine's address in guard mode.
+    guard: crate::guard::Guard,
 }
 
 impl Enrolled<'_> {
@@ -313,8 +350,24 @@ impl Enrolled<'_> {
 
 impl Renewable for Enrolled<'_> {
     fn look(&mut self, refused: Option<&Sans>) -> Result<Look, ClientError> {
+        // The files are the truth: `enroll --docker` (a mode move) and `renew` write them
+        // while the agent runs.
+        if let Ok(state) = ClientState::load(&self.opts.out) {
+            self.state = state;
+        }
         let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
         let leaf = bundle.leaf()?;
+        let before = self
+            .current
+            .as_ref()
+            .and_then(|b| b.leaf().ok())
+            .map(|l| l.serial);
+        if before.is_some_and(|s| s != leaf.serial)
+            && let Some(channel) = &mut self.channel
+        {
+            // Renewed behind the agent's back: the stream speaks for the new certificate.
+            channel.reopen(Bundle::load(&self.opts.out, Layout::CLIENT)?);
+        }
         let due = planned(&mut self.state, &leaf, &self.opts.out);
         let wanted = watch::wanted_names(&self.state, &leaf, refused);
         self.current = Some(bundle);
@@ -334,7 +387,11 @@ impl Renewable for Enrolled<'_> {
         let state = &mut self.state;
         let addr = ServerAddr::parse(self.opts.server.as_deref().unwrap_or(&state.server))?;
         let new = renew_with(&addr, &current, &sans, state.key_type).await?;
-        if let Some(d) = &state.docker {
+        if let Some(d) = state
+            .docker
+            .as_ref()
+            .filter(|d| d.mode == EngineMode::Native)
+        {
             docker::rotate(d, &new, self.opts.docker_timeout).await?;
         }
         let info = new.leaf()?;
@@ -342,6 +399,10 @@ impl Renewable for Enrolled<'_> {
         state.last_error = None;
         state.next_renewal = None;
         enroll::write(&self.opts.out, &new, state)?;
+        if self.guard.is_running() {
+            // Guard mode: new connections get the new pair now; dockerd is not touched.
+            self.guard.reload()?;
+        }
         if let Some(d) = &state.docker
             && let Err(e) = crate::ca::report_engine(&addr, &new, &d.advertise).await
         {
@@ -385,7 +446,14 @@ impl Renewable for Enrolled<'_> {
                 enroll::write(&self.opts.out, &bundle, &self.state)?;
                 tracing::info!(roots = roots.len(), "installed the CA's new trust bundle");
             }
-            if let Some(d) = &self.state.docker
+            if self.guard.is_running() {
+                self.guard.reload()?;
+            }
+            if let Some(d) = self
+                .state
+                .docker
+                .as_ref()
+                .filter(|d| d.mode == EngineMode::Native)
                 && docker::pairs::TlsDir::new(&d.tls_dir).trust(&roots)?
             {
                 tracing::info!(
@@ -404,7 +472,7 @@ impl Renewable for Enrolled<'_> {
         let sent = async {
             let addr = self.addr()?;
             let bundle = Bundle::load(&self.opts.out, Layout::CLIENT)?;
-            let report = report::gather(&self.state, &bundle).await;
+            let report = report::gather(&self.state, &bundle, &self.opts.out).await;
             crate::ca::report(&addr, &bundle, report).await
         };
         if let Err(e) = sent.await {
@@ -430,6 +498,39 @@ impl Renewable for Enrolled<'_> {
             self.failed(&error, now);
         }
     }
+}
+
+/// The pid of a running (not this process) `ca-client agent` for the credentials in `out` (its `--out`, or
+/// none and `out` the default).
+pub fn running_pid(out: &Path) -> Option<u32> {
+    let same = |dir: &str| {
+        std::fs::canonicalize(dir).ok() == std::fs::canonicalize(out).ok() || Path::new(dir) == out
+    };
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let words: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|w| String::from_utf8_lossy(w).to_string())
+            .collect();
+        let is_client = words.first().is_some_and(|w| w.ends_with("ca-client"));
+        let given = words.iter().enumerate().find_map(|(i, w)| {
+            if w == "--out" {
+                words.get(i + 1).cloned()
+            } else {
+                w.strip_prefix("--out=").map(str::to_string)
+            }
+        });
+        let ours = match given {
+            Some(dir) => same(&dir),
+            None => same(crate::state::DEFAULT_OUT),
+        };
+        (is_client
+            && ours
+            && pid != std::process::id()
+            && words.iter().skip(1).any(|w| w == "agent"))
+        .then_some(pid)
+    })
 }
 
 /// The planned renewal of `leaf`: recorded when it is for this certificate, else drawn

@@ -12,7 +12,11 @@ use crate::docker::{self, daemon_json, engine};
 use crate::state::{ClientState, DockerState};
 
 /// The node's state now, as the agent sees it.
-pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentReport {
+pub(super) async fn gather(
+    state: &ClientState,
+    bundle: &Bundle,
+    out: &std::path::Path,
+) -> v1::AgentReport {
     let serial = bundle
         .leaf()
         .map(|l| l.serial.to_string())
@@ -39,15 +43,15 @@ pub(super) async fn gather(state: &ClientState, bundle: &Bundle) -> v1::AgentRep
         ..Default::default()
     };
     if let Some(d) = &state.docker {
-        engine_facts(d, &mut report).await;
+        engine_facts(d, out, &mut report).await;
     }
     report
 }
 
 /// How the switched engine answers: its socket (version, swarm role), the certificate it
 /// serves, and any plain TCP address its daemon.json still lists.
-async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
-    report.mode = "native".into();
+async fn engine_facts(d: &DockerState, out: &std::path::Path, report: &mut v1::AgentReport) {
+    report.mode = d.mode.as_str().into();
     match engine::info_unix(&d.socket).await {
         Ok(info) => {
             report.engine_healthy = true;
@@ -72,7 +76,7 @@ async fn engine_facts(d: &DockerState, report: &mut v1::AgentReport) {
             .collect();
     }
     if report.engine_healthy
-        && let Ok(current) = docker::pairs::TlsDir::new(&d.tls_dir).load_current()
+        && let Ok(current) = docker::served_pair(d, out)
         && let (Some(name), Ok(addr)) = (
             docker::tls_name(&current),
             engine::dial_addr(&d.listen).await,

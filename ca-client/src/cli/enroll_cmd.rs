@@ -16,11 +16,14 @@ pub(super) async fn enroll_command(
 ) -> Result<ExitCode, ClientError> {
     let opts = settings::enroll_options(&args, file)?;
     // A failed switch kept the settings it was given: its retry needs none of them.
-    let remembered = crate::state::ClientState::load(&opts.out)
-        .ok()
-        .and_then(|s| s.failed_switch)
+    let enrolled = crate::state::ClientState::load(&opts.out).ok();
+    let remembered = enrolled
+        .as_ref()
+        .and_then(|s| s.failed_switch.clone())
         .and_then(|f| f.flags);
-    if let Some(docker) = settings::docker_options(&args.docker, file, remembered.as_ref())? {
+    if let Some(docker) =
+        settings::docker_options(&args.docker, file, remembered.as_ref(), enrolled.as_ref())?
+    {
         let Some(current) = docker_enrollment(&opts, &docker).await? else {
             return Ok(ExitCode::SUCCESS);
         };
@@ -34,8 +37,15 @@ pub(super) async fn enroll_command(
         report("enrolled", &opts.out, &obtained);
         if let Some(d) = &obtained.state.docker {
             println!(
-                "  engine:    switched to mutual TLS on {} (published as {})",
-                d.listen, d.advertise
+                "  engine:    switched to mutual TLS on {} (published as {}), {} mode{}",
+                d.listen,
+                d.advertise,
+                d.mode,
+                match d.mode {
+                    crate::state::EngineMode::Guard =>
+                        ": the agent serves it in front of dockerd's socket",
+                    crate::state::EngineMode::Native => "",
+                }
             );
             println!(
                 "  operators: `ca-client login` gives a docker context for it (this node's own certificate is no docker client)"
@@ -100,14 +110,23 @@ async fn docker_enrollment(
         ""
     };
     // Run again (at every boot by dtca-enroll.service): nothing to do once switched.
-    if let Some(done) = state.docker.as_ref().filter(|d| d.listen == docker.listen)
+    if let Some(done) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.listen == docker.listen && d.mode == docker.mode)
         && !docker.force
     {
         println!(
-            "already enrolled and switched: the engine listens on {} (mutual TLS); nothing to do{unused}",
-            done.listen
+            "already enrolled and switched: the engine listens on {} (mutual TLS, {} mode); nothing to do{unused}",
+            done.listen, done.mode
         );
         return Ok(None);
+    }
+    if let Some(done) = state.docker.as_ref().filter(|d| d.mode != docker.mode) {
+        println!(
+            "moving the engine from {} mode to {} mode",
+            done.mode, docker.mode
+        );
     }
     println!(
         "already enrolled in {out} as {}: switching with a renewal of that certificate{unused}",

@@ -178,6 +178,18 @@ pub struct DockerArgs {
     /// [default: /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system]
     #[arg(long = "systemd-dir", env = "DTCA_SYSTEMD_DIR", value_delimiter = ',')]
     pub systemd_dirs: Vec<PathBuf>,
+    /// Who serves mutual TLS on --docker-listen: `native`, dockerd itself (a new
+    /// certificate restarts it), or `guard`, the agent in front of dockerd's unix socket
+    /// (rotation never restarts dockerd, revocations apply in seconds, access levels are
+    /// enforced). On a switched node, moves it to that mode. [default: native, or the
+    /// node's current mode]
+    #[arg(long, env = "DTCA_DOCKER_MODE", value_enum)]
+    pub docker_mode: Option<crate::state::EngineMode>,
+    /// Guard mode: command that starts `ca-client agent` where systemd does not run it
+    /// (it must return once the agent runs in the background). [default: systemctl
+    /// enable + restart dtca-agent.service]
+    #[arg(long, env = "DTCA_AGENT_START")]
+    pub agent_start: Option<String>,
     /// Switch again even when already switched: renew (or, with a token, enroll afresh)
     /// and redo every step.
     #[arg(long, env = "DTCA_FORCE")]

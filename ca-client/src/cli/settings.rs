@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub docker_advertise: Option<String>,
     pub docker_timeout: Option<String>,
     pub systemd_dir: Option<Vec<PathBuf>>,
+    pub docker_mode: Option<crate::state::EngineMode>,
+    pub agent_start: Option<String>,
     pub force: Option<bool>,
     pub retry_base: Option<String>,
     pub retry_cap: Option<String>,
@@ -154,6 +156,7 @@ pub(super) fn docker_options(
     args: &DockerArgs,
     file: &FileConfig,
     remembered: Option<&SwitchFlags>,
+    current: Option<&crate::state::ClientState>,
 ) -> Result<Option<DockerOptions>, ClientError> {
     if !(args.docker || file.docker.unwrap_or(false)) {
         return Ok(None);
@@ -188,8 +191,15 @@ pub(super) fn docker_options(
         } else {
             args.systemd_dirs.clone()
         },
+        mode: args.docker_mode.or(file.docker_mode),
+        agent_start: args
+            .agent_start
+            .clone()
+            .or_else(|| file.agent_start.clone()),
     }
     .or(remembered);
+    // A switched node keeps its mode and agent start unless told otherwise.
+    let current = current.and_then(|s| s.docker.as_ref());
     Ok(Some(DockerOptions {
         config: given.config.clone(),
         tls_dir: given
@@ -215,6 +225,12 @@ pub(super) fn docker_options(
         timeout: duration_or(given.timeout.as_deref(), None, "60s", "--docker-timeout")?,
         force: args.force || file.force == Some(true),
         dry_run: args.dry_run,
+        mode: given.mode.or(current.map(|d| d.mode)).unwrap_or_default(),
+        agent_start: given
+            .agent_start
+            .clone()
+            .or_else(|| current.and_then(|d| d.agent_start.clone())),
+        held_by_guard: current.is_some_and(|d| d.mode == crate::state::EngineMode::Guard),
         given,
     }))
 }

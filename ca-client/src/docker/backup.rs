@@ -51,6 +51,21 @@ pub struct Manifest {
     pub socket: PathBuf,
     /// Plain TCP hosts the engine answered on before the switch.
     pub plain_tcp: Vec<EngineAddr>,
+    /// The process making the switch: while it lives, the switch is under way, not
+    /// interrupted (in guard mode it starts the agent, which must not undo it).
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+impl Manifest {
+    /// Whether the process that began this switch still runs (and is not this one).
+    pub fn owner_alive(&self) -> bool {
+        self.pid.is_some_and(|pid| {
+            pid != std::process::id()
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("ca-client"))
+        })
+    }
 }
 
 /// A backup on disk.
@@ -114,6 +129,7 @@ impl Backup {
                 restart: restart.to_string(),
                 socket: socket.to_path_buf(),
                 plain_tcp: plain_tcp.to_vec(),
+                pid: Some(std::process::id()),
             },
         };
         backup.write()?;

@@ -79,6 +79,25 @@ pub fn plan(
     listen: &EngineAddr,
     swarm: bool,
 ) -> Result<Plan, PlanError> {
+    plan_for(existing, moved_hosts, Some(tls), listen, swarm)
+}
+
+/// TLS keys dockerd reads; guard mode removes them all (dockerd serves no TLS there).
+const TLS_KEYS: [&str; 5] = ["tls", "tlsverify", "tlscacert", "tlscert", "tlskey"];
+
+/// [`plan`] for either engine mode: `tls` `Some`, dockerd serves mutual TLS on `listen`
+/// (native); `None`, dockerd keeps only its unix socket and no TLS keys, and `listen` is
+/// left for the guard (guard mode).
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_for(
+    existing: Option<&str>,
+    moved_hosts: &[String],
+    tls: Option<&TlsPaths>,
+    listen: &EngineAddr,
+    swarm: bool,
+) -> Result<Plan, PlanError> {
     let mut config = parse(existing)?;
     let mut before: Vec<String> = match config.get("hosts") {
         None | Some(Value::Null) => Vec::new(),
@@ -120,7 +139,9 @@ pub fn plan(
     {
         hosts.insert(0, DEFAULT_SOCKET.to_string());
     }
-    hosts.push(listen.to_string());
+    if tls.is_some() {
+        hosts.push(listen.to_string());
+    }
     let socket = hosts
         .iter()
         .find_map(|h| h.strip_prefix("unix://").map(PathBuf::from))
@@ -132,11 +153,20 @@ pub fn plan(
         });
 
     config.insert("hosts".into(), Value::from(hosts.clone()));
-    config.insert("tls".into(), Value::Bool(true));
-    config.insert("tlsverify".into(), Value::Bool(true));
-    config.insert("tlscacert".into(), path_value(&tls.ca));
-    config.insert("tlscert".into(), path_value(&tls.cert));
-    config.insert("tlskey".into(), path_value(&tls.key));
+    match tls {
+        Some(tls) => {
+            config.insert("tls".into(), Value::Bool(true));
+            config.insert("tlsverify".into(), Value::Bool(true));
+            config.insert("tlscacert".into(), path_value(&tls.ca));
+            config.insert("tlscert".into(), path_value(&tls.cert));
+            config.insert("tlskey".into(), path_value(&tls.key));
+        }
+        None => {
+            for key in TLS_KEYS {
+                config.shift_remove(key);
+            }
+        }
+    }
     let live_restore = !swarm;
     if swarm {
         // dockerd refuses live-restore in swarm mode; a `true` here would stop it starting.
@@ -375,6 +405,30 @@ mod tests {
             tcp_hosts(&hosts),
             vec![listen("tcp://10.0.0.1:2375"), listen("tcp://10.0.0.1:2376")]
         );
+    }
+
+    #[test]
+    fn guard_mode_keeps_only_the_socket_and_no_tls_keys() {
+        let existing = r#"{"hosts":["unix:///run/d.sock","tcp://0.0.0.0:2376","tcp://0.0.0.0:2375"],"tls":true,"tlsverify":true,"tlscacert":"/x/ca.pem","tlscert":"/x/c.pem","tlskey":"/x/k.pem","debug":true}"#;
+        let guard_addr = listen("tcp://0.0.0.0:2376");
+        let guarded = plan_for(Some(existing), &[], None, &guard_addr, false).unwrap();
+        let v = parse(&guarded.text);
+        assert_eq!(v["hosts"], serde_json::json!(["unix:///run/d.sock"]));
+        for key in TLS_KEYS {
+            assert!(v.get(key).is_none(), "{key} left in {}", guarded.text);
+        }
+        assert_eq!(v["debug"], true);
+        assert_eq!(v["live-restore"], true);
+        // The guard's address is not among those that must refuse: the guard takes it.
+        assert_eq!(guarded.removed_tcp, vec![listen("tcp://0.0.0.0:2375")]);
+        // Back to native: dockerd takes the address and its TLS keys again.
+        let back = plan(Some(&guarded.text), &[], &tls(), &guard_addr, false).unwrap();
+        let v = parse(&back.text);
+        assert_eq!(
+            v["hosts"],
+            serde_json::json!(["unix:///run/d.sock", "tcp://0.0.0.0:2376"])
+        );
+        assert_eq!(v["tlsverify"], true);
     }
 
     #[test]

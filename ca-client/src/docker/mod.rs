@@ -14,6 +14,8 @@
 //! - [`alive`]: a dockerd that dies after a restart, noticed in seconds, its last lines.
 //! - [`backup`]: copies of everything touched, and the journal of an unfinished switch.
 //! - [`engine`]: the Docker API over the unix socket, plain TCP and mutual TLS.
+//! - [`guarded`]: the switch's guard-mode steps: the agent started (or told), and the
+//!   engine verified through it.
 //!
 //! The sequence: preflight (the engine answers, swarm or not, what the files say) ->
 //! certificate -> backup -> TLS files -> daemon.json -> drop-in -> validate -> restart ->
@@ -25,6 +27,7 @@ pub mod alive;
 pub mod backup;
 pub mod daemon_json;
 pub mod engine;
+pub mod guarded;
 pub mod launcher;
 pub mod pairs;
 pub mod preflight;
@@ -76,6 +79,29 @@ pub struct DockerOptions {
     pub dry_run: bool,
     /// The settings given explicitly, kept by a failed switch for its retry.
     pub given: crate::state::SwitchFlags,
+    /// Who serves mutual TLS: dockerd (native) or the agent's guard.
+    pub mode: crate::state::EngineMode,
+    /// How to start the agent where systemd does not run it (guard mode).
+    pub agent_start: Option<String>,
+    /// The agent's guard holds the listen address now (the node is in guard mode).
+    pub held_by_guard: bool,
+}
+
+/// The pair the engine's address should serve: dockerd's TLS directory in native mode,
+/// the node's own pair (the credential directory `out`) in guard mode.
+///
+/// # Errors
+/// [`ClientError`] when the pair cannot be read.
+pub fn served_pair(
+    docker: &crate::state::DockerState,
+    out: &std::path::Path,
+) -> Result<Bundle, crate::error::ClientError> {
+    match docker.mode {
+        crate::state::EngineMode::Native => pairs::TlsDir::new(&docker.tls_dir).load_current(),
+        crate::state::EngineMode::Guard => {
+            Ok(Bundle::load(out, dtca_common::bundle::Layout::CLIENT)?)
+        }
+    }
 }
 
 /// Where the docker switch keeps its backups, inside the credential directory.

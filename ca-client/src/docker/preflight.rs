@@ -148,7 +148,8 @@ pub async fn preflight(opts: &DockerOptions) -> Result<Preflight, ClientError> {
     )
     .map_err(unsafe_to_edit)?;
     // A port another program holds would only show as an engine that does not start.
-    if !listening.contains(&opts.listen) {
+    // (The guard's own address is freed by the switch itself.)
+    if !listening.contains(&opts.listen) && !opts.held_by_guard {
         check_port_free(&opts.listen)?;
     }
     // Everything the switch writes must be writable before a token is spent on it.

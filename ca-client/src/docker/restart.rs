@@ -79,6 +79,10 @@ fn last_chars(text: &str, n: usize) -> &str {
 /// connections and that the unix socket answers. With a `watch`, a dockerd that is gone
 /// is noticed within [`super::alive::GRACE`] instead of at `timeout`.
 ///
+/// With `guard`, the agent's guard serves `listen`: it answers the node's own certificate
+/// a mutually-authenticated `/_ping` (forwarded to dockerd's socket) and nothing else, so
+/// that ping is required instead of the refusal.
+///
 /// # Errors
 /// What did not hold when `timeout` ran out, or that dockerd died (with its last lines).
 pub async fn verify(
@@ -88,6 +92,7 @@ pub async fn verify(
     bundle: &Bundle,
     timeout: Duration,
     watch: Option<&Watch>,
+    guard: bool,
 ) -> Result<(), String> {
     let mut liveness = watch.map(Liveness::new);
     let leaf = bundle.leaf().map_err(|e| e.to_string())?;
@@ -141,7 +146,15 @@ pub async fn verify(
             "{listen} does not ask for client certificates of this cluster's CA (its CA file is not the cluster's root)"
         ));
     }
-    if !leaf.client_auth
+    if guard {
+        engine::probe_tls(addr, &name, &bundle.roots, Some(&bundle.client_identity()))
+            .await
+            .map_err(|e| e.to_string())?
+            .answered
+            .map_err(|e| {
+                format!("a mutually-authenticated /_ping through the guard at {listen} failed: {e}")
+            })?;
+    } else if !leaf.client_auth
         && engine::probe_tls(addr, &name, &bundle.roots, Some(&bundle.client_identity()))
             .await
             .is_ok_and(|own| own.answered.is_ok())
@@ -161,6 +174,55 @@ pub async fn verify(
     engine::ping_unix(socket)
         .await
         .map_err(|e| format!("the unix socket does not answer: {e}"))
+}
+
+/// Waits until the restarted engine answers on `socket` and nothing accepts connections
+/// on `closed` any more (its old TCP addresses, and in guard mode the address the guard
+/// is to take): dockerd serves its unix socket only.
+///
+/// # Errors
+/// What did not hold when `timeout` ran out, or that dockerd died.
+pub async fn verify_socket_only(
+    socket: &Path,
+    closed: &[EngineAddr],
+    timeout: Duration,
+    watch: Option<&Watch>,
+) -> Result<(), String> {
+    let mut liveness = watch.map(Liveness::new);
+    let deadline = Instant::now() + timeout;
+    let check = || async {
+        engine::ping_unix(socket)
+            .await
+            .map_err(|e| format!("the unix socket does not answer: {e}"))?;
+        for addr in closed {
+            let dial = engine::dial_addr(addr).await.map_err(|e| e.to_string())?;
+            if !engine::refuses(dial).await {
+                return Err(format!("{addr} still accepts connections"));
+            }
+        }
+        Ok::<(), String>(())
+    };
+    loop {
+        let problem = match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the engine is not on its unix socket only within {}s: {problem}",
+                timeout.as_secs()
+            ));
+        }
+        match liveness.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    dead = l.until_dead() => return Err(dead),
+                }
+            }
+            None => tokio::time::sleep(POLL).await,
+        }
+    }
 }
 
 /// Restores the backup, restarts if needed, and confirms the engine answers as before.
@@ -227,6 +289,10 @@ pub async fn recover_interrupted(
     let Some(mut backup) = Backup::pending(backup_dir) else {
         return Ok(None);
     };
+    if backup.manifest.owner_alive() {
+        tracing::info!(pid = ?backup.manifest.pid, "a docker switch is under way; not touching it");
+        return Ok(None);
+    }
     tracing::warn!(started = %backup.manifest.started, "an earlier docker switch was interrupted; rolling it back");
     let how = roll_back(&backup, true, timeout)
         .await

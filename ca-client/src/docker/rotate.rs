@@ -39,6 +39,7 @@ pub async fn rotate(
             new,
             timeout,
             Some(&watch),
+            false,
         )
         .await
     };
@@ -65,6 +66,7 @@ pub async fn rotate(
             &previous_bundle,
             timeout,
             Some(&watch),
+            false,
         )
         .await
     };
@@ -115,6 +117,7 @@ pub async fn reconcile(docker: &DockerState, timeout: Duration) -> Result<(), Cl
             &current,
             timeout,
             Some(&watch),
+            false,
         )
         .await
     };

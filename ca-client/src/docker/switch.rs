@@ -12,16 +12,19 @@ use tokio::process::Command;
 use super::alive::{self, Watch};
 use super::backup::Backup;
 use super::daemon_json::{self, Plan};
+use super::guarded::{self, Handoff, Started};
 use super::pairs::TlsDir;
 use super::preflight::Preflight;
-use super::restart::{restart, roll_back, verify};
+use super::restart::{restart, roll_back, verify, verify_socket_only};
 use super::{DockerOptions, advertise, engine, systemd};
 use crate::error::{ClientError, ConfigProblem, EngineFailure, Step, SwitchFailure};
-use crate::state::DockerState;
+use crate::state::{ClientState, DockerState, EngineMode};
 
 /// Switches the engine to mutual TLS with `bundle`, verified; rolls back on failure.
 ///
-/// `backup_dir` keeps copies of everything touched (and the journal of the switch).
+/// `backup_dir` keeps copies of everything touched (and the journal of the switch);
+/// `node` is the enrollment the switch hands to the agent in guard mode (and the mode
+/// the engine is in now).
 ///
 /// # Errors
 /// [`SwitchFailure::RolledBack`] naming the step that failed, after the previous
@@ -32,9 +35,22 @@ pub async fn switch(
     pre: &Preflight,
     bundle: &Bundle,
     backup_dir: &Path,
+    node: &Handoff<'_>,
 ) -> Result<DockerState, ClientError> {
     let tls = TlsDir::new(&opts.tls_dir);
     let (plan, dropin) = planned(opts, pre)?;
+    let next = DockerState {
+        config: pre.config.clone(),
+        tls_dir: opts.tls_dir.clone(),
+        listen: opts.listen.clone(),
+        restart: pre.restart.clone(),
+        socket: plan.socket.clone().unwrap_or_else(|| pre.socket.clone()),
+        dropin: dropin.as_ref().map(|(p, _)| p.clone()),
+        swarm: pre.info.swarm,
+        advertise: advertise(opts, bundle),
+        mode: opts.mode,
+        agent_start: opts.agent_start.clone(),
+    };
 
     let mut touched = tls.touched();
     touched.push(pre.config.clone());
@@ -43,6 +59,10 @@ pub async fn switch(
     }
     if let Some((path, _)) = &pre.env_edit {
         touched.push(path.clone());
+    }
+    if node.involves_guard(opts.mode) {
+        // The recorded mode is what the agent follows: a rollback puts it back too.
+        touched.push(ClientState::path(node.out));
     }
     let mut backup = Backup::begin(
         backup_dir,
@@ -53,7 +73,7 @@ pub async fn switch(
     )?;
     tracing::info!(backup = %backup_dir.display(), "backed up the engine's configuration");
 
-    let mut restarted = false;
+    let mut progress = Progress::default();
     let applied = apply(
         opts,
         pre,
@@ -61,31 +81,30 @@ pub async fn switch(
         dropin.as_ref(),
         &tls,
         bundle,
-        &mut restarted,
+        node,
+        &next,
+        &mut progress,
     )
     .await;
     let failure = match applied {
         Ok(()) => {
             backup.finish()?;
-            if let Some(serial) = tls.current() {
+            if opts.mode == EngineMode::Native
+                && let Some(serial) = tls.current()
+            {
                 tls.prune(&[&serial]);
             }
-            tracing::info!(listen = %opts.listen, "engine switched to mutual TLS");
-            return Ok(DockerState {
-                config: pre.config.clone(),
-                tls_dir: opts.tls_dir.clone(),
-                listen: opts.listen.clone(),
-                restart: pre.restart.clone(),
-                socket: plan.socket.unwrap_or_else(|| pre.socket.clone()),
-                dropin: dropin.map(|(p, _)| p),
-                swarm: pre.info.swarm,
-                advertise: advertise(opts, bundle),
-            });
+            tracing::info!(listen = %opts.listen, mode = %opts.mode, "engine switched to mutual TLS");
+            return Ok(next);
         }
         Err(failure) => failure,
     };
     tracing::error!(step = %failure.step, error = %failure.detail, "switch failed; rolling back");
-    match roll_back(&backup, restarted, opts.timeout).await {
+    let rolled = roll_back(&backup, progress.restarted, opts.timeout).await;
+    if let Some(started) = progress.agent.take() {
+        started.stop().await;
+    }
+    match rolled {
         Ok(restored) => {
             // The new pair was never proven: leave only what is current again.
             let current = tls.current();
@@ -107,6 +126,15 @@ pub async fn switch(
     }
 }
 
+/// How far the switch got: what a rollback must undo besides the files.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The engine was restarted.
+    restarted: bool,
+    /// The agent this switch started (stopped again by a rollback).
+    agent: Option<Started>,
+}
+
 /// A systemd drop-in to write: its path and dockerd's command line.
 pub type Dropin = Option<(PathBuf, Vec<String>)>;
 
@@ -117,10 +145,11 @@ pub type Dropin = Option<(PathBuf, Vec<String>)>;
 /// # Errors
 /// [`ConfigProblem::DaemonJson`] when daemon.json cannot be edited safely.
 pub fn planned(opts: &DockerOptions, pre: &Preflight) -> Result<(Plan, Dropin), ClientError> {
-    let plan = daemon_json::plan(
+    let tls = TlsDir::new(&opts.tls_dir).paths();
+    let plan = daemon_json::plan_for(
         pre.existing.as_deref(),
         &pre.flag_hosts,
-        &TlsDir::new(&opts.tls_dir).paths(),
+        (opts.mode == EngineMode::Native).then_some(&tls),
         &opts.listen,
         pre.info.swarm,
     )
@@ -150,6 +179,7 @@ fn step<T, E: std::fmt::Display>(step: Step, r: Result<T, E>) -> Result<T, StepF
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     opts: &DockerOptions,
     pre: &Preflight,
@@ -157,10 +187,14 @@ async fn apply(
     dropin: Option<&(PathBuf, Vec<String>)>,
     tls: &TlsDir,
     bundle: &Bundle,
-    restarted: &mut bool,
+    node: &Handoff<'_>,
+    next: &DockerState,
+    progress: &mut Progress,
 ) -> Result<(), StepFailure> {
-    let serial = step(Step::WriteTls, tls.install(bundle))?;
-    step(Step::WriteTls, tls.activate(&serial))?;
+    if opts.mode == EngineMode::Native {
+        let serial = step(Step::WriteTls, tls.install(bundle))?;
+        step(Step::WriteTls, tls.activate(&serial))?;
+    }
     // Keep the file's mode (some keep daemon.json 0600).
     let mode = std::fs::metadata(&pre.config)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
@@ -214,24 +248,55 @@ async fn apply(
         )?;
     }
     let socket = plan.socket.clone().unwrap_or_else(|| pre.socket.clone());
+    let guarded_now = node.mode() == Some(EngineMode::Guard);
+    if guarded_now && opts.mode == EngineMode::Native {
+        // The guard holds the address dockerd is to take: the agent lets it go when it
+        // reads the new mode.
+        step(Step::StopGuard, node.publish(bundle, next))?;
+        step(
+            Step::StopGuard,
+            guarded::released(&opts.listen, opts.timeout).await,
+        )?;
+    }
     let watch = Watch::before_restart(
         pidfile_of(&plan.text, pre),
         socket.clone(),
         alive::log_source(&pre.launcher),
     );
-    *restarted = true;
+    progress.restarted = true;
     step(Step::Restart, restart(&pre.restart).await)?;
+    if opts.mode == EngineMode::Native {
+        return step(
+            Step::Verify,
+            verify(
+                &opts.listen,
+                &plan.removed_tcp,
+                &socket,
+                bundle,
+                opts.timeout,
+                Some(&watch),
+                false,
+            )
+            .await,
+        );
+    }
+    // Guard mode: dockerd on its socket only, then the agent in front of it.
+    let mut closed = plan.removed_tcp.clone();
+    if !guarded_now {
+        closed.push(opts.listen.clone());
+    }
     step(
         Step::Verify,
-        verify(
-            &opts.listen,
-            &plan.removed_tcp,
-            &socket,
-            bundle,
-            opts.timeout,
-            Some(&watch),
-        )
-        .await,
+        verify_socket_only(&socket, &closed, opts.timeout, Some(&watch)).await,
+    )?;
+    step(Step::StartAgent, node.publish(bundle, next))?;
+    progress.agent = step(
+        Step::StartAgent,
+        guarded::ensure_agent(node.out, opts.agent_start.as_deref(), opts.timeout).await,
+    )?;
+    step(
+        Step::VerifyGuard,
+        verify(&opts.listen, &[], &socket, bundle, opts.timeout, None, true).await,
     )
 }
 

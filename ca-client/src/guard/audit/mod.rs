@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub(crate) use reader::Follower;
 pub(crate) use writer::AuditLog;
 
 /// The current file's name in the node's credential directory.
