@@ -539,7 +539,10 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
     switch_to_guard(&node, true);
     node.operator_context("full");
     ok(
-        &node.docker("full", &["run", "-d", "--name", "web", IMAGE, "sleep", "600"]),
+        &node.docker(
+            "full",
+            &["run", "-d", "--name", "web", IMAGE, "sleep", "600"],
+        ),
         "run -d",
     );
     let creds = operator_with(
@@ -551,10 +554,16 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
     node.engine.context("reader", &node.listen, &creds);
 
     // Reading state works.
-    let ps = ok(&node.docker("reader", &["ps", "--format", "{{.Names}}"]), "ps");
+    let ps = ok(
+        &node.docker("reader", &["ps", "--format", "{{.Names}}"]),
+        "ps",
+    );
     assert_eq!(ps, "web");
     let state = ok(
-        &node.docker("reader", &["inspect", "--format", "{{.State.Status}}", "web"]),
+        &node.docker(
+            "reader",
+            &["inspect", "--format", "{{.State.Status}}", "web"],
+        ),
         "inspect",
     );
     assert_eq!(state, "running");
@@ -598,14 +607,24 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
             vec!["build", "-t", "x", &build_dir],
             "read-only access: POST /build runs code",
         ),
-        (vec!["stop", "web"], "read-only access: POST /containers/web/stop changes state"),
+        (
+            vec!["stop", "web"],
+            "read-only access: POST /containers/web/stop changes state",
+        ),
     ] {
         let out = node.docker("reader", &args);
-        assert!(!out.status.success(), "{args:?} was allowed: {}", text(&out));
+        assert!(
+            !out.status.success(),
+            "{args:?} was allowed: {}",
+            text(&out)
+        );
         assert!(stderr(&out).contains(why), "{args:?}: {}", text(&out));
     }
     // Nothing happened: no new container, the old one still runs.
-    let all = ok(&node.docker("full", &["ps", "-a", "--format", "{{.Names}} {{.State}}"]), "ps -a");
+    let all = ok(
+        &node.docker("full", &["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        "ps -a",
+    );
     assert_eq!(all, "web running");
 
     // The node's audit log shows the requests, the reader's and the refusals among them.
