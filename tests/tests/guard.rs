@@ -208,17 +208,17 @@ fn every_docker_command_works_through_the_guard() {
     let node = Node::new();
     switch_to_guard(&node, true);
     let restarts = node.engine.restarts();
-    node.operator_context("g");
+    node.operator_context("gd");
 
     let version = ok(
-        &node.docker("g", &["version", "--format", "{{.Server.Version}}"]),
+        &node.docker("gd", &["version", "--format", "{{.Server.Version}}"]),
         "version",
     );
     assert!(!version.is_empty());
-    ok(&node.docker("g", &["info"]), "info");
-    ok(&node.docker("g", &["ps", "-a"]), "ps");
+    ok(&node.docker("gd", &["info"]), "info");
+    ok(&node.docker("gd", &["ps", "-a"]), "ps");
     let id = ok(
-        &node.docker("g", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("gd", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     assert!(!id.is_empty());
@@ -227,8 +227,8 @@ fn every_docker_command_works_through_the_guard() {
     // through the guard), and the output after it comes back.
     let mut exec = node
         .engine
-        .cli("g")
-        .args(["exec", "-i", "c", "cat"])
+        .cli("gd")
+        .args(["exec", "-i", "ct", "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -244,7 +244,7 @@ fn every_docker_command_works_through_the_guard() {
 
     // exec with a tty, under script(1): the terminal's input reaches the shell in the
     // container and its answer comes back.
-    let inner = "docker --context g exec -it c sh -c 'read x; echo got-$x; exit 3'";
+    let inner = "docker --context gd exec -it ct sh -c 'read x; echo got-$x; exit 3'";
     let mut tty = Command::new("script")
         .args(["-qefc", inner, "/dev/null"])
         .env("DOCKER_CONFIG", node.engine.dir.join("cli"))
@@ -278,13 +278,13 @@ fn every_docker_command_works_through_the_guard() {
     // attach to a container waiting for input.
     ok(
         &node.docker(
-            "g",
+            "gd",
             &[
                 "run",
                 "-d",
                 "-i",
                 "--name",
-                "a",
+                "at",
                 IMAGE,
                 "sh",
                 "-c",
@@ -295,30 +295,41 @@ fn every_docker_command_works_through_the_guard() {
     );
     let mut attach = node
         .engine
-        .cli("g")
-        .args(["attach", "a"])
+        .cli("gd")
+        .args(["attach", "at"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    attach.stdin.take().unwrap().write_all(b"hi\n").unwrap();
-    let attach = attach.wait_with_output().unwrap();
-    assert!(
-        String::from_utf8_lossy(&attach.stdout).contains("attached-hi"),
-        "attach: {}",
-        text(&attach)
-    );
+    // Typed while attached; stdin stays open, as a terminal's would, until the
+    // container has answered and exited (which ends the attach).
+    let mut typing = attach.stdin.take().unwrap();
+    typing.write_all(b"hi\n").unwrap();
+    let lines = collect_lines(&mut attach);
+    let answered = wait_until(Duration::from_secs(20), || {
+        lines.lock().unwrap().iter().any(|l| l == "attached-hi")
+    });
+    let ended = wait_until(Duration::from_secs(20), || {
+        attach.try_wait().unwrap().is_some()
+    });
+    drop(typing);
+    if !ended {
+        let _ = attach.kill();
+    }
+    let _ = attach.wait();
+    assert!(answered, "attach: {:?}", lines.lock().unwrap());
+    assert!(ended, "attach did not end with the container");
 
     // logs -f: a stream that keeps coming.
     ok(
         &node.docker(
-            "g",
+            "gd",
             &[
                 "run",
                 "-d",
                 "--name",
-                "l",
+                "lg",
                 IMAGE,
                 "sh",
                 "-c",
@@ -329,8 +340,8 @@ fn every_docker_command_works_through_the_guard() {
     );
     let mut logs = node
         .engine
-        .cli("g")
-        .args(["logs", "-f", "l"])
+        .cli("gd")
+        .args(["logs", "-f", "lg"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -347,7 +358,7 @@ fn every_docker_command_works_through_the_guard() {
     // events: what happened so far, up to now.
     let until = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
     let events = ok(
-        &node.docker("g", &["events", "--since", "0", "--until", &until]),
+        &node.docker("gd", &["events", "--since", "0", "--until", &until]),
         "events",
     );
     assert!(events.contains("container start"), "events: {events}");
@@ -360,12 +371,12 @@ fn every_docker_command_works_through_the_guard() {
     }
     std::fs::write(&big, &data).unwrap();
     ok(
-        &node.docker("g", &["cp", big.to_str().unwrap(), "c:/big.bin"]),
+        &node.docker("gd", &["cp", big.to_str().unwrap(), "ct:/big.bin"]),
         "cp in",
     );
     let back = node.engine.dir.join("back.bin");
     ok(
-        &node.docker("g", &["cp", "c:/big.bin", back.to_str().unwrap()]),
+        &node.docker("gd", &["cp", "ct:/big.bin", back.to_str().unwrap()]),
         "cp out",
     );
     assert!(
@@ -384,14 +395,14 @@ fn every_docker_command_works_through_the_guard() {
     std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
     ok(
         &node.docker(
-            "g",
+            "gd",
             &["build", "-t", "dtca-test/built:1", ctx.to_str().unwrap()],
         ),
         "build",
     );
     let built = ok(
         &node.docker(
-            "g",
+            "gd",
             &[
                 "run",
                 "--rm",
@@ -407,18 +418,18 @@ fn every_docker_command_works_through_the_guard() {
     let tar = node.engine.dir.join("image.tar");
     ok(
         &node.docker(
-            "g",
+            "gd",
             &["save", "-o", tar.to_str().unwrap(), "dtca-test/built:1"],
         ),
         "save",
     );
-    ok(&node.docker("g", &["rmi", "dtca-test/built:1"]), "rmi");
+    ok(&node.docker("gd", &["rmi", "dtca-test/built:1"]), "rmi");
     ok(
-        &node.docker("g", &["load", "-i", tar.to_str().unwrap()]),
+        &node.docker("gd", &["load", "-i", tar.to_str().unwrap()]),
         "load",
     );
     ok(
-        &node.docker("g", &["image", "inspect", "dtca-test/built:1"]),
+        &node.docker("gd", &["image", "inspect", "dtca-test/built:1"]),
         "inspect the loaded image",
     );
 
@@ -433,7 +444,6 @@ fn every_docker_command_works_through_the_guard() {
 
 #[test]
 fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
-    let t = Instant::now();
     let node = Node::new();
     switch_to_guard(&node, true);
     // The node's own pair, under the names the docker CLI reads.
@@ -467,15 +477,15 @@ fn a_node_certificate_and_no_certificate_are_refused_as_clients() {
 fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let node = Node::new();
     switch_to_guard(&node, true);
-    node.operator_context("g");
+    node.operator_context("gd");
     ok(
         &node.docker(
-            "g",
+            "gd",
             &[
                 "run",
                 "-d",
                 "--name",
-                "l",
+                "lg",
                 IMAGE,
                 "sh",
                 "-c",
@@ -488,8 +498,8 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let restarts = node.engine.restarts();
     let mut logs = node
         .engine
-        .cli("g")
-        .args(["logs", "-f", "l"])
+        .cli("gd")
+        .args(["logs", "-f", "lg"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -525,7 +535,7 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
         count(&lines)
     );
     assert!(logs.try_wait().unwrap().is_none(), "logs -f ended");
-    ok(&node.docker("g", &["ps"]), "ps after the rotation");
+    ok(&node.docker("gd", &["ps"]), "ps after the rotation");
     // dockerd was not touched.
     assert_eq!(node.engine.pid(), pid);
     assert_eq!(node.engine.restarts(), restarts);
@@ -679,9 +689,9 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
 fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() {
     let node = Node::new();
     switch_to_guard(&node, true);
-    let creds = node.operator_context("g");
+    let creds = node.operator_context("gd");
     ok(
-        &node.docker("g", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("gd", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     assert!(
@@ -693,11 +703,11 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     );
     let mut exec = node
         .engine
-        .cli("g")
+        .cli("gd")
         .args([
             "exec",
             "-i",
-            "c",
+            "ct",
             "sh",
             "-c",
             "while read x; do echo got-$x; done",
@@ -754,7 +764,7 @@ fn revoking_an_operator_closes_its_exec_session_and_refuses_it_within_seconds() 
     );
     println!("revoke to closed exec session: {} ms", took.as_millis());
     // New calls are refused, with a message the CLI prints.
-    let refused = node.docker("g", &["ps"]);
+    let refused = node.docker("gd", &["ps"]);
     assert!(!refused.status.success(), "a revoked certificate got in");
     assert!(text(&refused).contains("revoked"), "{}", text(&refused));
 }
@@ -765,27 +775,30 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
     let native = node.switch("native", true);
     assert!(native.status.success(), "native switch: {}", text(&native));
     assert_eq!(node.status()["engine"]["mode"], "native");
-    node.operator_context("n");
+    node.operator_context("nt");
     let id = ok(
-        &node.docker("n", &["run", "-d", "--name", "c", IMAGE, "sleep", "600"]),
+        &node.docker("nt", &["run", "-d", "--name", "ct", IMAGE, "sleep", "600"]),
         "run -d",
     );
     let started = ok(
-        &node.docker("n", &["inspect", "-f", "{{.State.StartedAt}}", "c"]),
+        &node.docker("nt", &["inspect", "-f", "{{.State.StartedAt}}", "ct"]),
         "inspect",
     );
 
     switch_to_guard(&node, false);
     let dockerd = node.engine.pid();
-    ok(&node.docker("n", &["version"]), "version through the guard");
+    ok(
+        &node.docker("nt", &["version"]),
+        "version through the guard",
+    );
     let running = ok(
         &node.docker(
-            "n",
+            "nt",
             &[
                 "inspect",
                 "-f",
                 "{{.Id}} {{.State.Running}} {{.State.StartedAt}}",
-                "c",
+                "ct",
             ],
         ),
         "inspect through the guard",
@@ -811,12 +824,12 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
     );
     let running = ok(
         &node.docker(
-            "n",
+            "nt",
             &[
                 "inspect",
                 "-f",
                 "{{.Id}} {{.State.Running}} {{.State.StartedAt}}",
-                "c",
+                "ct",
             ],
         ),
         "inspect through dockerd's TLS",
@@ -825,5 +838,142 @@ fn native_to_guard_to_native_on_one_node_keeps_its_containers() {
         running,
         format!("{id} true {started}"),
         "the container did not survive"
+    );
+}
+
+/// Why the README recommends guard mode for swarm nodes, measured: dockerd refuses
+/// live-restore in swarm mode, so the restart a native rotation makes stops every
+/// container of the node; in guard mode a rotation leaves dockerd and its containers be.
+#[test]
+fn on_a_swarm_node_a_restart_stops_containers_and_a_guard_rotation_does_not() {
+    let node = Node::new();
+    let init = node
+        .engine
+        .docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert!(init.status.success(), "swarm init: {}", text(&init));
+    let running = |args: &[&str]| -> String {
+        let mut all = vec!["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}"];
+        all.extend_from_slice(args);
+        ok(&node.engine.docker(&all), "inspect")
+    };
+    // What a native rotation does to the engine: a restart.
+    ok(
+        &node
+            .engine
+            .docker(&["run", "-d", "--name", "before", IMAGE, "sleep", "600"]),
+        "run -d",
+    );
+    let restart = Command::new(&node.engine.restart).status().unwrap();
+    assert!(restart.success());
+    assert!(wait_until(Duration::from_secs(30), || node
+        .engine
+        .docker(&["version"])
+        .status
+        .success()));
+    assert!(
+        running(&["before"]).starts_with("false"),
+        "a swarm node's container survived a restart: {}",
+        running(&["before"])
+    );
+
+    switch_to_guard(&node, true);
+    node.operator_context("sw");
+    ok(
+        &node.docker(
+            "sw",
+            &["run", "-d", "--name", "after", IMAGE, "sleep", "600"],
+        ),
+        "run -d through the guard",
+    );
+    let state = running(&["after"]);
+    let pid = node.engine.pid();
+    let before = node.serial();
+    let renew = run("ca-client", &["renew", "--out", node.out.to_str().unwrap()]);
+    assert!(renew.status.success(), "renew: {}", text(&renew));
+    let after = node.serial();
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || node.status()["engine"]["served_serial"].as_str() == Some(after.as_str())
+        ),
+        "the guard does not serve the new pair"
+    );
+    assert_ne!(before, after);
+    assert_eq!(node.engine.pid(), pid, "dockerd was restarted");
+    assert_eq!(
+        running(&["after"]),
+        state,
+        "the container did not survive the rotation"
+    );
+    assert!(state.starts_with("true"));
+}
+
+/// Without a way to start the agent (no systemd here, no `--agent-start`) the switch is
+/// refused before anything is spent (exit 47); an agent start that starts nothing is
+/// rolled back like any failed switch (exit 48), the engine back on its plain address.
+#[test]
+fn a_guard_switch_without_an_agent_is_refused_or_rolled_back() {
+    use dtca_common::Reason;
+    use dtca_tests::cli::expect_exit;
+    let node = Node::new();
+    let config_before = std::fs::read_to_string(&node.engine.config).unwrap();
+    let enroll = |extra: &[&str]| {
+        let t = token(&node.state, &["--role", "node"]);
+        Command::new(bin("ca-client"))
+            .args([
+                "enroll",
+                "--docker",
+                "--no-default-sans",
+                "--san",
+                "127.0.0.1",
+            ])
+            .args(["--docker-mode", "guard", "--docker-timeout", "5s"])
+            .args(["--server", &node.serve.addr, "--token", &t, "--out"])
+            .arg(&node.out)
+            .args(node.engine.switch_flags(&node.listen, &node.engine.restart))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = enroll(&[]);
+    expect_exit(&refused, Reason::AgentStart);
+    assert!(
+        stderr(&refused).contains("--agent-start"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        !node.out.join("client.toml").exists(),
+        "something was spent"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&node.engine.config).unwrap(),
+        config_before
+    );
+
+    let failed = enroll(&["--agent-start", "true"]);
+    expect_exit(&failed, Reason::GuardSwitch);
+    assert!(
+        stderr(&failed).contains("start the agent"),
+        "{}",
+        stderr(&failed)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&node.engine.config).unwrap(),
+        config_before
+    );
+    assert!(
+        accepts(&node.engine.plain),
+        "the engine is not back on its plain address"
+    );
+    assert!(
+        !accepts(&node.listen),
+        "something still listens on the guard's address"
+    );
+    let status = node.status();
+    assert_eq!(status["engine"]["managed"], false, "{status}");
+    assert_eq!(
+        status["engine"]["failed_switch"]["step"], "start-agent",
+        "{status}"
     );
 }

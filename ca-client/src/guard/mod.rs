@@ -86,6 +86,27 @@ struct Loaded {
     stamp: Vec<Option<SystemTime>>,
 }
 
+/// An open connection, recorded until dropped.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    serial: Serial,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.shared.open.lock()
+            && let Some(list) = open.get_mut(&self.serial)
+        {
+            list.retain(|(i, _)| *i != self.id);
+            if list.is_empty() {
+                open.remove(&self.serial);
+            }
+        }
+    }
+}
+
 /// One open connection: its number and the switch that closes it.
 type Closer = (u64, watch::Sender<bool>);
 
@@ -320,7 +341,9 @@ impl Shared {
         }
     }
 
-    fn register(&self, serial: &Serial) -> (u64, watch::Receiver<bool>) {
+    /// Records an open connection of `serial`; it stays recorded (and closable by a
+    /// revocation) while the returned registration lives, hijacked sessions included.
+    fn register(self: &Arc<Self>, serial: &Serial) -> (Registration, watch::Receiver<bool>) {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -329,18 +352,12 @@ impl Shared {
         if let Ok(mut open) = self.open.lock() {
             open.entry(serial.clone()).or_default().push((id, tx));
         }
-        (id, rx)
-    }
-
-    fn unregister(&self, serial: &Serial, id: u64) {
-        if let Ok(mut open) = self.open.lock()
-            && let Some(list) = open.get_mut(serial)
-        {
-            list.retain(|(i, _)| *i != id);
-            if list.is_empty() {
-                open.remove(serial);
-            }
-        }
+        let registration = Registration {
+            shared: self.clone(),
+            serial: serial.clone(),
+            id,
+        };
+        (registration, rx)
     }
 
     fn config(&self) -> Option<Arc<ServerConfig>> {
@@ -420,10 +437,15 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, socket: PathBuf
             else {
                 return;
             };
-            let (id, closed) = shared.register(&client.serial);
-            let serial = client.serial.clone();
-            proxy::serve(tls, Arc::new(client), shared.clone(), socket, closed).await;
-            shared.unregister(&serial, id);
+            let (registration, closed) = shared.register(&client.serial);
+            let open = proxy::Open {
+                client: Arc::new(client),
+                shared: shared.clone(),
+                socket,
+                closed,
+                registration: Arc::new(registration),
+            };
+            proxy::serve(tls, open).await;
         });
     }
 }

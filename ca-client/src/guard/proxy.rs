@@ -24,9 +24,9 @@ use tokio::sync::{Mutex, watch};
 use dtca_pki::access::Access;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::audit::AuditRecord;
 use super::verify::Client;
+use super::{Registration, Shared};
 
 /// What a response body is here: dockerd's, streamed, or the guard's own.
 type Reply = Response<UnsyncBoxBody<Bytes, hyper::Error>>;
@@ -35,22 +35,27 @@ type Upstream = UnsyncBoxBody<Bytes, hyper::Error>;
 /// What runs once a body has ended, with the bytes it carried.
 type Finish = Box<dyn FnOnce(u64) + Send>;
 
-/// Serves one connection until it ends or `closed` says its certificate was revoked.
-pub(super) async fn serve<S>(
-    io: S,
-    client: Arc<Client>,
-    shared: Arc<Shared>,
-    socket: PathBuf,
-    mut closed: watch::Receiver<bool>,
-) where
+/// One client connection, verified and recorded.
+pub(super) struct Open {
+    pub(super) client: Arc<Client>,
+    pub(super) shared: Arc<Shared>,
+    /// dockerd's unix socket.
+    pub(super) socket: PathBuf,
+    /// Turns true when the certificate is revoked.
+    pub(super) closed: watch::Receiver<bool>,
+    /// Keeps the connection recorded (closable) while it or a session it hijacked lives.
+    pub(super) registration: Arc<Registration>,
+}
+
+/// Serves one connection until it ends or its certificate is revoked.
+pub(super) async fn serve<S>(io: S, open: Open)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let closed = open.closed.clone();
     let conn = Arc::new(Conn {
-        client,
-        shared,
-        socket,
+        open,
         upstream: Mutex::new(None),
-        closed: closed.clone(),
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = conn.clone();
@@ -66,21 +71,24 @@ pub(super) async fn serve<S>(
                 tracing::debug!(error = %e, "guard connection ended");
             }
         }
-        _ = closed.wait_for(|c| *c) => {
+        () = revoked(closed) => {
             tracing::info!("closed a connection of a revoked certificate");
         }
     }
 }
 
+/// Resolves when the certificate is revoked; never while it is not.
+async fn revoked(mut closed: watch::Receiver<bool>) {
+    if closed.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// One client connection's state.
 struct Conn {
-    client: Arc<Client>,
-    shared: Arc<Shared>,
-    /// dockerd's unix socket.
-    socket: PathBuf,
+    open: Open,
     /// The connection to dockerd for this client connection, made at its first request.
     upstream: Mutex<Option<SendRequest<Upstream>>>,
-    closed: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -91,16 +99,20 @@ impl Conn {
             .path_and_query()
             .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
         let record = Record {
-            shared: self.shared.clone(),
-            client: self.client.clone(),
+            shared: self.open.shared.clone(),
+            client: self.open.client.clone(),
             method: method.to_string(),
             path: target.clone(),
             time: time::OffsetDateTime::now_utc(),
             started: Instant::now(),
             bytes_in: Arc::new(AtomicU64::new(0)),
         };
-        if let Err(message) = self.shared.allowed(&self.client, &method, &target) {
-            tracing::info!(identity = %self.client.identity, serial = %self.client.serial, %method, path = %target, %message, "refused");
+        if let Err(message) = self
+            .open
+            .shared
+            .allowed(&self.open.client, &method, &target)
+        {
+            tracing::info!(identity = %self.open.client.identity, serial = %self.open.client.serial, %method, path = %target, %message, "refused");
             let reply = refusal(StatusCode::FORBIDDEN, &message);
             record.done(StatusCode::FORBIDDEN.as_u16(), 0, Some(message));
             return reply;
@@ -137,8 +149,10 @@ impl Conn {
             && let Some(downstream) = downstream
         {
             let upstream = hyper::upgrade::on(&mut response);
-            let closed = self.closed.clone();
+            let closed = self.open.closed.clone();
+            let registration = self.open.registration.clone();
             tokio::spawn(async move {
+                let _recorded = registration;
                 let (mut to_engine, mut to_client) = (0, 0);
                 match tokio::try_join!(downstream, upstream) {
                     Ok((down, up)) => {
@@ -171,7 +185,7 @@ impl Conn {
         {
             return Ok(sender);
         }
-        connect(&self.socket).await
+        connect(&self.open.socket).await
     }
 }
 
@@ -197,7 +211,7 @@ async fn connect(socket: &Path) -> Result<SendRequest<Upstream>, String> {
 /// half-closes its TCP side without close_notify reads as an error); its writer is then
 /// shut down, which passes the half-close on. Returns the bytes to the engine and to the
 /// client.
-async fn pipe<D, U>(down: D, up: U, mut closed: watch::Receiver<bool>) -> (u64, u64)
+async fn pipe<D, U>(down: D, up: U, closed: watch::Receiver<bool>) -> (u64, u64)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -218,7 +232,7 @@ where
     };
     tokio::select! {
         _ = async { tokio::join!(forward, back) } => {}
-        _ = closed.wait_for(|c| *c) => {
+        () = revoked(closed) => {
             tracing::info!("closed a hijacked session of a revoked certificate");
         }
     }
