@@ -174,6 +174,7 @@ fn record(
                 not_after,
                 revoked_at: None,
                 renewed_by: None,
+                access: dtca_pki::access::Access::Full,
             },
             der: der.to_vec(),
             token_id: None,

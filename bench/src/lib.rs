@@ -8,6 +8,7 @@
 //! - [`raw`]: the crypto ceiling (ring verify+sign).
 //! - [`load`]: the closed-loop driver (in flight, window, latency, CPU).
 //! - [`storm`]: a fleet enrolling at once over fresh connections.
+//! - [`guard`]: `dtca-bench guard`, the guard against native TLS on one engine.
 //! - [`inventory`]: a million certificates in the store, then the real CLI.
 //! - [`fleet`]: 10,000 agents holding channels open: the fleet views, reports, fan-out.
 //! - [`storecost`]: the WAL bytes each part of a stored certificate costs.
@@ -27,6 +28,7 @@ pub mod dtca;
 pub mod fleet;
 pub mod footprint;
 pub mod grpc;
+pub mod guard;
 pub mod inventory;
 pub mod load;
 pub mod machine;

@@ -161,6 +161,19 @@ fn main() -> ExitCode {
                 fleet.addresses.clamp(1, 250),
             ));
         }
+        Some("guard") => {
+            // The section is printed; scripts/bench-guard.sh puts it into BENCHMARKS.md.
+            return match dtca_bench::guard::run() {
+                Ok(section) => {
+                    print!("{section}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("drive") => {
             let drive = Drive::parse_from(args.iter().skip(1));
             return block_on(run::drive(

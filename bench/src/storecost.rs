@@ -119,6 +119,7 @@ async fn one_variant(db: &Path, variant: Variant, der: &[u8]) -> anyhow::Result<
                 policy: SanPolicy::default(),
                 cert_ttl: None,
                 replace: false,
+                access: dtca_pki::access::Access::Full,
             },
             AuditEntry::new(now, AuditKind::TokenCreate, "bench", "bench", ""),
         )
@@ -219,6 +220,7 @@ fn issuance(variant: Variant, n: u64, der: &[u8]) -> anyhow::Result<Issuance> {
                 not_after,
                 revoked_at: None,
                 renewed_by: None,
+                access: dtca_pki::access::Access::Full,
             },
             der: der.to_vec(),
             token_id: token.clone(),

@@ -420,10 +420,7 @@ fn accept(
     intermediates.extend(issued.chain_der.iter().cloned());
     // A node's certificate is a server's (it is never a docker client); the others are
     // clients'.
-    let usage = match info.identity.as_ref().map(|i| i.role) {
-        Some(Role::Node) => Usage::Server,
-        _ => Usage::Client,
-    };
+    let usage = Usage::of(&info);
     let trusted: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
     chain::verify_any(
         &issued.leaf_der,

@@ -82,6 +82,7 @@ mod tests {
             public_key_der: vec![],
             server_auth: false,
             client_auth: false,
+            access: dtca_pki::access::Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         }

@@ -176,6 +176,7 @@ pub async fn obtain_with(
         failed_switch: None,
         token_policy: allowance.filter(|a| a.role == Role::Node).map(|a| a.policy),
         restart_without_slot: None,
+        access: None,
     };
     Ok(Obtained {
         bundle,

@@ -105,6 +105,7 @@ pub async fn login(opts: &LoginOptions) -> Result<LoginReport, ClientError> {
         failed_switch: None,
         token_policy: None,
         restart_without_slot: None,
+        access: Some(info.access),
     };
     enroll::write(&dir, &bundle, &state)?;
     let (contexts, unreachable) = refresh_contexts(
@@ -152,6 +153,7 @@ pub async fn renew(
             other => other,
         })?;
     state.last_renewal = Some(duration::timestamp(OffsetDateTime::now_utc()));
+    state.access = Some(bundle.leaf()?.access);
     enroll::write(&dir, &bundle, &state)?;
     let hosts = host_contexts(&state.extra_sans)?;
     let (contexts, unreachable) =

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
 use dtca_pki::inspect::CertInfo;
+use dtca_pki::access::Access;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
 use dtca_pki::{duration, renewal};
@@ -64,6 +65,10 @@ pub struct ClientState {
     /// why (reported to the CA); cleared by the next restart that has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_without_slot: Option<String>,
+    /// An operator's access level, as its current certificate carries it (`login` and
+    /// `login --renew` record it; `status` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
 }
 
 fn yes() -> bool {
@@ -317,6 +322,7 @@ mod tests {
             failed_switch: None,
             token_policy: None,
             restart_without_slot: None,
+            access: None,
         }
     }
 

@@ -201,11 +201,16 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
     let engine = engine_status(&state, out).await;
     // A plan recorded for an earlier certificate is no plan for this one.
     let next = state.next_renewal_of(&leaf);
+    let is_operator = leaf
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Operator);
     if as_json {
         let value = json!({
             "state_dir": out.display().to_string(),
             "identity": leaf.identity.as_ref().map(|i| i.uri()),
             "cluster": state.cluster,
+            "access": is_operator.then(|| leaf.access.as_str()),
             "server": state.server,
             "serial": leaf.serial.to_string(),
             "names": names,
@@ -234,6 +239,9 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
         "identity:     {}",
         leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default()
     );
+    if is_operator {
+        println!("access:       {}", crate::cli::access_note(leaf.access));
+    }
     println!("server:       {}", state.server);
     println!("serial:       {}", leaf.serial);
     println!(
@@ -409,6 +417,7 @@ mod tests {
             public_key_der: vec![],
             server_auth: false,
             client_auth: true,
+            access: dtca_pki::access::Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         }

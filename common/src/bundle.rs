@@ -238,6 +238,7 @@ pub fn sample(cluster: &str, role: dtca_pki::Role, name: &str, dns_names: &[&str
                 public_key_der: key.public_key_der(),
                 dns_names: dns_names.iter().map(|d| (*d).to_string()).collect(),
                 ip_addresses: vec![],
+                access: dtca_pki::access::Access::Full,
                 lifetime: std::time::Duration::from_secs(3600),
             },
             now,

@@ -37,6 +37,7 @@ fn template(csr: VerifiedCsr, i: usize) -> LeafTemplate {
         public_key_der: csr.public_key_der,
         dns_names: csr.dns_names,
         ip_addresses: csr.ip_addresses,
+        access: dtca_pki::access::Access::Full,
         lifetime: Duration::from_secs(30 * 86_400),
     }
 }

@@ -9,6 +9,8 @@ use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
+use crate::access::Access;
+use crate::identity::Role;
 use crate::inspect::CertInfo;
 
 /// Signature algorithms dtca certificates use.
@@ -25,6 +27,22 @@ pub enum Usage {
     Server,
     /// TLS client (EKU clientAuth, when an EKU is present).
     Client,
+    /// TLS client of a restricted access level: the level's EKU, which replaces
+    /// clientAuth (such a certificate is no [`Usage::Client`]).
+    Restricted(Access),
+}
+
+impl Usage {
+    /// What a dtca leaf is checked as: a node's as the server it is (it carries no
+    /// clientAuth, so that no engine takes it as a docker client), a restricted
+    /// operator's at its level, every other as a client's.
+    pub fn of(info: &CertInfo) -> Usage {
+        match (info.identity.as_ref().map(|i| i.role), info.access) {
+            (Some(Role::Node), _) => Usage::Server,
+            (_, Access::Full) => Usage::Client,
+            (_, restricted) => Usage::Restricted(restricted),
+        }
+    }
 }
 
 /// Verifies that `leaf` chains through `intermediates` to `root` and is valid at `now`.
@@ -73,7 +91,20 @@ pub fn verify_any(
     let time = UnixTime::since_unix_epoch(Duration::from_secs(secs));
     let usage = match usage {
         Usage::Server => KeyUsage::server_auth(),
-        Usage::Client => KeyUsage::client_auth(),
+        Usage::Client | Usage::Restricted(Access::Full) => KeyUsage::client_auth(),
+        Usage::Restricted(level) => {
+            // Required only if present, as webpki applies it to the intermediates too
+            // (which carry no EKU); the leaf must name the level itself.
+            if CertInfo::from_der(leaf).map(|i| i.access).ok() != Some(level) {
+                return Err(ChainError::Invalid(format!(
+                    "the certificate does not carry the {level} access EKU"
+                )));
+            }
+            match level.eku_der() {
+                Some(oid) => KeyUsage::required_if_present(oid),
+                None => KeyUsage::client_auth(),
+            }
+        }
     };
     ee.verify_for_usage(ALGORITHMS, &anchors, &inter, time, usage, None, None)
         .map(|_| ())

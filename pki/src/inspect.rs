@@ -7,6 +7,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
+use crate::access::Access;
 use crate::identity::Identity;
 use crate::serial::Serial;
 
@@ -40,6 +41,9 @@ pub struct CertInfo {
     pub server_auth: bool,
     /// EKU clientAuth present.
     pub client_auth: bool,
+    /// The operator access level its EKU names (full when it names none; see
+    /// [`Access::of_ekus`]).
+    pub access: Access,
     /// Subject key identifier, when present.
     pub subject_key_id: Option<Vec<u8>>,
     /// Authority key identifier, when present.
@@ -76,6 +80,7 @@ impl CertInfo {
             public_key_der: cert.public_key().raw.to_vec(),
             server_auth: false,
             client_auth: false,
+            access: Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         };
@@ -100,6 +105,7 @@ impl CertInfo {
                 ParsedExtension::ExtendedKeyUsage(eku) => {
                     info.server_auth = eku.server_auth;
                     info.client_auth = eku.client_auth;
+                    info.access = Access::of_ekus(eku.other.iter().map(|o| o.as_bytes()));
                 }
                 ParsedExtension::SubjectKeyIdentifier(ski) => {
                     info.subject_key_id = Some(ski.0.to_vec());

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::identity::Role;
 
 /// How far leaves and CAs are backdated, so a peer whose clock is a little behind
@@ -21,6 +22,9 @@ pub struct Profile {
     pub server_auth: bool,
     /// EKU clientAuth (docker CLI, renewals, admin calls).
     pub client_auth: bool,
+    /// The operator's access level: a restricted one carries its own EKU instead of
+    /// clientAuth, so that native engines refuse the certificate.
+    pub access: Access,
     /// Lifetime when nobody asks for another one.
     pub default_lifetime: Duration,
     /// Longest lifetime a token may ask for.
@@ -32,6 +36,7 @@ impl Profile {
     pub const fn of(role: Role) -> Profile {
         const HOUR: u64 = 3600;
         const DAY: u64 = 24 * HOUR;
+        let access = Access::Full;
         match role {
             // serverAuth only: dockerd accepts any clientAuth certificate under its CA file
             // as a docker client, so a node's key (root on one node, a node token left in
@@ -41,6 +46,7 @@ impl Profile {
                 role,
                 server_auth: true,
                 client_auth: false,
+                access,
                 default_lifetime: Duration::from_secs(30 * DAY),
                 max_lifetime: Duration::from_secs(365 * DAY),
             },
@@ -48,6 +54,7 @@ impl Profile {
                 role,
                 server_auth: false,
                 client_auth: true,
+                access,
                 default_lifetime: Duration::from_secs(12 * HOUR),
                 max_lifetime: Duration::from_secs(30 * DAY),
             },
@@ -55,6 +62,7 @@ impl Profile {
                 role,
                 server_auth: false,
                 client_auth: true,
+                access,
                 default_lifetime: Duration::from_secs(12 * HOUR),
                 max_lifetime: Duration::from_secs(365 * DAY),
             },
@@ -62,9 +70,25 @@ impl Profile {
                 role,
                 server_auth: true,
                 client_auth: false,
+                access,
                 default_lifetime: Duration::from_secs(30 * DAY),
                 max_lifetime: Duration::from_secs(90 * DAY),
             },
+        }
+    }
+
+    /// This profile at `access`: full access changes nothing; a restricted level, for
+    /// operators only, replaces clientAuth by the level's EKU. `None` for a restricted
+    /// level of another role.
+    pub fn with_access(self, access: Access) -> Option<Profile> {
+        match access {
+            Access::Full => Some(self),
+            Access::ReadOnly if self.role == Role::Operator => Some(Profile {
+                client_auth: false,
+                access,
+                ..self
+            }),
+            Access::ReadOnly => None,
         }
     }
 
@@ -97,6 +121,22 @@ mod tests {
         assert!(!Profile::of(Role::Node).client_auth);
         assert!(Profile::of(Role::Operator).client_auth);
         assert!(Profile::of(Role::Admin).client_auth);
+    }
+
+    #[test]
+    fn a_read_only_operator_is_no_plain_client_and_only_operators_are_restricted() {
+        let ro = Profile::of(Role::Operator)
+            .with_access(Access::ReadOnly)
+            .unwrap();
+        assert!(!ro.client_auth && !ro.server_auth);
+        assert_eq!(ro.access, Access::ReadOnly);
+        for role in [Role::Node, Role::Admin, Role::Ca] {
+            assert_eq!(Profile::of(role).with_access(Access::ReadOnly), None);
+            assert_eq!(
+                Profile::of(role).with_access(Access::Full),
+                Some(Profile::of(role))
+            );
+        }
     }
 
     #[test]

@@ -21,13 +21,16 @@ const SOURCES: &[&str] = &["proto", "pki", "common", "ca-server/src", "ca-client
 /// When the build fails.
 pub fn bin(name: &str) -> PathBuf {
     let dir = DIR.get_or_init(|| {
-        // target/<profile>/deps/<test binary> -> target/<profile>
+        // target/<profile>/deps/<test binary> -> target/<profile>; a binary of the
+        // workspace (dtca-bench) is in target/<profile> itself.
         let exe = std::env::current_exe().expect("current exe");
-        let dir = exe
-            .parent()
-            .and_then(|p| p.parent())
-            .expect("target dir")
-            .to_path_buf();
+        let parent = exe.parent().expect("target dir");
+        let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+            parent.parent().expect("target dir")
+        } else {
+            parent
+        }
+        .to_path_buf();
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .expect("workspace")

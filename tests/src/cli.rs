@@ -67,10 +67,22 @@ pub fn token(state: &Path, args: &[&str]) -> String {
 /// An operator's client bundle (`ca.pem`, `cert.pem`, `key.pem`) from the CA whose state
 /// is `state` and which listens at `server`, enrolled into `dir` under a name of its own.
 pub fn operator(state: &Path, server: &str, dir: &Path) -> std::path::PathBuf {
+    operator_with(state, server, dir, &[])
+}
+
+/// [`operator`] with more `token create` flags (`--access read-only`).
+pub fn operator_with(
+    state: &Path,
+    server: &str,
+    dir: &Path,
+    token_args: &[&str],
+) -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("op-{}-{n}", std::process::id());
-    let t = token(state, &["--role", "operator"]);
+    let mut args = vec!["--role", "operator"];
+    args.extend_from_slice(token_args);
+    let t = token(state, &args);
     let out = run(
         "ca-client",
         &[

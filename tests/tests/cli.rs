@@ -597,3 +597,63 @@ fn loose_secrets_are_refused_and_open_directories_tightened() {
     assert_eq!(mode_of(&creds), 0o700);
     assert_eq!(mode_of(&creds.join("key.pem")), 0o600);
 }
+
+#[test]
+fn only_operator_tokens_take_an_access_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    init_insecure(&state);
+    let _serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let admin = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend(["--state-dir", state.to_str().unwrap()]);
+        run("ca-server", &full)
+    };
+    for role in ["node", "admin"] {
+        for level in ["full", "read-only"] {
+            let out = admin(&["token", "create", "--role", role, "--access", level]);
+            expect_exit(&out, Reason::AccessLevel);
+            assert!(
+                stderr(&out).contains("for operator tokens only"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    let out = admin(&["token", "create", "--role", "operator", "--access", "write"]);
+    expect_exit(&out, Reason::Usage);
+    let out = admin(&[
+        "token",
+        "create",
+        "--role",
+        "operator",
+        "--access",
+        "read-only",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(read-only access)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = admin(&["token", "create", "--role", "operator"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&admin(&["token", "list"]));
+    assert!(table.lines().next().unwrap().contains("ACCESS"), "{table}");
+    let levels: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().last().unwrap())
+        .collect();
+    assert_eq!(levels, ["full", "read-only"], "{table}");
+    let json = admin(&["token", "list", "--json"]);
+    let tokens: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["role"] == "operator" && t["access"] == "read-only"),
+        "{tokens}"
+    );
+}

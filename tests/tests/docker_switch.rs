@@ -176,6 +176,7 @@ fn foreign_credentials(dir: &Path) -> std::path::PathBuf {
                 public_key_der: key.public_key_der(),
                 dns_names: vec![],
                 ip_addresses: vec![],
+                access: dtca_pki::access::Access::Full,
                 lifetime: Duration::from_secs(3600),
             },
             now,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dtca_common::bundle::{Bundle, Layout};
 use dtca_tests::bins::bin;
-use dtca_tests::cli::{operator, run, stderr, text, token};
+use dtca_tests::cli::{operator, operator_with, run, stderr, text, token};
 use dtca_tests::docker::{Engine, IMAGE, free_port};
 use dtca_tests::process::wait_until;
 use dtca_tests::serve::{ServeProcess, init_insecure};
@@ -541,6 +541,148 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     assert_eq!(node.engine.restarts(), restarts);
     let _ = logs.kill();
     let _ = logs.wait();
+}
+
+#[test]
+fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
+    let node = Node::new();
+    switch_to_guard(&node, true);
+    node.operator_context("full");
+    ok(
+        &node.docker(
+            "full",
+            &["run", "-d", "--name", "web", IMAGE, "sleep", "600"],
+        ),
+        "run -d",
+    );
+    let creds = operator_with(
+        &node.state,
+        &node.serve.addr,
+        &node.engine.dir.join("reader"),
+        &["--access", "read-only"],
+    );
+    node.engine.context("reader", &node.listen, &creds);
+
+    // Reading state works.
+    let ps = ok(
+        &node.docker("reader", &["ps", "--format", "{{.Names}}"]),
+        "ps",
+    );
+    assert_eq!(ps, "web");
+    let state = ok(
+        &node.docker(
+            "reader",
+            &["inspect", "--format", "{{.State.Status}}", "web"],
+        ),
+        "inspect",
+    );
+    assert_eq!(state, "running");
+    for args in [
+        &["version"][..],
+        &["info"],
+        &["images"],
+        &["logs", "web"],
+        &["top", "web"],
+        &["network", "ls"],
+        &["volume", "ls"],
+        &["system", "df"],
+    ] {
+        ok(&node.docker("reader", args), &args.join(" "));
+    }
+
+    // Changing state, running code and reading files are refused, and the CLI prints
+    // why (the guard's Docker-style 403).
+    let build_dir = node.engine.dir.join("build");
+    std::fs::create_dir_all(&build_dir).unwrap();
+    std::fs::write(
+        build_dir.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN echo built\n"),
+    )
+    .unwrap();
+    let build_dir = build_dir.to_str().unwrap().to_string();
+    for (args, why) in [
+        (
+            vec!["create", "--name", "new", IMAGE],
+            "read-only access: POST /containers/create changes state",
+        ),
+        (
+            vec!["exec", "web", "true"],
+            "read-only access: POST /containers/web/exec runs code",
+        ),
+        (
+            vec!["cp", "web:/etc/hostname", "-"],
+            "read-only access: GET /containers/web/archive reads file contents",
+        ),
+        (
+            vec!["build", "-t", "x", &build_dir],
+            "read-only access: POST /build runs code",
+        ),
+        (
+            vec!["stop", "web"],
+            "read-only access: POST /containers/web/stop changes state",
+        ),
+    ] {
+        let out = node.docker("reader", &args);
+        assert!(
+            !out.status.success(),
+            "{args:?} was allowed: {}",
+            text(&out)
+        );
+        assert!(stderr(&out).contains(why), "{args:?}: {}", text(&out));
+    }
+    // Nothing happened: no new container, the old one still runs.
+    let all = ok(
+        &node.docker("full", &["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
+        "ps -a",
+    );
+    assert_eq!(all, "web running");
+
+    // The node's audit log shows the requests, the reader's and the refusals among them.
+    let out = run(
+        "ca-client",
+        &["audit", "--json", "--out", node.out.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "audit: {}", text(&out));
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reader: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["access"] == "read-only")
+        .collect();
+    assert!(
+        reader.iter().any(|r| r["method"] == "GET"
+            && r["path"].as_str().unwrap().contains("/containers/json")
+            && r["status"] == 200),
+        "{reader:?}"
+    );
+    let refused = reader
+        .iter()
+        .find(|r| r["path"].as_str().unwrap().contains("/containers/create"))
+        .unwrap();
+    assert_eq!(refused["status"], 403);
+    assert_eq!(
+        refused["refused"],
+        "read-only access: POST /containers/create changes state"
+    );
+    let identity = refused["identity"].as_str().unwrap();
+    assert!(identity.contains("/operator/"), "{identity}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["access"] == "full" && r["status"] == 201),
+        "the full operator's run is audited too"
+    );
+    // The text form, one line per record.
+    let out = run("ca-client", &["audit", "--out", node.out.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(shown.lines().count(), records.len());
+    assert!(
+        shown.contains("refused: read-only access: POST /containers/exec")
+            || shown.contains("refused: read-only access: POST /containers/web/exec"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -71,9 +71,14 @@ impl Fleet {
 
     /// `ca-client <args>` as the operator (their DOCKER_CONFIG).
     fn client(&self, args: &[&str]) -> Output {
+        self.client_in(&self.docker_config, args)
+    }
+
+    /// `ca-client <args>` as another operator, whose DOCKER_CONFIG is `docker_config`.
+    fn client_in(&self, docker_config: &Path, args: &[&str]) -> Output {
         Command::new(bin("ca-client"))
             .args(args)
-            .env("DOCKER_CONFIG", &self.docker_config)
+            .env("DOCKER_CONFIG", docker_config)
             .output()
             .unwrap()
     }
@@ -92,11 +97,26 @@ impl Fleet {
 
     /// The real docker CLI as the operator.
     fn docker(&self, args: &[&str]) -> Output {
+        self.docker_in(&self.docker_config, args)
+    }
+
+    /// The real docker CLI as the operator whose DOCKER_CONFIG is `docker_config`.
+    fn docker_in(&self, docker_config: &Path, args: &[&str]) -> Output {
         Command::new("docker")
             .args(args)
-            .env("DOCKER_CONFIG", &self.docker_config)
+            .env("DOCKER_CONFIG", docker_config)
             .env_remove("DOCKER_HOST")
             .env_remove("DOCKER_CONTEXT")
+            .output()
+            .unwrap()
+    }
+
+    /// `ca-server <args> --state-dir STATE` on the CA's host.
+    fn admin(&self, args: &[&str]) -> Output {
+        Command::new(bin("ca-server"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
             .output()
             .unwrap()
     }
@@ -377,6 +397,90 @@ fn an_admin_login_drives_the_admin_commands_from_a_workstation() {
         denied.status.code(),
         Some(i32::from(Reason::PermissionDenied.exit_code()))
     );
+}
+
+/// Regression guard for access levels: a native engine cannot enforce them, so it must
+/// refuse a read-only certificate outright (its EKU is not clientAuth) rather than give it
+/// full access, while a full-access operator of the same CA works as before.
+#[test]
+fn a_native_engine_refuses_a_read_only_operator_and_serves_a_full_one() {
+    let f = Fleet::start();
+    let out = f.login(&token(&f.state, &["--role", "operator"]), "writer");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("access: full"), "{}", text(&out));
+    let ps = f.docker(&["--context", &f.node, "ps"]);
+    assert!(ps.status.success(), "full access: {}", text(&ps));
+
+    let reader_config = f.docker_config.with_file_name("reader-config");
+    std::fs::create_dir_all(&reader_config).unwrap();
+    let read_only = token(&f.state, &["--role", "operator", "--access", "read-only"]);
+    let out = f.client_in(
+        &reader_config,
+        &[
+            "login",
+            "--server",
+            &f.serve.addr,
+            "--token",
+            &read_only,
+            "--name",
+            "reader",
+        ],
+    );
+    assert!(out.status.success(), "read-only login: {}", text(&out));
+    assert!(text(&out).contains("access: read-only"), "{}", text(&out));
+    let refused = |what: &str| {
+        let ps = f.docker_in(&reader_config, &["--context", &f.node, "ps"]);
+        assert!(
+            !ps.status.success(),
+            "{what}: a native engine served a read-only certificate: {}",
+            text(&ps)
+        );
+        // Refused at the handshake, not by some later error.
+        assert!(
+            text(&ps).contains("bad certificate"),
+            "{what}: {}",
+            text(&ps)
+        );
+    };
+    refused("first certificate");
+    let creds = reader_config.join("dtca/cli");
+    let status = f.client_in(
+        &reader_config,
+        &["status", "--out", creds.to_str().unwrap()],
+    );
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("access:       read-only"),
+        "{}",
+        text(&status)
+    );
+    let state = std::fs::read_to_string(creds.join("client.toml")).unwrap();
+    assert!(state.contains("access = \"read-only\""), "{state}");
+
+    // A renewal keeps the level: the new certificate is refused natively too.
+    let before = std::fs::read(creds.join("cert.pem")).unwrap();
+    let out = f.client_in(&reader_config, &["login", "--renew"]);
+    assert!(out.status.success(), "login --renew: {}", text(&out));
+    assert!(text(&out).contains("access: read-only"), "{}", text(&out));
+    assert_ne!(std::fs::read(creds.join("cert.pem")).unwrap(), before);
+    refused("renewed certificate");
+
+    // The CA lists the level.
+    let list = f.admin(&["cert", "list", "--json"]);
+    let certs: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let access_of = |name: &str| -> Vec<String> {
+        certs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["name"] == name)
+            .map(|c| c["access"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Both of the reader's certificates: the first (renewed) and its successor.
+    assert_eq!(access_of("reader"), ["read-only", "read-only"], "{certs}");
+    assert_eq!(access_of("writer"), ["full"], "{certs}");
+    assert_eq!(access_of(&f.node), ["-"], "{certs}");
 }
 
 fn not_after(cert: &Path) -> time::OffsetDateTime {

@@ -592,6 +592,7 @@ pub(crate) mod tests {
             public_key_der: vec![],
             server_auth: true,
             client_auth: false,
+            access: dtca_pki::access::Access::Full,
             subject_key_id: None,
             authority_key_id: None,
         }
@@ -821,6 +822,7 @@ pub(crate) mod tests {
             failed_switch: None,
             token_policy: None,
             restart_without_slot: None,
+            access: None,
         };
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
         let mut leaf = CertInfo {

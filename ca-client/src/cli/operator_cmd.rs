@@ -95,6 +95,7 @@ fn print_login(what: &str, report: &LoginReport, as_json: bool) {
             "identity": info.identity.as_ref().map(|i| i.uri()),
             "cluster": report.cluster,
             "serial": info.serial.to_string(),
+            "access": is_operator(info).then(|| info.access.as_str()),
             "not_before": duration::rfc3339(info.not_before),
             "not_after": duration::rfc3339(info.not_after),
             "credentials": report.dir.display().to_string(),
@@ -111,6 +112,9 @@ fn print_login(what: &str, report: &LoginReport, as_json: bool) {
         duration::timestamp(info.not_after),
         duration::human(info.seconds_left(now))
     );
+    if is_operator(info) {
+        println!("  access: {}", access_note(info.access));
+    }
     println!(
         "  credentials: {}/{{ca.pem,cert.pem,key.pem}}",
         report.dir.display()
@@ -242,3 +246,20 @@ fn nodes_table(nodes: &[NodeView]) -> String {
     }
     out
 }
+
+fn is_operator(info: &dtca_pki::CertInfo) -> bool {
+    info.identity
+        .as_ref()
+        .is_some_and(|i| i.role == dtca_pki::Role::Operator)
+}
+
+/// An operator's access level, and what it means where.
+pub(crate) fn access_note(access: dtca_pki::access::Access) -> String {
+    match access {
+        dtca_pki::access::Access::Full => "full".to_string(),
+        level => format!(
+            "{level} (guard engines allow reads only: lists, inspect, logs, events; native engines refuse this certificate)"
+        ),
+    }
+}
+

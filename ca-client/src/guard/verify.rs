@@ -158,7 +158,8 @@ impl Client {
     /// A leaf that does not parse (cannot happen after verification).
     pub(crate) fn from_leaf(der: &[u8]) -> Result<Client, String> {
         let info = CertInfo::from_der(der).map_err(|e| e.to_string())?;
-        let read_only = has_eku(der, READ_ONLY_EKU);
+        // Any dtca level (an unknown one too) restricts: see `Access::of_ekus`.
+        let read_only = info.access != Access::Full;
         let identity = info
             .identity
             .as_ref()
@@ -179,26 +180,8 @@ impl Client {
     }
 }
 
-/// Whether the certificate's EKU extension lists `dotted`.
-fn has_eku(der: &[u8], dotted: &str) -> bool {
-    use x509_parser::extensions::ParsedExtension;
-    use x509_parser::prelude::FromDer;
-    let Ok((_, cert)) = x509_parser::certificate::X509Certificate::from_der(der) else {
-        return false;
-    };
-    cert.extensions()
-        .iter()
-        .any(|ext| match ext.parsed_extension() {
-            ParsedExtension::ExtendedKeyUsage(eku) => {
-                eku.other.iter().any(|oid| oid.to_id_string() == dotted)
-            }
-            _ => false,
-        })
-}
-
 /// The DER contents (no tag, no length) of a dotted OID.
 fn oid_der(dotted: &str) -> Vec<u8> {
-    // Arcs under 2.25 are UUIDs (128 bits): wider than u64.
     let arcs: Vec<u128> = dotted.split('.').filter_map(|c| c.parse().ok()).collect();
     let mut out = Vec::new();
     if arcs.len() < 2 {
@@ -296,10 +279,6 @@ mod tests {
     fn oids_encode_as_der_contents() {
         assert_eq!(oid_der("1.3.6.1.5.5.7.3.2"), CLIENT_AUTH);
         assert_eq!(oid_der("1.3.6.1.5.5.7.3.1"), SERVER_AUTH);
-        // 2.25.<128-bit UUID>: first byte is 2*40+25 = 105; the UUID takes 19 bytes.
-        let ro = oid_der(READ_ONLY_EKU);
-        assert_eq!(ro[0], 105);
-        assert_eq!(ro.len(), 1 + 19 + 2);
-        assert_eq!(ro[ro.len() - 2..], [1, 1]);
+        assert_eq!(oid_der(READ_ONLY_EKU), dtca_pki::access::READ_ONLY_EKU_DER);
     }
 }

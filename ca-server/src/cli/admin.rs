@@ -7,6 +7,7 @@ use dtca_common::Reason;
 use dtca_common::bundle::{Bundle, BundleError, Layout};
 use dtca_common::reason;
 use dtca_common::tls::{self, ServerAddr, Trust};
+use dtca_pki::access::{Access, UnknownAccess};
 use dtca_pki::duration;
 use dtca_proto::v1::{self, admin_client::AdminClient};
 use serde_json::json;
@@ -18,6 +19,29 @@ use super::settings::FileConfig;
 use super::target::Target;
 use super::{AdminArgs, AuditArgs, CertCommand, CliError};
 pub(super) use crate::service::{rfc3339, role_name, timestamp};
+
+/// `--access` for a token of `role`: operators only (whatever the level), `full` or
+/// `read-only`.
+pub(super) fn access_arg(role: v1::Role, text: Option<&str>) -> Result<Option<Access>, CliError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let access: Access = text
+        .parse()
+        .map_err(|e: UnknownAccess| CliError::new(Reason::Usage, format!("--access: {e}")))?;
+    if role != v1::Role::Operator {
+        return Err(CliError::new(
+            Reason::AccessLevel,
+            format!(
+                "--access {access} is for operator tokens only: a {} certificate has no access level (leave --access out)",
+                role.as_str_name()
+                    .trim_start_matches("ROLE_")
+                    .to_lowercase()
+            ),
+        ));
+    }
+    Ok(Some(access))
+}
 
 /// `--role` as the API names it.
 pub(super) fn role_arg(text: &str) -> Result<v1::Role, CliError> {
@@ -75,18 +99,19 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<ExitCode
             } else {
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 println!(
-                    "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
-                    "SERIAL", "ROLE", "NAME", "NOT AFTER", "STATUS", "LEFT"
+                    "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9} {:<9}",
+                    "SERIAL", "ROLE", "NAME", "NOT AFTER", "STATUS", "LEFT", "ACCESS"
                 );
                 for c in &certs {
                     println!(
-                        "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9}",
+                        "{:<34} {:<9} {:<20} {:<20} {:<8} {:>9} {:<9}",
                         c.serial,
                         role_name(c.role),
                         c.name,
                         timestamp(c.not_after_unix),
                         if c.forked { "FORKED" } else { &c.status },
-                        duration::human(c.not_after_unix - now)
+                        duration::human(c.not_after_unix - now),
+                        access_shown(c.role, &c.access)
                     );
                 }
                 if certs.iter().any(|c| c.forked) {
@@ -122,6 +147,9 @@ pub(super) async fn cert(cmd: CertCommand, file: &FileConfig) -> Result<ExitCode
             } else {
                 println!("serial:     {}", s.serial);
                 println!("identity:   {}", s.identity);
+                if s.role == i32::from(v1::Role::Operator) {
+                    println!("access:     {}", access_shown(s.role, &s.access));
+                }
                 println!("status:     {}", s.status);
                 println!("not before: {}", timestamp(s.not_before_unix));
                 println!("not after:  {}", timestamp(s.not_after_unix));
@@ -269,11 +297,20 @@ pub(super) fn status_error(status: tonic::Status) -> CliError {
     )
 }
 
+/// An operator's level as lists show it (`-` for roles that have none).
+pub(super) fn access_shown(role: i32, access: &str) -> &str {
+    match (v1::Role::try_from(role), access) {
+        (Ok(v1::Role::Operator), "") => "full",
+        (Ok(v1::Role::Operator), level) => level,
+        _ => "-",
+    }
+}
+
 pub(super) fn token_json(t: &v1::TokenInfo) -> serde_json::Value {
     json!({
         "id": t.id, "role": role_name(t.role), "name": t.name, "uses": t.uses, "max_uses": t.max_uses,
         "expires": rfc3339(t.expires_unix), "revoked": t.revoked, "allow_dns": t.allow_dns, "allow_ip": t.allow_ip,
-        "replace": t.replace,
+        "replace": t.replace, "access": access_shown(t.role, &t.access),
     })
 }
 
@@ -282,7 +319,7 @@ fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
         "serial": c.serial, "role": role_name(c.role), "name": c.name, "identity": c.identity,
         "not_before": rfc3339(c.not_before_unix), "not_after": rfc3339(c.not_after_unix),
         "status": c.status, "dns_names": c.dns_names, "ip_addresses": c.ip_addresses,
-        "forked": c.forked,
+        "forked": c.forked, "access": access_shown(c.role, &c.access),
     })
 }
 

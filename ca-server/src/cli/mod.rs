@@ -344,6 +344,11 @@ pub struct TokenCreateArgs {
     /// Print the token alone (for scripts: `TOKEN=$(ca-server token create --quiet ...)`).
     #[arg(long, short, env = "DTCA_QUIET")]
     pub quiet: bool,
+    /// Operator tokens: what the certificates may do on guard engines, read-only or full.
+    /// A read-only certificate carries dtca's read-only EKU instead of clientAuth, so
+    /// native engines refuse it. Refused for other roles. [default: full]
+    #[arg(long, env = "DTCA_ACCESS")]
+    pub access: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }

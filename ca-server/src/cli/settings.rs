@@ -67,6 +67,7 @@ pub struct FileConfig {
     pub allow_dns: Option<Vec<String>>,
     pub allow_ip: Option<Vec<String>>,
     pub cert_ttl: Option<String>,
+    pub access: Option<String>,
     // cert list, audit
     pub expiring_within: Option<String>,
     pub all: Option<bool>,

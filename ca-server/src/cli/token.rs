@@ -7,7 +7,10 @@ use dtca_pki::duration;
 use dtca_proto::v1;
 use serde_json::json;
 
-use super::admin::{connect, print_json, role_arg, role_name, status_error, timestamp, token_json};
+use super::admin::{
+    access_arg, access_shown, connect, print_json, role_arg, role_name, status_error, timestamp,
+    token_json,
+};
 use super::hint::Hint;
 use super::offline::Offline;
 use super::settings::FileConfig;
@@ -35,8 +38,8 @@ pub(super) async fn run(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliE
                 print_json(&json!(rows));
             } else {
                 println!(
-                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
-                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE"
+                    "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8} {:<9}",
+                    "ID", "ROLE", "NAME", "USES", "EXPIRES", "STATE", "ACCESS"
                 );
                 let now = OffsetDateTime::now_utc().unix_timestamp();
                 for t in &tokens {
@@ -50,13 +53,14 @@ pub(super) async fn run(cmd: TokenCommand, file: &FileConfig) -> Result<(), CliE
                         "active"
                     };
                     println!(
-                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8}",
+                        "{:<17} {:<9} {:<16} {:>9} {:<20} {:<8} {:<9}",
                         t.id,
                         role_name(t.role),
                         if t.name.is_empty() { "-" } else { &t.name },
                         format!("{}/{}", t.uses, t.max_uses),
                         timestamp(t.expires_unix),
-                        state
+                        state,
+                        access_shown(t.role, &t.access)
                     );
                 }
             }
@@ -89,6 +93,7 @@ async fn create(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError
     let ttl = args.ttl.clone().or_else(|| file.ttl.clone());
     let cert_ttl = args.cert_ttl.clone().or_else(|| file.cert_ttl.clone());
     let uses = args.uses.or(file.uses);
+    let access = access_arg(role, args.access.as_deref().or(file.access.as_deref()))?;
     let seconds = |flag: &str, text: &Option<String>| -> Result<i64, CliError> {
         match text {
             None => Ok(0),
@@ -110,6 +115,7 @@ async fn create(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError
         allow_ip: or_file(&args.allow_ip, &file.allow_ip),
         cert_ttl_seconds: seconds("cert-ttl", &cert_ttl)?,
         replace: args.replace,
+        access: access.map(|a| a.as_str().to_string()).unwrap_or_default(),
     };
     if uses == Some(0) {
         return Err(CliError::new(Reason::Usage, "--uses must be at least 1"));
@@ -146,9 +152,14 @@ async fn create(args: TokenCreateArgs, file: &FileConfig) -> Result<(), CliError
     }
     if let Some(info) = &response.info {
         println!(
-            "Token {} for role {}: {} use(s), expires {}{}.",
+            "Token {} for role {}{}: {} use(s), expires {}{}.",
             info.id,
             role_name(info.role),
+            if info.access.is_empty() || info.access == "full" {
+                String::new()
+            } else {
+                format!(" ({} access)", info.access)
+            },
             info.max_uses,
             timestamp(info.expires_unix),
             if info.replace {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use dtca_pki::Serial;
+use dtca_pki::access::Access;
 use dtca_pki::chain::{self, ChainError, Usage};
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::inspect::CertInfo;
@@ -60,10 +61,17 @@ impl Registrar {
             Duration::ZERO
         };
         let info = CertInfo::from_der(leaf).map_err(|e| Refusal::CertInvalid(e.to_string()))?;
-        let usage = match info.identity.as_ref().map(|i| i.role) {
-            Some(Role::Node) => Usage::Server,
-            _ => Usage::Client,
-        };
+        // Only operators have levels: any other certificate naming one is refused (the
+        // CA never issues such a thing).
+        if info.access != Access::Full
+            && info.identity.as_ref().map(|i| i.role) != Some(Role::Operator)
+        {
+            return Err(Refusal::CertInvalid(format!(
+                "a {} access level on a certificate that is not an operator's",
+                info.access
+            )));
+        }
+        let usage = Usage::of(&info);
         chain::verify_any_with_grace(
             leaf,
             &intermediates,

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use dtca_pki::access::Access;
 use dtca_pki::authority::LeafTemplate;
 use dtca_pki::csr::VerifiedCsr;
 use dtca_pki::identity::{Identity, Role, check_name};
@@ -67,6 +68,7 @@ impl Registrar {
             public_key_der: csr.public_key_der,
             dns_names: csr.dns_names,
             ip_addresses: csr.ip_addresses,
+            access: record.access,
             lifetime: Profile::of(record.role).lifetime(record.cert_ttl),
         };
         let signer = self.signer(now)?;
@@ -174,6 +176,7 @@ impl Registrar {
             public_key_der: csr.public_key_der,
             dns_names,
             ip_addresses,
+            access: renewal_access(&current, &caller.record.summary),
             lifetime: Profile::of(role).lifetime(Some(previous_life.max(Duration::from_secs(10)))),
         };
         let signer = self.signer(now)?;
@@ -224,6 +227,7 @@ impl Registrar {
             public_key_der: key.public_key_der(),
             dns_names,
             ip_addresses,
+            access: Access::Full,
             lifetime,
         };
         let signer = self.signer(now)?;
@@ -277,6 +281,7 @@ impl Registrar {
                 not_after: info.not_after,
                 revoked_at: None,
                 renewed_by: None,
+                access: info.access,
             },
             der,
             token_id: token_id.clone(),
@@ -327,6 +332,15 @@ fn names_for_role(role: Role, csr: &mut VerifiedCsr) -> Result<(), Refusal> {
     }
 }
 
+/// The level a renewal keeps: the narrower of what the certificate says (its EKU) and
+/// what the store recorded for it, so that no renewal ever widens access.
+pub(super) fn renewal_access(current: &CertInfo, record: &CertSummary) -> Access {
+    match (current.access, record.access) {
+        (Access::Full, Access::Full) => Access::Full,
+        _ => Access::ReadOnly,
+    }
+}
+
 fn issue_audit(kind: AuditKind, actor: &str, info: &CertInfo, now: OffsetDateTime) -> AuditEntry {
     let identity = info
         .identity
@@ -341,9 +355,14 @@ fn issue_audit(kind: AuditKind, actor: &str, info: &CertInfo, now: OffsetDateTim
         actor,
         info.serial.to_string(),
         format!(
-            "{identity} until {} names [{}]",
+            "{identity} until {} names [{}]{}",
             duration::timestamp(info.not_after),
-            names.join(" ")
+            names.join(" "),
+            if info.access == Access::Full {
+                String::new()
+            } else {
+                format!(" access {}", info.access)
+            }
         ),
     )
 }

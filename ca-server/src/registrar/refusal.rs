@@ -4,6 +4,7 @@
 
 use dtca_common::Reason;
 use dtca_pki::Serial;
+use dtca_pki::access::Access;
 use dtca_pki::authority::AuthorityError;
 use dtca_pki::csr::CsrError;
 use dtca_pki::identity::Role;
@@ -73,6 +74,10 @@ pub enum Refusal {
     NotFound(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error(
+        "--access {access} is for operator tokens only: a {role} certificate has no access level (leave --access out)"
+    )]
+    AccessForRole { role: Role, access: Access },
     #[error("{0}; nothing was issued")]
     Store(StoreError),
     #[error("{0}")]
@@ -117,6 +122,7 @@ impl Refusal {
             Refusal::RoleNotAllowed { .. } => Reason::PermissionDenied,
             Refusal::NotFound(_) => Reason::NotFound,
             Refusal::InvalidArgument(_) => Reason::InvalidArgument,
+            Refusal::AccessForRole { .. } => Reason::AccessLevel,
             Refusal::Store(StoreError::Unavailable(_)) => Reason::StoreUnavailable,
             Refusal::Store(StoreError::Full(_)) => Reason::StoreFull,
             Refusal::Store(StoreError::Corrupt(_)) => Reason::StoreCorrupt,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use dtca_pki::access::Access;
 use dtca_pki::duration;
 use dtca_pki::identity::{Role, check_name};
 use dtca_pki::policy::SanPolicy;
@@ -39,6 +40,9 @@ pub struct TokenSpec {
     /// Takes the fixed name from the identity holding it (revoking every certificate of
     /// that identity) instead of being refused.
     pub replace: bool,
+    /// Access level of the operator certificates it enrolls (default full); refused for
+    /// other roles, whatever the level.
+    pub access: Option<Access>,
 }
 
 /// What a usable token allows, as [`Registrar::token_allowance`] tells its holder: no
@@ -55,6 +59,8 @@ pub struct TokenAllowance {
     pub expires_at: OffsetDateTime,
     /// Enrolling with it takes its name from the identity holding it.
     pub replace: bool,
+    /// The access level of the certificate it enrolls.
+    pub access: Access,
 }
 
 impl Registrar {
@@ -87,6 +93,14 @@ impl Registrar {
         }
         if let Some(name) = &spec.name {
             check_name(name).map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(access) = spec.access
+            && spec.role != Role::Operator
+        {
+            return Err(Refusal::AccessForRole {
+                role: spec.role,
+                access,
+            });
         }
         if spec.replace && spec.name.is_none() {
             return Err(invalid(
@@ -127,9 +141,10 @@ impl Registrar {
             policy,
             cert_ttl: spec.cert_ttl,
             replace: spec.replace,
+            access: spec.access.unwrap_or_default(),
         };
         let detail = format!(
-            "role {} uses {} expires {}{}{}",
+            "role {} uses {} expires {}{}{}{}",
             record.role,
             record.max_uses,
             duration::timestamp(record.expires_at),
@@ -138,7 +153,12 @@ impl Registrar {
                 .as_deref()
                 .map(|n| format!(" name {n}"))
                 .unwrap_or_default(),
-            if record.replace { " replace" } else { "" }
+            if record.replace { " replace" } else { "" },
+            if record.access == Access::Full {
+                String::new()
+            } else {
+                format!(" access {}", record.access)
+            },
         );
         self.store
             .insert_token(
@@ -195,6 +215,7 @@ impl Registrar {
             policy: record.policy,
             expires_at: record.expires_at,
             replace: record.replace,
+            access: record.access,
         })
     }
 

@@ -135,9 +135,13 @@ fn chains_to_this_ca(registrar: &Registrar, chain: &[Vec<u8>]) -> bool {
     let roots = ca.roots();
     let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
     let now = OffsetDateTime::now_utc();
-    [Usage::Client, Usage::Server]
-        .into_iter()
-        .any(|usage| chain::verify_any(leaf, &intermediates, &roots, now, usage).is_ok())
+    [
+        Usage::Client,
+        Usage::Server,
+        Usage::Restricted(dtca_pki::access::Access::ReadOnly),
+    ]
+    .into_iter()
+    .any(|usage| chain::verify_any(leaf, &intermediates, &roots, now, usage).is_ok())
 }
 
 /// Runs the HTTP/2 connection until it ends; says why when the server ended it.

@@ -1,5 +1,6 @@
 //! `dtca.v1.Admin`: tokens, inventory, revocation, audit. Admin certificates only.
 
+use dtca_pki::access::UnknownAccess;
 use std::time::Duration;
 
 use dtca_pki::Serial;
@@ -82,6 +83,7 @@ pub(crate) fn token_info(t: &TokenRecord) -> v1::TokenInfo {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0),
         replace: t.replace,
+        access: t.access.as_str().to_string(),
     }
 }
 
@@ -97,6 +99,7 @@ pub(crate) fn summary(c: &CertSummary, now: OffsetDateTime) -> v1::CertificateSu
         ip_addresses: c.ip_addresses.iter().map(ToString::to_string).collect(),
         identity: c.identity.uri(),
         forked: false,
+        access: c.access.as_str().to_string(),
     }
 }
 
@@ -198,29 +201,35 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
         let peer = peer(&request);
         let req = request.into_inner();
-        let (token, record) = self
-            .cx
-            .call(Rpc::Admin, "CreateToken", peer.clone(), async {
-                let caller = self.admin(peer.as_ref()).await?;
-                let role = role_from_proto(req.role).ok_or_else(|| {
-                    Refusal::InvalidArgument("role must be node, operator or admin".into())
-                })?;
-                let spec = TokenSpec {
-                    role,
-                    ttl: seconds(req.ttl_seconds, "ttl")?,
-                    uses: (req.uses > 0).then_some(req.uses),
-                    name: Some(req.name.trim().to_string()).filter(|n| !n.is_empty()),
-                    allow_dns: req.allow_dns,
-                    allow_ip: req.allow_ip,
-                    cert_ttl: seconds(req.cert_ttl_seconds, "certificate ttl")?,
-                    replace: req.replace,
-                };
-                self.cx
-                    .registrar
-                    .create_token(&caller, spec, OffsetDateTime::now_utc())
-                    .await
-            })
-            .await?;
+        let (token, record) =
+            self.cx
+                .call(Rpc::Admin, "CreateToken", peer.clone(), async {
+                    let caller = self.admin(peer.as_ref()).await?;
+                    let role = role_from_proto(req.role).ok_or_else(|| {
+                        Refusal::InvalidArgument("role must be node, operator or admin".into())
+                    })?;
+                    let spec = TokenSpec {
+                        role,
+                        ttl: seconds(req.ttl_seconds, "ttl")?,
+                        uses: (req.uses > 0).then_some(req.uses),
+                        name: Some(req.name.trim().to_string()).filter(|n| !n.is_empty()),
+                        allow_dns: req.allow_dns,
+                        allow_ip: req.allow_ip,
+                        cert_ttl: seconds(req.cert_ttl_seconds, "certificate ttl")?,
+                        replace: req.replace,
+                        access: match req.access.trim() {
+                            "" => None,
+                            level => Some(level.parse().map_err(|e: UnknownAccess| {
+                                Refusal::InvalidArgument(e.to_string())
+                            })?),
+                        },
+                    };
+                    self.cx
+                        .registrar
+                        .create_token(&caller, spec, OffsetDateTime::now_utc())
+                        .await
+                })
+                .await?;
         tracing::info!(id = %record.id, role = %record.role, uses = record.max_uses, "token created");
         Ok(Response::new(v1::CreateTokenResponse {
             token,

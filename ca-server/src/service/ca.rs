@@ -51,6 +51,7 @@ impl CaService {
             not_after_unix: issued.info.not_after.unix_timestamp(),
             roots_der: ca.roots(),
             chain_der: chain.collect(),
+            access: issued.info.access.as_str().to_string(),
         }
     }
 }
@@ -310,6 +311,7 @@ impl ca_server::Ca for CaService {
                 .collect(),
             expires_unix: allowance.expires_at.unix_timestamp(),
             replace: allowance.replace,
+            access: allowance.access.as_str().to_string(),
         }))
     }
 

@@ -31,6 +31,12 @@ pub(crate) fn time(secs: i64) -> Result<OffsetDateTime, String> {
     OffsetDateTime::from_unix_timestamp(secs).map_err(|e| e.to_string())
 }
 
+/// An access level as stored (`full`, `read-only`); anything else is a corrupt record.
+pub(crate) fn access(text: &str) -> Result<dtca_pki::access::Access, StoreError> {
+    text.parse()
+        .map_err(|e: dtca_pki::access::UnknownAccess| StoreError::Corrupt(e.to_string()))
+}
+
 /// A serial as stored (openssl's notation); anything else is a corrupt record.
 pub(crate) fn parse_serial(text: &str) -> Result<Serial, StoreError> {
     text.parse()

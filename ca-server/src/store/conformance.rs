@@ -39,7 +39,56 @@ pub async fn run_all(store: Arc<dyn Store>) {
     ca_material_changes_whole_and_only_from_the_generation_read(&*store).await;
     current_certificates_are_the_valid_unrenewed_ones(&*store).await;
     restart_slots_are_leases_that_expire_and_keep_swarm_managers_apart(&*store).await;
+    access_levels_are_kept_with_tokens_and_certificates(&*store).await;
     restart_slots_are_never_over_granted(store.clone(), store, "crowd").await;
+}
+
+async fn access_levels_are_kept_with_tokens_and_certificates(store: &dyn Store) {
+    use dtca_pki::access::Access;
+    let later = now() + time::Duration::hours(1);
+    let read_only = TokenRecord {
+        role: Role::Operator,
+        access: Access::ReadOnly,
+        ..token("t-read-only", 1, later)
+    };
+    store
+        .insert_token(read_only, audit(AuditKind::TokenCreate, "t-read-only"))
+        .await
+        .unwrap();
+    let stored = store.token("t-read-only").await.unwrap().unwrap();
+    assert_eq!(stored.access, Access::ReadOnly);
+    assert!(
+        store
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == "t-read-only" && t.access == Access::ReadOnly)
+    );
+    let mut c = cert(Role::Operator, "reader", later);
+    c.summary.dns_names.clear();
+    c.summary.ip_addresses.clear();
+    c.summary.access = Access::ReadOnly;
+    let serial = c.summary.serial.clone();
+    store
+        .record_issuance(enrollment(c, "t-read-only"))
+        .await
+        .unwrap();
+    let record = store.certificate(&serial).await.unwrap().unwrap();
+    assert_eq!(record.summary.access, Access::ReadOnly);
+    let listed = store
+        .certificates(&CertQuery {
+            now: now(),
+            expiring_within: None,
+            include_inactive: false,
+            limit: None,
+            role: Some(Role::Operator),
+            name: Some("reader".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].access, Access::ReadOnly);
 }
 
 fn now() -> OffsetDateTime {
@@ -62,6 +111,7 @@ pub fn token(id: &str, max_uses: u32, expires_at: OffsetDateTime) -> TokenRecord
         policy: SanPolicy::default(),
         cert_ttl: Some(Duration::from_secs(600)),
         replace: false,
+        access: dtca_pki::access::Access::Full,
     }
 }
 
@@ -87,6 +137,7 @@ pub fn cert(role: Role, name: &str, not_after: OffsetDateTime) -> CertRecord {
             not_after,
             revoked_at: None,
             renewed_by: None,
+            access: dtca_pki::access::Access::Full,
         },
         der: vec![0x30, 0x00],
         token_id: None,

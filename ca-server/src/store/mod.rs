@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dtca_pki::Serial;
+use dtca_pki::access::Access;
 use dtca_pki::identity::{Identity, Role};
 use dtca_pki::policy::SanPolicy;
 use time::OffsetDateTime;
@@ -71,6 +72,8 @@ pub struct TokenRecord {
     /// certificate of that identity is revoked in the same transaction. Without it, a
     /// name held by a live certificate is refused.
     pub replace: bool,
+    /// Access level of the operator certificates it enrolls (full for other roles).
+    pub access: Access,
 }
 
 /// What lists of certificates show.
@@ -93,6 +96,8 @@ pub struct CertSummary {
     /// The certificate that renewed it, if any: a renewed certificate is superseded and
     /// left out of `--expiring-within` lists.
     pub renewed_by: Option<Serial>,
+    /// The operator access level its EKU names (full for every other role).
+    pub access: Access,
 }
 
 impl CertSummary {

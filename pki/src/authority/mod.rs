@@ -30,6 +30,7 @@ use ring::rand::SystemRandom;
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
+use crate::access::{self, Access};
 use crate::identity::{Identity, Role};
 use crate::inspect::CertInfo;
 use crate::key::PrivateKey;
@@ -49,6 +50,8 @@ pub struct LeafTemplate {
     pub dns_names: Vec<String>,
     /// Checked IP SANs (nodes only).
     pub ip_addresses: Vec<IpAddr>,
+    /// The operator's access level ([`Access::Full`] for every other role).
+    pub access: Access,
     /// Asked lifetime; capped by the role's profile, the intermediate's leaf cap (a third
     /// of its life, see [`schedule`]) and the intermediate's expiry.
     pub lifetime: Duration,
@@ -177,7 +180,13 @@ impl Authority {
         // X.509 times have whole seconds; decide in whole seconds so validation compares
         // like with like.
         let now = truncate(now);
-        let profile = Profile::of(template.identity.role);
+        let role = template.identity.role;
+        let profile = Profile::of(role).with_access(template.access).ok_or(
+            AuthorityError::AccessForRole {
+                role,
+                access: template.access,
+            },
+        )?;
         let not_before = (now - BACKDATE).max(self.intermediate.not_before);
         let lifetime = profile
             .lifetime(Some(template.lifetime))
@@ -260,6 +269,7 @@ impl Authority {
                 public_key_der: key.public_key_der(),
                 dns_names: vec!["self-test.invalid".into()],
                 ip_addresses: vec![],
+                access: Access::Full,
                 lifetime: Duration::from_secs(60),
             },
             now,
@@ -336,6 +346,14 @@ fn leaf_params(
             .extended_key_usages
             .push(ExtendedKeyUsagePurpose::ClientAuth);
     }
+    // A restricted operator's level instead of clientAuth.
+    if let Some(eku) = profile.access.eku() {
+        let arcs = access::oid_components(eku)
+            .ok_or_else(|| AuthorityError::Signing(format!("EKU {eku} is not an OID")))?;
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::Other(arcs));
+    }
     params.name_constraints = None;
     params.crl_distribution_points = Vec::new();
     params.custom_extensions = Vec::new();
@@ -353,6 +371,8 @@ pub enum AuthorityError {
     Mismatch(&'static str),
     #[error("identity of cluster {0:?} cannot be issued by this CA")]
     WrongCluster(String),
+    #[error("a {role} certificate cannot have {access} access: only operators' levels vary")]
+    AccessForRole { role: Role, access: Access },
     #[error("the intermediate CA expired at {} and has no successor: run `ca-server ca rotate-intermediate` where the root key is", crate::duration::timestamp(*not_after))]
     IssuerExpired { not_after: OffsetDateTime },
     #[error("signing failed: {0}")]

@@ -22,6 +22,7 @@ fn template(role: Role, key: &PrivateKey) -> LeafTemplate {
         public_key_der: key.public_key_der(),
         dns_names: vec!["web-1.example.com".into()],
         ip_addresses: vec!["10.0.0.5".parse().unwrap()],
+        access: crate::access::Access::Full,
         lifetime: Duration::from_secs(30 * 86_400),
     }
 }
@@ -73,6 +74,52 @@ fn operator_leaf_is_client_only() {
     );
     // Operators get at most their role's maximum, whatever was asked.
     assert!(leaf.info.not_after - NOW <= time::Duration::days(30));
+}
+
+#[test]
+fn a_read_only_operator_leaf_is_no_plain_client_and_other_roles_have_no_levels() {
+    use crate::access::Access;
+    let (a, _) = authority(KeyType::P256);
+    let key = PrivateKey::generate(KeyType::P256).unwrap();
+    let mut t = template(Role::Operator, &key);
+    t.access = Access::ReadOnly;
+    let leaf = a.issue(&t, NOW).unwrap();
+    assert_eq!(leaf.info.access, Access::ReadOnly);
+    assert!(!leaf.info.client_auth && !leaf.info.server_auth);
+    let inter = vec![a.intermediate_der().to_vec()];
+    assert_eq!(
+        chain::verify(&leaf.der, &inter, a.root_der(), NOW, Usage::Client).unwrap_err(),
+        ChainError::WrongUsage
+    );
+    chain::verify(
+        &leaf.der,
+        &inter,
+        a.root_der(),
+        NOW,
+        Usage::Restricted(Access::ReadOnly),
+    )
+    .unwrap();
+    assert_eq!(Usage::of(&leaf.info), Usage::Restricted(Access::ReadOnly));
+    // A full-access certificate is not taken for a restricted one.
+    let full = a.issue(&template(Role::Operator, &key), NOW).unwrap();
+    assert!(
+        chain::verify(
+            &full.der,
+            &inter,
+            a.root_der(),
+            NOW,
+            Usage::Restricted(Access::ReadOnly)
+        )
+        .is_err()
+    );
+    for role in [Role::Node, Role::Admin] {
+        let mut t = template(role, &key);
+        t.access = Access::ReadOnly;
+        assert!(matches!(
+            a.issue(&t, NOW),
+            Err(AuthorityError::AccessForRole { .. })
+        ));
+    }
 }
 
 #[test]

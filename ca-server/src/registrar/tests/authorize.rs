@@ -47,6 +47,7 @@ async fn authentication_refuses_missing_foreign_unknown_and_revoked_certificates
                 public_key_der: key.public_key_der(),
                 dns_names: vec![],
                 ip_addresses: vec![],
+                access: dtca_pki::access::Access::Full,
                 lifetime: Duration::from_secs(600),
             },
             now(),

@@ -1,6 +1,7 @@
 //! The registrar against a real authority and an embedded store in a temp dir: a
 //! fixture with an admin caller, and the tests of each part beside it.
 
+mod access;
 mod authorize;
 mod identity;
 mod issue;
@@ -73,6 +74,7 @@ fn spec(role: Role) -> TokenSpec {
         allow_ip: vec![],
         cert_ttl: None,
         replace: false,
+        access: None,
     }
 }
 

@@ -225,6 +225,7 @@ async fn a_root_rotation_cross_signs_and_finishes_only_when_nothing_lags() {
         allow_ip: vec![],
         cert_ttl: None,
         replace: false,
+        access: None,
     };
     let (old_token, _) = r
         .create_token(&admin, spec(Role::Operator), t0)

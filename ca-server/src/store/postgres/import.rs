@@ -209,20 +209,22 @@ async fn copy(conn: &mut Conn, source: &dyn Store) -> Result<Counts, ImportError
             .collect();
         let ttl: Vec<Option<i64>> = chunk.iter().map(|t| t.cert_ttl.map(secs)).collect();
         let replaces: Vec<bool> = chunk.iter().map(|t| t.replace).collect();
+        let access: Vec<&str> = chunk.iter().map(|t| t.access.as_str()).collect();
         conn.execute(
             "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at,
-                                 expires_at, revoked_at, policy, cert_ttl, replaces)
+                                 expires_at, revoked_at, policy, cert_ttl, replaces, access)
              SELECT id, secret_hash, role, name, max_uses, uses, created_at, expires_at,
-                    revoked_at, policy, cert_ttl, replaces
+                    revoked_at, policy, cert_ttl, replaces, access
              FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bigint[],
                          $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::text[],
-                         $11::bigint[], $12::boolean[])
+                         $11::bigint[], $12::boolean[], $13::text[])
                   WITH ORDINALITY AS t(id, secret_hash, role, name, max_uses, uses, created_at,
-                                       expires_at, revoked_at, policy, cert_ttl, replaces, n)
+                                       expires_at, revoked_at, policy, cert_ttl, replaces,
+                                       access, n)
              ORDER BY n",
             &[
                 &id, &hash, &role, &name, &max_uses, &uses, &created, &expires, &revoked,
-                &policies, &ttl, &replaces,
+                &policies, &ttl, &replaces, &access,
             ],
         )
         .await
@@ -363,14 +365,15 @@ async fn insert_certificates(conn: &mut Conn, records: &[CertRecord]) -> Result<
         .iter()
         .map(|c| c.first_used_at.map(OffsetDateTime::unix_timestamp))
         .collect();
+    let access: Vec<&str> = records.iter().map(|c| c.summary.access.as_str()).collect();
     conn.execute(
         "INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before, not_after,
                                    der, token_id, renewed_from, renewed_by, policy, issued_at,
-                                   revoked_at, revocation_reason, first_used_at)
+                                   revoked_at, revocation_reason, first_used_at, access)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                               $6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::text[],
                               $11::text[], $12::text[], $13::text[], $14::bigint[],
-                              $15::bigint[], $16::text[], $17::bigint[])",
+                              $15::bigint[], $16::text[], $17::bigint[], $18::text[])",
         &[
             &serial,
             &identity,
@@ -389,6 +392,7 @@ async fn insert_certificates(conn: &mut Conn, records: &[CertRecord]) -> Result<
             &revoked_at,
             &reason,
             &first_used,
+            &access,
         ],
     )
     .await

@@ -114,8 +114,8 @@ WITH consumed AS (
 ), stored AS (
     INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before, not_after,
                               der, token_id, renewed_from, renewed_by, policy, issued_at,
-                              revoked_at, revocation_reason)
-    SELECT $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16, NULL, NULL
+                              revoked_at, revocation_reason, access)
+    SELECT $3, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL, $15, $16, NULL, NULL, $23
     FROM checked WHERE ok
     RETURNING serial
 ), logged AS (
@@ -177,7 +177,8 @@ pub(super) async fn issue(
     let issued_at = c.issued_at.unix_timestamp();
     let token_id = if consume { i.token_id.as_deref() } else { None };
     let orphan_reason = SUPERSEDED_UNUSED;
-    let params: [&(dyn ToSql + Sync); 22] = [
+    let access = c.summary.access.as_str();
+    let params: [&(dyn ToSql + Sync); 23] = [
         &token_id,
         &at,
         &serial,
@@ -200,6 +201,7 @@ pub(super) async fn issue(
         &subject,
         &detail,
         &orphan_reason,
+        &access,
     ];
     // The CA's own certificates hold no name; the others claim theirs first (a second
     // round trip), in the same savepoint.

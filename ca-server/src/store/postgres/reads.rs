@@ -95,7 +95,7 @@ pub(super) async fn nodes(
         .query(
             "SELECT DISTINCT ON (c.name)
                     c.serial, c.identity, c.dns, c.ips, c.not_before, c.not_after,
-                    c.revoked_at, c.renewed_by, c.name, n.endpoint
+                    c.revoked_at, c.renewed_by, c.access, c.name, n.endpoint
              FROM certificates c LEFT JOIN nodes n ON n.name = c.name
                   AND NOT EXISTS (SELECT 1 FROM certificates r
                                   WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL)
@@ -110,8 +110,8 @@ pub(super) async fn nodes(
         .map(|r| {
             Ok(NodeRecord {
                 cert: summary_from_row(r)?,
-                name: r.try_get(8).map_err(corrupt)?,
-                endpoint: r.try_get(9).map_err(corrupt)?,
+                name: r.try_get(9).map_err(corrupt)?,
+                endpoint: r.try_get(10).map_err(corrupt)?,
             })
         })
         .collect()

@@ -12,10 +12,10 @@ use crate::store::{CertRecord, CertSummary, StoreError, TokenRecord};
 
 /// The columns of a [`CertSummary`], in the order [`summary_from_row`] reads.
 pub(super) const SUMMARY_COLUMNS: &str =
-    "serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by";
+    "serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by, access";
 
 /// The columns of a [`TokenRecord`], in the order [`token_from_row`] reads.
-pub(super) const TOKEN_COLUMNS: &str = "id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl, replaces";
+pub(super) const TOKEN_COLUMNS: &str = "id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl, replaces, access";
 
 pub(super) fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
     let role: String = row.try_get(2).map_err(corrupt)?;
@@ -39,6 +39,7 @@ pub(super) fn token_from_row(row: &Row) -> Result<TokenRecord, StoreError> {
         policy: serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         cert_ttl: ttl.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
         replace: row.try_get(11).map_err(corrupt)?,
+        access: columns::access(row.try_get(12).map_err(corrupt)?)?,
     })
 }
 
@@ -58,22 +59,23 @@ pub(super) fn summary_from_row(row: &Row) -> Result<CertSummary, StoreError> {
         not_after: time_of(row.try_get(5).map_err(corrupt)?)?,
         revoked_at: revoked_at.map(time_of).transpose()?,
         renewed_by: renewed_by.as_deref().map(parse_serial).transpose()?,
+        access: columns::access(row.try_get(8).map_err(corrupt)?)?,
     })
 }
 
 pub(super) fn record_from_row(row: &Row) -> Result<CertRecord, StoreError> {
-    let renewed_from: Option<String> = row.try_get(10).map_err(corrupt)?;
-    let policy: String = row.try_get(11).map_err(corrupt)?;
+    let renewed_from: Option<String> = row.try_get(11).map_err(corrupt)?;
+    let policy: String = row.try_get(12).map_err(corrupt)?;
     Ok(CertRecord {
         summary: summary_from_row(row)?,
-        der: row.try_get(8).map_err(corrupt)?,
-        token_id: row.try_get(9).map_err(corrupt)?,
+        der: row.try_get(9).map_err(corrupt)?,
+        token_id: row.try_get(10).map_err(corrupt)?,
         renewed_from: renewed_from.as_deref().map(parse_serial).transpose()?,
         policy: serde_json::from_str(&policy).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        issued_at: time_of(row.try_get(12).map_err(corrupt)?)?,
-        revocation_reason: row.try_get(13).map_err(corrupt)?,
+        issued_at: time_of(row.try_get(13).map_err(corrupt)?)?,
+        revocation_reason: row.try_get(14).map_err(corrupt)?,
         first_used_at: row
-            .try_get::<_, Option<i64>>(14)
+            .try_get::<_, Option<i64>>(15)
             .map_err(corrupt)?
             .map(time_of)
             .transpose()?,

@@ -97,9 +97,11 @@ CREATE TABLE agent_reports (
 );
 ",
     super::ca::MIGRATION,
-    // COORDINATOR: replace with issue 15's migration 6 at the merge; a no-op here so that
-    // this branch's migration 7 has its number.
-    "SELECT 1;",
+    // Version 6: operator access levels; everything stored before is full access.
+    "
+ALTER TABLE tokens ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+ALTER TABLE certificates ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+",
     // 7: restart slots (rolling restarts of native-mode engines), one row per node
     // restarting; `manager_of` is the swarm cluster ID of a manager, empty otherwise.
     "

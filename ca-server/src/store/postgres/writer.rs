@@ -227,8 +227,9 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
             let inserted = conn
                 .execute(
                     "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at,
-                                         expires_at, revoked_at, policy, cert_ttl, replaces)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11)
+                                         expires_at, revoked_at, policy, cert_ttl, replaces,
+                                         access)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10, $11, $12)
                      ON CONFLICT (id) DO NOTHING",
                     &[
                         &t.id,
@@ -242,6 +243,7 @@ async fn apply(conn: &mut Conn, change: &Change) -> Result<Outcome, WriteFail> {
                         &policy,
                         &t.cert_ttl.map(secs),
                         &t.replace,
+                        &t.access.as_str(),
                     ],
                 )
                 .await?;

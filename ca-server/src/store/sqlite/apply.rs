@@ -31,8 +31,8 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                 serde_json::to_string(&t.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl, replaces)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO tokens (id, secret_hash, role, name, max_uses, uses, created_at, expires_at, revoked_at, policy, cert_ttl, replaces, access)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
                 )
                 .map_err(db_error)?
                 .execute(params![
@@ -47,6 +47,7 @@ fn apply_change(tx: &mut rusqlite::Savepoint<'_>, change: &Change) -> Result<Out
                     policy,
                     t.cert_ttl.map(secs),
                     t.replace,
+                    t.access.as_str(),
                 ])
                 .map_err(db_error)?;
             if inserted == 0 {
@@ -191,8 +192,9 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
         serde_json::to_string(&c.policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.prepare_cached(
         "INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before, not_after, der,
-                                   token_id, renewed_from, renewed_by, policy, issued_at, revoked_at, revocation_reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?13, NULL, NULL)",
+                                   token_id, renewed_from, renewed_by, policy, issued_at, revoked_at, revocation_reason,
+                                   access)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?13, NULL, NULL, ?14)",
     )
     .map_err(db_error)?
     .execute(params![
@@ -209,6 +211,7 @@ fn apply_issuance(tx: &rusqlite::Savepoint<'_>, issuance: &Issuance) -> Result<(
         c.renewed_from.as_ref().map(ToString::to_string),
         policy,
         c.issued_at.unix_timestamp(),
+        c.summary.access.as_str(),
     ])
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {

@@ -159,7 +159,7 @@ pub(super) fn revoked(
 /// planner would otherwise walk the whole name index (every certificate ever issued)
 /// instead of the valid ones.
 pub(super) const NODES: &str =
-    "SELECT serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by,
+    "SELECT serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by, access,
         name,
         (SELECT n.endpoint FROM nodes n WHERE n.name = certificates.name
            AND NOT EXISTS (SELECT 1 FROM certificates r
@@ -174,8 +174,8 @@ pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecor
         .query_map([now.unix_timestamp()], |row| {
             Ok((
                 summary_from_row(row)?,
-                row.get::<_, String>(8)?,
-                row.get::<_, Option<String>>(9)?,
+                row.get::<_, String>(9)?,
+                row.get::<_, Option<String>>(10)?,
             ))
         })
         .map_err(db_error)?;

@@ -9,7 +9,7 @@ use crate::store::columns::{self, parse_serial};
 use crate::store::{CertRecord, CertSummary, StoreError, TokenRecord};
 
 pub(super) const SUMMARY_COLUMNS: &str =
-    "serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by";
+    "serial, identity, dns, ips, not_before, not_after, revoked_at, renewed_by, access";
 
 pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TokenRecord, StoreError>> {
     let role: String = row.get("role")?;
@@ -24,6 +24,7 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TokenReco
     let name: Option<String> = row.get("name")?;
     let max_uses: u32 = row.get("max_uses")?;
     let uses: u32 = row.get("uses")?;
+    let access: String = row.get("access")?;
     Ok((|| {
         Ok(TokenRecord {
             id,
@@ -46,6 +47,7 @@ pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<Result<TokenReco
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             cert_ttl: ttl.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))),
             replace,
+            access: columns::access(&access)?,
         })
     })())
 }
@@ -59,6 +61,7 @@ pub(super) fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertSum
     let not_after: i64 = row.get(5)?;
     let revoked_at: Option<i64> = row.get(6)?;
     let renewed_by: Option<String> = row.get(7)?;
+    let access: String = row.get(8)?;
     Ok((|| {
         Ok(CertSummary {
             serial: parse_serial(&serial)?,
@@ -73,19 +76,20 @@ pub(super) fn summary_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertSum
                 .transpose()
                 .map_err(StoreError::Corrupt)?,
             renewed_by: renewed_by.as_deref().map(parse_serial).transpose()?,
+            access: columns::access(&access)?,
         })
     })())
 }
 
 pub(super) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<CertRecord, StoreError>> {
     let summary = summary_from_row(row)?;
-    let der: Vec<u8> = row.get(8)?;
-    let token_id: Option<String> = row.get(9)?;
-    let renewed_from: Option<String> = row.get(10)?;
-    let policy: String = row.get(11)?;
-    let issued_at: i64 = row.get(12)?;
-    let revocation_reason: Option<String> = row.get(13)?;
-    let first_used_at: Option<i64> = row.get(14)?;
+    let der: Vec<u8> = row.get(9)?;
+    let token_id: Option<String> = row.get(10)?;
+    let renewed_from: Option<String> = row.get(11)?;
+    let policy: String = row.get(12)?;
+    let issued_at: i64 = row.get(13)?;
+    let revocation_reason: Option<String> = row.get(14)?;
+    let first_used_at: Option<i64> = row.get(15)?;
     Ok((|| {
         Ok(CertRecord {
             summary: summary?,

@@ -137,13 +137,17 @@ const MIGRATIONS: &[&str] = &[
     V3_FEWER_PAGES_PER_CERTIFICATE,
     AGENT_REPORTS_V4,
     CA_LIFECYCLE_V5,
-    PLACEHOLDER_V6,
+    ACCESS_V6,
     RESTART_SLOTS_V7,
 ];
 
-/// COORDINATOR: replace with issue 15's version 6 at the merge. A no-op here so that this
-/// branch's version 7 has its number.
-const PLACEHOLDER_V6: &str = "SELECT 1;";
+/// Version 6: operator access levels. A token enrolls certificates of its level; a
+/// certificate's level (also in its EKU) is kept beside it for listing. Everything stored
+/// before is full access.
+const ACCESS_V6: &str = "
+ALTER TABLE tokens ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+ALTER TABLE certificates ADD COLUMN access TEXT NOT NULL DEFAULT 'full';
+";
 
 /// Version 7: restart slots (rolling restarts of native-mode engines), one row per node
 /// restarting; `manager_of` is the swarm cluster ID of a manager, empty otherwise.
@@ -440,6 +444,32 @@ mod tests {
                  AND name IN ('certificates_current_expiry', 'certificates_expiry')"
             ),
             1
+        );
+    }
+
+    /// A store of the release before access levels (version 5) reads every token and
+    /// certificate it holds as full access.
+    #[test]
+    fn a_version_5_store_reads_everything_as_full_access() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for step in &MIGRATIONS[..5] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO tokens (id, secret_hash, role, max_uses, created_at, expires_at, policy)
+                 VALUES ('t', x'00', 'operator', 1, 0, 100, '{}');
+             INSERT INTO certificates (serial, identity, role, name, dns, ips, not_before,
+                 not_after, der, policy, issued_at)
+             VALUES ('01', 'dtca://c/operator/o', 'operator', 'o', '', '', 0, 100, x'00', '{}', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let access = |sql: &str| -> String { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(access("SELECT access FROM tokens WHERE id = 't'"), "full");
+        assert_eq!(
+            access("SELECT access FROM certificates WHERE serial = '01'"),
+            "full"
         );
     }
 }

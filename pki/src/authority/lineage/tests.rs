@@ -52,6 +52,7 @@ fn leaf(root: &[u8], inter: &[u8], key: &PrivateKey, role: Role, now: OffsetDate
             public_key_der: k.public_key_der(),
             dns_names: vec!["web-1.example.com".into()],
             ip_addresses: vec![],
+            access: crate::access::Access::Full,
             lifetime: Duration::from_secs(30 * 86_400),
         },
         now,

@@ -94,6 +94,9 @@ pub fn leaf(der: &[u8], want: &Expected<'_>) -> Result<CertInfo, LeafMismatch> {
     if info.is_ca {
         return Err(LeafMismatch::CaFlag);
     }
+    if info.access != want.profile.access {
+        return Err(LeafMismatch::ExtendedKeyUsage);
+    }
     if info.identity.as_ref() != Some(&want.template.identity) {
         return Err(LeafMismatch::Identity);
     }
@@ -128,12 +131,17 @@ pub fn leaf(der: &[u8], want: &Expected<'_>) -> Result<CertInfo, LeafMismatch> {
             ParsedExtension::ExtendedKeyUsage(eku) => {
                 let roles = eku.server_auth == want.profile.server_auth
                     && eku.client_auth == want.profile.client_auth;
+                // A restricted operator's one EKU, and nothing else outside the roles.
+                let level = match want.profile.access.eku_der() {
+                    Some(der) => eku.other.len() == 1 && eku.other[0].as_bytes() == der,
+                    None => eku.other.is_empty(),
+                };
                 let others = eku.any
                     || eku.code_signing
                     || eku.email_protection
                     || eku.time_stamping
                     || eku.ocsp_signing
-                    || !eku.other.is_empty();
+                    || !level;
                 if !roles || others {
                     return Err(LeafMismatch::ExtendedKeyUsage);
                 }

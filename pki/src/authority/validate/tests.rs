@@ -53,6 +53,7 @@ fn case() -> Case {
             public_key_der: key.public_key_der(),
             dns_names: vec!["web-1.example.com".into()],
             ip_addresses: vec!["10.0.0.5".parse().unwrap()],
+            access: crate::access::Access::Full,
             lifetime: Duration::from_secs(30 * 86_400),
         },
         profile: Profile::of(Role::Node),
@@ -338,6 +339,48 @@ fn refuses_a_leaf_with_an_extended_key_usage_not_of_its_role() {
             .push(ExtendedKeyUsagePurpose::CodeSigning);
     });
     assert_eq!(c.refusal(&der), LeafMismatch::ExtendedKeyUsage);
+}
+
+/// A read-only operator's leaf: the case's node leaf made an operator's at that level.
+fn read_only_operator() -> Case {
+    use crate::access::Access;
+    let mut c = case();
+    c.template.identity = Identity::new("prod", Role::Operator, "reader").unwrap();
+    c.template.dns_names.clear();
+    c.template.ip_addresses.clear();
+    c.template.access = Access::ReadOnly;
+    c.profile = Profile::of(Role::Operator)
+        .with_access(Access::ReadOnly)
+        .unwrap();
+    c
+}
+
+#[test]
+fn accepts_a_read_only_operator_leaf_with_exactly_its_eku() {
+    let c = read_only_operator();
+    let info = c.check(&c.good()).unwrap();
+    assert_eq!(info.access, crate::access::Access::ReadOnly);
+    assert!(!info.client_auth && !info.server_auth);
+}
+
+#[test]
+fn refuses_a_read_only_leaf_that_is_also_a_plain_client_or_lacks_its_eku() {
+    let c = read_only_operator();
+    let with_client_auth = c.signed(|p| {
+        p.extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    });
+    assert_eq!(c.refusal(&with_client_auth), LeafMismatch::ExtendedKeyUsage);
+    let without_level = c.signed(|p| {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    });
+    assert_eq!(c.refusal(&without_level), LeafMismatch::ExtendedKeyUsage);
+    // A full-access operator leaf must not carry the level's EKU either.
+    let mut full = read_only_operator();
+    full.template.access = crate::access::Access::Full;
+    full.profile = Profile::of(Role::Operator);
+    let restricted = c.good();
+    assert!(full.check(&restricted).is_err());
 }
 
 #[test]

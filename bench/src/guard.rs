@@ -1,0 +1,454 @@
+//! `dtca-bench guard`: the guard against native TLS on the same engine in one run.
+//!
+//! One CA, one real dockerd. The engine is switched to native mutual TLS and measured,
+//! then switched to guard mode on the same address (the agent in front of the same
+//! dockerd's socket) and measured the same way: `GET /_ping` latency on one kept-alive
+//! connection (curl, p50 and p99 of 2,000), requests per second with 32 connections
+//! (curl `--parallel`), a 1 GiB `docker cp` each way, then for the guard alone the agent's
+//! RSS idle and holding 200 open connections, and the time from a renewed pair on disk to
+//! the first handshake that serves it. The engine and CA come from the test helpers
+//! (`dtca-tests`); every process started is stopped by pid.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use dtca_tests::bins::bin;
+use dtca_tests::cli::operator;
+use dtca_tests::docker::{Engine, IMAGE, free_port};
+use dtca_tests::serve::{ServeProcess, init_insecure};
+
+/// Requests timed one after another on one connection.
+const PINGS: usize = 2000;
+/// Requests for the throughput figure, and the connections they share.
+const PARALLEL_REQUESTS: usize = 20_000;
+const CONNECTIONS: usize = 32;
+/// The copy, in MiB.
+const COPY_MIB: usize = 1024;
+/// Connections held open for the RSS figure.
+const HELD: usize = 200;
+
+/// What one engine mode measured.
+#[derive(Debug, Default, Clone)]
+struct Mode {
+    p50_ms: f64,
+    p99_ms: f64,
+    requests_per_s: f64,
+    copy_in_mib_s: f64,
+    copy_out_mib_s: f64,
+}
+
+/// Runs the comparison and returns the BENCHMARKS.md section.
+///
+/// # Errors
+/// A step that fails (the switch, a tool missing, a copy).
+pub fn run() -> anyhow::Result<String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("dtca-bench-guard-")
+        .tempdir()?;
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let engine = Engine::start_plain("127.0.0.1");
+    engine.import_busybox();
+    let out = engine.dir.join("client");
+    let port = free_port("127.0.0.1");
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let agent_pid = engine.dir.join("agent.pid");
+    let creds = operator(&state, &serve.addr, &engine.dir.join("op"));
+    engine.context("bench", &listen, &creds);
+    let big = tmp.path().join("big");
+    make_file(&big, COPY_MIB)?;
+
+    let result = (|| -> anyhow::Result<String> {
+        switch(
+            &engine,
+            &out,
+            &listen,
+            "native",
+            Some((&state, &serve.addr)),
+            &agent_pid,
+        )?;
+        let native = measure(&engine, &creds, port, &big)?;
+        switch(&engine, &out, &listen, "guard", None, &agent_pid)?;
+        let guard = measure(&engine, &creds, port, &big)?;
+        let pid = read_pid(&agent_pid)?;
+        let rss_idle = rss_kib(pid)?;
+        let rss_held = with_open_connections(&creds, port, HELD, || rss_kib(pid))??;
+        let first_use = pair_to_first_use(&out, &creds, port)?;
+        Ok(report(&native, &guard, rss_idle, rss_held, first_use))
+    })();
+    stop_agent(&agent_pid);
+    drop(engine);
+    drop(serve);
+    result
+}
+
+fn switch(
+    engine: &Engine,
+    out: &Path,
+    listen: &str,
+    mode: &str,
+    first: Option<(&Path, &str)>,
+    agent_pid: &Path,
+) -> anyhow::Result<()> {
+    let agent = format!(
+        "{} agent --out {} >>{} 2>&1 & echo $! >{}",
+        bin("ca-client").display(),
+        out.display(),
+        engine.dir.join("agent.log").display(),
+        agent_pid.display()
+    );
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.args([
+        "enroll",
+        "--docker",
+        "--no-default-sans",
+        "--san",
+        "127.0.0.1",
+    ])
+    .args(["--docker-mode", mode, "--agent-start", &agent])
+    .arg("--out")
+    .arg(out)
+    .args(engine.switch_flags(listen, &engine.restart));
+    if let Some((state, server)) = first {
+        let token = dtca_tests::cli::token(state, &["--role", "node"]);
+        cmd.args(["--server", server, "--token", &token]);
+    }
+    let done = cmd.output()?;
+    if !done.status.success() {
+        bail!(
+            "switch to {mode}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Result<Mode> {
+    let url = format!("https://127.0.0.1:{port}/_ping");
+    let mut times = ping_times(creds, &url, PINGS)?;
+    times.sort_by(f64::total_cmp);
+    let started = Instant::now();
+    curl_parallel(creds, &url, PARALLEL_REQUESTS, CONNECTIONS)?;
+    let requests_per_s = PARALLEL_REQUESTS as f64 / started.elapsed().as_secs_f64();
+    let docker = |args: &[&str]| -> anyhow::Result<()> {
+        let out = engine.cli("bench").args(args).output()?;
+        if !out.status.success() {
+            bail!("docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let _ = docker(&["rm", "-f", "bench-cp"]);
+    docker(&["run", "-d", "--name", "bench-cp", IMAGE, "sleep", "3600"])?;
+    let big_text = big.to_str().context("path")?;
+    let started = Instant::now();
+    docker(&["cp", big_text, "bench-cp:/big"])?;
+    let copy_in = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let out = engine
+        .cli("bench")
+        .args(["cp", "bench-cp:/big", "-"])
+        .stdout(Stdio::null())
+        .status()?;
+    if !out.success() {
+        bail!("docker cp out failed");
+    }
+    let copy_out = started.elapsed().as_secs_f64();
+    docker(&["rm", "-f", "bench-cp"])?;
+    Ok(Mode {
+        p50_ms: percentile(&times, 0.50),
+        p99_ms: percentile(&times, 0.99),
+        requests_per_s,
+        copy_in_mib_s: COPY_MIB as f64 / copy_in,
+        copy_out_mib_s: COPY_MIB as f64 / copy_out,
+    })
+}
+
+fn curl(creds: &Path) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--fail"])
+        .arg("--cacert")
+        .arg(creds.join("ca.pem"))
+        .arg("--cert")
+        .arg(creds.join("cert.pem"))
+        .arg("--key")
+        .arg(creds.join("key.pem"));
+    cmd
+}
+
+/// Each request's time (ms) after the first, all on one kept-alive connection.
+fn ping_times(creds: &Path, url: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+    let config: String = (0..=n)
+        .map(|_| format!("url = \"{url}\"\noutput = \"/dev/null\"\n"))
+        .collect();
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), config)?;
+    let out = curl(creds)
+        .args(["-w", "%{time_total} %{num_connects}\\n", "-K"])
+        .arg(file.path())
+        .output()?;
+    if !out.status.success() {
+        bail!("curl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        // Only requests on the already open connection.
+        .filter(|(_, connects)| *connects == "0")
+        .filter_map(|(t, _)| t.parse::<f64>().ok())
+        .map(|s| s * 1000.0)
+        .collect();
+    if times.len() < n / 2 {
+        bail!(
+            "curl reused its connection for only {} requests",
+            times.len()
+        );
+    }
+    Ok(times)
+}
+
+fn curl_parallel(creds: &Path, url: &str, n: usize, connections: usize) -> anyhow::Result<()> {
+    let config: String = (0..n)
+        .map(|_| format!("url = \"{url}\"\noutput = \"/dev/null\"\n"))
+        .collect();
+    let file = tempfile::NamedTempFile::new()?;
+    std::fs::write(file.path(), config)?;
+    let out = curl(creds)
+        .args([
+            "--parallel",
+            "--parallel-max",
+            &connections.to_string(),
+            "-K",
+        ])
+        .arg(file.path())
+        .output()?;
+    if !out.status.success() {
+        bail!("curl --parallel: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn make_file(path: &Path, mib: usize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Not zeros only: nothing on the way may make light work of it.
+    let block: Vec<u8> = (0..1024 * 1024)
+        .map(|i: usize| (i * 7 + i / 251) as u8)
+        .collect();
+    for _ in 0..mib {
+        file.write_all(&block)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+fn read_pid(path: &Path) -> anyhow::Result<i32> {
+    Ok(std::fs::read_to_string(path)?.trim().parse()?)
+}
+
+fn rss_kib(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// Runs `f` while `n` TLS connections (each having made one request) stay open.
+fn with_open_connections<T>(
+    creds: &Path,
+    port: u16,
+    n: usize,
+    f: impl FnOnce() -> T,
+) -> anyhow::Result<T> {
+    let script = format!(
+        r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile="{ca}")
+ctx.load_cert_chain("{cert}", "{key}")
+held = []
+for _ in range({n}):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="127.0.0.1")
+    s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.recv(4096)
+    held.append(s)
+print("open", flush=True)
+sys.stdin.read()
+"#,
+        ca = creds.join("ca.pem").display(),
+        cert = creds.join("cert.pem").display(),
+        key = creds.join("key.pem").display(),
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().context("stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+    }
+    let result = if line.trim() == "open" {
+        // The guard's connection tasks are up once each answered; let allocations settle.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(f())
+    } else {
+        Err(anyhow::anyhow!("could not open {n} connections"))
+    };
+    drop(child.stdin.take());
+    let _ = child.wait();
+    result
+}
+
+/// Renews the node's pair (`ca-client renew` writes it to disk) and times, from the new
+/// `cert.pem`'s modification, the first handshake that serves it.
+fn pair_to_first_use(out: &Path, creds: &Path, port: u16) -> anyhow::Result<Duration> {
+    let renewed = Command::new(bin("ca-client"))
+        .args(["renew", "--out"])
+        .arg(out)
+        .output()?;
+    if !renewed.status.success() {
+        bail!("renew: {}", String::from_utf8_lossy(&renewed.stderr));
+    }
+    let cert: PathBuf = out.join("cert.pem");
+    let written = std::fs::metadata(&cert)?.modified()?;
+    let script = format!(
+        r#"
+import socket, ssl, time
+want = ssl.PEM_cert_to_DER_cert(open("{cert}").read().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+ctx = ssl.create_default_context(cafile="{ca}")
+ctx.load_cert_chain("{ocert}", "{okey}")
+deadline = time.time() + 30
+while time.time() < deadline:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", {port})), server_hostname="127.0.0.1")
+    got = s.getpeercert(binary_form=True)
+    s.close()
+    if got == want:
+        print(repr(time.time()))
+        break
+    time.sleep(0.005)
+"#,
+        cert = cert.display(),
+        ca = creds.join("ca.pem").display(),
+        ocert = creds.join("cert.pem").display(),
+        okey = creds.join("key.pem").display(),
+    );
+    let seen = Command::new("python3").args(["-c", &script]).output()?;
+    let text = String::from_utf8_lossy(&seen.stdout);
+    let at: f64 = text
+        .trim()
+        .parse()
+        .context("the new pair was never served")?;
+    let written = written.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    Ok(Duration::from_secs_f64((at - written).max(0.0)))
+}
+
+fn stop_agent(pid_file: &Path) {
+    if let Ok(pid) = read_pid(pid_file) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn report(native: &Mode, guard: &Mode, idle: u64, held: u64, first_use: Duration) -> String {
+    let mut s = String::new();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let _ = writeln!(
+        s,
+        "## The guard against native TLS (same engine, one run)\n"
+    );
+    let _ = writeln!(
+        s,
+        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: {PARALLEL_REQUESTS} pings over {CONNECTIONS} connections (curl --parallel); copy: `docker cp` of {COPY_MIB} MiB each way.\n",
+        {
+            let m = crate::machine::Machine::now();
+            format!(
+                "{}, {} cores, load {} at {}",
+                m.cpu, m.cores, m.load, m.date
+            )
+        }
+    );
+    let _ = writeln!(s, "| | native TLS | guard | target | |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    let added = guard.p50_ms - native.p50_ms;
+    let _ = writeln!(
+        s,
+        "| `/_ping` p50 | {:.3} ms | {:.3} ms (+{added:.3}) | at most +0.3 ms | {} |",
+        native.p50_ms,
+        guard.p50_ms,
+        verdict(added <= 0.3)
+    );
+    let _ = writeln!(
+        s,
+        "| `/_ping` p99 | {:.3} ms | {:.3} ms (+{:.3}) | | |",
+        native.p99_ms,
+        guard.p99_ms,
+        guard.p99_ms - native.p99_ms
+    );
+    let ratio = guard.requests_per_s / native.requests_per_s;
+    let _ = writeln!(
+        s,
+        "| requests/s, {CONNECTIONS} connections | {:.0} | {:.0} ({:.0} %) | at least 80 % | {} |",
+        native.requests_per_s,
+        guard.requests_per_s,
+        ratio * 100.0,
+        verdict(ratio >= 0.8)
+    );
+    for (what, n, g) in [
+        ("`docker cp` in", native.copy_in_mib_s, guard.copy_in_mib_s),
+        (
+            "`docker cp` out",
+            native.copy_out_mib_s,
+            guard.copy_out_mib_s,
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "| {what}, {COPY_MIB} MiB | {n:.0} MiB/s | {g:.0} MiB/s ({:.0} %) | at least 90 % | {} |",
+            g / n * 100.0,
+            verdict(g / n >= 0.9)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| agent RSS idle | | {:.1} MiB | 12 MiB | {} |",
+        mib(idle),
+        verdict(mib(idle) <= 12.0)
+    );
+    let _ = writeln!(
+        s,
+        "| agent RSS, {HELD} open connections | | {:.1} MiB | 40 MiB | {} |",
+        mib(held),
+        verdict(mib(held) <= 40.0)
+    );
+    let _ = writeln!(
+        s,
+        "| new pair on disk to first handshake serving it | | {} ms | | |",
+        first_use.as_millis()
+    );
+    s
+}
