@@ -347,8 +347,9 @@ impl Shared {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let revoked = self.revoked.read().is_ok_and(|r| r.contains(serial));
-        let (tx, rx) = watch::channel(revoked);
+        // Open even for a revoked serial: its requests are answered 403 (which the CLI
+        // prints) rather than the connection dropped.
+        let (tx, rx) = watch::channel(false);
         if let Ok(mut open) = self.open.lock() {
             open.entry(serial.clone()).or_default().push((id, tx));
         }
@@ -550,9 +551,9 @@ mod tests {
             .allowed(&client, &Method::GET, "/_ping")
             .unwrap_err();
         assert!(refused.contains("revoked"), "{refused}");
-        // A connection opened after the revocation starts closed.
+        // A connection opened after the revocation stays open to be answered 403.
         let (_late, late_closed) = guard.shared.register(&client.serial);
-        assert!(*late_closed.borrow());
+        assert!(!*late_closed.borrow());
         drop(registration);
         assert_eq!(guard.shared.open.lock().unwrap()[&client.serial].len(), 1);
     }
