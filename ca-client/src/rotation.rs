@@ -52,7 +52,11 @@ pub(crate) async fn put_in_service(
     let new = renew_with(addr, current, &sans, state.key_type).await?;
     // A guard-mode engine is never restarted: the guard serves the new pair (the agent
     // reloads it, and notices new files on disk).
-    if let Some(d) = state.docker.as_ref().filter(|d| d.mode == EngineMode::Native) {
+    if let Some(d) = state
+        .docker
+        .as_ref()
+        .filter(|d| d.mode == EngineMode::Native)
+    {
         let went = engine.turn.rotate(addr, current, &new, d, engine.stopping);
         state.restart_without_slot = went.await?;
     }

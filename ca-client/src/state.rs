@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use dtca_common::fs::{self as files, PUBLIC};
-use dtca_pki::inspect::CertInfo;
 use dtca_pki::access::Access;
+use dtca_pki::inspect::CertInfo;
 use dtca_pki::key::KeyType;
 use dtca_pki::policy::SanPolicy;
 use dtca_pki::{duration, renewal};

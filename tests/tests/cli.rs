@@ -632,9 +632,9 @@ fn only_operator_tokens_take_an_access_level() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("(read-only access)"),
+        stdout(&out).contains("(read-only access)"),
         "{}",
-        stderr(&out)
+        stdout(&out)
     );
     let out = admin(&["token", "create", "--role", "operator"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -262,4 +262,3 @@ pub(crate) fn access_note(access: dtca_pki::access::Access) -> String {
         ),
     }
 }
-

@@ -60,7 +60,10 @@ impl Handoff<'_> {
 /// # Errors
 /// [`GuardFailure::NoAgentStart`].
 pub fn check_agent_start(out: &Path, agent_start: Option<&str>) -> Result<(), ClientError> {
-    if agent_start.is_some() || systemd_running() || crate::rotation::AgentLock::holder(out).is_some() {
+    if agent_start.is_some()
+        || systemd_running()
+        || crate::rotation::AgentLock::holder(out).is_some()
+    {
         Ok(())
     } else {
         Err(GuardFailure::NoAgentStart.into())

@@ -4,9 +4,9 @@
 mod admin;
 mod admin_bundle;
 mod ca;
+mod fleet;
 mod hint;
 mod offline;
-mod fleet;
 mod serve;
 mod settings;
 mod store;

@@ -51,9 +51,7 @@ pub async fn serve(
                 let refresh = refresh.clone();
                 async move {
                     let admin_cert = admin_cert.as_ref().as_ref();
-                    Ok::<_, Infallible>(
-                        answer(&req, &metrics, &*store, admin_cert, &refresh).await,
-                    )
+                    Ok::<_, Infallible>(answer(&req, &metrics, &*store, admin_cert, &refresh).await)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
