@@ -66,7 +66,13 @@ impl Registrar {
     /// Store failures.
     pub async fn lifecycle_report(&self, now: OffsetDateTime) -> Result<CaReport, Refusal> {
         let state = self.ca();
-        let members = status::members(self.store.as_ref(), &state, now).await?;
+        // Who stands where matters only during a root rotation; reading every current
+        // certificate and report for nothing cost the web page most of its time.
+        let members = if state.lineage().rotation_started().is_some() {
+            status::members(self.store.as_ref(), &state, now).await?
+        } else {
+            Vec::new()
+        };
         let lifetime = self.custody.as_ref().map_or_else(
             || dtca_pki::authority::hierarchy::Lifetimes::default().intermediate,
             |c| c.lifetimes.intermediate,
