@@ -461,7 +461,7 @@ async fn ca_checks(r: &mut Report, state: &ClientState, bundle: &Bundle, server:
 /// its lock, else one whose `--state-dir` (or `--out`) is `out` (or none and `out` the
 /// default).
 fn agent_pid(out: &Path) -> Option<u32> {
-    if let Some(pid) = crate::rotation::AgentLock::holder(out) {
+    if let Some(pid) = crate::lock::AgentLock::holder(out) {
         return Some(pid);
     }
     let same = |dir: &str| {

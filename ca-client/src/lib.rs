@@ -5,8 +5,8 @@
 //! - [`docker`]: the switch itself (daemon.json, systemd drop-in, TLS pairs, verify,
 //!   rollback) and certificate rotation in the engine.
 //! - [`agent`]: the long-running renewal loop.
-//! - [`rotation`]: one renewal put in service (the engine rotated), for the agent and
-//!   `renew`, and `renew`'s hand-off to a running agent.
+//! - [`agent::rotation`]: one renewal put in service (the engine rotated), for the agent
+//!   and `renew`, and `renew`'s hand-off to a running agent; [`lock`]: the agent's lock.
 //! - [`guard`]: guard mode: the agent serves mutual TLS in front of dockerd's socket.
 //! - [`status`]: `check` and `status`.
 //! - [`operator`]: `login` (operator and admin certificates, docker contexts), `env` and
@@ -34,10 +34,11 @@ pub mod enroll;
 pub mod error;
 pub mod freshness;
 pub mod guard;
+pub mod lock;
 pub mod node;
 pub mod operator;
 pub mod recover;
-pub mod rotation;
+
 pub mod sans;
 pub mod state;
 pub mod status;

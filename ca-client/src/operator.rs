@@ -445,6 +445,16 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// An operator's access level, and what it means where.
+pub fn access_note(access: dtca_pki::access::Access) -> String {
+    match access {
+        dtca_pki::access::Access::Full => "full".to_string(),
+        level => format!(
+            "{level} (guard engines allow reads only: lists, inspect, logs, events; native engines refuse this certificate)"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

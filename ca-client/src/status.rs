@@ -240,7 +240,10 @@ pub async fn status(out: &Path, as_json: bool) -> Result<(), ClientError> {
         leaf.identity.as_ref().map(|i| i.uri()).unwrap_or_default()
     );
     if is_operator {
-        println!("access:       {}", crate::cli::access_note(leaf.access));
+        println!(
+            "access:       {}",
+            crate::operator::access_note(leaf.access)
+        );
     }
     println!("server:       {}", state.server);
     println!("serial:       {}", leaf.serial);

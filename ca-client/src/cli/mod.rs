@@ -4,7 +4,6 @@
 mod enroll_cmd;
 mod node_cmd;
 mod operator_cmd;
-pub(crate) use operator_cmd::access_note;
 mod settings;
 
 use std::path::PathBuf;

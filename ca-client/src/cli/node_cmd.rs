@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 
 use super::settings;
 use super::{FileConfig, RenewArgs};
+use crate::agent::rotation::{self, Via};
 use crate::enroll::Obtained;
 use crate::error::ClientError;
-use crate::rotation::{self, AgentLock, Via};
+use crate::lock::AgentLock;
 
 pub(super) async fn renew_command(
     args: RenewArgs,

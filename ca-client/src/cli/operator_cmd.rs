@@ -113,7 +113,7 @@ fn print_login(what: &str, report: &LoginReport, as_json: bool) {
         duration::human(info.seconds_left(now))
     );
     if is_operator(info) {
-        println!("  access: {}", access_note(info.access));
+        println!("  access: {}", operator::access_note(info.access));
     }
     println!(
         "  credentials: {}/{{ca.pem,cert.pem,key.pem}}",
@@ -251,14 +251,4 @@ fn is_operator(info: &dtca_pki::CertInfo) -> bool {
     info.identity
         .as_ref()
         .is_some_and(|i| i.role == dtca_pki::Role::Operator)
-}
-
-/// An operator's access level, and what it means where.
-pub(crate) fn access_note(access: dtca_pki::access::Access) -> String {
-    match access {
-        dtca_pki::access::Access::Full => "full".to_string(),
-        level => format!(
-            "{level} (guard engines allow reads only: lists, inspect, logs, events; native engines refuse this certificate)"
-        ),
-    }
 }

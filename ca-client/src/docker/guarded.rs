@@ -60,10 +60,7 @@ impl Handoff<'_> {
 /// # Errors
 /// [`GuardFailure::NoAgentStart`].
 pub fn check_agent_start(out: &Path, agent_start: Option<&str>) -> Result<(), ClientError> {
-    if agent_start.is_some()
-        || systemd_running()
-        || crate::rotation::AgentLock::holder(out).is_some()
-    {
+    if agent_start.is_some() || systemd_running() || crate::lock::AgentLock::holder(out).is_some() {
         Ok(())
     } else {
         Err(GuardFailure::NoAgentStart.into())
@@ -116,7 +113,7 @@ pub async fn ensure_agent(
     agent_start: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<Started>, String> {
-    if let Some(pid) = crate::rotation::AgentLock::holder(out) {
+    if let Some(pid) = crate::lock::AgentLock::holder(out) {
         tracing::info!(pid, "the agent runs: it takes guard mode up by itself");
         return Ok(None);
     }
@@ -137,7 +134,7 @@ pub async fn ensure_agent(
     };
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(pid) = crate::rotation::AgentLock::holder(out) {
+        if let Some(pid) = crate::lock::AgentLock::holder(out) {
             tracing::info!(pid, "agent started");
             return Ok(Some(match started {
                 Started::Command { .. } => Started::Command { pid: Some(pid) },

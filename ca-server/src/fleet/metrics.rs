@@ -123,11 +123,15 @@ impl crate::metrics::Refresh for FleetFamilies {
     async fn refresh(&self, now: OffsetDateTime) {
         let registrar = &self.registrar;
         match super::view(registrar, &[], now).await {
-            Ok(view) => self.gauges.set(
-                &view,
-                registrar.hub().watchers(),
-                registrar.fleet().restarts_in_progress(),
-            ),
+            Ok(view) => {
+                // Slots held in the store: every replica's restarts, not only this one's.
+                let restarts = registrar.restarts_in_progress(now).await.unwrap_or(0);
+                self.gauges.set(
+                    &view,
+                    registrar.hub().watchers(),
+                    u64::try_from(restarts).unwrap_or(u64::MAX),
+                );
+            }
             // The scrape keeps the last values and the server's own counters.
             Err(e) => tracing::debug!(error = %e, "fleet metrics: cannot read the fleet"),
         }
