@@ -183,6 +183,12 @@ fn admin_commands_without_a_server_say_so_and_read_only_ones_read_the_store() {
         &["cert", "list", "--json", "--state-dir", s(&state)],
     );
     assert!(online.status.success(), "{}", text(&online));
+    let online_status = run(
+        "ca-server",
+        &["ca", "status", "--json", "--state-dir", s(&state)],
+    );
+    assert!(online_status.status.success(), "{}", text(&online_status));
+    let online_status: serde_json::Value = serde_json::from_str(&stdout(&online_status)).unwrap();
 
     // A read while the server runs (its address file gone, as after a kill -9 and a
     // cleanup) opens the store read-only beside it; the server goes on writing.
@@ -228,6 +234,26 @@ fn admin_commands_without_a_server_say_so_and_read_only_ones_read_the_store() {
     let audit = run("ca-server", &["audit", "--json", "--state-dir", s(&state)]);
     let audit: serde_json::Value = serde_json::from_str(&stdout(&audit)).unwrap();
     assert!(!audit.as_array().unwrap().is_empty(), "{audit}");
+    // `ca status` from the store's certificates, no key opened: the same roots and
+    // intermediates the running server showed.
+    let status = run(
+        "ca-server",
+        &["ca", "status", "--json", "--state-dir", s(&state)],
+    );
+    assert!(status.status.success(), "{}", text(&status));
+    let offline_status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(offline_status["cluster"], online_status["cluster"]);
+    assert_eq!(offline_status["roots"], online_status["roots"]);
+    assert_eq!(
+        offline_status["intermediates"],
+        online_status["intermediates"]
+    );
+    let text_status = run("ca-server", &["ca", "status", "--state-dir", s(&state)]);
+    assert!(
+        stdout(&text_status).contains("intermediates:"),
+        "{}",
+        text(&text_status)
+    );
 
     // --expiring-within: 52 when something matches (the admin certificate, 121 days),
     // 0 when nothing does.

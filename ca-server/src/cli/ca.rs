@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::admin::{connect, print_json, role_name, status_error, timestamp};
 use super::hint::Hint;
+use super::offline::Offline;
 use super::serve::{lifecycle_error, state_error};
 use super::settings::{self, FileConfig};
 use super::{CaCommand, CliError, RotateIntermediateArgs, RotateRootArgs};
@@ -27,12 +28,14 @@ use crate::store::sqlite::SqliteStore;
 pub(super) async fn run(cmd: CaCommand, file: &FileConfig) -> Result<(), CliError> {
     match cmd {
         CaCommand::Status(admin) => {
-            let mut client = connect(&admin, file).await?;
-            let status = client
-                .ca_status(v1::CaStatusRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner();
+            let status = match connect(&admin, file).await {
+                Ok(mut client) => client
+                    .ca_status(v1::CaStatusRequest {})
+                    .await
+                    .map_err(status_error)?
+                    .into_inner(),
+                Err(e) => Offline::instead_of(&admin, file, e)?.ca_status()?,
+            };
             if admin.wants_json(file) {
                 print_json(&lifecycle::status_json(&status));
             } else {

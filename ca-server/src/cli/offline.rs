@@ -1,5 +1,5 @@
-//! The read-only admin commands (`cert list`, `audit`, `token list`) while `serve` is
-//! not running: the state dir's embedded store, read directly through a read-only
+//! The read-only admin commands (`cert list`, `audit`, `token list`, `ca status`) while
+//! `serve` is not running: the state dir's embedded store, read directly through a read-only
 //! connection (safe even if a server does run on it).
 
 use dtca_common::Reason;
@@ -9,7 +9,8 @@ use time::OffsetDateTime;
 use super::settings::{self, FileConfig};
 use super::target::Target;
 use super::{AdminArgs, CliError};
-use crate::registrar::{current_identities, forked};
+use crate::lifecycle::CaState;
+use crate::registrar::{CaReport, current_identities, forked};
 use crate::service::admin::{audit_event, cert_query, summary, token_info};
 use crate::state::StateDir;
 use crate::store::sqlite::Snapshot;
@@ -18,6 +19,7 @@ use crate::store::sqlite::Snapshot;
 #[derive(Debug)]
 pub(super) struct Offline {
     snapshot: Snapshot,
+    dir: StateDir,
 }
 
 impl Offline {
@@ -36,7 +38,8 @@ impl Offline {
         if why.reason != Reason::NotRunning || on_postgres {
             return Err(why);
         }
-        let path = StateDir::new(settings::state_dir(&args.state, file)).store_path();
+        let dir = StateDir::new(settings::state_dir(&args.state, file));
+        let path = dir.store_path();
         let snapshot = Snapshot::open(&path)
             .map_err(|e| CliError::new(Reason::NotRunning, format!("{why}; {e}")))?;
         eprintln!(
@@ -44,7 +47,7 @@ impl Offline {
             Target::of(args, file).not_running_why(),
             path.display()
         );
-        Ok(Offline { snapshot })
+        Ok(Offline { snapshot, dir })
     }
 
     /// What `ListCertificates` would answer.
@@ -90,6 +93,42 @@ impl Offline {
     pub(super) fn tokens(&self) -> Result<Vec<v1::TokenInfo>, CliError> {
         let tokens = self.snapshot.tokens().map_err(store)?;
         Ok(tokens.iter().map(token_info).collect())
+    }
+}
+
+impl Offline {
+    /// What `CaStatus` would answer, from the certificates in the store (no key is
+    /// opened). During a root rotation it cannot say who lags (the running server reads
+    /// every current certificate and report for that): a warning says so.
+    ///
+    /// # Errors
+    /// [`CliError`] when the state dir or the store cannot be read.
+    pub(super) fn ca_status(&self) -> Result<v1::CaStatusResponse, CliError> {
+        let now = OffsetDateTime::now_utc();
+        let cluster = self.dir.cluster().map_err(super::serve::state_error)?;
+        let material = self.snapshot.ca_material().map_err(store)?;
+        let state =
+            CaState::public(&cluster.cluster, &material).map_err(super::serve::lifecycle_error)?;
+        let lifetime = cluster.lifetimes().intermediate;
+        let mut warnings: Vec<String> = state
+            .lineage()
+            .plan(now, lifetime)
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        if state.lineage().rotation_started().is_some() {
+            warnings.push(
+                "read from the store while serve is not running: which nodes and operators lag in the root rotation only the running server shows".into(),
+            );
+        }
+        let report = CaReport {
+            state: std::sync::Arc::new(state),
+            members: Vec::new(),
+            warnings,
+            intermediate_lifetime: lifetime,
+        };
+        Ok(crate::service::lifecycle::status(&report, now))
     }
 }
 

@@ -124,16 +124,7 @@ impl CaState {
         passphrase: &Passphrase,
         now: OffsetDateTime,
     ) -> Result<CaState, LifecycleError> {
-        let active = material
-            .active_root
-            .as_deref()
-            .ok_or_else(|| LifecycleError::Internal("the store holds no CA certificates".into()))?;
-        let certs = material
-            .certs
-            .iter()
-            .map(|c| CaCert::new(c.kind, c.der.clone(), c.retired_at.is_some()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let lineage = Lineage::new(certs, active, material.rotation_started)?;
+        let lineage = Self::lineage_of(material)?;
         let mut signers = HashMap::new();
         for record in &material.certs {
             let (CaKind::Intermediate, Some(pem)) = (record.kind, &record.key_pem) else {
@@ -161,6 +152,33 @@ impl CaState {
             generation: material.generation,
             signers,
         })
+    }
+
+    /// The view of the material read from the store without any key: it shows the CA's
+    /// certificates (`ca status` while `serve` is not running) and signs nothing.
+    ///
+    /// # Errors
+    /// As [`CaState::load`].
+    pub fn public(cluster: &str, material: &CaMaterial) -> Result<CaState, LifecycleError> {
+        Ok(CaState {
+            cluster: cluster.to_string(),
+            lineage: Self::lineage_of(material)?,
+            generation: material.generation,
+            signers: HashMap::new(),
+        })
+    }
+
+    fn lineage_of(material: &CaMaterial) -> Result<Lineage, LifecycleError> {
+        let active = material
+            .active_root
+            .as_deref()
+            .ok_or_else(|| LifecycleError::Internal("the store holds no CA certificates".into()))?;
+        let certs = material
+            .certs
+            .iter()
+            .map(|c| CaCert::new(c.kind, c.der.clone(), c.retired_at.is_some()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Lineage::new(certs, active, material.rotation_started)?)
     }
 
     /// The cluster name.

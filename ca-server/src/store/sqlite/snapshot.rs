@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::db_error;
 use super::reads;
 use super::schema::SCHEMA_VERSION;
-use crate::store::{AuditEntry, CertQuery, CertSummary, StoreError, TokenRecord};
+use crate::store::{AuditEntry, CaMaterial, CertQuery, CertSummary, StoreError, TokenRecord};
 
 /// A read-only connection to the embedded store.
 #[derive(Debug)]
@@ -85,5 +85,14 @@ impl Snapshot {
     /// [`StoreError`] from SQLite.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         reads::tokens(&self.conn)
+    }
+
+    /// The CA's certificates (and its keys, sealed), as [`crate::store::Store::ca_material`]
+    /// reads them.
+    ///
+    /// # Errors
+    /// [`StoreError`] from SQLite.
+    pub fn ca_material(&self) -> Result<CaMaterial, StoreError> {
+        super::ca::material(&self.conn)
     }
 }
