@@ -109,25 +109,14 @@ impl Offline {
         let material = self.snapshot.ca_material().map_err(store)?;
         let state =
             CaState::public(&cluster.cluster, &material).map_err(super::serve::lifecycle_error)?;
+        let rotating = state.lineage().rotation_started().is_some();
         let lifetime = cluster.lifetimes().intermediate;
-        let mut warnings: Vec<String> = state
-            .lineage()
-            .plan(now, lifetime)
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        if state.lineage().rotation_started().is_some() {
-            warnings.push(
+        let mut report = CaReport::of(std::sync::Arc::new(state), Vec::new(), lifetime, now);
+        if rotating {
+            report.warnings.push(
                 "read from the store while serve is not running: which nodes and operators lag in the root rotation only the running server shows".into(),
             );
         }
-        let report = CaReport {
-            state: std::sync::Arc::new(state),
-            members: Vec::new(),
-            warnings,
-            intermediate_lifetime: lifetime,
-        };
         Ok(crate::service::lifecycle::status(&report, now))
     }
 }

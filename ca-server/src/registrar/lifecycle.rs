@@ -25,6 +25,31 @@ pub struct CaReport {
     pub intermediate_lifetime: std::time::Duration,
 }
 
+impl CaReport {
+    /// The report of `state` with `members` (during a root rotation), and the warnings of
+    /// its plan at `now` for intermediates of `intermediate_lifetime`.
+    pub fn of(
+        state: std::sync::Arc<CaState>,
+        members: Vec<Member>,
+        intermediate_lifetime: std::time::Duration,
+        now: OffsetDateTime,
+    ) -> CaReport {
+        let warnings = state
+            .lineage()
+            .plan(now, intermediate_lifetime)
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        CaReport {
+            state,
+            members,
+            warnings,
+            intermediate_lifetime,
+        }
+    }
+}
+
 impl Registrar {
     /// Reads the CA's certificates from the store again and installs them (nothing for
     /// a registrar without custody: it has no passphrase to open the keys with).
@@ -77,19 +102,7 @@ impl Registrar {
             || dtca_pki::authority::hierarchy::Lifetimes::default().intermediate,
             |c| c.lifetimes.intermediate,
         );
-        let warnings = state
-            .lineage()
-            .plan(now, lifetime)
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        Ok(CaReport {
-            state,
-            members,
-            warnings,
-            intermediate_lifetime: lifetime,
-        })
+        Ok(CaReport::of(state, members, lifetime, now))
     }
 
     /// Prepares the next intermediate now, unless one is.
