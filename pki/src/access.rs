@@ -100,6 +100,27 @@ pub fn oid_components(dotted: &str) -> Option<Vec<u64>> {
     dotted.split('.').map(|c| c.parse().ok()).collect()
 }
 
+/// The DER contents (no tag, no length) of a dotted OID: the first two arcs in one
+/// number, every arc in base 128; `None` when it has fewer than two numeric arcs.
+pub fn oid_der(dotted: &str) -> Option<Vec<u8>> {
+    let arcs = oid_components(dotted)?;
+    let (first, rest) = match arcs.as_slice() {
+        [a, b, rest @ ..] => (a.checked_mul(40)?.checked_add(*b)?, rest),
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    for arc in std::iter::once(first).chain(rest.iter().copied()) {
+        let mut groups = vec![(arc & 0x7f) as u8];
+        let mut more = arc >> 7;
+        while more > 0 {
+            groups.push((more & 0x7f) as u8 | 0x80);
+            more >>= 7;
+        }
+        out.extend(groups.into_iter().rev());
+    }
+    Some(out)
+}
+
 impl fmt::Display for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -158,27 +179,11 @@ mod tests {
         assert_eq!(Access::ReadOnly.eku_der(), Some(READ_ONLY_EKU_DER));
     }
 
-    /// Base-128 encoding of a dotted OID.
-    fn encode(dotted: &str) -> Vec<u8> {
-        let arcs: Vec<u64> = oid_components(dotted).unwrap();
-        let mut out = vec![(40 * arcs[0] + arcs[1]) as u8];
-        for &arc in &arcs[2..] {
-            let mut groups = vec![(arc & 0x7f) as u8];
-            let mut rest = arc >> 7;
-            while rest > 0 {
-                groups.push((rest & 0x7f) as u8 | 0x80);
-                rest >>= 7;
-            }
-            out.extend(groups.into_iter().rev());
-        }
-        out
-    }
-
     #[test]
     fn the_der_form_is_the_dotted_oid() {
-        assert_eq!(encode(READ_ONLY_EKU), READ_ONLY_EKU_DER);
+        assert_eq!(oid_der(READ_ONLY_EKU).unwrap(), READ_ONLY_EKU_DER);
         let eku_arc = &READ_ONLY_EKU_DER[..READ_ONLY_EKU_DER.len() - 1];
-        assert_eq!(encode(&format!("{ARC}.1")), eku_arc);
+        assert_eq!(oid_der(&format!("{ARC}.1")).unwrap(), eku_arc);
     }
 
     /// Regression: under 2.25.<UUID> the docker CLI (Go) could not parse a read-only
@@ -196,7 +201,7 @@ mod tests {
         assert_eq!(Access::of_ekus([client_auth]), Access::Full);
         assert_eq!(Access::of_ekus([]), Access::Full);
         assert_eq!(Access::of_ekus([READ_ONLY_EKU_DER]), Access::ReadOnly);
-        let future = encode(&format!("{ARC}.1.9"));
+        let future = oid_der(&format!("{ARC}.1.9")).unwrap();
         assert_eq!(Access::of_ekus([future.as_slice()]), Access::ReadOnly);
     }
 }

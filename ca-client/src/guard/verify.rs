@@ -8,10 +8,10 @@
 //! refused on every request with a Docker-style 403 (`{"message": ...}`), which the docker
 //! CLI prints, instead of a bare `bad certificate`.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use dtca_pki::Serial;
-use dtca_pki::access::{Access, READ_ONLY_EKU};
+use dtca_pki::access::{Access, READ_ONLY_EKU_DER};
 use dtca_pki::inspect::CertInfo;
 use dtca_pki::{Identity, Role};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -25,8 +25,6 @@ use webpki::{EndEntityCert, KeyUsage};
 const CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
 /// DER contents of the serverAuth EKU (1.3.6.1.5.5.7.3.1).
 const SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
-/// DER contents of dtca's read-only EKU.
-static READ_ONLY: LazyLock<Vec<u8>> = LazyLock::new(|| oid_der(READ_ONLY_EKU));
 
 /// Verifies client certificates against the trust bundle the guard was built with.
 #[derive(Debug)]
@@ -101,7 +99,7 @@ impl ClientCertVerifier for ClusterVerifier {
         let first = self.chains_for(&leaf, intermediates, now, CLIENT_AUTH);
         if first.is_ok()
             || self
-                .chains_for(&leaf, intermediates, now, READ_ONLY.as_slice())
+                .chains_for(&leaf, intermediates, now, READ_ONLY_EKU_DER)
                 .is_ok()
             || self
                 .chains_for(&leaf, intermediates, now, SERVER_AUTH)
@@ -180,30 +178,6 @@ impl Client {
     }
 }
 
-/// The DER contents (no tag, no length) of a dotted OID.
-fn oid_der(dotted: &str) -> Vec<u8> {
-    let arcs: Vec<u128> = dotted.split('.').filter_map(|c| c.parse().ok()).collect();
-    let mut out = Vec::new();
-    if arcs.len() < 2 {
-        return out;
-    }
-    let mut push = |mut v: u128| {
-        let mut bytes = vec![(v & 0x7f) as u8];
-        v >>= 7;
-        while v > 0 {
-            bytes.push(((v & 0x7f) as u8) | 0x80);
-            v >>= 7;
-        }
-        bytes.reverse();
-        out.extend(bytes);
-    };
-    push(arcs[0] * 40 + arcs[1]);
-    for arc in &arcs[2..] {
-        push(*arc);
-    }
-    out
-}
-
 /// The verifier as rustls wants it.
 pub(crate) fn verifier(
     roots: &[Vec<u8>],
@@ -277,8 +251,9 @@ mod tests {
 
     #[test]
     fn oids_encode_as_der_contents() {
-        assert_eq!(oid_der("1.3.6.1.5.5.7.3.2"), CLIENT_AUTH);
-        assert_eq!(oid_der("1.3.6.1.5.5.7.3.1"), SERVER_AUTH);
-        assert_eq!(oid_der(READ_ONLY_EKU), dtca_pki::access::READ_ONLY_EKU_DER);
+        use dtca_pki::access::{READ_ONLY_EKU, oid_der};
+        assert_eq!(oid_der("1.3.6.1.5.5.7.3.2").unwrap(), CLIENT_AUTH);
+        assert_eq!(oid_der("1.3.6.1.5.5.7.3.1").unwrap(), SERVER_AUTH);
+        assert_eq!(oid_der(READ_ONLY_EKU).unwrap(), READ_ONLY_EKU_DER);
     }
 }
