@@ -146,6 +146,24 @@ fn ok(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker run -d --name NAME` of a container that prints `line-N` ten times a second,
+/// through the operator's context `gd`.
+fn run_logger(node: &Node, name: &str) -> Output {
+    node.docker(
+        "gd",
+        &[
+            "run",
+            "-d",
+            "--name",
+            name,
+            IMAGE,
+            "sh",
+            "-c",
+            "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
+        ],
+    )
+}
+
 fn accepts(addr: &str) -> bool {
     let hostport = addr.trim_start_matches("tcp://");
     std::net::TcpStream::connect_timeout(&hostport.parse().unwrap(), Duration::from_secs(2)).is_ok()
@@ -322,22 +340,7 @@ fn every_docker_command_works_through_the_guard() {
     assert!(ended, "attach did not end with the container");
 
     // logs -f: a stream that keeps coming.
-    ok(
-        &node.docker(
-            "gd",
-            &[
-                "run",
-                "-d",
-                "--name",
-                "lg",
-                IMAGE,
-                "sh",
-                "-c",
-                "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
-            ],
-        ),
-        "run -d (logs)",
-    );
+    ok(&run_logger(&node, "lg"), "run -d (logs)");
     let mut logs = node
         .engine
         .cli("gd")
@@ -478,22 +481,7 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     let node = Node::new();
     switch_to_guard(&node, true);
     node.operator_context("gd");
-    ok(
-        &node.docker(
-            "gd",
-            &[
-                "run",
-                "-d",
-                "--name",
-                "lg",
-                IMAGE,
-                "sh",
-                "-c",
-                "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.1; done",
-            ],
-        ),
-        "run -d",
-    );
+    ok(&run_logger(&node, "lg"), "run -d");
     let pid = node.engine.pid();
     let restarts = node.engine.restarts();
     let mut logs = node
