@@ -71,8 +71,10 @@ pub fn run() -> anyhow::Result<String> {
             Some((&state, &serve.addr)),
             &agent_pid,
         )?;
+        hold("native", &engine, &creds, &out, port, &agent_pid, &big)?;
         let native = measure(&engine, &creds, port, &big)?;
         switch(&engine, &out, &listen, "guard", None, &agent_pid)?;
+        hold("guard", &engine, &creds, &out, port, &agent_pid, &big)?;
         let guard = measure(&engine, &creds, port, &big)?;
         let pid = read_pid(&agent_pid)?;
         let rss_idle = rss_kib(pid)?;
@@ -84,6 +86,40 @@ pub fn run() -> anyhow::Result<String> {
     drop(engine);
     drop(serve);
     result
+}
+
+/// With `DTCA_BENCH_HOLD=DIR` (profiling by hand): writes what a shell needs to reach
+/// the engine in `mode` to `DIR/<mode>.env` and waits until `DIR/go` appears (and removes
+/// it) before measuring. Without it, does nothing.
+fn hold(
+    mode: &str,
+    engine: &Engine,
+    creds: &Path,
+    out: &Path,
+    port: u16,
+    agent_pid: &Path,
+    big: &Path,
+) -> anyhow::Result<()> {
+    let Some(dir) = std::env::var_os("DTCA_BENCH_HOLD").map(PathBuf::from) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir)?;
+    let env = format!(
+        "PORT={port}\nCREDS={}\nOUT={}\nAGENT_PID={}\nDOCKER_CONFIG={}\nBIG={}\nCLIENT={}\n",
+        creds.display(),
+        out.display(),
+        agent_pid.display(),
+        engine.dir.join("cli").display(),
+        big.display(),
+        bin("ca-client").display(),
+    );
+    std::fs::write(dir.join(format!("{mode}.env")), env)?;
+    eprintln!("holding in {mode} mode: {}", dir.display());
+    let go = dir.join("go");
+    while std::fs::remove_file(&go).is_err() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 fn switch(

@@ -10,6 +10,7 @@
 //!   client usage) and what a verified leaf is (operator and access level, or node).
 //! - [`proxy`]: one client connection: checks, then dockerd's socket; bodies streamed,
 //!   upgrades and half-closes passed through.
+//! - [`http1`]: the request and response heads, and where a body ends, read strictly.
 //! - this file: the listener, the TLS state swapped on reload, the revoked serials and the
 //!   open connections per serial, and the supervisor that follows the node's recorded
 //!   engine mode and files (polled every half second).
@@ -19,6 +20,7 @@
 //! the CA itself; the agent feeds it revocations (the agent channel, the CRL).
 
 pub(crate) mod audit;
+pub(crate) mod http1;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod verify;
@@ -33,7 +35,7 @@ use dtca_common::endpoint::EngineAddr;
 use dtca_common::tls::provider;
 use dtca_pki::Serial;
 use dtca_pki::access::Access;
-use hyper::Method;
+use http::Method;
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
@@ -418,7 +420,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, socket: PathBuf
         tokio::spawn(async move {
             let accepted = tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
-                tokio_rustls::TlsAcceptor::from(config).accept(tcp),
+                tokio_rustls::TlsAcceptor::from(config).accept(http1::Inbound::new(tcp)),
             )
             .await;
             let tls = match accepted {
@@ -444,7 +446,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, socket: PathBuf
                 shared: shared.clone(),
                 socket,
                 closed,
-                registration: Arc::new(registration),
+                _registration: registration,
             };
             proxy::serve(tls, open).await;
         });

@@ -1,39 +1,43 @@
-//! One client connection through the guard: HTTP/1.1 from the client (TLS), each request
-//! checked, then forwarded over one connection to dockerd's unix socket. Bodies stream
-//! both ways frame by frame (nothing is buffered whole); an upgrade (`Upgrade: tcp`, 101:
-//! `exec -it`, `attach`, `run -it`, BuildKit sessions) becomes a raw byte pipe in each
-//! direction, where one side's end of input (a half-close: stdin done) is passed on as
-//! the other side's end of output, and the pipe lasts until both directions are done.
+//! One client connection through the guard: HTTP/1.1 from the client (TLS), each request's
+//! head read and checked, then passed on over one connection to dockerd's unix socket.
+//!
+//! Only heads are parsed ([`super::http1`]); bodies pass through as they are, in one
+//! task, through one buffer per direction that grows with the traffic (up to 256 KiB), so
+//! a `docker cp` costs a read and a write per buffer rather than a message per TLS record.
+//! The request body goes up while the answer comes down, so an engine that answers
+//! before reading the whole body (an error) is passed on at once. An upgrade (`Upgrade:
+//! tcp`, 101: `exec -it`, `attach`, `run -it`, BuildKit sessions) or an answer that lasts
+//! until the engine closes (dockerd's hijacked streams) becomes a raw byte pipe in each
+//! direction, where one side's end of input (a half-close: stdin done) is passed on as the
+//! other side's end of output, and the pipe lasts until both directions are done.
 
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
-use tokio::sync::{Mutex, watch};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
 
 use dtca_pki::access::Access;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::audit::AuditRecord;
+use super::http1::{
+    BadRequest, Chunked, Framing, Inbound, RequestHead, parse_request, parse_response,
+};
 use super::verify::Client;
 use super::{Registration, Shared};
 
-/// What a response body is here: dockerd's, streamed, or the guard's own.
-type Reply = Response<UnsyncBoxBody<Bytes, hyper::Error>>;
-/// A request body on its way to dockerd: the client's, streamed and counted.
-type Upstream = UnsyncBoxBody<Bytes, hyper::Error>;
-/// What runs once a body has ended, with the bytes it carried.
-type Finish = Box<dyn FnOnce(u64) + Send>;
+/// How long a request head may take once its first byte came (an idle kept-alive
+/// connection may wait for its next request as long as it likes).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a refusal that leaves a request body unread: how long, and how much of it, is
+/// read and dropped before the connection closes (closing with unread input would reset
+/// the connection and lose the refusal on its way).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// One client connection, verified and recorded.
 pub(super) struct Open {
@@ -43,8 +47,8 @@ pub(super) struct Open {
     pub(super) socket: PathBuf,
     /// Turns true when the certificate is revoked.
     pub(super) closed: watch::Receiver<bool>,
-    /// Keeps the connection recorded (closable) while it or a session it hijacked lives.
-    pub(super) registration: Arc<Registration>,
+    /// Keeps the connection recorded (closable) while it lives.
+    pub(super) _registration: Registration,
 }
 
 /// Serves one connection until it ends or its certificate is revoked.
@@ -53,24 +57,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let closed = open.closed.clone();
-    let conn = Arc::new(Conn {
-        open,
-        upstream: Mutex::new(None),
-    });
-    let service = hyper::service::service_fn(move |req| {
-        let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(conn.handle(req).await) }
-    });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
     tokio::select! {
-        result = served => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "guard connection ended");
-            }
-        }
+        () = session(io, &open) => {}
         () = revoked(closed) => {
             tracing::info!("closed a connection of a revoked certificate");
         }
@@ -84,205 +72,469 @@ async fn revoked(mut closed: watch::Receiver<bool>) {
     }
 }
 
-/// One client connection's state.
-struct Conn {
-    open: Open,
-    /// The connection to dockerd for this client connection, made at its first request.
-    upstream: Mutex<Option<SendRequest<Upstream>>>,
+/// The client's side of the connection.
+struct Downstream<S> {
+    r: Inbound<ReadHalf<S>>,
+    w: WriteHalf<S>,
 }
 
-impl Conn {
-    async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
-        let method = req.method().clone();
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().path().to_string(), ToString::to_string);
-        let record = Record {
-            shared: self.open.shared.clone(),
-            client: self.open.client.clone(),
-            method: method.to_string(),
-            path: target.clone(),
-            time: time::OffsetDateTime::now_utc(),
-            started: Instant::now(),
-            bytes_in: Arc::new(AtomicU64::new(0)),
-        };
-        if let Err(message) = self
-            .open
-            .shared
-            .allowed(&self.open.client, &method, &target)
-        {
-            tracing::info!(identity = %self.open.client.identity, serial = %self.open.client.serial, %method, path = %target, %message, "refused");
-            let reply = refusal(StatusCode::FORBIDDEN, &message);
-            record.done(StatusCode::FORBIDDEN.as_u16(), 0, Some(message));
-            return reply;
-        }
-        let (mut parts, body) = req.into_parts();
-        let upgrade = parts.headers.contains_key(hyper::header::UPGRADE);
-        let downstream = upgrade.then(|| {
-            let mut bare = Request::new(());
-            *bare.extensions_mut() = std::mem::take(&mut parts.extensions);
-            hyper::upgrade::on(bare)
-        });
-        let body = Metered::new(body, record.bytes_in.clone(), None).boxed_unsync();
-        let req = Request::from_parts(parts, body);
-        let mut sender = match self.sender().await {
-            Ok(s) => s,
-            Err(e) => {
-                let message = format!("the guard cannot reach the engine: {e}");
-                let reply = refusal(StatusCode::BAD_GATEWAY, &message);
-                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0, Some(message));
-                return reply;
-            }
-        };
-        let mut response = match sender.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("the engine did not answer: {e}");
-                let reply = refusal(StatusCode::BAD_GATEWAY, &message);
-                record.done(StatusCode::BAD_GATEWAY.as_u16(), 0, Some(message));
-                return reply;
-            }
-        };
-        let status = response.status();
-        if status == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(downstream) = downstream
-        {
-            let upstream = hyper::upgrade::on(&mut response);
-            let closed = self.open.closed.clone();
-            let registration = self.open.registration.clone();
-            tokio::spawn(async move {
-                let _recorded = registration;
-                let (mut to_engine, mut to_client) = (0, 0);
-                match tokio::try_join!(downstream, upstream) {
-                    Ok((down, up)) => {
-                        (to_engine, to_client) =
-                            pipe(TokioIo::new(down), TokioIo::new(up), closed).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-                record.bytes_in.fetch_add(to_engine, Ordering::Relaxed);
-                record.done(status.as_u16(), to_client, None);
-            });
-            let (parts, _) = response.into_parts();
-            return Response::from_parts(parts, empty());
-        }
-        if !upgrade {
-            // The connection to dockerd serves the next request too.
-            *self.upstream.lock().await = Some(sender);
-        }
-        let (parts, body) = response.into_parts();
-        let out = Arc::new(AtomicU64::new(0));
-        let finish: Finish =
-            Box::new(move |bytes_out| record.done(status.as_u16(), bytes_out, None));
-        Response::from_parts(parts, Metered::new(body, out, Some(finish)).boxed_unsync())
+/// The connection to dockerd, kept from one request to the next.
+struct Engine {
+    r: Inbound<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+impl Engine {
+    async fn connect(open: &Open) -> Result<Engine, String> {
+        let stream = UnixStream::connect(&open.socket)
+            .await
+            .map_err(|e| format!("{}: {e}", open.socket.display()))?;
+        let (r, w) = stream.into_split();
+        Ok(Engine {
+            r: Inbound::new(r),
+            w,
+        })
     }
 
-    /// The connection to dockerd, made anew when there is none or it closed.
-    async fn sender(&self) -> Result<SendRequest<Upstream>, String> {
-        if let Some(mut sender) = self.upstream.lock().await.take()
-            && sender.ready().await.is_ok()
-        {
-            return Ok(sender);
-        }
-        connect(&self.open.socket).await
+    /// Whether the engine still holds this connection open and has nothing unasked for
+    /// on it (it closes idle connections as it likes).
+    fn reusable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        self.r.data().is_empty()
+            && matches!(self.r.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
-/// Opens a connection to dockerd's unix socket.
-async fn connect(socket: &Path) -> Result<SendRequest<Upstream>, String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "engine connection ended");
-        }
-    });
-    Ok(sender)
+/// What follows an exchange.
+enum Next {
+    /// The next request on the same connection.
+    Again,
+    /// The connection ends.
+    Close,
 }
 
-/// Copies both ways until both directions have ended (or the certificate is revoked). A
-/// direction ends at its reader's end of input, or a read error (a TLS client that
-/// half-closes its TCP side without close_notify reads as an error); its writer is then
-/// shut down, which passes the half-close on. Returns the bytes to the engine and to the
-/// client.
-async fn pipe<D, U>(down: D, up: U, closed: watch::Receiver<bool>) -> (u64, u64)
+async fn session<S>(io: S, open: &Open)
 where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut down_r, mut down_w) = tokio::io::split(down);
-    let (mut up_r, mut up_w) = tokio::io::split(up);
-    let to_engine = AtomicU64::new(0);
-    let to_client = AtomicU64::new(0);
-    let forward = async {
-        let n = copy(&mut down_r, &mut up_w).await;
-        let _ = up_w.shutdown().await;
-        to_engine.store(n, Ordering::Relaxed);
+    let (r, w) = tokio::io::split(io);
+    let mut client = Downstream {
+        r: Inbound::new(r),
+        w,
     };
-    let back = async {
-        let n = copy(&mut up_r, &mut down_w).await;
-        let _ = down_w.shutdown().await;
-        to_client.store(n, Ordering::Relaxed);
-    };
-    tokio::select! {
-        _ = async { tokio::join!(forward, back) } => {}
-        () = revoked(closed) => {
-            tracing::info!("closed a hijacked session of a revoked certificate");
+    let mut engine: Option<Engine> = None;
+    loop {
+        let head = match read_request(&mut client.r).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break,
+            Err(refused) => {
+                let _ = answer(&mut client.w, refused.status, &refused.message, true).await;
+                tracing::debug!(identity = %open.client.identity, status = refused.status, message = %refused.message, "bad request");
+                break;
+            }
+        };
+        match exchange(open, &mut client, &mut engine, head).await {
+            Next::Again => {}
+            Next::Close => break,
         }
     }
-    (to_engine.into_inner(), to_client.into_inner())
+    let _ = client.w.shutdown().await;
 }
 
-/// Copies until the end of input or an error; the bytes copied.
-async fn copy<R, W>(reader: &mut R, writer: &mut W) -> u64
+/// Reads the next request head: `None` when the client ended the connection between
+/// requests.
+async fn read_request<R: AsyncRead + Unpin>(
+    r: &mut Inbound<R>,
+) -> Result<Option<RequestHead>, BadRequest> {
+    let started = Instant::now();
+    loop {
+        if !r.data().is_empty()
+            && let Some((head, len)) = parse_request(r.data())?
+        {
+            r.consume(len);
+            return Ok(Some(head));
+        }
+        let read = if r.data().is_empty() {
+            r.fill().await
+        } else {
+            let left = HEAD_TIMEOUT.saturating_sub(started.elapsed());
+            match tokio::time::timeout(left, r.fill()).await {
+                Ok(read) => read,
+                Err(_) => {
+                    return Err(BadRequest {
+                        status: 408,
+                        message: "the request head took too long".into(),
+                    });
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) if r.data().is_empty() => return Ok(None),
+            Ok(0) | Err(_) => {
+                return Err(BadRequest {
+                    status: 400,
+                    message: "the connection ended inside a request head".into(),
+                });
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One request and its answer.
+async fn exchange<S>(
+    open: &Open,
+    client: &mut Downstream<S>,
+    engine: &mut Option<Engine>,
+    head: RequestHead,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let record = Record::new(open, &head);
+    if let Err(message) = open
+        .shared
+        .allowed(&open.client, &head.method, &head.target)
+    {
+        tracing::info!(identity = %open.client.identity, serial = %open.client.serial, method = %head.method, path = %head.target, %message, "refused");
+        return refuse(client, &head, record, 403, message).await;
+    }
+    // A connection kept from an earlier request may have been closed by the engine since:
+    // a request with no body is sent again once on a new one.
+    let mut retry = head.body == Framing::Empty;
+    loop {
+        let reused = engine.take().filter(Engine::reusable);
+        let fresh = reused.is_none();
+        let mut up = match reused {
+            Some(e) => e,
+            None => match Engine::connect(open).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let message = format!("the guard cannot reach the engine: {e}");
+                    return refuse(client, &head, record, 502, message).await;
+                }
+            },
+        };
+        if let Err(e) = up.w.write_all(&head.encoded).await {
+            if retry && !fresh {
+                retry = false;
+                continue;
+            }
+            let message = format!("the engine did not take the request: {e}");
+            return refuse(client, &head, record, 502, message).await;
+        }
+        let progress = Progress::new(&head);
+        let answered = {
+            let answer = respond(&mut up.r, &mut client.w, &head, &progress);
+            tokio::pin!(answer);
+            let first = {
+                let body = async {
+                    let copied =
+                        copy_body(&mut client.r, &mut up.w, head.body, &progress.bytes_in).await;
+                    progress.sent.store(copied.is_ok(), Ordering::Relaxed);
+                    copied
+                };
+                tokio::pin!(body);
+                tokio::select! {
+                    copied = &mut body => Err(copied.is_ok()),
+                    answered = &mut answer => Ok(answered),
+                }
+            };
+            match first {
+                Ok(answered) => answered,
+                // The client went away, or sent a broken body: dockerd sees its connection
+                // closed mid-request.
+                Err(false) => {
+                    record.left(&progress);
+                    return Next::Close;
+                }
+                Err(true) => {
+                    // The body is up; wait for the answer, and notice a client that leaves
+                    // meanwhile (an `events` or `logs -f` it stopped following).
+                    let mut watching = true;
+                    loop {
+                        tokio::select! {
+                            answered = &mut answer => break answered,
+                            read = client.r.fill(), if watching => match read {
+                                Ok(0) | Err(_) => {
+                                    record.left(&progress);
+                                    return Next::Close;
+                                }
+                                // A pipelined request: it waits in the buffer.
+                                Ok(_) => watching = false,
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        let body_sent = progress.sent.load(Ordering::Relaxed);
+        return match answered {
+            Answered::Done { status, close } => {
+                record.done(status, &progress, None);
+                if close || head.close || !body_sent {
+                    Next::Close
+                } else {
+                    *engine = Some(up);
+                    Next::Again
+                }
+            }
+            Answered::Pipe { status } => {
+                let (to_engine, to_client) = pipe(client, up).await;
+                progress.bytes_in.fetch_add(to_engine, Ordering::Relaxed);
+                progress.bytes_out.fetch_add(to_client, Ordering::Relaxed);
+                record.done(status, &progress, None);
+                Next::Close
+            }
+            Answered::NoHead(_) if retry && !fresh => {
+                retry = false;
+                continue;
+            }
+            Answered::NoHead(e) => {
+                let message = format!("the engine did not answer: {e}");
+                tracing::debug!(%message, "guard");
+                refuse(client, &head, record, 502, message).await
+            }
+            Answered::Broken => {
+                record.left(&progress);
+                Next::Close
+            }
+        };
+    }
+}
+
+/// How far one exchange got, shared by its two directions.
+struct Progress {
+    /// The request body was passed on whole.
+    sent: AtomicBool,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// The status passed on to the client (0: none yet).
+    status: AtomicU16,
+}
+
+impl Progress {
+    fn new(head: &RequestHead) -> Progress {
+        Progress {
+            sent: AtomicBool::new(head.body == Framing::Empty),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            status: AtomicU16::new(0),
+        }
+    }
+}
+
+/// How the engine's answer went.
+enum Answered {
+    /// Passed on whole.
+    Done { status: u16, close: bool },
+    /// The head is passed on and the connection is now a byte pipe (101, or an answer
+    /// that lasts until the engine closes).
+    Pipe { status: u16 },
+    /// No head came (nothing was passed on to the client).
+    NoHead(String),
+    /// It broke after its head was passed on (or the client went away).
+    Broken,
+}
+
+/// Passes the engine's answer on: 1xx heads, then the final head and its body.
+async fn respond<W: AsyncWrite + Unpin>(
+    up: &mut Inbound<OwnedReadHalf>,
+    w: &mut W,
+    head: &RequestHead,
+    progress: &Progress,
+) -> Answered {
+    loop {
+        let response = loop {
+            match parse_response(up.data(), &head.method) {
+                Ok(Some(response)) => break response,
+                Ok(None) => {}
+                Err(e) => return Answered::NoHead(e),
+            }
+            match up.fill().await {
+                Ok(0) => return Answered::NoHead("it closed the connection".into()),
+                Err(e) => return Answered::NoHead(e.to_string()),
+                Ok(_) => {}
+            }
+        };
+        let status = response.status;
+        if status == 101 && !head.upgrade {
+            return Answered::NoHead("a protocol switch nobody asked for".into());
+        }
+        if w.write_all(&up.data()[..response.len]).await.is_err() || w.flush().await.is_err() {
+            return Answered::Broken;
+        }
+        progress.status.store(status, Ordering::Relaxed);
+        up.consume(response.len);
+        if status == 101 || response.body == Framing::UntilClose {
+            return Answered::Pipe { status };
+        }
+        if (100..200).contains(&status) {
+            continue;
+        }
+        return match copy_body(up, w, response.body, &progress.bytes_out).await {
+            Ok(()) => Answered::Done {
+                status,
+                close: response.close,
+            },
+            Err(_) => Answered::Broken,
+        };
+    }
+}
+
+/// Passes one body on as it comes (its framing followed, its bytes unchanged), flushing
+/// whenever the source has nothing more yet. Counts its data bytes into `count`.
+async fn copy_body<R, W>(
+    src: &mut Inbound<R>,
+    dst: &mut W,
+    framing: Framing,
+    count: &AtomicU64,
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return total,
-            Ok(n) => n,
-        };
-        if writer.write_all(&buf[..n]).await.is_err() || writer.flush().await.is_err() {
-            return total;
+    let mut left = match framing {
+        Framing::Empty => return Ok(()),
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut chunked = (framing == Framing::Chunked).then(Chunked::default);
+    while left > 0 {
+        if src.data().is_empty() {
+            dst.flush().await?;
+            if src.fill().await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
         }
-        total += n as u64;
+        let data = src.data();
+        let (take, payload) = match &mut chunked {
+            Some(c) => {
+                let (used, payload) = c
+                    .scan(data)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                if c.done() {
+                    left = 0;
+                }
+                (used, payload)
+            }
+            None => {
+                let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                left -= take as u64;
+                (take, take as u64)
+            }
+        };
+        dst.write_all(&data[..take]).await?;
+        src.consume(take);
+        count.fetch_add(payload, Ordering::Relaxed);
     }
+    dst.flush().await
 }
 
-/// A Docker-style error answer, which the docker CLI prints as the daemon's message.
-pub(super) fn refusal(status: StatusCode, message: &str) -> Reply {
+/// Answers a request the guard will not pass on (`status`: 403 refused, 502 the engine
+/// failed), and records it. A request body still unread ends the connection after a
+/// short linger.
+async fn refuse<S>(
+    client: &mut Downstream<S>,
+    head: &RequestHead,
+    record: Record,
+    status: u16,
+    message: String,
+) -> Next
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let unread = head.body != Framing::Empty;
+    let close = unread || head.close || status != 403;
+    let written = answer(&mut client.w, status, &message, close).await;
+    record.refused(status, message);
+    if written.is_err() || !close {
+        return if written.is_ok() {
+            Next::Again
+        } else {
+            Next::Close
+        };
+    }
+    if unread {
+        let _ = client.w.shutdown().await;
+        let drained = async {
+            let mut dropped = 0u64;
+            while dropped < LINGER_BYTES {
+                let held = client.r.data().len();
+                client.r.consume(held);
+                dropped += held as u64;
+                match client.r.fill().await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drained).await;
+    }
+    Next::Close
+}
+
+/// Writes a Docker-style error answer (`{"message": ...}`), which the docker CLI prints as
+/// the daemon's message.
+async fn answer<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    message: &str,
+    close: bool,
+) -> std::io::Result<()> {
     let body = serde_json::json!({ "message": message }).to_string();
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let text = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "Connection: close\r\n" } else { "" },
     );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
+    w.write_all(text.as_bytes()).await?;
+    w.flush().await
 }
 
-fn empty() -> UnsyncBoxBody<Bytes, hyper::Error> {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// Copies both ways until both directions have ended (what each side sent ahead is passed
+/// on first). A direction ends at its reader's end of input, or a read error (a TLS client
+/// that half-closes its TCP side without close_notify reads as an error); its writer is
+/// then shut down, which passes the half-close on. Returns the bytes to the engine and to
+/// the client.
+async fn pipe<S>(client: &mut Downstream<S>, up: Engine) -> (u64, u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Engine {
+        r: mut up_r,
+        w: mut up_w,
+    } = up;
+    let forward = async {
+        let n = drain(&mut client.r, &mut up_w).await;
+        let _ = up_w.shutdown().await;
+        n
+    };
+    let back = async {
+        let n = drain(&mut up_r, &mut client.w).await;
+        let _ = client.w.shutdown().await;
+        n
+    };
+    tokio::join!(forward, back)
+}
+
+/// Copies until the end of input or an error; the bytes copied.
+async fn drain<R, W>(src: &mut Inbound<R>, dst: &mut W) -> u64
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let count = AtomicU64::new(0);
+    let _ = copy_body(src, dst, Framing::UntilClose, &count).await;
+    count.into_inner()
 }
 
 /// One request's audit record, written once its answer is done.
-pub(super) struct Record {
+struct Record {
     shared: Arc<Shared>,
     client: Arc<Client>,
     method: String,
@@ -290,11 +542,42 @@ pub(super) struct Record {
     path: String,
     time: time::OffsetDateTime,
     started: Instant,
-    bytes_in: Arc<AtomicU64>,
 }
 
 impl Record {
-    fn done(self, status: u16, bytes_out: u64, refused: Option<String>) {
+    fn new(open: &Open, head: &RequestHead) -> Record {
+        Record {
+            shared: open.shared.clone(),
+            client: open.client.clone(),
+            method: head.method.to_string(),
+            path: head.target.clone(),
+            time: time::OffsetDateTime::now_utc(),
+            started: Instant::now(),
+        }
+    }
+
+    /// The guard answered `status` itself with `message`.
+    fn refused(self, status: u16, message: String) {
+        let nothing = Progress {
+            sent: AtomicBool::new(false),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            status: AtomicU16::new(status),
+        };
+        self.done(status, &nothing, Some(message));
+    }
+
+    /// The exchange ended early (the client left, or a side broke): recorded with the
+    /// status passed on so far, or 499 (the client closed the request) when none was.
+    fn left(self, progress: &Progress) {
+        let status = match progress.status.load(Ordering::Relaxed) {
+            0 => 499,
+            s => s,
+        };
+        self.done(status, progress, None);
+    }
+
+    fn done(self, status: u16, progress: &Progress, refused: Option<String>) {
         self.shared.audit(AuditRecord {
             time: self.time,
             identity: self.client.identity.clone(),
@@ -303,70 +586,10 @@ impl Record {
             method: self.method,
             path: self.path,
             status,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out,
+            bytes_in: progress.bytes_in.load(Ordering::Relaxed),
+            bytes_out: progress.bytes_out.load(Ordering::Relaxed),
             duration: self.started.elapsed(),
             refused,
         });
-    }
-}
-
-/// A body passed on frame by frame, its bytes counted; `finish` runs once it ends (or is
-/// dropped: the client went away).
-struct Metered {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
-    finish: Option<Finish>,
-}
-
-impl Metered {
-    fn new(inner: Incoming, count: Arc<AtomicU64>, finish: Option<Finish>) -> Metered {
-        Metered {
-            inner,
-            count,
-            finish,
-        }
-    }
-
-    fn end(&mut self) {
-        if let Some(finish) = self.finish.take() {
-            finish(self.count.load(Ordering::Relaxed));
-        }
-    }
-}
-
-impl Body for Metered {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(None | Some(Err(_))) => self.end(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        self.end();
     }
 }

@@ -1,5 +1,6 @@
 //! Writing the audit log: requests hand records over without waiting on the disk; a thread
-//! of its own appends them, flushes whenever it has caught up, and rotates.
+//! of its own appends them in batches (what gathered while it wrote the last one, or
+//! [`BATCH`] after it), flushes each batch, and rotates.
 //!
 //! The queue between the two is bounded ([`QUEUE`] records). When the disk stalls long
 //! enough to fill it, new records are dropped and counted rather than holding requests up,
@@ -13,10 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::time::Duration;
 
 use dtca_common::fs::PRIVATE;
 
 use super::{AuditRecord, Entry, Limits, QUEUE, file_path};
+
+/// How long the writer lets records gather after writing a batch. At [`QUEUE`] records per
+/// batch this bounds the rate written without drops far above what the guard serves.
+const BATCH: Duration = Duration::from_millis(25);
 
 /// The audit log's sending end: cheap to clone, one per connection if need be. The writing
 /// thread ends when the last clone is dropped, after writing what was queued.
@@ -131,6 +137,9 @@ impl Rotating {
                 next = rx.try_recv().ok();
             }
             self.flush();
+            // Records that come meanwhile queue up without waking this thread (a sender
+            // wakes it only when it waits in `recv`): one write per batch, not per request.
+            std::thread::sleep(BATCH);
         }
         self.flush();
     }
