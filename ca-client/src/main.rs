@@ -11,11 +11,17 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // The agent (the guard's proxy among its tasks) runs on one thread: its connections
+    // never wait on each other's blocking work, and a request costs no wake-up of another
+    // thread. The other commands keep two.
+    let mut builder = if matches!(cli.command, ca_client::cli::Command::Agent(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}"), Reason::Internal),
     };

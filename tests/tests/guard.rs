@@ -164,6 +164,41 @@ fn run_logger(node: &Node, name: &str) -> Output {
     )
 }
 
+/// Writes `request` (raw bytes, requests pipelined) to the guard on `port` over mutual TLS
+/// with the operator's `creds` and returns all it answered until it closed the connection.
+fn raw_exchange(creds: &Path, port: &str, request: &str) -> String {
+    let mut child = Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-quiet", "-ign_eof"])
+        .args(["-connect", &format!("127.0.0.1:{port}")])
+        .arg("-CAfile")
+        .arg(creds.join("ca.pem"))
+        .arg("-cert")
+        .arg(creds.join("cert.pem"))
+        // The intermediate goes along, as the docker CLI sends it.
+        .arg("-cert_chain")
+        .arg(creds.join("cert.pem"))
+        .arg("-key")
+        .arg(creds.join("key.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(request.as_bytes()).unwrap();
+    // Stdin stays open: s_client would otherwise end the connection before the answers.
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    drop(stdin);
+    let _ = child.wait();
+    out
+}
+
 fn accepts(addr: &str) -> bool {
     let hostport = addr.trim_start_matches("tcp://");
     std::net::TcpStream::connect_timeout(&hostport.parse().unwrap(), Duration::from_secs(2)).is_ok()
@@ -618,6 +653,39 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
         );
         assert!(stderr(&out).contains(why), "{args:?}: {}", text(&out));
     }
+    // Requests written by hand cannot slip a change past the check: each pipelined request
+    // is checked on its own, and a head that dockerd could read differently from the
+    // guard (a length and a chunked coding both) is refused and the connection closed.
+    let port = node.listen.rsplit(':').next().unwrap();
+    let pipelined = raw_exchange(
+        &creds,
+        port,
+        "GET /containers/json HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /containers/web/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = pipelined
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(statuses.len(), 2, "{pipelined}");
+    assert!(statuses[0].starts_with("HTTP/1.1 200"), "{pipelined}");
+    assert!(statuses[1].starts_with("HTTP/1.1 403"), "{pipelined}");
+    assert!(
+        pipelined.contains("POST /containers/web/stop changes state"),
+        "{pipelined}"
+    );
+    let smuggled = raw_exchange(
+        &creds,
+        port,
+        "GET /containers/json HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\n\r\nPOST /containers/web/stop HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    let statuses: Vec<&str> = smuggled
+        .lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(statuses, ["HTTP/1.1 400 Bad Request"], "{smuggled}");
+
     // Nothing happened: no new container, the old one still runs.
     let all = ok(
         &node.docker("full", &["ps", "-a", "--format", "{{.Names}} {{.State}}"]),
