@@ -4,9 +4,9 @@
 //! then switched to guard mode on the same address (the agent in front of the same
 //! dockerd's socket) and measured the same way: `GET /_ping` latency on one kept-alive
 //! connection (curl, p50 and p99 of 2,000), requests per second with 32 connections
-//! (curl `--parallel`), a 1 GiB `docker cp` each way, then for the guard alone the agent's
-//! RSS idle and holding 200 open connections, and the time from a renewed pair on disk to
-//! the first handshake that serves it. The engine and CA come from the test helpers
+//! (curl `--parallel`), a 1 GiB `docker cp` each way (these three the best of [`ROUNDS`]),
+//! then for the guard alone the agent's RSS idle and holding 200 open connections, and the
+//! time from a renewed pair on disk to the first handshake that serves it. The engine and CA come from the test helpers
 //! (`dtca-tests`); every process started is stopped by pid.
 
 use std::fmt::Write as _;
@@ -27,6 +27,8 @@ const PARALLEL_REQUESTS: usize = 20_000;
 const CONNECTIONS: usize = 32;
 /// The copy, in MiB.
 const COPY_MIB: usize = 1024;
+/// Rounds of the throughput and copy figures (the best counts).
+const ROUNDS: usize = 3;
 /// Connections held open for the RSS figure.
 const HELD: usize = 200;
 
@@ -167,9 +169,6 @@ fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Resu
     let url = format!("https://127.0.0.1:{port}/_ping");
     let mut times = ping_times(creds, &url, PINGS)?;
     times.sort_by(f64::total_cmp);
-    let started = Instant::now();
-    curl_parallel(creds, &url, PARALLEL_REQUESTS, CONNECTIONS)?;
-    let requests_per_s = PARALLEL_REQUESTS as f64 / started.elapsed().as_secs_f64();
     let docker = |args: &[&str]| -> anyhow::Result<()> {
         let out = engine.cli("bench").args(args).output()?;
         if !out.status.success() {
@@ -180,27 +179,36 @@ fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Resu
     let _ = docker(&["rm", "-f", "bench-cp"]);
     docker(&["run", "-d", "--name", "bench-cp", IMAGE, "sleep", "3600"])?;
     let big_text = big.to_str().context("path")?;
-    let started = Instant::now();
-    docker(&["cp", big_text, "bench-cp:/big"])?;
-    let copy_in = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let out = engine
-        .cli("bench")
-        .args(["cp", "bench-cp:/big", "-"])
-        .stdout(Stdio::null())
-        .status()?;
-    if !out.success() {
-        bail!("docker cp out failed");
-    }
-    let copy_out = started.elapsed().as_secs_f64();
-    docker(&["rm", "-f", "bench-cp"])?;
-    Ok(Mode {
+    let mut mode = Mode {
         p50_ms: percentile(&times, 0.50),
         p99_ms: percentile(&times, 0.99),
-        requests_per_s,
-        copy_in_mib_s: COPY_MIB as f64 / copy_in,
-        copy_out_mib_s: COPY_MIB as f64 / copy_out,
-    })
+        ..Mode::default()
+    };
+    // Each figure is the best of a few rounds: a busy moment on a shared machine slows one
+    // round, not all of them.
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        curl_parallel(creds, &url, PARALLEL_REQUESTS, CONNECTIONS)?;
+        let rate = PARALLEL_REQUESTS as f64 / started.elapsed().as_secs_f64();
+        mode.requests_per_s = mode.requests_per_s.max(rate);
+        let started = Instant::now();
+        docker(&["cp", big_text, "bench-cp:/big"])?;
+        let rate = COPY_MIB as f64 / started.elapsed().as_secs_f64();
+        mode.copy_in_mib_s = mode.copy_in_mib_s.max(rate);
+        let started = Instant::now();
+        let out = engine
+            .cli("bench")
+            .args(["cp", "bench-cp:/big", "-"])
+            .stdout(Stdio::null())
+            .status()?;
+        if !out.success() {
+            bail!("docker cp out failed");
+        }
+        let rate = COPY_MIB as f64 / started.elapsed().as_secs_f64();
+        mode.copy_out_mib_s = mode.copy_out_mib_s.max(rate);
+    }
+    docker(&["rm", "-f", "bench-cp"])?;
+    Ok(mode)
 }
 
 fn curl(creds: &Path) -> Command {
@@ -419,7 +427,7 @@ fn report(native: &Mode, guard: &Mode, idle: u64, held: u64, first_use: Duration
     );
     let _ = writeln!(
         s,
-        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: {PARALLEL_REQUESTS} pings over {CONNECTIONS} connections (curl --parallel); copy: `docker cp` of {COPY_MIB} MiB each way.\n",
+        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: {PARALLEL_REQUESTS} pings over {CONNECTIONS} connections (curl --parallel); copy: `docker cp` of {COPY_MIB} MiB each way; throughput and copies are the best of {ROUNDS} rounds.\n",
         {
             let m = crate::machine::Machine::now();
             format!(
