@@ -235,7 +235,7 @@ where
             let first = {
                 let body = async {
                     let copied =
-                        copy_body(&mut client.r, &mut up.w, head.body, &progress.bytes_in).await;
+                        copy_body(&mut client.r, &mut up.w, head.body, &progress.bytes_in, 0).await;
                     progress.sent.store(copied.is_ok(), Ordering::Relaxed);
                     copied
                 };
@@ -366,18 +366,22 @@ async fn respond<W: AsyncWrite + Unpin>(
         if status == 101 && !head.upgrade {
             return Answered::NoHead("a protocol switch nobody asked for".into());
         }
-        if w.write_all(&up.data()[..response.len]).await.is_err() || w.flush().await.is_err() {
-            return Answered::Broken;
+        let interim = (100..200).contains(&status) && status != 101;
+        if !interim {
+            progress.status.store(status, Ordering::Relaxed);
         }
-        progress.status.store(status, Ordering::Relaxed);
-        up.consume(response.len);
-        if status == 101 || response.body == Framing::UntilClose {
+        if interim || status == 101 || response.body == Framing::UntilClose {
+            if w.write_all(&up.data()[..response.len]).await.is_err() || w.flush().await.is_err() {
+                return Answered::Broken;
+            }
+            up.consume(response.len);
+            if interim {
+                continue;
+            }
             return Answered::Pipe { status };
         }
-        if (100..200).contains(&status) {
-            continue;
-        }
-        return match copy_body(up, w, response.body, &progress.bytes_out).await {
+        // The head goes out with what of the body is at hand, in one TLS record.
+        return match copy_body(up, w, response.body, &progress.bytes_out, response.len).await {
             Ok(()) => Answered::Done {
                 status,
                 close: response.close,
@@ -388,35 +392,45 @@ async fn respond<W: AsyncWrite + Unpin>(
 }
 
 /// Passes one body on as it comes (its framing followed, its bytes unchanged), flushing
-/// whenever the source has nothing more yet. Counts its data bytes into `count`.
+/// whenever the source has nothing more yet. Counts its data bytes into `count`. The
+/// first `head` bytes held (a response head) go out first, in the same write as the body
+/// bytes already at hand.
 async fn copy_body<R, W>(
     src: &mut Inbound<R>,
     dst: &mut W,
     framing: Framing,
     count: &AtomicU64,
+    mut head: usize,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut left = match framing {
-        Framing::Empty => return Ok(()),
+        Framing::Empty => 0,
         Framing::Length(n) => n,
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };
     let mut chunked = (framing == Framing::Chunked).then(Chunked::default);
     while left > 0 {
-        if src.data().is_empty() {
+        if src.data().len() <= head {
+            // Nothing of the body at hand: what is ready goes out now (a stream's head
+            // must not wait for its first line).
+            if head > 0 {
+                dst.write_all(&src.data()[..head]).await?;
+                src.consume(head);
+                head = 0;
+            }
             dst.flush().await?;
             if src.fill().await? == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
-        let data = src.data();
+        let body = &src.data()[head..];
         let (take, payload) = match &mut chunked {
             Some(c) => {
                 let (used, payload) = c
-                    .scan(data)
+                    .scan(body)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                 if c.done() {
                     left = 0;
@@ -424,14 +438,19 @@ where
                 (used, payload)
             }
             None => {
-                let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let take = body.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                 left -= take as u64;
                 (take, take as u64)
             }
         };
-        dst.write_all(&data[..take]).await?;
-        src.consume(take);
+        dst.write_all(&src.data()[..head + take]).await?;
+        src.consume(head + take);
+        head = 0;
         count.fetch_add(payload, Ordering::Relaxed);
+    }
+    if head > 0 {
+        dst.write_all(&src.data()[..head]).await?;
+        src.consume(head);
     }
     dst.flush().await
 }
@@ -534,7 +553,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let count = AtomicU64::new(0);
-    let _ = copy_body(src, dst, Framing::UntilClose, &count).await;
+    let _ = copy_body(src, dst, Framing::UntilClose, &count, 0).await;
     count.into_inner()
 }
 
