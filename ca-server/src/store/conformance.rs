@@ -953,9 +953,44 @@ async fn the_newest_agent_report_of_each_node_is_kept(store: &dyn Store) {
     store.record_report(report("native", now())).await.unwrap();
     let newer = report("guard", now() + time::Duration::seconds(1));
     store.record_report(newer.clone()).await.unwrap();
-    let reports = store.reports().await.unwrap();
+    let reports = store.reports(OffsetDateTime::UNIX_EPOCH).await.unwrap();
     let mine: Vec<_> = reports.iter().filter(|r| r.name == "reporter").collect();
     assert_eq!(mine, vec![&newer]);
+    // Only what arrived since a moment: how a replica catches up with the others.
+    let since = |at: OffsetDateTime| {
+        let store = store;
+        async move {
+            store
+                .reports(at)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.name == "reporter")
+                .count()
+        }
+    };
+    assert_eq!(since(newer.received_at).await, 1);
+    assert_eq!(
+        since(newer.received_at + time::Duration::seconds(1)).await,
+        0
+    );
+    let times = |at: OffsetDateTime| {
+        let store = store;
+        async move {
+            let mut times = store.report_times(at).await.unwrap();
+            times.retain(|(name, _)| name == "reporter");
+            times
+        }
+    };
+    assert_eq!(
+        times(newer.received_at).await,
+        vec![("reporter".to_string(), newer.received_at.unix_timestamp())]
+    );
+    assert!(
+        times(newer.received_at + time::Duration::seconds(1))
+            .await
+            .is_empty()
+    );
 }
 
 fn ca_record(
