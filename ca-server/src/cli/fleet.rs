@@ -108,8 +108,8 @@ fn print_table(view: &v1::FleetResponse) {
         line(row.each_ref().map(String::as_str));
     }
     let s = view.summary.unwrap_or_default();
-    print!(
-        "{table}{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported; {} expiring within 7 days\n",
+    println!(
+        "{table}{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported; {} expiring within 7 days",
         s.nodes, s.mtls, s.plain, s.failed, s.unhealthy, s.stale, s.unreported, s.expiring
     );
 }
