@@ -18,12 +18,7 @@ async fn mode_seen_by(registrar: &Registrar, at: OffsetDateTime) -> String {
 async fn a_report_shows_in_the_view_of_every_replica_at_its_next_view() {
     let f = fixture().await;
     let replica = f.replica();
-    let (token, _) = f.token(spec(Role::Node)).await;
-    let issued = f
-        .enroll_node(&token, &PrivateKey::generate(KeyType::P256).unwrap())
-        .await
-        .unwrap();
-    let node = f.caller_for(&issued).await;
+    let node = f.node().await;
     let t = now();
     let second = |s: i64| t + time::Duration::seconds(s);
     // Both have read the reports (none yet) before any arrives.
@@ -48,12 +43,7 @@ async fn a_report_shows_in_the_view_of_every_replica_at_its_next_view() {
 #[tokio::test]
 async fn a_replica_started_after_the_reports_reads_them_from_the_store() {
     let f = fixture().await;
-    let (token, _) = f.token(spec(Role::Node)).await;
-    let issued = f
-        .enroll_node(&token, &PrivateKey::generate(KeyType::P256).unwrap())
-        .await
-        .unwrap();
-    let node = f.caller_for(&issued).await;
+    let node = f.node().await;
     f.registrar
         .record_report(&node, report("native"), now())
         .await

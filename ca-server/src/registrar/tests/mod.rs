@@ -120,6 +120,16 @@ impl Fixture {
         )
     }
 
+    /// A node enrolled with a fresh token and key, as it calls.
+    async fn node(&self) -> Caller {
+        let (token, _) = self.token(spec(Role::Node)).await;
+        let issued = self
+            .enroll_node(&token, &PrivateKey::generate(KeyType::P256).unwrap())
+            .await
+            .unwrap();
+        self.caller_for(&issued).await
+    }
+
     async fn caller_for(&self, issued: &Issued) -> Caller {
         self.registrar
             .authenticate(Some(std::slice::from_ref(&issued.leaf_der)), now(), false)
