@@ -51,11 +51,12 @@ impl Fleet {
 /// Every node's newest agent report, by name, kept in memory: parsing 10,000 report
 /// documents from the store at every view cost a fleet view more than all the rest.
 ///
-/// The store stays the truth. The first view reads every report; each later one reads
-/// only the rows received since its previous read, less [`CATCH_UP_MARGIN`] (the way a
-/// report another replica stored reaches this one), and every [`FULL_READ_EVERY`] all of
-/// them again. This replica's own reports are kept as they are stored. A restart starts
-/// again from the store. Nothing is ever removed: the store removes no report either.
+/// The store stays the truth. The first read (`serve` makes it at start) reads every
+/// report; each later one (a view's) reads only the rows received since its previous
+/// read, less [`CATCH_UP_MARGIN`] (the way a report another replica stored reaches this
+/// one), and every [`FULL_READ_EVERY`] all of them again. This replica's own reports are
+/// kept as they are stored. A restart starts again from the store. Nothing is ever
+/// removed: the store removes no report either.
 #[derive(Debug, Default)]
 pub struct Reports {
     kept: RwLock<Kept>,
