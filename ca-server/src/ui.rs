@@ -20,6 +20,7 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
@@ -90,7 +91,7 @@ async fn answer<B>(req: &Request<B>, registrar: &Registrar) -> Response<Full<Byt
                 .map(str::to_string)
                 .collect();
             match data(registrar, &states, OffsetDateTime::now_utc()).await {
-                Ok(value) => page_owned(value.to_string(), "application/json"),
+                Ok(body) => page_owned(body, "application/json"),
                 Err((status, message)) => plain(status, &message),
             }
         }
@@ -98,8 +99,8 @@ async fn answer<B>(req: &Request<B>, registrar: &Registrar) -> Response<Full<Byt
     }
 }
 
-/// What the page shows: the fleet view (as `fleet --json` prints it), the CA's lifecycle
-/// (as `ca status --json` prints it) and the newest audit entries.
+/// What the page shows, as JSON text: the fleet view (as `fleet --json` prints it), the
+/// CA's lifecycle (as `ca status --json` prints it) and the newest audit entries.
 ///
 /// # Errors
 /// The HTTP status and message for a bad filter or a failed store.
@@ -107,7 +108,7 @@ pub async fn data(
     registrar: &Registrar,
     states: &[String],
     now: OffsetDateTime,
-) -> Result<Value, (StatusCode, String)> {
+) -> Result<String, (StatusCode, String)> {
     let failed = |e: crate::registrar::Refusal| match e {
         crate::registrar::Refusal::InvalidArgument(m) => (StatusCode::BAD_REQUEST, m),
         other => {
@@ -125,15 +126,36 @@ pub async fn data(
     )
     .map_err(failed)?;
     let ca = lifecycle::status(&ca, now);
-    Ok(json!({
-        "cluster": ca.cluster,
-        "fleet": fleet::json::view(&fleet),
-        "ca": lifecycle::status_json(&ca),
-        "audit": audit.iter().map(|e| json!({
-            "at": fleet::json::time(e.at.unix_timestamp()),
-            "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail,
-        })).collect::<Vec<_>>(),
-    }))
+    let data = Data {
+        cluster: &ca.cluster,
+        fleet: fleet::json::view(&fleet),
+        ca: lifecycle::status_json(&ca),
+        audit: audit
+            .iter()
+            .map(|e| {
+                json!({
+                    "at": fleet::json::time(e.at.unix_timestamp()),
+                    "kind": e.kind, "actor": e.actor, "subject": e.subject, "detail": e.detail,
+                })
+            })
+            .collect(),
+    };
+    serde_json::to_string(&data).map_err(|e| {
+        tracing::warn!(error = %e, "web page: cannot write the data");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot write the data".into(),
+        )
+    })
+}
+
+/// The data endpoint's document; the fleet's rows are written straight from the view.
+#[derive(Serialize)]
+struct Data<'a> {
+    cluster: &'a str,
+    fleet: fleet::json::View<'a>,
+    ca: Value,
+    audit: Vec<Value>,
 }
 
 /// An IP literal (with or without port) or `localhost`; anything else may be a name an

@@ -87,6 +87,14 @@ impl FromStr for Serial {
     /// Reads hex in any case, with or without leading zeros, an optional `serial=` (as
     /// openssl prints it) or `0x` prefix, and optional `:` separators.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // What `Display` writes, and so what every store column holds: read without the
+        // copies below (a fleet view reads ten thousand).
+        if !s.is_empty()
+            && s.len() <= 80
+            && let Ok(bytes) = data_encoding::HEXUPPER.decode(s.as_bytes())
+        {
+            return Ok(Serial::from_be_bytes(&bytes));
+        }
         let trimmed = s.trim();
         let body = trimmed
             .strip_prefix("serial=")
@@ -122,6 +130,31 @@ pub enum SerialError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn displayed_serials_read_back_as_any_spelling_of_them_does() {
+        for text in [
+            "00",
+            "01",
+            "0A",
+            "00AB",
+            "7F12",
+            "4A3B2C1D00FF",
+            &"AB".repeat(40),
+        ] {
+            let spellings = [
+                text.to_string(),
+                text.to_lowercase(),
+                format!("0x{text}"),
+                format!(" {text} "),
+            ];
+            let read: Vec<Serial> = spellings.iter().map(|s| s.parse().unwrap()).collect();
+            assert!(read.iter().all(|r| *r == read[0]), "{text}: {read:?}");
+        }
+        assert_eq!("00AB".parse::<Serial>().unwrap().to_string(), "AB");
+        assert!("".parse::<Serial>().is_err());
+        assert!("AB".repeat(41).parse::<Serial>().is_err());
+    }
 
     #[test]
     fn random_serials_are_positive_sixteen_bytes_and_differ() {

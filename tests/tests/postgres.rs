@@ -702,6 +702,58 @@ impl Load {
     }
 }
 
+/// Each replica keeps the agents' reports in memory for its fleet view (the store stays
+/// the truth): a report one replica stored must still reach the other's view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_stored_by_one_replica_shows_in_the_fleet_view_of_the_other() {
+    let r = Replicas::start("fleet_reports", 2);
+    let (token, _) = r.token(0, 2).await;
+    let a = enroll(&mut r.ca(0).await, &token, "node-a").await.unwrap();
+    let b = enroll(&mut r.ca(1).await, &token, "node-b").await.unwrap();
+    let modes = |replica: usize| {
+        let r = &r;
+        async move {
+            let view = r
+                .admin(replica)
+                .await
+                .fleet(v1::FleetRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            view.nodes
+                .into_iter()
+                .map(|n| (n.name, n.mode))
+                .collect::<Vec<_>>()
+        }
+    };
+    let unreported = vec![
+        ("node-a".to_string(), String::new()),
+        ("node-b".to_string(), String::new()),
+    ];
+    // Both replicas have read the reports (none yet) before any arrives.
+    assert_eq!(modes(0).await, unreported);
+    assert_eq!(modes(1).await, unreported);
+
+    for (replica, held, mode) in [(0, &a, "native"), (1, &b, "guard")] {
+        let mut agent = CaClient::new(r.channel(replica, Some(held.identity())).await);
+        agent
+            .report(v1::AgentReport {
+                serial: held.serial.clone(),
+                mode: mode.into(),
+                engine_healthy: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let reported = vec![
+        ("node-a".to_string(), "native".to_string()),
+        ("node-b".to_string(), "guard".to_string()),
+    ];
+    assert_eq!(modes(0).await, reported);
+    assert_eq!(modes(1).await, reported);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_replica_mid_load_loses_nothing_a_client_received() {
     let mut r = Replicas::start("kill", 2);

@@ -1,5 +1,6 @@
 //! Admin subcommands: they reach the running server over gRPC with the admin bundle.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -323,9 +324,18 @@ fn cert_json(c: &v1::CertificateSummary) -> serde_json::Value {
     })
 }
 
-pub(super) fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+/// Prints `value` as pretty JSON and a newline, through one buffer on the locked stdout
+/// (the fleet view is megabytes).
+///
+/// # Panics
+/// When stdout fails, as `println!` does, so `quiet_broken_pipe` still applies.
+pub(super) fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        panic!("failed printing to stdout: {e}");
+    }
 }

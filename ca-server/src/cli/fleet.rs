@@ -1,6 +1,8 @@
 //! `ca-server fleet [--json] [--state STATE]...`: every enrolled node in one view, from
 //! the running server (the admin `Fleet` call), and a summary line.
 
+use std::fmt::Write;
+
 use dtca_common::Reason;
 use dtca_proto::v1;
 
@@ -86,16 +88,20 @@ fn print_table(view: &v1::FleetResponse) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 7]| {
-        let mut out = String::new();
+    // The table is printed at once: a line at a time, stdout would be written ten
+    // thousand times.
+    let mut table = String::new();
+    let mut line = |cells: [&str; 7]| {
+        let start = table.len();
         for (i, cell) in cells.iter().enumerate() {
             if i < 6 {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                let _ = write!(table, "{cell:<w$}  ", w = widths[i]);
             } else {
-                out.push_str(cell);
+                table.push_str(cell);
             }
         }
-        println!("{}", out.trim_end());
+        table.truncate(start + table[start..].trim_end().len());
+        table.push('\n');
     };
     line(header);
     for row in &rows {
@@ -103,7 +109,7 @@ fn print_table(view: &v1::FleetResponse) {
     }
     let s = view.summary.unwrap_or_default();
     println!(
-        "{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported; {} expiring within 7 days",
+        "{table}{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported; {} expiring within 7 days",
         s.nodes, s.mtls, s.plain, s.failed, s.unhealthy, s.stale, s.unreported, s.expiring
     );
 }

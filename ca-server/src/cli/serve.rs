@@ -280,6 +280,14 @@ pub(super) async fn serve(args: ServeArgs, file: &FileConfig) -> Result<(), CliE
         )
         .with_fleet(crate::fleet::Fleet::new(stale_after)),
     );
+    // The agents' reports are read for the fleet view now, in the background: each report
+    // is then kept as it arrives, and the first view reads only what changed.
+    let reader = registrar.clone();
+    tokio::spawn(async move {
+        if let Err(e) = reader.refresh_reports(OffsetDateTime::now_utc()).await {
+            tracing::warn!(error = %e, "cannot read the agents' reports yet (the first fleet view will)");
+        }
+    });
 
     let listener = TcpListener::bind(listen)
         .await

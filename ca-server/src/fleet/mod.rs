@@ -33,12 +33,9 @@ pub async fn view(
     now: OffsetDateTime,
 ) -> Result<v1::FleetResponse, Refusal> {
     let filter = state::Filter::parse(filter).map_err(Refusal::InvalidArgument)?;
-    let (nodes, reports) = tokio::try_join!(registrar.nodes(now), registrar.reports())?;
-    Ok(state::build(
-        nodes,
-        reports,
-        &filter,
-        now,
-        registrar.fleet().stale_after,
-    ))
+    let (nodes, ()) = tokio::try_join!(registrar.nodes(now), registrar.refresh_reports(now))?;
+    let fleet = registrar.fleet();
+    Ok(fleet
+        .reports
+        .with(|reports| state::build(nodes, reports, &filter, now, fleet.stale_after)))
 }

@@ -135,27 +135,21 @@ impl Filter {
 }
 
 /// The view: a row per node in `nodes` (sorted by name) that `filter` admits, with its
-/// agent's report from `reports`, and the summary of every node.
+/// agent's report from `reports` (by node name), and the summary of every node.
 pub fn build(
     nodes: Vec<NodeRecord>,
-    reports: Vec<AgentRecord>,
+    reports: &HashMap<String, AgentRecord>,
     filter: &Filter,
     now: OffsetDateTime,
     stale_after: Duration,
 ) -> v1::FleetResponse {
-    let mut reports: HashMap<String, AgentRecord> =
-        reports.into_iter().map(|r| (r.name.clone(), r)).collect();
     let mut summary = v1::FleetSummary::default();
     let mut rows = Vec::new();
     let mut nodes = nodes;
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     for node in nodes {
-        let report = reports.remove(&node.name);
-        let state = NodeState::of(
-            report.as_ref().map(|r| (&r.state, r.received_at)),
-            now,
-            stale_after,
-        );
+        let report = reports.get(&node.name);
+        let state = NodeState::of(report.map(|r| (&r.state, r.received_at)), now, stale_after);
         let expiring = node.cert.not_after - now <= EXPIRING_WITHIN;
         count(&mut summary, state, expiring, node.cert.not_after);
         if !filter.admits(state, expiring) {
@@ -196,7 +190,7 @@ fn count(
 
 fn row(
     node: NodeRecord,
-    report: Option<AgentRecord>,
+    report: Option<&AgentRecord>,
     state: NodeState,
     expiring: bool,
 ) -> v1::FleetNode {
@@ -211,19 +205,20 @@ fn row(
         ..Default::default()
     };
     if let Some(r) = report {
-        let s = r.state;
-        row.last_error = [s.failed_switch, s.last_error, s.engine_error]
+        let s = &r.state;
+        row.last_error = [&s.failed_switch, &s.last_error, &s.engine_error]
             .into_iter()
             .find(|e| !e.is_empty())
+            .cloned()
             .unwrap_or_default();
         row.reported_unix = r.received_at.unix_timestamp();
-        row.mode = s.mode;
+        row.mode.clone_from(&s.mode);
         row.engine_healthy = s.engine_healthy;
-        row.plain_listeners = s.plain_listeners;
-        row.swarm_role = s.swarm_role;
-        row.engine_version = s.engine_version;
-        row.agent_version = s.agent_version;
-        row.addresses = s.addresses;
+        row.plain_listeners.clone_from(&s.plain_listeners);
+        row.swarm_role.clone_from(&s.swarm_role);
+        row.engine_version.clone_from(&s.engine_version);
+        row.agent_version.clone_from(&s.agent_version);
+        row.addresses.clone_from(&s.addresses);
         row.last_rotation_unix = s.last_rotation_unix;
         row.next_renewal_unix = s.next_renewal_unix;
     }

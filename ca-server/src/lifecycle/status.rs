@@ -47,7 +47,7 @@ pub async fn members(
     now: OffsetDateTime,
 ) -> Result<Vec<Member>, LifecycleError> {
     let reports: HashMap<String, _> = store
-        .reports()
+        .reports(OffsetDateTime::UNIX_EPOCH)
         .await?
         .into_iter()
         .map(|r| (r.name.clone(), r))

@@ -102,15 +102,15 @@ impl Registrar {
             });
         }
         check_report(&state)?;
-        self.store
-            .record_report(AgentRecord {
-                name: caller.identity.name.clone(),
-                serial: caller.serial.clone(),
-                received_at: now,
-                state,
-            })
-            .await
-            .map_err(Refusal::from)
+        let report = AgentRecord {
+            name: caller.identity.name.clone(),
+            serial: caller.serial.clone(),
+            received_at: now,
+            state,
+        };
+        self.store.record_report(report.clone()).await?;
+        self.fleet.reports.keep(report);
+        Ok(())
     }
 
     /// Every node's newest agent report.
@@ -118,7 +118,15 @@ impl Registrar {
     /// # Errors
     /// [`Refusal::Store`] when the store fails.
     pub async fn reports(&self) -> Result<Vec<AgentRecord>, Refusal> {
-        Ok(self.store.reports().await?)
+        Ok(self.store.reports(OffsetDateTime::UNIX_EPOCH).await?)
+    }
+
+    /// Brings the fleet's kept reports (`fleet().reports`) up to date with the store.
+    ///
+    /// # Errors
+    /// [`Refusal::Store`] when the store fails.
+    pub async fn refresh_reports(&self, now: OffsetDateTime) -> Result<(), Refusal> {
+        Ok(self.fleet.reports.refresh(self.store.as_ref(), now).await?)
     }
 
     /// Certificates revoked at or after `since` (the agent channel's catch-up).

@@ -230,7 +230,10 @@ mod tests {
         async fn record_report(&self, _: AgentRecord) -> Result<(), StoreError> {
             down()
         }
-        async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        async fn reports(&self, _: OffsetDateTime) -> Result<Vec<AgentRecord>, StoreError> {
+            down()
+        }
+        async fn report_times(&self, _: OffsetDateTime) -> Result<Vec<(String, i64)>, StoreError> {
             down()
         }
         async fn request_restart(

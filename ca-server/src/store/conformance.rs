@@ -953,9 +953,25 @@ async fn the_newest_agent_report_of_each_node_is_kept(store: &dyn Store) {
     store.record_report(report("native", now())).await.unwrap();
     let newer = report("guard", now() + time::Duration::seconds(1));
     store.record_report(newer.clone()).await.unwrap();
-    let reports = store.reports().await.unwrap();
+    let reports = store.reports(OffsetDateTime::UNIX_EPOCH).await.unwrap();
     let mine: Vec<_> = reports.iter().filter(|r| r.name == "reporter").collect();
     assert_eq!(mine, vec![&newer]);
+    // Only what arrived since a moment: how a replica catches up with the others.
+    let later = newer.received_at + time::Duration::seconds(1);
+    let mine = |reports: Vec<super::AgentRecord>| {
+        reports.into_iter().filter(|r| r.name == "reporter").count()
+    };
+    assert_eq!(mine(store.reports(newer.received_at).await.unwrap()), 1);
+    assert_eq!(mine(store.reports(later).await.unwrap()), 0);
+    let times_of_mine = |mut times: Vec<(String, i64)>| {
+        times.retain(|(name, _)| name == "reporter");
+        times
+    };
+    assert_eq!(
+        times_of_mine(store.report_times(newer.received_at).await.unwrap()),
+        vec![("reporter".to_string(), newer.received_at.unix_timestamp())]
+    );
+    assert!(times_of_mine(store.report_times(later).await.unwrap()).is_empty());
 }
 
 fn ca_record(

@@ -412,8 +412,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Keeps an agent's newest report (one per node name).
     async fn record_report(&self, report: AgentRecord) -> Result<(), StoreError>;
-    /// Every node's newest report, by name.
-    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Every node's newest report received at or after `since` (`UNIX_EPOCH`: every
+    /// node's), by name.
+    async fn reports(&self, since: OffsetDateTime) -> Result<Vec<AgentRecord>, StoreError>;
+    /// When each node's newest report received at or after `since` arrived (Unix
+    /// seconds), by name: what changed, without reading the reports.
+    async fn report_times(&self, since: OffsetDateTime) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Records that `serial` authenticated a call at `at`, the first time it does.
     async fn mark_used(&self, serial: &Serial, at: OffsetDateTime) -> Result<(), StoreError>;

@@ -120,12 +120,7 @@ async fn expired_certificates_renew_only_within_the_grace() {
 #[tokio::test]
 async fn roles_are_enforced() {
     let f = fixture().await;
-    let (token, _) = f.token(spec(Role::Node)).await;
-    let issued = f
-        .enroll_node(&token, &PrivateKey::generate(KeyType::P256).unwrap())
-        .await
-        .unwrap();
-    let node = f.caller_for(&issued).await;
+    let node = f.node().await;
     assert!(matches!(
         require(&node, &[Role::Admin], "x"),
         Err(Refusal::RoleNotAllowed { .. })

@@ -3,6 +3,7 @@
 
 mod access;
 mod authorize;
+mod fleet;
 mod identity;
 mod issue;
 mod revoke;
@@ -25,6 +26,8 @@ use crate::store::sqlite::SqliteStore;
 struct Fixture {
     registrar: Registrar,
     admin: Caller,
+    /// The CA's certificates and key, for another replica over the same store.
+    hierarchy: hierarchy::Hierarchy,
     _dir: tempfile::TempDir,
 }
 
@@ -35,10 +38,8 @@ fn now() -> OffsetDateTime {
 async fn fixture_with(rules: Rules) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let h = hierarchy::create("prod", KeyType::P256, now()).unwrap();
-    let authority =
-        Authority::new("prod", h.root_der, h.intermediate_der, h.intermediate_key).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
-    let registrar = Registrar::new(authority, store, rules, Arc::new(Metrics::default()));
+    let registrar = Registrar::new(authority(&h), store, rules, Arc::new(Metrics::default()));
     let (issued, _) = registrar
         .issue_local(
             Identity::new("prod", Role::Admin, "admin").unwrap(),
@@ -56,8 +57,14 @@ async fn fixture_with(rules: Rules) -> Fixture {
     Fixture {
         registrar,
         admin,
+        hierarchy: h,
         _dir: dir,
     }
+}
+
+fn authority(h: &hierarchy::Hierarchy) -> Authority {
+    let key = PrivateKey::from_pem(&h.intermediate_key.to_pem()).unwrap();
+    Authority::new("prod", h.root_der.clone(), h.intermediate_der.clone(), key).unwrap()
 }
 
 async fn fixture() -> Fixture {
@@ -101,6 +108,26 @@ impl Fixture {
                 now(),
             )
             .await
+    }
+
+    /// Another server over the same store, as a second replica on PostgreSQL is.
+    fn replica(&self) -> Registrar {
+        Registrar::new(
+            authority(&self.hierarchy),
+            self.registrar.store().clone(),
+            Rules::default(),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    /// A node enrolled with a fresh token and key, as it calls.
+    async fn node(&self) -> Caller {
+        let (token, _) = self.token(spec(Role::Node)).await;
+        let issued = self
+            .enroll_node(&token, &PrivateKey::generate(KeyType::P256).unwrap())
+            .await
+            .unwrap();
+        self.caller_for(&issued).await
     }
 
     async fn caller_for(&self, issued: &Issued) -> Caller {

@@ -364,10 +364,18 @@ impl Store for PostgresStore {
         within(async { slots::live(&mut *self.readers.take().await?, now).await }).await
     }
 
-    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
+    async fn reports(&self, since: OffsetDateTime) -> Result<Vec<AgentRecord>, StoreError> {
         within(async {
             let mut c = self.readers.take().await?;
-            reads::reports(&mut c).await
+            reads::reports(&mut c, since).await
+        })
+        .await
+    }
+
+    async fn report_times(&self, since: OffsetDateTime) -> Result<Vec<(String, i64)>, StoreError> {
+        within(async {
+            let mut c = self.readers.take().await?;
+            reads::report_times(&mut c, since).await
         })
         .await
     }

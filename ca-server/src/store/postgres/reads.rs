@@ -33,11 +33,15 @@ pub(super) async fn revocations_since(
         .collect()
 }
 
-pub(super) async fn reports(c: &mut Conn) -> Result<Vec<AgentRecord>, StoreError> {
+pub(super) async fn reports(
+    c: &mut Conn,
+    since: OffsetDateTime,
+) -> Result<Vec<AgentRecord>, StoreError> {
     let rows = c
         .query(
-            "SELECT name, serial, received_at, state FROM agent_reports ORDER BY name",
-            &[],
+            "SELECT name, serial, received_at, state FROM agent_reports
+             WHERE received_at >= $1 ORDER BY name",
+            &[&since.unix_timestamp()],
         )
         .await
         .map_err(unavailable)?;
@@ -52,6 +56,27 @@ pub(super) async fn reports(c: &mut Conn) -> Result<Vec<AgentRecord>, StoreError
                 state: serde_json::from_str(&state)
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             })
+        })
+        .collect()
+}
+
+pub(super) async fn report_times(
+    c: &mut Conn,
+    since: OffsetDateTime,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT name, received_at FROM agent_reports WHERE received_at >= $1",
+            &[&since.unix_timestamp()],
+        )
+        .await
+        .map_err(unavailable)?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0).map_err(corrupt)?,
+                r.try_get(1).map_err(corrupt)?,
+            ))
         })
         .collect()
 }

@@ -325,8 +325,12 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 
-    async fn reports(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.read(reads::reports).await
+    async fn reports(&self, since: OffsetDateTime) -> Result<Vec<AgentRecord>, StoreError> {
+        self.read(move |c| reads::reports(c, since)).await
+    }
+
+    async fn report_times(&self, since: OffsetDateTime) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(move |c| reads::report_times(c, since)).await
     }
 
     async fn request_restart(

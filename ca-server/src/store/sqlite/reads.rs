@@ -219,12 +219,18 @@ pub(super) fn revocations_since(
     .collect()
 }
 
-pub(super) fn reports(c: &Connection) -> Result<Vec<AgentRecord>, StoreError> {
+pub(super) fn reports(
+    c: &Connection,
+    since: OffsetDateTime,
+) -> Result<Vec<AgentRecord>, StoreError> {
     let mut stmt = c
-        .prepare_cached("SELECT name, serial, received_at, state FROM agent_reports ORDER BY name")
+        .prepare_cached(
+            "SELECT name, serial, received_at, state FROM agent_reports
+             WHERE received_at >= ?1 ORDER BY name",
+        )
         .map_err(db_error)?;
     let rows = stmt
-        .query_map([], |row| {
+        .query_map([since.unix_timestamp()], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -243,6 +249,21 @@ pub(super) fn reports(c: &Connection) -> Result<Vec<AgentRecord>, StoreError> {
         })
     })
     .collect()
+}
+
+pub(super) fn report_times(
+    c: &Connection,
+    since: OffsetDateTime,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = c
+        .prepare_cached("SELECT name, received_at FROM agent_reports WHERE received_at >= ?1")
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map([since.unix_timestamp()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .map_err(db_error)?;
+    rows.map(|r| r.map_err(db_error)).collect()
 }
 
 pub(super) fn holders(
