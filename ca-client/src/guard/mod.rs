@@ -462,7 +462,12 @@ fn load(out: &Path) -> Result<Loaded, GuardFailure> {
         .leaf()
         .map_err(|e| GuardFailure::Pair(e.to_string()))?
         .serial;
-    let provider = provider();
+    // AES-128-GCM first, whatever the client lists first, as dockerd (Go) chooses: the
+    // cheaper cipher for bulk copies (OpenSSL clients such as curl list AES-256 first).
+    let mut fast = (*provider()).clone();
+    fast.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    let provider = Arc::new(fast);
     let verifier = verify::verifier(&bundle.roots, &provider).map_err(GuardFailure::Pair)?;
     let chain: Vec<CertificateDer<'static>> = bundle
         .chain
@@ -470,12 +475,13 @@ fn load(out: &Path) -> Result<Loaded, GuardFailure> {
         .map(|c| CertificateDer::from(c.clone()))
         .collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bundle.key.pkcs8_der().to_vec()));
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| GuardFailure::Pair(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| GuardFailure::Pair(e.to_string()))?;
+    config.ignore_client_order = true;
     Ok(Loaded {
         config: Arc::new(config),
         serial,

@@ -60,6 +60,7 @@ where
 {
     let closed = open.closed.clone();
     tokio::select! {
+        biased;
         () = session(io, &open) => {}
         () = revoked(closed) => {
             tracing::info!("closed a connection of a revoked certificate");
@@ -241,6 +242,7 @@ where
                 };
                 tokio::pin!(body);
                 tokio::select! {
+                    biased;
                     copied = &mut body => Err(copied.is_ok()),
                     answered = &mut answer => Ok(answered),
                 }
@@ -259,6 +261,7 @@ where
                     let mut watching = true;
                     loop {
                         tokio::select! {
+                            biased;
                             answered = &mut answer => break answered,
                             read = client.r.fill(), if watching => match read {
                                 Ok(0) | Err(_) => {
