@@ -11,6 +11,7 @@
 //! - [`proxy`]: one client connection: checks, then dockerd's socket; bodies streamed,
 //!   upgrades and half-closes passed through.
 //! - [`http1`]: the request and response heads, and where a body ends, read strictly.
+//! - [`pair`]: the pair and trust bundle on disk as a TLS server configuration.
 //! - this file: the listener, the TLS state swapped on reload, the revoked serials and the
 //!   open connections per serial, and the supervisor that follows the node's recorded
 //!   engine mode and files (polled every half second).
@@ -21,6 +22,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod http1;
+mod pair;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod verify;
@@ -30,19 +32,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use dtca_common::bundle::{Bundle, Layout};
 use dtca_common::endpoint::EngineAddr;
-use dtca_common::tls::provider;
 use dtca_pki::Serial;
 use dtca_pki::access::Access;
 use http::Method;
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::audit::{AuditLog, AuditRecord};
+use self::pair::{load, stamp};
 use self::verify::Client;
 use crate::error::GuardFailure;
 use crate::state::{ClientState, EngineMode};
@@ -451,55 +451,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, socket: PathBuf
             proxy::serve(tls, open).await;
         });
     }
-}
-
-/// The files the guard serves, as they are on disk: a TLS server configuration.
-fn load(out: &Path) -> Result<Loaded, GuardFailure> {
-    let stamp = stamp(out);
-    let bundle =
-        Bundle::load(out, Layout::CLIENT).map_err(|e| GuardFailure::Pair(e.to_string()))?;
-    let serial = bundle
-        .leaf()
-        .map_err(|e| GuardFailure::Pair(e.to_string()))?
-        .serial;
-    // AES-128-GCM first, whatever the client lists first, as dockerd (Go) chooses: the
-    // cheaper cipher for bulk copies (OpenSSL clients such as curl list AES-256 first).
-    let mut fast = (*provider()).clone();
-    fast.cipher_suites
-        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
-    let provider = Arc::new(fast);
-    let verifier = verify::verifier(&bundle.roots, &provider).map_err(GuardFailure::Pair)?;
-    let chain: Vec<CertificateDer<'static>> = bundle
-        .chain
-        .iter()
-        .map(|c| CertificateDer::from(c.clone()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bundle.key.pkcs8_der().to_vec()));
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| GuardFailure::Pair(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| GuardFailure::Pair(e.to_string()))?;
-    config.ignore_client_order = true;
-    Ok(Loaded {
-        config: Arc::new(config),
-        serial,
-        stamp,
-    })
-}
-
-/// The modification times of the files the guard serves.
-fn stamp(out: &Path) -> Vec<Option<SystemTime>> {
-    let layout = Layout::CLIENT;
-    [layout.ca, layout.cert, layout.key]
-        .iter()
-        .map(|name| {
-            std::fs::metadata(out.join(name))
-                .and_then(|m| m.modified())
-                .ok()
-        })
-        .collect()
 }
 
 #[cfg(test)]

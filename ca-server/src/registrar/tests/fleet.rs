@@ -9,9 +9,17 @@ fn report(mode: &str) -> AgentState {
     }
 }
 
+/// The engine mode of the (only) node as `registrar` would show it in a fleet view made at
+/// `at`: what it keeps after the refresh every view makes first (`crate::fleet::view`).
 async fn mode_seen_by(registrar: &Registrar, at: OffsetDateTime) -> String {
-    let view = crate::fleet::view(registrar, &[], at).await.unwrap();
-    view.nodes[0].mode.clone()
+    registrar.refresh_reports(at).await.unwrap();
+    registrar.fleet().reports.with(|reports| {
+        reports
+            .values()
+            .next()
+            .map(|r| r.state.mode.clone())
+            .unwrap_or_default()
+    })
 }
 
 #[tokio::test]

@@ -10,23 +10,28 @@
 //! until the engine closes (dockerd's hijacked streams) becomes a raw byte pipe in each
 //! direction, where one side's end of input (a half-close: stdin done) is passed on as the
 //! other side's end of output, and the pipe lasts until both directions are done.
+//!
+//! - this file: the connection's loop, one request and its answer;
+//! - [`relay`]: the answer and bodies passed on, and the byte pipes;
+//! - [`record`]: what the guard answers itself, and each request's audit record.
+
+mod record;
+mod relay;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dtca_pki::access::Access;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::audit::AuditRecord;
-use super::http1::{
-    BadRequest, Chunked, Framing, Inbound, RequestHead, parse_request, parse_response,
-};
+use self::record::{Record, answer, refuse};
+use self::relay::{Answered, copy_body, pipe, respond};
+use super::http1::{BadRequest, Framing, Inbound, RequestHead, parse_request};
 use super::verify::Client;
 use super::{Registration, Shared};
 
@@ -329,294 +334,5 @@ impl Progress {
             bytes_out: AtomicU64::new(0),
             status: AtomicU16::new(0),
         }
-    }
-}
-
-/// How the engine's answer went.
-enum Answered {
-    /// Passed on whole.
-    Done { status: u16, close: bool },
-    /// The head is passed on and the connection is now a byte pipe (101, or an answer
-    /// that lasts until the engine closes).
-    Pipe { status: u16 },
-    /// No head came (nothing was passed on to the client).
-    NoHead(String),
-    /// It broke after its head was passed on (or the client went away).
-    Broken,
-}
-
-/// Passes the engine's answer on: 1xx heads, then the final head and its body.
-async fn respond<W: AsyncWrite + Unpin>(
-    up: &mut Inbound<OwnedReadHalf>,
-    w: &mut W,
-    head: &RequestHead,
-    progress: &Progress,
-) -> Answered {
-    loop {
-        let response = loop {
-            match parse_response(up.data(), &head.method) {
-                Ok(Some(response)) => break response,
-                Ok(None) => {}
-                Err(e) => return Answered::NoHead(e),
-            }
-            match up.fill().await {
-                Ok(0) => return Answered::NoHead("it closed the connection".into()),
-                Err(e) => return Answered::NoHead(e.to_string()),
-                Ok(_) => {}
-            }
-        };
-        let status = response.status;
-        if status == 101 && !head.upgrade {
-            return Answered::NoHead("a protocol switch nobody asked for".into());
-        }
-        let interim = (100..200).contains(&status) && status != 101;
-        if !interim {
-            progress.status.store(status, Ordering::Relaxed);
-        }
-        if interim || status == 101 || response.body == Framing::UntilClose {
-            if w.write_all(&up.data()[..response.len]).await.is_err() || w.flush().await.is_err() {
-                return Answered::Broken;
-            }
-            up.consume(response.len);
-            if interim {
-                continue;
-            }
-            return Answered::Pipe { status };
-        }
-        // The head goes out with what of the body is at hand, in one TLS record.
-        return match copy_body(up, w, response.body, &progress.bytes_out, response.len).await {
-            Ok(()) => Answered::Done {
-                status,
-                close: response.close,
-            },
-            Err(_) => Answered::Broken,
-        };
-    }
-}
-
-/// Passes one body on as it comes (its framing followed, its bytes unchanged), flushing
-/// whenever the source has nothing more yet. Counts its data bytes into `count`. The
-/// first `head` bytes held (a response head) go out first, in the same write as the body
-/// bytes already at hand.
-async fn copy_body<R, W>(
-    src: &mut Inbound<R>,
-    dst: &mut W,
-    framing: Framing,
-    count: &AtomicU64,
-    mut head: usize,
-) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut left = match framing {
-        Framing::Empty => 0,
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::UntilClose => u64::MAX,
-    };
-    let mut chunked = (framing == Framing::Chunked).then(Chunked::default);
-    while left > 0 {
-        if src.data().len() <= head {
-            // Nothing of the body at hand: what is ready goes out now (a stream's head
-            // must not wait for its first line).
-            if head > 0 {
-                dst.write_all(&src.data()[..head]).await?;
-                src.consume(head);
-                head = 0;
-            }
-            dst.flush().await?;
-            if src.fill().await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        let body = &src.data()[head..];
-        let (take, payload) = match &mut chunked {
-            Some(c) => {
-                let (used, payload) = c
-                    .scan(body)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-                if c.done() {
-                    left = 0;
-                }
-                (used, payload)
-            }
-            None => {
-                let take = body.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                left -= take as u64;
-                (take, take as u64)
-            }
-        };
-        dst.write_all(&src.data()[..head + take]).await?;
-        src.consume(head + take);
-        head = 0;
-        count.fetch_add(payload, Ordering::Relaxed);
-    }
-    if head > 0 {
-        dst.write_all(&src.data()[..head]).await?;
-        src.consume(head);
-    }
-    dst.flush().await
-}
-
-/// Answers a request the guard will not pass on (`status`: 403 refused, 502 the engine
-/// failed), and records it. A request body still unread ends the connection after a
-/// short linger.
-async fn refuse<S>(
-    client: &mut Downstream<S>,
-    head: &RequestHead,
-    record: Record,
-    status: u16,
-    message: String,
-) -> Next
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let unread = head.body != Framing::Empty;
-    let close = unread || head.close || status != 403;
-    let written = answer(&mut client.w, status, &message, close).await;
-    record.refused(status, message);
-    if written.is_err() || !close {
-        return if written.is_ok() {
-            Next::Again
-        } else {
-            Next::Close
-        };
-    }
-    if unread {
-        let _ = client.w.shutdown().await;
-        let drained = async {
-            let mut dropped = 0u64;
-            while dropped < LINGER_BYTES {
-                let held = client.r.data().len();
-                client.r.consume(held);
-                dropped += held as u64;
-                match client.r.fill().await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LINGER, drained).await;
-    }
-    Next::Close
-}
-
-/// Writes a Docker-style error answer (`{"message": ...}`), which the docker CLI prints as
-/// the daemon's message.
-async fn answer<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    status: u16,
-    message: &str,
-    close: bool,
-) -> std::io::Result<()> {
-    let body = serde_json::json!({ "message": message }).to_string();
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let text = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
-        body.len(),
-        if close { "Connection: close\r\n" } else { "" },
-    );
-    w.write_all(text.as_bytes()).await?;
-    w.flush().await
-}
-
-/// Copies both ways until both directions have ended (what each side sent ahead is passed
-/// on first). A direction ends at its reader's end of input, or a read error (a TLS client
-/// that half-closes its TCP side without close_notify reads as an error); its writer is
-/// then shut down, which passes the half-close on. Returns the bytes to the engine and to
-/// the client.
-async fn pipe<S>(client: &mut Downstream<S>, up: Engine) -> (u64, u64)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let Engine {
-        r: mut up_r,
-        w: mut up_w,
-    } = up;
-    let forward = async {
-        let n = drain(&mut client.r, &mut up_w).await;
-        let _ = up_w.shutdown().await;
-        n
-    };
-    let back = async {
-        let n = drain(&mut up_r, &mut client.w).await;
-        let _ = client.w.shutdown().await;
-        n
-    };
-    tokio::join!(forward, back)
-}
-
-/// Copies until the end of input or an error; the bytes copied.
-async fn drain<R, W>(src: &mut Inbound<R>, dst: &mut W) -> u64
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let count = AtomicU64::new(0);
-    let _ = copy_body(src, dst, Framing::UntilClose, &count, 0).await;
-    count.into_inner()
-}
-
-/// One request's audit record, written once its answer is done.
-struct Record {
-    shared: Arc<Shared>,
-    client: Arc<Client>,
-    method: String,
-    /// The request target, query included.
-    path: String,
-    time: time::OffsetDateTime,
-    started: Instant,
-}
-
-impl Record {
-    fn new(open: &Open, head: &RequestHead) -> Record {
-        Record {
-            shared: open.shared.clone(),
-            client: open.client.clone(),
-            method: head.method.to_string(),
-            path: head.target.clone(),
-            time: time::OffsetDateTime::now_utc(),
-            started: Instant::now(),
-        }
-    }
-
-    /// The guard answered `status` itself with `message`.
-    fn refused(self, status: u16, message: String) {
-        let nothing = Progress {
-            sent: AtomicBool::new(false),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            status: AtomicU16::new(status),
-        };
-        self.done(status, &nothing, Some(message));
-    }
-
-    /// The exchange ended early (the client left, or a side broke): recorded with the
-    /// status passed on so far, or 499 (the client closed the request) when none was.
-    fn left(self, progress: &Progress) {
-        let status = match progress.status.load(Ordering::Relaxed) {
-            0 => 499,
-            s => s,
-        };
-        self.done(status, progress, None);
-    }
-
-    fn done(self, status: u16, progress: &Progress, refused: Option<String>) {
-        self.shared.audit(AuditRecord {
-            time: self.time,
-            identity: self.client.identity.clone(),
-            serial: self.client.serial.to_string(),
-            access: self.client.access.unwrap_or(Access::ReadOnly),
-            method: self.method,
-            path: self.path,
-            status,
-            bytes_in: progress.bytes_in.load(Ordering::Relaxed),
-            bytes_out: progress.bytes_out.load(Ordering::Relaxed),
-            duration: self.started.elapsed(),
-            refused,
-        });
     }
 }
