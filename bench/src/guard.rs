@@ -132,25 +132,8 @@ fn switch(
     first: Option<(&Path, &str)>,
     agent_pid: &Path,
 ) -> anyhow::Result<()> {
-    let agent = format!(
-        "{} agent --out {} >>{} 2>&1 & echo $! >{}",
-        bin("ca-client").display(),
-        out.display(),
-        engine.dir.join("agent.log").display(),
-        agent_pid.display()
-    );
-    let mut cmd = Command::new(bin("ca-client"));
-    cmd.args([
-        "enroll",
-        "--docker",
-        "--no-default-sans",
-        "--san",
-        "127.0.0.1",
-    ])
-    .args(["--docker-mode", mode, "--agent-start", &agent])
-    .arg("--out")
-    .arg(out)
-    .args(engine.switch_flags(listen, &engine.restart));
+    let agent = engine.agent_start(out, "", agent_pid);
+    let mut cmd = engine.mode_switch(out, listen, mode, &agent);
     if let Some((state, server)) = first {
         let token = dtca_tests::cli::token(state, &["--role", "node"]);
         cmd.args(["--server", server, "--token", &token]);

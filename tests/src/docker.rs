@@ -244,6 +244,38 @@ impl Engine {
     }
 
     /// `docker -H unix://<socket> <args>`.
+    /// What `--agent-start` is given to start `ca-client agent --out OUT` (with `extra`
+    /// flags) in the background: its output appended to `agent.log` in this engine's
+    /// directory, its pid written to `pid_file` (for the caller to stop it by).
+    pub fn agent_start(&self, out: &Path, extra: &str, pid_file: &Path) -> String {
+        format!(
+            "{} agent --out {} {extra} >>{} 2>&1 & echo $! >{}",
+            crate::bins::bin("ca-client").display(),
+            out.display(),
+            self.dir.join("agent.log").display(),
+            pid_file.display()
+        )
+    }
+
+    /// `ca-client enroll --docker --docker-mode MODE` of this engine into `out`, with
+    /// 127.0.0.1 as its only name, `listen` as its address and `agent_start` to start the
+    /// agent (an [`Engine::agent_start`]); a first switch adds `--server` and `--token`.
+    pub fn mode_switch(&self, out: &Path, listen: &str, mode: &str, agent_start: &str) -> Command {
+        let mut cmd = Command::new(crate::bins::bin("ca-client"));
+        cmd.args([
+            "enroll",
+            "--docker",
+            "--no-default-sans",
+            "--san",
+            "127.0.0.1",
+        ])
+        .args(["--docker-mode", mode, "--agent-start", agent_start])
+        .arg("--out")
+        .arg(out)
+        .args(self.switch_flags(listen, &self.restart));
+        cmd
+    }
+
     /// The `ca-client enroll --docker` flags that point at this engine: its daemon.json,
     /// `tls/` in its directory, `listen`, `restart` as the restart command, and no systemd
     /// unit.

@@ -58,31 +58,16 @@ impl Node {
 
     /// `--agent-start`: the agent in the background, its pid recorded for the test.
     fn agent_start(&self) -> String {
-        format!(
-            "{} agent --out {} --docker-timeout 20s >>{} 2>&1 & echo $! >{}",
-            bin("ca-client").display(),
-            self.out.display(),
-            self.engine.dir.join("agent.log").display(),
-            self.agent_pid.display()
-        )
+        self.engine
+            .agent_start(&self.out, "--docker-timeout 20s", &self.agent_pid)
     }
 
     /// `ca-client enroll --docker --docker-mode MODE` (with a token the first time).
     fn switch(&self, mode: &str, first: bool) -> Output {
-        let mut cmd = Command::new(bin("ca-client"));
-        cmd.args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-        ])
-        .args(["--docker-mode", mode, "--docker-timeout", "20s"])
-        .arg("--agent-start")
-        .arg(self.agent_start())
-        .arg("--out")
-        .arg(&self.out)
-        .args(self.engine.switch_flags(&self.listen, &self.engine.restart));
+        let mut cmd = self
+            .engine
+            .mode_switch(&self.out, &self.listen, mode, &self.agent_start());
+        cmd.args(["--docker-timeout", "20s"]);
         if first {
             let t = token(&self.state, &["--role", "node"]);
             cmd.args(["--server", &self.serve.addr, "--token", &t]);
@@ -205,6 +190,24 @@ fn accepts(addr: &str) -> bool {
 }
 
 /// Lines a child prints, collected on a thread.
+/// `docker logs -f NAME` through `context`, running, and the lines it printed so far.
+fn follow_logs(
+    node: &Node,
+    context: &str,
+    name: &str,
+) -> (std::process::Child, Arc<Mutex<Vec<String>>>) {
+    let mut logs = node
+        .engine
+        .cli(context)
+        .args(["logs", "-f", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(&mut logs);
+    (logs, lines)
+}
+
 fn collect_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().unwrap();
@@ -376,15 +379,7 @@ fn every_docker_command_works_through_the_guard() {
 
     // logs -f: a stream that keeps coming.
     ok(&run_logger(&node, "lg"), "run -d (logs)");
-    let mut logs = node
-        .engine
-        .cli("gd")
-        .args(["logs", "-f", "lg"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = collect_lines(&mut logs);
+    let (mut logs, lines) = follow_logs(&node, "gd", "lg");
     assert!(
         wait_until(Duration::from_secs(20), || count(&lines) >= 20),
         "logs -f stopped at {} lines",
@@ -519,15 +514,7 @@ fn a_new_pair_is_served_at_once_while_a_logs_stream_keeps_flowing() {
     ok(&run_logger(&node, "lg"), "run -d");
     let pid = node.engine.pid();
     let restarts = node.engine.restarts();
-    let mut logs = node
-        .engine
-        .cli("gd")
-        .args(["logs", "-f", "lg"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = collect_lines(&mut logs);
+    let (mut logs, lines) = follow_logs(&node, "gd", "lg");
     assert!(wait_until(Duration::from_secs(20), || count(&lines) >= 5));
 
     let before = node.serial();
