@@ -680,10 +680,24 @@ fn a_read_only_operator_reads_through_the_guard_and_is_refused_the_rest() {
     );
     assert_eq!(all, "web running");
 
-    // The node's audit log shows the requests, the reader's and the refusals among them.
-    let out = run(
-        "ca-client",
-        &["audit", "--json", "--out", node.out.to_str().unwrap()],
+    // The node's audit log shows the requests, the reader's and the refusals among them
+    // (read once the writer has caught up: it writes in batches every 25 ms).
+    let audit_json = || {
+        run(
+            "ca-client",
+            &["audit", "--json", "--out", node.out.to_str().unwrap()],
+        )
+    };
+    let mut out = audit_json();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            let again = audit_json();
+            let settled = again.stdout == out.stdout;
+            out = again;
+            settled
+        }),
+        "the audit log kept growing"
     );
     assert!(out.status.success(), "audit: {}", text(&out));
     let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
