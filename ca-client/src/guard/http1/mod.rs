@@ -131,7 +131,9 @@ pub(crate) fn parse_request(bytes: &[u8]) -> Result<Option<(RequestHead, usize)>
             Some(n) => Framing::Length(n),
             None => return Err(bad(400, "invalid Content-Length")),
         },
-        ([coding], true) if version == 1 && trim(coding).eq_ignore_ascii_case(b"chunked") => {
+        ([coding], true)
+            if version == 1 && coding.trim_ascii().eq_ignore_ascii_case(b"chunked") =>
+        {
             Framing::Chunked
         }
         (_, true) => return Err(bad(501, "unsupported Transfer-Encoding (only chunked)")),
@@ -234,7 +236,7 @@ pub(crate) fn parse_response(
 fn content_length(values: &[&[u8]]) -> Option<u64> {
     let mut agreed = None;
     for value in values {
-        let value = trim(value);
+        let value = value.trim_ascii();
         if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -251,12 +253,8 @@ fn content_length(values: &[&[u8]]) -> Option<u64> {
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|b| *b == b',')
-        .map(trim)
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
-}
-
-fn trim(value: &[u8]) -> &[u8] {
-    value.trim_ascii()
 }
 
 #[cfg(test)]
