@@ -251,6 +251,7 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
         ("stale", 1),
         ("unhealthy", 0),
         ("unreported", 0),
+        ("expired", 0),
         ("expiring", 1),
     ] {
         assert_eq!(s[key], n, "summary {key}: {view:#}");
@@ -322,7 +323,7 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
     assert!(exp_line.contains("(expiring)"), "{exp_line}");
     assert!(
         table.contains(
-            "5 nodes: 2 on mTLS, 1 still plain, 1 failed switch, 0 unhealthy, 1 stale, 0 unreported; 1 expiring within 7 days"
+            "5 nodes: 2 on mTLS, 1 still plain, 1 failed switch, 0 unhealthy, 1 stale, 0 unreported, 0 expired; 1 expiring within 7 days"
         ),
         "{table}"
     );
@@ -405,4 +406,68 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
         a.stop();
     }
     drop(engines);
+}
+
+/// A node whose certificate has expired stays in the view, as `expired`, until its
+/// certificate is revoked (how a node is retired).
+#[test]
+fn an_expired_node_shows_as_expired_until_it_is_retired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("ca");
+    init_insecure(&state);
+    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let mut fleet = Fleet {
+        state: state.clone(),
+        serve,
+        tokens: Vec::new(),
+    };
+    let out = fleet.enroll(
+        "lapsed-1",
+        &tmp.path().join("lapsed-1"),
+        None,
+        &["--cert-ttl", "3s"],
+    );
+    assert!(out.status.success(), "enroll lapsed-1: {}", text(&out));
+    let out = fleet.enroll("fine-1", &tmp.path().join("fine-1"), None, &[]);
+    assert!(out.status.success(), "enroll fine-1: {}", text(&out));
+    assert!(
+        wait_until(Duration::from_secs(20), || fleet
+            .state_of("lapsed-1")
+            .as_deref()
+            == Some("expired")),
+        "lapsed-1 never showed as expired: {:#}",
+        fleet.rows(&[]).0
+    );
+    let (view, rows) = fleet.rows(&[]);
+    assert_eq!(rows.len(), 2, "{view:#}");
+    assert_eq!(view["summary"]["expired"], 1, "{view:#}");
+    assert_eq!(view["summary"]["expiring"], 0, "{view:#}");
+    assert_eq!(rows["lapsed-1"]["expiring"], false, "{view:#}");
+    assert!(rfc3339(&rows["lapsed-1"]["expires_at"]) <= time::OffsetDateTime::now_utc());
+    let (_, only) = fleet.rows(&["--state", "expired"]);
+    assert_eq!(only.keys().collect::<Vec<_>>(), ["lapsed-1"]);
+    let table = stdout(&fleet.fleet(&[]));
+    let line = table.lines().find(|l| l.starts_with("lapsed-1 ")).unwrap();
+    assert!(line.contains("expired"), "{table}");
+    assert!(
+        table.contains("2 nodes: 0 on mTLS, 0 still plain, 0 failed switch, 0 unhealthy, 0 stale, 1 unreported, 1 expired; 0 expiring within 7 days"),
+        "{table}"
+    );
+
+    // Retired: its certificate revoked, it leaves the view.
+    let revoke = run(
+        "ca-server",
+        &[
+            "cert",
+            "revoke",
+            "--name",
+            "lapsed-1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(revoke.status.success(), "revoke: {}", text(&revoke));
+    let (view, rows) = fleet.rows(&[]);
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["fine-1"], "{view:#}");
+    assert_eq!(view["summary"]["expired"], 0, "{view:#}");
 }

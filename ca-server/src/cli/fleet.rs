@@ -109,7 +109,15 @@ fn print_table(view: &v1::FleetResponse) {
     }
     let s = view.summary.unwrap_or_default();
     println!(
-        "{table}{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported; {} expiring within 7 days",
-        s.nodes, s.mtls, s.plain, s.failed, s.unhealthy, s.stale, s.unreported, s.expiring
+        "{table}{} nodes: {} on mTLS, {} still plain, {} failed switch, {} unhealthy, {} stale, {} unreported, {} expired; {} expiring within 7 days",
+        s.nodes,
+        s.mtls,
+        s.plain,
+        s.failed,
+        s.unhealthy,
+        s.stale,
+        s.unreported,
+        s.expired,
+        s.expiring
     );
 }

@@ -67,8 +67,8 @@ pub enum Command {
 /// `fleet` flags.
 #[derive(Debug, Args)]
 pub struct FleetArgs {
-    /// Only nodes in this state: mtls, plain, failed, unhealthy, stale, unreported, or
-    /// expiring (within 7 days). Repeatable; the summary still counts every node.
+    /// Only nodes in this state: mtls, plain, failed, unhealthy, stale, unreported,
+    /// expired, or expiring (within 7 days). Repeatable; the summary still counts every node.
     #[arg(long, env = "DTCA_STATE", value_delimiter = ',')]
     pub state: Vec<String>,
     #[command(flatten)]

@@ -70,6 +70,7 @@ struct Summary {
     unhealthy: u32,
     stale: u32,
     unreported: u32,
+    expired: u32,
     expiring: u32,
     earliest_expiry: Time,
 }
@@ -83,6 +84,7 @@ fn summary(s: v1::FleetSummary) -> Summary {
         unhealthy: s.unhealthy,
         stale: s.stale,
         unreported: s.unreported,
+        expired: s.expired,
         expiring: s.expiring,
         earliest_expiry: time(s.earliest_expiry_unix),
     }

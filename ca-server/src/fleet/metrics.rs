@@ -103,6 +103,7 @@ impl FleetGauges {
                 NodeState::Unhealthy => s.unhealthy,
                 NodeState::Stale => s.stale,
                 NodeState::Unreported => s.unreported,
+                NodeState::Expired => s.expired,
             };
             self.nodes
                 .get_or_create(&[("state", state.as_str())])

@@ -18,6 +18,9 @@ pub const EXPIRING_WITHIN: Duration = Duration::from_secs(7 * 86_400);
 /// Where a node stands, most urgent first when several apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeState {
+    /// Its newest certificate has expired: its engine and its clients refuse each other,
+    /// and its agent can no longer reach the CA to renew (it needs a new token).
+    Expired,
     /// Its agent has not reported for longer than the stale threshold: what it last said
     /// may no longer hold.
     Stale,
@@ -36,13 +39,14 @@ pub enum NodeState {
 
 impl NodeState {
     /// Every state, in the order the summary names them.
-    pub const ALL: [NodeState; 6] = [
+    pub const ALL: [NodeState; 7] = [
         NodeState::Mtls,
         NodeState::Plain,
         NodeState::Failed,
         NodeState::Unhealthy,
         NodeState::Stale,
         NodeState::Unreported,
+        NodeState::Expired,
     ];
 
     /// The word the CLI, the JSON and the metrics use.
@@ -54,15 +58,21 @@ impl NodeState {
             NodeState::Unhealthy => "unhealthy",
             NodeState::Stale => "stale",
             NodeState::Unreported => "unreported",
+            NodeState::Expired => "expired",
         }
     }
 
-    /// The state a node is in, from its agent's last report (and when it arrived).
+    /// The state a node is in, from its certificate's expiry and its agent's last report
+    /// (and when it arrived).
     pub fn of(
+        not_after: OffsetDateTime,
         report: Option<(&AgentState, OffsetDateTime)>,
         now: OffsetDateTime,
         stale_after: Duration,
     ) -> NodeState {
+        if not_after <= now {
+            return NodeState::Expired;
+        }
         let Some((state, received)) = report else {
             return NodeState::Unreported;
         };
@@ -100,7 +110,8 @@ impl std::str::FromStr for NodeState {
 }
 
 /// What `--state` accepts.
-pub const FILTER_WORDS: &str = "mtls, plain, failed, unhealthy, stale, unreported or expiring";
+pub const FILTER_WORDS: &str =
+    "mtls, plain, failed, unhealthy, stale, unreported, expired or expiring";
 
 /// Which rows to show: nodes in any of `states`, or expiring when `expiring`; every node
 /// when both are empty.
@@ -149,8 +160,13 @@ pub fn build(
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     for node in nodes {
         let report = reports.get(&node.name);
-        let state = NodeState::of(report.map(|r| (&r.state, r.received_at)), now, stale_after);
-        let expiring = node.cert.not_after - now <= EXPIRING_WITHIN;
+        let state = NodeState::of(
+            node.cert.not_after,
+            report.map(|r| (&r.state, r.received_at)),
+            now,
+            stale_after,
+        );
+        let expiring = state != NodeState::Expired && node.cert.not_after - now <= EXPIRING_WITHIN;
         count(&mut summary, state, expiring, node.cert.not_after);
         if !filter.admits(state, expiring) {
             continue;
@@ -180,6 +196,7 @@ fn count(
         NodeState::Unhealthy => &mut summary.unhealthy,
         NodeState::Stale => &mut summary.stale,
         NodeState::Unreported => &mut summary.unreported,
+        NodeState::Expired => &mut summary.expired,
     } += 1;
     summary.expiring += u32::from(expiring);
     let at = not_after.unix_timestamp();
@@ -282,10 +299,59 @@ mod tests {
                 NodeState::Stale,
             ),
         ];
+        let valid = now + time::Duration::days(30);
         for (report, want) in table {
-            let got = NodeState::of(report.as_ref().map(|(s, at)| (s, *at)), now, stale_after);
-            assert_eq!(got, want, "{report:?}");
+            let report = report.as_ref().map(|(s, at)| (s, *at));
+            assert_eq!(
+                NodeState::of(valid, report, now, stale_after),
+                want,
+                "{report:?}"
+            );
+            // Expired wins over anything its agent says.
+            assert_eq!(
+                NodeState::of(now, report, now, stale_after),
+                NodeState::Expired,
+                "{report:?}"
+            );
         }
+    }
+
+    #[test]
+    fn an_expired_node_is_counted_as_expired_and_not_as_expiring() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(100);
+        let node = |name: &str, not_after: OffsetDateTime| NodeRecord {
+            name: name.into(),
+            endpoint: None,
+            cert: crate::store::conformance::cert(dtca_pki::identity::Role::Node, name, not_after)
+                .summary,
+        };
+        let nodes = vec![
+            node("gone", now - time::Duration::days(3)),
+            node("soon", now + time::Duration::days(2)),
+            node("fine", now + time::Duration::days(60)),
+        ];
+        let all = build(
+            nodes.clone(),
+            &HashMap::new(),
+            &Filter::default(),
+            now,
+            Duration::from_secs(600),
+        );
+        let s = all.summary.unwrap();
+        assert_eq!((s.nodes, s.expired, s.expiring, s.unreported), (3, 1, 1, 2));
+        assert_eq!(
+            s.earliest_expiry_unix,
+            (now - time::Duration::days(3)).unix_timestamp()
+        );
+        let gone = all.nodes.iter().find(|n| n.name == "gone").unwrap();
+        assert_eq!(
+            (gone.name.as_str(), gone.state.as_str(), gone.expiring),
+            ("gone", "expired", false)
+        );
+        let only = Filter::parse(&["expired".into()]).unwrap();
+        let expired = build(nodes, &HashMap::new(), &only, now, Duration::from_secs(600));
+        let names: Vec<&str> = expired.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["gone"]);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Registrar {
         Ok(self.store.revocations_since(since).await?)
     }
 
-    /// Enrolled nodes and their engines.
+    /// Enrolled nodes and their engines, expired ones included (see [`crate::store::Store::nodes`]).
     ///
     /// # Errors
     /// [`Refusal::Store`] when the store fails.

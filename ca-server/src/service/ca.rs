@@ -325,7 +325,10 @@ impl ca_server::Ca for CaService {
             .call(Rpc::Other, "ListNodes", peer.clone(), async {
                 let caller = cx.caller(peer.as_ref(), false).await?;
                 require(&caller, &[Role::Operator, Role::Admin], "list nodes")?;
-                let nodes = cx.registrar.nodes(OffsetDateTime::now_utc()).await?;
+                let now = OffsetDateTime::now_utc();
+                // Engines a client can reach: an expired node (shown by `fleet`) is not.
+                let mut nodes = cx.registrar.nodes(now).await?;
+                nodes.retain(|n| n.cert.not_after > now);
                 Ok((nodes, cx.registrar.reports().await?))
             })
             .await?;

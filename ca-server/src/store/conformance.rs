@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use crate::restart::{Decision, RestartLimits, SlotRequest, Wait};
 
 use super::{
-    AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, Issuance, RevokeTarget, Store,
-    StoreError, TokenRecord,
+    AuditEntry, AuditKind, CertQuery, CertRecord, CertSummary, Issuance, NodeRecord, RevokeTarget,
+    Store, StoreError, TokenRecord,
 };
 
 /// Runs every check against a fresh, empty store.
@@ -34,6 +34,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     a_dns_name_belongs_to_one_identity(&*store).await;
     a_renewed_certificate_renews_again_only_while_its_successor_is_unused(&*store).await;
     an_engine_address_reported_by_a_revoked_certificate_is_not_shown(&*store).await;
+    an_expired_node_stays_listed_until_a_newer_certificate_of_it_is_revoked(&*store).await;
     revocations_since_a_time_oldest_first(&*store).await;
     the_newest_agent_report_of_each_node_is_kept(&*store).await;
     ca_material_changes_whole_and_only_from_the_generation_read(&*store).await;
@@ -898,6 +899,51 @@ async fn an_engine_address_reported_by_a_revoked_certificate_is_not_shown(store:
     assert_eq!(
         node.endpoint, None,
         "the replaced holder's engine address is still shown"
+    );
+}
+
+async fn an_expired_node_stays_listed_until_a_newer_certificate_of_it_is_revoked(
+    store: &dyn Store,
+) {
+    let lapsed = cert(Role::Node, "lapsed", now() - time::Duration::days(1));
+    let lapsed_serial = lapsed.summary.serial.clone();
+    enroll_fresh(store, lapsed, false).await.unwrap();
+    // Expired longer ago than the lists look back: gone.
+    let long_gone = cert(Role::Node, "long-gone", now() - time::Duration::days(31));
+    enroll_fresh(store, long_gone, false).await.unwrap();
+    let retired_old = cert(Role::Node, "retired", now() - time::Duration::days(2));
+    enroll_fresh(store, retired_old, false).await.unwrap();
+    let retired_new = cert(Role::Node, "retired", now() + time::Duration::days(1));
+    let retired_serial = retired_new.summary.serial.clone();
+    enroll_fresh(store, retired_new, true).await.unwrap();
+    let names = |nodes: &[NodeRecord]| -> Vec<(String, Serial)> {
+        nodes
+            .iter()
+            .filter(|n| ["lapsed", "long-gone", "retired"].contains(&n.name.as_str()))
+            .map(|n| (n.name.clone(), n.cert.serial.clone()))
+            .collect()
+    };
+    assert_eq!(
+        names(&store.nodes(now()).await.unwrap()),
+        vec![
+            ("lapsed".to_string(), lapsed_serial.clone()),
+            ("retired".to_string(), retired_serial.clone())
+        ],
+        "an expired node is left out, or a node shows an older certificate than its newest"
+    );
+    store
+        .revoke(
+            &RevokeTarget::Serial(retired_serial),
+            now(),
+            "retired",
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&store.nodes(now()).await.unwrap()),
+        vec![("lapsed".to_string(), lapsed_serial)],
+        "a node retired by revoking its newest certificate still shows, as its expired one"
     );
 }
 

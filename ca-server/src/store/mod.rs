@@ -195,6 +195,15 @@ pub enum RevokeTarget {
     },
 }
 
+/// How long a node whose certificate expired still shows (as expired) among the nodes:
+/// long enough to be seen and dealt with, and the lists never read the whole history.
+pub const EXPIRED_NODES_SHOWN: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// The expiry (Unix seconds) before which a node's certificate no longer shows at `now`.
+pub(crate) fn expired_since(now: OffsetDateTime) -> i64 {
+    (now - EXPIRED_NODES_SHOWN).unix_timestamp()
+}
+
 /// An enrolled node as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -436,8 +445,11 @@ pub trait Store: Send + Sync + 'static {
         serial: &Serial,
         audit: AuditEntry,
     ) -> Result<(), StoreError>;
-    /// Nodes with a valid certificate at `now`, with their engine addresses (only an
-    /// address reported by a certificate that has not been revoked).
+    /// Each node's newest certificate that is neither revoked nor renewed, with its
+    /// engine address (only an address reported by a certificate that has not been
+    /// revoked). A certificate expired at `now` is kept (the node shows as expired) for
+    /// [`EXPIRED_NODES_SHOWN`], unless a newer certificate of the name was revoked (the
+    /// node was retired).
     async fn nodes(&self, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError>;
     /// Every engine address ever reported, by name, whatever the node's certificates:
     /// what moving a store to another backend copies.

@@ -4,7 +4,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const STATE_NAMES = {
   mtls: "on mTLS", plain: "still plain", failed: "failed switch", unhealthy: "unhealthy",
-  stale: "stale", unreported: "unreported", expiring: "expiring within 7 days",
+  stale: "stale", unreported: "unreported", expired: "expired", expiring: "expiring within 7 days",
 };
 let latest = null;
 
@@ -47,7 +47,8 @@ function summary(fleet) {
   box.replaceChildren();
   const s = fleet.summary;
   const chips = [["", s.nodes, "nodes"], ["mtls", s.mtls], ["plain", s.plain], ["failed", s.failed],
-    ["unhealthy", s.unhealthy], ["stale", s.stale], ["unreported", s.unreported], ["expiring", s.expiring]];
+    ["unhealthy", s.unhealthy], ["stale", s.stale], ["unreported", s.unreported],
+    ["expired", s.expired], ["expiring", s.expiring]];
   for (const [state, n, label] of chips) {
     const b = el("button", null, "chip");
     b.type = "button";
@@ -100,7 +101,8 @@ function timeline(data) {
   chart.setAttribute("viewBox", "0 0 " + W + " " + H);
   chart.setAttribute("preserveAspectRatio", "none");
   const now = Date.parse(data.fleet.generated_at);
-  const times = data.fleet.nodes.map((n) => Date.parse(n.expires_at)).filter((t) => !isNaN(t));
+  // Expired certificates are in the table (state "expired"), not on the timeline ahead.
+  const times = data.fleet.nodes.map((n) => Date.parse(n.expires_at)).filter((t) => !isNaN(t) && t > now);
   const day = 86400000;
   const end = Math.max(now + 14 * day, ...(times.length ? [Math.max(...times)] : []));
   const span = end - now;

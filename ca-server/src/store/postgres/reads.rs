@@ -125,9 +125,14 @@ pub(super) async fn nodes(
                   AND NOT EXISTS (SELECT 1 FROM certificates r
                                   WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL)
              WHERE c.role = 'node' AND c.revoked_at IS NULL AND c.renewed_by IS NULL
-                   AND c.not_after > $1
+                   AND c.not_after > $2
+                   AND (c.not_after > $1
+                        OR NOT EXISTS (SELECT 1 FROM certificates r
+                                       WHERE r.name = c.name AND r.role = 'node'
+                                         AND r.revoked_at IS NOT NULL
+                                         AND r.not_after > c.not_after))
              ORDER BY c.name, c.not_after DESC",
-            &[&now.unix_timestamp()],
+            &[&now.unix_timestamp(), &crate::store::expired_since(now)],
         )
         .await
         .map_err(unavailable)?;

@@ -165,19 +165,27 @@ pub(super) const NODES: &str =
            AND NOT EXISTS (SELECT 1 FROM certificates r
                            WHERE r.serial = n.serial AND r.revoked_at IS NOT NULL))
      FROM certificates INDEXED BY certificates_expiry
-     WHERE role = 'node' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?1
+     WHERE role = 'node' AND revoked_at IS NULL AND renewed_by IS NULL AND not_after > ?2
+       AND (not_after > ?1
+            OR NOT EXISTS (SELECT 1 FROM certificates r INDEXED BY certificates_name
+                           WHERE r.name = certificates.name AND r.role = 'node'
+                             AND r.revoked_at IS NOT NULL
+                             AND r.not_after > certificates.not_after))
      ORDER BY name, not_after DESC";
 
 pub(super) fn nodes(c: &Connection, now: OffsetDateTime) -> Result<Vec<NodeRecord>, StoreError> {
     let mut stmt = c.prepare_cached(NODES).map_err(db_error)?;
     let rows = stmt
-        .query_map([now.unix_timestamp()], |row| {
-            Ok((
-                summary_from_row(row)?,
-                row.get::<_, String>(9)?,
-                row.get::<_, Option<String>>(10)?,
-            ))
-        })
+        .query_map(
+            [now.unix_timestamp(), crate::store::expired_since(now)],
+            |row| {
+                Ok((
+                    summary_from_row(row)?,
+                    row.get::<_, String>(9)?,
+                    row.get::<_, Option<String>>(10)?,
+                ))
+            },
+        )
         .map_err(db_error)?;
     let mut out: Vec<NodeRecord> = Vec::new();
     for row in rows {
