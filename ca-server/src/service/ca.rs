@@ -321,41 +321,44 @@ impl ca_server::Ca for CaService {
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
         let peer = peer(&request);
         let cx = &self.cx;
-        let (nodes, reports) = cx
+        let nodes = cx
             .call(Rpc::Other, "ListNodes", peer.clone(), async {
                 let caller = cx.caller(peer.as_ref(), false).await?;
                 require(&caller, &[Role::Operator, Role::Admin], "list nodes")?;
                 let now = OffsetDateTime::now_utc();
+                let (mut nodes, ()) =
+                    tokio::try_join!(cx.registrar.nodes(now), cx.registrar.refresh_reports(now))?;
                 // Engines a client can reach: an expired node (shown by `fleet`) is not.
-                let mut nodes = cx.registrar.nodes(now).await?;
                 nodes.retain(|n| n.cert.not_after > now);
-                Ok((nodes, cx.registrar.reports().await?))
+                Ok(nodes)
             })
             .await?;
-        let reported = |name: &str| reports.iter().find(|r| r.name == name);
-        Ok(Response::new(v1::ListNodesResponse {
-            nodes: nodes
+        // The agents' reports as the fleet view keeps them, by name.
+        let nodes = cx.registrar.fleet().reports.with(|reports| {
+            nodes
                 .into_iter()
-                .map(|n| v1::Node {
-                    mode: reported(&n.name)
-                        .map(|r| r.state.mode.clone())
-                        .unwrap_or_default(),
-                    reported_unix: reported(&n.name).map_or(0, |r| r.received_at.unix_timestamp()),
-                    serial: n.cert.serial.to_string(),
-                    not_before_unix: n.cert.not_before.unix_timestamp(),
-                    name: n.name,
-                    endpoint: n.endpoint.unwrap_or_default(),
-                    dns_names: n.cert.dns_names,
-                    ip_addresses: n
-                        .cert
-                        .ip_addresses
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    not_after_unix: n.cert.not_after.unix_timestamp(),
+                .map(|n| {
+                    let reported = reports.get(&n.name);
+                    v1::Node {
+                        mode: reported.map(|r| r.state.mode.clone()).unwrap_or_default(),
+                        reported_unix: reported.map_or(0, |r| r.received_at.unix_timestamp()),
+                        serial: n.cert.serial.to_string(),
+                        not_before_unix: n.cert.not_before.unix_timestamp(),
+                        name: n.name,
+                        endpoint: n.endpoint.unwrap_or_default(),
+                        dns_names: n.cert.dns_names,
+                        ip_addresses: n
+                            .cert
+                            .ip_addresses
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        not_after_unix: n.cert.not_after.unix_timestamp(),
+                    }
                 })
-                .collect(),
-        }))
+                .collect()
+        });
+        Ok(Response::new(v1::ListNodesResponse { nodes }))
     }
 }
 
