@@ -415,7 +415,19 @@ fn an_expired_node_shows_as_expired_until_it_is_retired() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("ca");
     init_insecure(&state);
-    let serve = ServeProcess::start(&state, &["--insecure-no-passphrase"], &[]);
+    let ui = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let serve = ServeProcess::start(
+        &state,
+        &[
+            "--insecure-no-passphrase",
+            "--ui-listen",
+            &ui,
+            "--metrics-listen",
+            &metrics,
+        ],
+        &[],
+    );
     let mut fleet = Fleet {
         state: state.clone(),
         serve,
@@ -452,6 +464,42 @@ fn an_expired_node_shows_as_expired_until_it_is_retired() {
     assert!(
         table.contains("2 nodes: 0 on mTLS, 0 still plain, 0 failed switch, 0 unhealthy, 0 stale, 1 unreported, 1 expired; 0 expiring within 7 days"),
         "{table}"
+    );
+
+    // The metrics and the page say so too; the timeline ahead leaves it out.
+    let (_, scraped) = http_get(&metrics, "/metrics");
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l == "dtca_fleet_nodes{state=\"expired\"} 1"),
+        "{scraped}"
+    );
+    let (code, data) = http_get(&ui, "/data.json");
+    assert_eq!(code, 200, "{data}");
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["fleet"]["summary"]["expired"], 1, "{data:#}");
+    let url = format!("http://{ui}/");
+    let dom = dump_dom(&url);
+    assert!(dom.contains("data-loaded=\"true\""), "{dom}");
+    assert!(
+        dom.contains("data-name=\"lapsed-1\" data-state=\"expired\""),
+        "lapsed-1 not listed as expired:\n{dom}"
+    );
+    assert!(
+        dom.contains("data-state=\"expired\"><b>1</b>expired</button>"),
+        "no expired chip:\n{dom}"
+    );
+    let chart = dom
+        .split("<svg id=\"timeline\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no timeline chart:\n{dom}"));
+    assert_eq!(chart.matches("<rect class=\"bar").count(), 1, "{chart}");
+    screenshot(
+        &url,
+        &artifacts_dir().join("fleet-page-expired.png"),
+        1280,
+        900,
     );
 
     // Retired: its certificate revoked, it leaves the view.
