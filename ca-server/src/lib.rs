@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus counters and the `/metrics` endpoint.
 //! - [`fleet`]: every node's state in one view (`fleet`, fleet metrics).
 //! - [`ui`]: the read-only web page (`serve --ui-listen`): fleet, CA lifecycle, audit.
+//! - [`side_http`]: the small HTTP/1.1 server both `/metrics` and the web page run on.
 //! - [`cli`]: the command line; `main.rs` only parses and calls [`cli::run`].
 //!
 //! The signing itself is pure and lives in `dtca-pki`. This crate does not talk to Docker.
@@ -27,6 +28,7 @@ pub mod registrar;
 pub mod restart;
 pub mod server;
 pub mod service;
+pub mod side_http;
 pub mod state;
 pub mod store;
 pub mod tls;

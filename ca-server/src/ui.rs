@@ -11,7 +11,6 @@
 //! Content-Security-Policy keeps the page to its own script, and the script writes text,
 //! never markup, so a node name cannot inject any.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -19,7 +18,6 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -46,25 +44,11 @@ pub async fn serve(
     registrar: Arc<Registrar>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut shutdown = Box::pin(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let _ = stream.set_nodelay(true);
+    let handler = move |req: Request<hyper::body::Incoming>| {
         let registrar = registrar.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let registrar = registrar.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &registrar).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { answer(&req, &registrar).await }
+    };
+    crate::side_http::serve(listener, handler, shutdown).await;
 }
 
 async fn answer<B>(req: &Request<B>, registrar: &Registrar) -> Response<Full<Bytes>> {

@@ -1,7 +1,6 @@
 //! `GET /metrics` on its own listener: values that need the store or a file are read at
 //! each scrape, then everything registered is encoded.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use dtca_pki::inspect;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
@@ -35,30 +33,22 @@ pub async fn serve(
 ) {
     metrics.register_collector(Box::new(StoreCollector(store.clone())));
     let admin_cert = Arc::new(admin_cert);
-    let mut shutdown = Box::pin(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
+    let refresh = Arc::new(refresh);
+    let handler = move |req: Request<hyper::body::Incoming>| {
         let (metrics, store, admin_cert) = (metrics.clone(), store.clone(), admin_cert.clone());
         let refresh = refresh.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (metrics, store, admin_cert) =
-                    (metrics.clone(), store.clone(), admin_cert.clone());
-                let refresh = refresh.clone();
-                async move {
-                    let admin_cert = admin_cert.as_ref().as_ref();
-                    Ok::<_, Infallible>(answer(&req, &metrics, &*store, admin_cert, &refresh).await)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move {
+            answer(
+                &req,
+                &metrics,
+                &*store,
+                admin_cert.as_ref().as_ref(),
+                &refresh,
+            )
+            .await
+        }
+    };
+    crate::side_http::serve(listener, handler, shutdown).await;
 }
 
 async fn answer(
