@@ -113,14 +113,6 @@ impl Registrar {
         Ok(())
     }
 
-    /// Every node's newest agent report.
-    ///
-    /// # Errors
-    /// [`Refusal::Store`] when the store fails.
-    pub async fn reports(&self) -> Result<Vec<AgentRecord>, Refusal> {
-        Ok(self.store.reports(OffsetDateTime::UNIX_EPOCH).await?)
-    }
-
     /// Brings the fleet's kept reports (`fleet().reports`) up to date with the store.
     ///
     /// # Errors
