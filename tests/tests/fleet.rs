@@ -34,6 +34,30 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// A fresh CA in `dir` and its `serve` (with `extra` flags), the web page and the
+    /// metrics on loopback: the fleet, the page's address and the metrics' address.
+    fn start(dir: &Path, extra: &[&str]) -> (Fleet, String, String) {
+        let state = dir.join("ca");
+        init_insecure(&state);
+        let ui = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        let mut args = vec![
+            "--insecure-no-passphrase",
+            "--ui-listen",
+            &ui,
+            "--metrics-listen",
+            &metrics,
+        ];
+        args.extend_from_slice(extra);
+        let serve = ServeProcess::start(&state, &args, &[]);
+        let fleet = Fleet {
+            state,
+            serve,
+            tokens: Vec::new(),
+        };
+        (fleet, ui, metrics)
+    }
+
     fn token(&mut self, args: &[&str]) -> String {
         let t = token(&self.state, args);
         self.tokens.push(t.clone());
@@ -108,6 +132,14 @@ fn agent(out: &Path, log: &Path) -> Proc {
     Proc::spawn("ca-client agent", cmd, log)
 }
 
+/// The expiry timeline's SVG in the page's DOM.
+fn timeline(dom: &str) -> &str {
+    dom.split("<svg id=\"timeline\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no timeline chart:\n{dom}"))
+}
+
 fn rfc3339(v: &serde_json::Value) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(
         v.as_str().unwrap_or_default(),
@@ -121,28 +153,7 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
     let started = std::time::Instant::now();
     let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
     let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("ca");
-    init_insecure(&state);
-    let ui = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let serve = ServeProcess::start(
-        &state,
-        &[
-            "--insecure-no-passphrase",
-            "--stale-after",
-            STALE_AFTER,
-            "--ui-listen",
-            &ui,
-            "--metrics-listen",
-            &metrics,
-        ],
-        &[],
-    );
-    let mut fleet = Fleet {
-        state: state.clone(),
-        serve,
-        tokens: Vec::new(),
-    };
+    let (mut fleet, ui, metrics) = Fleet::start(tmp.path(), &["--stale-after", STALE_AFTER]);
     let logs = tmp.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let dir = |name: &str| tmp.path().join(name);
@@ -385,11 +396,7 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
             "{name} not listed as {st}:\n{dom}"
         );
     }
-    let chart = dom
-        .split("<svg id=\"timeline\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</svg>").next())
-        .unwrap_or_else(|| panic!("no timeline chart:\n{dom}"));
+    let chart = timeline(&dom);
     let bars = chart.matches("<rect class=\"bar").count();
     assert!(bars >= 2, "the chart drew {bars} bars: {chart}");
     assert!(
@@ -413,26 +420,7 @@ fn fleet_shows_each_node_in_its_state_in_text_json_metrics_and_the_web_page() {
 #[test]
 fn an_expired_node_shows_as_expired_until_it_is_retired() {
     let tmp = tempfile::tempdir().unwrap();
-    let state = tmp.path().join("ca");
-    init_insecure(&state);
-    let ui = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let metrics = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let serve = ServeProcess::start(
-        &state,
-        &[
-            "--insecure-no-passphrase",
-            "--ui-listen",
-            &ui,
-            "--metrics-listen",
-            &metrics,
-        ],
-        &[],
-    );
-    let mut fleet = Fleet {
-        state: state.clone(),
-        serve,
-        tokens: Vec::new(),
-    };
+    let (mut fleet, ui, metrics) = Fleet::start(tmp.path(), &[]);
     let out = fleet.enroll(
         "lapsed-1",
         &tmp.path().join("lapsed-1"),
@@ -489,11 +477,7 @@ fn an_expired_node_shows_as_expired_until_it_is_retired() {
         dom.contains("data-state=\"expired\"><b>1</b>expired</button>"),
         "no expired chip:\n{dom}"
     );
-    let chart = dom
-        .split("<svg id=\"timeline\"")
-        .nth(1)
-        .and_then(|rest| rest.split("</svg>").next())
-        .unwrap_or_else(|| panic!("no timeline chart:\n{dom}"));
+    let chart = timeline(&dom);
     assert_eq!(chart.matches("<rect class=\"bar").count(), 1, "{chart}");
     screenshot(
         &url,
@@ -511,7 +495,7 @@ fn an_expired_node_shows_as_expired_until_it_is_retired() {
             "--name",
             "lapsed-1",
             "--state-dir",
-            state.to_str().unwrap(),
+            fleet.state.to_str().unwrap(),
         ],
     );
     assert!(revoke.status.success(), "revoke: {}", text(&revoke));
