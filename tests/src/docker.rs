@@ -213,21 +213,10 @@ impl Engine {
         listen: &str,
         restart: impl AsRef<OsStr>,
     ) -> Command {
-        let mut cmd = Command::new(crate::bins::bin("ca-client"));
-        cmd.args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-            "--server",
-            server,
-            "--token",
-            token,
-            "--state-dir",
-        ])
-        .arg(creds)
-        .args(self.switch_flags(listen, restart));
+        let mut cmd = enroll_docker();
+        cmd.args(["--server", server, "--token", token, "--state-dir"])
+            .arg(creds)
+            .args(self.switch_flags(listen, restart));
         cmd
     }
 
@@ -243,7 +232,6 @@ impl Engine {
         cmd.output().unwrap()
     }
 
-    /// `docker -H unix://<socket> <args>`.
     /// What `--agent-start` is given to start `ca-client agent --out OUT` (with `extra`
     /// flags) in the background: its output appended to `agent.log` in this engine's
     /// directory, its pid written to `pid_file` (for the caller to stop it by).
@@ -261,18 +249,11 @@ impl Engine {
     /// 127.0.0.1 as its only name, `listen` as its address and `agent_start` to start the
     /// agent (an [`Engine::agent_start`]); a first switch adds `--server` and `--token`.
     pub fn mode_switch(&self, out: &Path, listen: &str, mode: &str, agent_start: &str) -> Command {
-        let mut cmd = Command::new(crate::bins::bin("ca-client"));
-        cmd.args([
-            "enroll",
-            "--docker",
-            "--no-default-sans",
-            "--san",
-            "127.0.0.1",
-        ])
-        .args(["--docker-mode", mode, "--agent-start", agent_start])
-        .arg("--out")
-        .arg(out)
-        .args(self.switch_flags(listen, &self.restart));
+        let mut cmd = enroll_docker();
+        cmd.args(["--docker-mode", mode, "--agent-start", agent_start])
+            .arg("--out")
+            .arg(out)
+            .args(self.switch_flags(listen, &self.restart));
         cmd
     }
 
@@ -294,6 +275,7 @@ impl Engine {
         ]
     }
 
+    /// `docker -H unix://<socket> <args>`.
     pub fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .arg("-H")
@@ -488,4 +470,18 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `ca-client enroll --docker` with 127.0.0.1 as the only name: what every switch of a
+/// test engine starts from.
+fn enroll_docker() -> Command {
+    let mut cmd = Command::new(crate::bins::bin("ca-client"));
+    cmd.args([
+        "enroll",
+        "--docker",
+        "--no-default-sans",
+        "--san",
+        "127.0.0.1",
+    ]);
+    cmd
 }
