@@ -27,21 +27,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` on stderr (`RUST_LOG` overrides the level); colours only on a terminal.
+/// Sets up `tracing` on stderr (`RUST_LOG` overrides the levels: `warn`,
+/// `info,ca_client::agent=debug`); colours only on a terminal.
+///
+/// The filter is by target and level only (no span or field directives): it needs no
+/// regular expressions, which keeps them out of the binaries and a resident agent smaller.
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let _ = FORMAT.set(format);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn")
-    });
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(default_levels);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
+        LogFormat::Text => registry.with(layer).try_init(),
     };
+}
+
+/// `info`, with the HTTP/2 and gRPC plumbing's chatter at `warn`.
+fn default_levels() -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::LevelFilter;
+    tracing_subscriber::filter::Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_targets([
+            ("h2", LevelFilter::WARN),
+            ("hyper", LevelFilter::WARN),
+            ("tower", LevelFilter::WARN),
+        ])
 }
 
 /// The exit-code table shown in `--help`.
