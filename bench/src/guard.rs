@@ -29,9 +29,25 @@ mod report;
 
 /// Requests timed one after another on one connection.
 const PINGS: usize = 2000;
-/// Requests for the throughput figure, and the connections they share.
-const PARALLEL_REQUESTS: usize = 20_000;
+/// The connections the throughput requests share.
 const CONNECTIONS: usize = 32;
+/// The API requests timed for throughput, each on its own, and how many of each: the
+/// reads behind the docker CLI's everyday commands (every command pings first; `docker
+/// version`, which dockerd answers slowly, asking containerd and runc; `docker ps` with
+/// [`RUNNING`] containers; `docker inspect`; `docker images`).
+const API: [(&str, &str, usize); 5] = [
+    ("`GET /_ping`", "/_ping", 20_000),
+    ("`GET /version`", "/v1.41/version", 2_000),
+    ("`GET /containers/json`", "/v1.41/containers/json", 10_000),
+    (
+        "`GET /containers/{id}/json`",
+        "/v1.41/containers/bench-cp/json",
+        20_000,
+    ),
+    ("`GET /images/json`", "/v1.41/images/json", 20_000),
+];
+/// Containers running while the API is measured (the copy's among them).
+const RUNNING: usize = 5;
 /// The copy, in MiB.
 const COPY_MIB: usize = 1024;
 /// Cycles of native then guard (the report gives medians over them).
@@ -44,7 +60,8 @@ const HELD: usize = 200;
 struct Mode {
     p50_ms: f64,
     p99_ms: f64,
-    requests_per_s: f64,
+    /// Requests per second of each [`API`] request, 32 connections.
+    api_per_s: [f64; API.len()],
     copy_in_mib_s: f64,
     copy_out_mib_s: f64,
 }
@@ -87,10 +104,10 @@ pub fn run() -> anyhow::Result<String> {
             }
             let guard = measure(&engine, &creds, port, &big)?;
             eprintln!(
-                "cycle {}: requests/s native {:.0}, guard {:.0}",
+                "cycle {}: pings/s native {:.0}, guard {:.0}",
                 cycle + 1,
-                native.requests_per_s,
-                guard.requests_per_s
+                native.api_per_s[0],
+                guard.api_per_s[0],
             );
             cycles.push((native, guard));
         }
@@ -175,17 +192,23 @@ fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Resu
         }
         Ok(())
     };
-    let _ = docker(&["rm", "-f", "bench-cp"]);
-    docker(&["run", "-d", "--name", "bench-cp", IMAGE, "sleep", "3600"])?;
+    let running: Vec<String> = std::iter::once("bench-cp".to_string())
+        .chain((1..RUNNING).map(|i| format!("bench-api-{i}")))
+        .collect();
+    for name in &running {
+        let _ = docker(&["rm", "-f", name]);
+        docker(&["run", "-d", "--name", name, IMAGE, "sleep", "3600"])?;
+    }
     let big_text = big.to_str().context("path")?;
     let mut mode = Mode {
         p50_ms: percentile(&times, 0.50),
         p99_ms: percentile(&times, 0.99),
         ..Mode::default()
     };
-    let started = Instant::now();
-    curl_parallel(creds, &url, PARALLEL_REQUESTS, CONNECTIONS)?;
-    mode.requests_per_s = PARALLEL_REQUESTS as f64 / started.elapsed().as_secs_f64();
+    let base = format!("https://127.0.0.1:{port}");
+    for (rate, (_, path, n)) in mode.api_per_s.iter_mut().zip(API) {
+        *rate = curl_parallel(creds, &format!("{base}{path}"), n, CONNECTIONS)?;
+    }
     let started = Instant::now();
     docker(&["cp", big_text, "bench-cp:/big"])?;
     mode.copy_in_mib_s = COPY_MIB as f64 / started.elapsed().as_secs_f64();
@@ -199,7 +222,9 @@ fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Resu
         bail!("docker cp out failed");
     }
     mode.copy_out_mib_s = COPY_MIB as f64 / started.elapsed().as_secs_f64();
-    docker(&["rm", "-f", "bench-cp"])?;
+    for name in &running {
+        docker(&["rm", "-f", name])?;
+    }
     Ok(mode)
 }
 
@@ -247,25 +272,29 @@ fn ping_times(creds: &Path, url: &str, n: usize) -> anyhow::Result<Vec<f64>> {
     Ok(times)
 }
 
-fn curl_parallel(creds: &Path, url: &str, n: usize, connections: usize) -> anyhow::Result<()> {
+/// `n` requests of `url` over `connections` kept-alive connections: the requests per
+/// second.
+fn curl_parallel(creds: &Path, url: &str, n: usize, connections: usize) -> anyhow::Result<f64> {
     let config: String = (0..n)
         .map(|_| format!("url = \"{url}\"\noutput = \"/dev/null\"\n"))
         .collect();
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), config)?;
-    let out = curl(creds)
-        .args([
-            "--parallel",
-            "--parallel-max",
-            &connections.to_string(),
-            "-K",
-        ])
-        .arg(file.path())
-        .output()?;
+    let mut cmd = curl(creds);
+    cmd.args([
+        "--parallel",
+        "--parallel-max",
+        &connections.to_string(),
+        "-K",
+    ])
+    .arg(file.path());
+    let started = Instant::now();
+    let out = cmd.output()?;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!("curl --parallel: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(())
+    Ok(rate)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
