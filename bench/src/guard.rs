@@ -4,7 +4,8 @@
 //! then switched to guard mode on the same address (the agent in front of the same
 //! dockerd's socket) and measured the same way, and so on for [`CYCLES`] cycles: `GET
 //! /_ping` latency on one kept-alive connection (curl, p50 and p99 of 2,000), requests per
-//! second with 32 connections (curl `--parallel`), a 1 GiB `docker cp` each way. Each
+//! second with 32 connections (curl `--parallel`) of each of five [`API`] reads, with
+//! [`RUNNING`] containers up, and a 1 GiB `docker cp` each way. Each
 //! comparison is made within a cycle (native and guard measured a minute apart), and the
 //! report gives the median over cycles: on a shared 2-core machine the throughput of
 //! both modes drifts by 20 % from one minute to the next, more than the difference being
