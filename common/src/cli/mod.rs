@@ -33,14 +33,13 @@ pub enum LogFormat {
 /// The filter is by target and level only (no span or field directives): it needs no
 /// regular expressions, which keeps them out of the binaries and a resident agent smaller.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
     let _ = FORMAT.set(format);
     let filter = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|spec| spec.parse::<Targets>().ok())
+        .and_then(|spec| levels(&spec))
         .unwrap_or_else(default_levels);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layer = tracing_subscriber::fmt::layer()
@@ -51,6 +50,15 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => registry.with(layer.json()).try_init(),
         LogFormat::Text => registry.with(layer).try_init(),
     };
+}
+
+/// The levels `RUST_LOG` asks for: `None` when it is empty or unreadable (the defaults
+/// apply then, rather than no logs at all).
+fn levels(spec: &str) -> Option<tracing_subscriber::filter::Targets> {
+    if spec.trim().is_empty() {
+        return None;
+    }
+    spec.parse().ok()
 }
 
 /// `info`, with the HTTP/2 and gRPC plumbing's chatter at `warn`.
@@ -108,4 +116,31 @@ pub fn quiet_broken_pipe() {
         }
         default(info);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+
+    use super::*;
+
+    #[test]
+    fn rust_log_sets_levels_overall_and_per_target_and_an_empty_one_keeps_the_defaults() {
+        let warn = levels("warn").unwrap();
+        assert!(warn.would_enable("ca_server::serve", &tracing::Level::WARN));
+        assert!(!warn.would_enable("ca_server::serve", &tracing::Level::INFO));
+
+        let agent = levels("info,ca_client::agent=debug").unwrap();
+        assert!(agent.would_enable("ca_client::agent::channel", &tracing::Level::DEBUG));
+        assert!(!agent.would_enable("ca_client::guard", &tracing::Level::DEBUG));
+        assert!(agent.would_enable("ca_client::guard", &tracing::Level::INFO));
+
+        // Empty or unreadable: the defaults, not silence.
+        assert!(levels("").is_none());
+        assert!(levels("  ").is_none());
+        assert!(levels("ca_server=loud").is_none());
+        let defaults = default_levels();
+        assert_eq!(defaults.default_level(), Some(LevelFilter::INFO));
+        assert!(!defaults.would_enable("h2::proto", &tracing::Level::INFO));
+    }
 }
