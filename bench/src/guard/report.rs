@@ -39,14 +39,15 @@ pub(super) fn report(cycles: &[(Mode, Mode)], idle: u64, held: u64, first_use: D
     );
     let _ = writeln!(
         s,
-        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address, {CYCLES} times over. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: requests per second over {CONNECTIONS} connections (curl --parallel) of each of five API reads behind the docker CLI's everyday commands, with {RUNNING} containers running; copy: `docker cp` of {COPY_MIB} MiB each way. Each figure is the median over the {CYCLES} cycles; each comparison is made within a cycle (native and guard a minute apart), and its median is given, with each cycle's in brackets.\n",
+        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address, {CYCLES} times over. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: requests per second over {CONNECTIONS} connections (curl --parallel) of each of {} API reads behind the docker CLI's everyday commands, with {RUNNING} containers running; copy: `docker cp` of {COPY_MIB} MiB each way. Each figure is the median over the {CYCLES} cycles; each comparison is made within a cycle (native and guard a minute apart), and its median is given, with each cycle's in brackets.\n",
         {
             let m = crate::machine::Machine::now();
             format!(
                 "{}, {} cores, load {} at {}",
                 m.cpu, m.cores, m.load, m.date
             )
-        }
+        },
+        API.len(),
     );
     let _ = writeln!(s, "| | native TLS | guard | target | |");
     let _ = writeln!(s, "|---|---|---|---|---|");
@@ -147,6 +148,7 @@ mod tests {
             text.contains("(75 %; 75, 75, 75) | at least 80 % | MISSED |"),
             "{text}"
         );
+        assert!(text.contains("of each of 5 API reads"), "{text}");
         // Each API request is judged on its own.
         assert!(
             text.contains("| `GET /_ping`, 20000 over 32 connections | 120 /s | 90 /s (75 %; 75, 75, 75) | at least 80 % | MISSED |"),
