@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{API, CONNECTIONS, COPY_MIB, CYCLES, HELD, Mode, PINGS, RUNNING};
+use super::{API, CONNECTIONS, COPIES_IN, COPY_MIB, CYCLES, HELD, Mode, PINGS, RUNNING};
 
 /// One figure of a mode's measurements.
 type Figure<'a> = &'a dyn Fn(&Mode) -> f64;
@@ -39,7 +39,7 @@ pub(super) fn report(cycles: &[(Mode, Mode)], idle: u64, held: u64, first_use: D
     );
     let _ = writeln!(
         s,
-        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address, {CYCLES} times over. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: requests per second over {CONNECTIONS} connections (curl --parallel) of each of {} API reads behind the docker CLI's everyday commands, with {RUNNING} containers running; copy: `docker cp` of {COPY_MIB} MiB each way. Each figure is the median over the {CYCLES} cycles; each comparison is made within a cycle (native and guard a minute apart), and its median is given, with each cycle's in brackets.\n",
+        "`dtca-bench guard` ({}): one dockerd switched to native mutual TLS, then to guard mode on the same address, {CYCLES} times over. Latency: `GET /_ping`, {PINGS} requests on one kept-alive connection (curl); throughput: requests per second over {CONNECTIONS} connections (curl --parallel) of each of {} API reads behind the docker CLI's everyday commands, with {RUNNING} containers running; copy: `docker cp` of {COPY_MIB} MiB each way (in: the median of {COPIES_IN} copies per mode and cycle). Each figure is the median over the {CYCLES} cycles; each comparison is made within a cycle (native and guard a minute apart), and its median is given, with each cycle's in brackets.\n",
         {
             let m = crate::machine::Machine::now();
             format!(
