@@ -93,7 +93,7 @@ else
   echo "engine up, unauthenticated: $(curl -s http://127.0.0.1:2375/_ping) from http://127.0.0.1:2375/_ping"
   # 3. Enroll this node and switch the engine to mutual TLS on 2376, verified.
   token="$("$server" token create --quiet --state-dir "$demo/ca" --role node --ttl 10m 2>/dev/null)"
-  "$client" enroll --docker --server 127.0.0.1:8443 --token "$token" --san 127.0.0.1 --san localhost \
+  "$client" enroll --docker --server 127.0.0.1:8443 --token "$token" --san 127.0.0.1 \
     --state-dir "$demo/node" --daemon-json "$engine/daemon.json" --docker-tls-dir "$engine/tls" \
     --docker-listen tcp://127.0.0.1:2376 --docker-restart "$engine/restart.sh" --systemd-dir "$engine/no-systemd"
 fi

@@ -3,7 +3,7 @@
 //! it) and `status` agrees with what the engine serves; `env` lists, names the valid
 //! nodes, unsets; `nodes` shows the CA's inventory; `login --watch` keeps a short login
 //! fresh; JSON times are RFC 3339 and absent values null; the old flag spellings still
-//! work.
+//! work; `scripts/demo.sh` asks only for names a node may hold.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -603,4 +603,30 @@ fn renew_on_a_switched_node_rotates_the_engine_and_status_agrees() {
             .signal_and_wait(Signal::SIGTERM, Duration::from_secs(30))
             .is_some_and(|s| s.success())
     );
+}
+
+/// `scripts/demo.sh`, the README's first command, asks only for names a node may hold:
+/// addresses, or DNS names of hosts (the CA and the client refuse `localhost` and names
+/// that are addresses written as names, and the demo stopped at its enrollment when it
+/// still asked for `localhost`).
+#[test]
+fn the_demo_asks_only_for_names_a_node_may_hold() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let sans: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0] == "--san")
+        .map(|w| w[1].trim_matches(|c| c == '"' || c == '\''))
+        .collect();
+    assert!(!sans.is_empty(), "no --san in {}", script.display());
+    for san in sans {
+        if san.parse::<std::net::IpAddr>().is_err() {
+            assert_eq!(
+                dtca_pki::policy::check_host_name(san),
+                Ok(()),
+                "scripts/demo.sh asks for --san {san}"
+            );
+        }
+    }
 }
