@@ -24,7 +24,7 @@ use dtca_tests::cli::operator;
 use dtca_tests::docker::{Engine, IMAGE, free_port};
 use dtca_tests::serve::{ServeProcess, init_insecure};
 
-use self::report::report;
+use self::report::{median, report};
 
 mod report;
 
@@ -109,8 +109,9 @@ pub fn run() -> anyhow::Result<String> {
             }
             let guard = measure(&engine, &creds, port, &big)?;
             eprintln!(
-                "cycle {}: pings/s native {:.0}, guard {:.0}",
+                "cycle {}: {} native {:.0}/s, guard {:.0}/s",
                 cycle + 1,
+                API[0].0,
                 native.api_per_s[0],
                 guard.api_per_s[0],
             );
@@ -220,8 +221,7 @@ fn measure(engine: &Engine, creds: &Path, port: u16, big: &Path) -> anyhow::Resu
         docker(&["cp", big_text, "bench-cp:/big"])?;
         copies.push(COPY_MIB as f64 / started.elapsed().as_secs_f64());
     }
-    copies.sort_by(f64::total_cmp);
-    mode.copy_in_mib_s = percentile(&copies, 0.5);
+    mode.copy_in_mib_s = median(copies);
     let started = Instant::now();
     let out = engine
         .cli("bench")

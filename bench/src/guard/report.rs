@@ -12,7 +12,7 @@ type Figure<'a> = &'a dyn Fn(&Mode) -> f64;
 type Measured = Box<dyn Fn(&Mode) -> f64>;
 
 /// The middle value (of an odd count; the upper middle of an even one).
-fn median(mut values: Vec<f64>) -> f64 {
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
